@@ -1,0 +1,377 @@
+/*
+ * value.c — type names, value comparison, hashing, copying and JSON printing.
+ */
+#include "tsr/value.h"
+#include "tsr/error.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static size_t type_name_into(tsr_type_t t, char *buf, size_t n, size_t off) {
+    const char *s;
+    switch (tsr_type_kind(t)) {
+    case TSR_NULL: s = "null"; break;
+    case TSR_BOOL: s = "boolean"; break;
+    case TSR_LONG: s = "long"; break;
+    case TSR_DOUBLE: s = "double"; break;
+    case TSR_STRING: s = "string"; break;
+    case TSR_ANY: s = "any"; break;
+    case TSR_LIST:
+        off += (size_t)snprintf(buf + off, off < n ? n - off : 0, "list<");
+        if (off >= n) return off;
+        off = type_name_into(tsr_type_elem(t), buf, n, off);
+        if (off >= n) return off;
+        return off + (size_t)snprintf(buf + off, n - off, ">");
+    case TSR_MAP:
+        off += (size_t)snprintf(buf + off, off < n ? n - off : 0, "map<string,");
+        if (off >= n) return off;
+        off = type_name_into(tsr_type_elem(t), buf, n, off);
+        if (off >= n) return off;
+        return off + (size_t)snprintf(buf + off, n - off, ">");
+    default: s = "?"; break;
+    }
+    if (off >= n) return off;
+    return off + (size_t)snprintf(buf + off, n - off, "%s", s);
+}
+
+const char *tsr_type_name(tsr_type_t t, char *buf, size_t n) {
+    if (n == 0) return buf;
+    buf[0] = '\0';
+    type_name_into(t, buf, n, 0);
+    return buf;
+}
+
+static const char *skip_ws(const char *s) {
+    while (*s && isspace((unsigned char)*s)) s++;
+    return s;
+}
+
+static int word_is(const char *s, size_t n, const char *w) {
+    return strlen(w) == n && strncasecmp(s, w, n) == 0;
+}
+
+/* Parses one type at *ps; advances *ps. depth bounds the nibble chain (8 levels in 32 bits). */
+static int type_parse_at(const char **ps, tsr_type_t *out, int depth) {
+    const char *s = skip_ws(*ps);
+    const char *w = s;
+    while (isalnum((unsigned char)*s) || *s == '_') s++;
+    size_t n = (size_t)(s - w);
+    if (n == 0 || depth > 6) return TSR_EPARSE;
+    s = skip_ws(s);
+    if (word_is(w, n, "list") || word_is(w, n, "array")) {
+        if (*s != '<') return TSR_EPARSE;
+        s++;
+        tsr_type_t e;
+        if (type_parse_at(&s, &e, depth + 1)) return TSR_EPARSE;
+        s = skip_ws(s);
+        if (*s != '>') return TSR_EPARSE;
+        *ps = s + 1;
+        *out = TSR_TYPE_LIST(e);
+        return 0;
+    }
+    if (word_is(w, n, "map")) {
+        if (*s != '<') return TSR_EPARSE;
+        s++;
+        tsr_type_t k, v;
+        if (type_parse_at(&s, &k, depth + 1) || k != TSR_STRING) return TSR_EPARSE;
+        s = skip_ws(s);
+        if (*s != ',') return TSR_EPARSE;
+        s++;
+        if (type_parse_at(&s, &v, depth + 1)) return TSR_EPARSE;
+        s = skip_ws(s);
+        if (*s != '>') return TSR_EPARSE;
+        *ps = s + 1;
+        *out = TSR_TYPE_MAP(v);
+        return 0;
+    }
+    static const struct { const char *name; tsr_type_t t; } names[] = {
+        {"long", TSR_LONG}, {"bigint", TSR_LONG}, {"int", TSR_LONG}, {"integer", TSR_LONG},
+        {"short", TSR_LONG}, {"smallint", TSR_LONG}, {"tinyint", TSR_LONG},
+        {"double", TSR_DOUBLE}, {"float", TSR_DOUBLE}, {"real", TSR_DOUBLE},
+        {"decimal", TSR_DOUBLE},
+        {"string", TSR_STRING}, {"varchar", TSR_STRING}, {"char", TSR_STRING},
+        {"text", TSR_STRING},
+        {"boolean", TSR_BOOL}, {"bool", TSR_BOOL},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (word_is(w, n, names[i].name)) {
+            *ps = s;
+            *out = names[i].t;
+            return 0;
+        }
+    }
+    return TSR_EPARSE;
+}
+
+int tsr_type_parse(const char *s, tsr_type_t *out) {
+    tsr_type_t t;
+    if (type_parse_at(&s, &t, 0)) return TSR_EPARSE;
+    s = skip_ws(s);
+    if (*s) return TSR_EPARSE;
+    *out = t;
+    return 0;
+}
+
+static int cmp_i64(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
+static int cmp_f64(double a, double b) {
+    if (a < b) return -1;
+    if (a > b) return 1;
+    if (a == b) return 0;
+    /* NaN sorts after every number, and equal to itself */
+    return isnan(a) ? (isnan(b) ? 0 : 1) : -1;
+}
+
+int tsr_value_cmp(const tsr_value_t *a, const tsr_value_t *b) {
+    if (a->kind == b->kind) {
+        switch (a->kind) {
+        case TSR_NULL: return 0;
+        case TSR_BOOL: return cmp_i64(a->u.b, b->u.b);
+        case TSR_LONG: return cmp_i64(a->u.l, b->u.l);
+        case TSR_DOUBLE: return cmp_f64(a->u.d, b->u.d);
+        case TSR_STRING: {
+            size_t n = a->len < b->len ? a->len : b->len;
+            int c = n ? memcmp(a->u.s, b->u.s, n) : 0;
+            if (c) return c < 0 ? -1 : 1;
+            return cmp_i64(a->len, b->len);
+        }
+        case TSR_LIST: {
+            size_t n = a->len < b->len ? a->len : b->len;
+            for (size_t i = 0; i < n; i++) {
+                int c = tsr_value_cmp(&a->u.items[i], &b->u.items[i]);
+                if (c) return c;
+            }
+            return cmp_i64(a->len, b->len);
+        }
+        case TSR_MAP: {
+            size_t n = a->len < b->len ? a->len : b->len;
+            for (size_t i = 0; i < 2 * n; i++) {
+                int c = tsr_value_cmp(&a->u.items[i], &b->u.items[i]);
+                if (c) return c;
+            }
+            return cmp_i64(a->len, b->len);
+        }
+        default: return 0;
+        }
+    }
+    if (a->kind == TSR_LONG && b->kind == TSR_DOUBLE) {
+        int c = cmp_f64((double)a->u.l, b->u.d);
+        return c ? c : -1; /* tie-break by kind so the order stays total */
+    }
+    if (a->kind == TSR_DOUBLE && b->kind == TSR_LONG) {
+        int c = cmp_f64(a->u.d, (double)b->u.l);
+        return c ? c : 1;
+    }
+    return cmp_i64(a->kind, b->kind);
+}
+
+int tsr_value_equal(const tsr_value_t *a, const tsr_value_t *b) {
+    if (a->kind != b->kind) return 0;
+    if (a->kind == TSR_DOUBLE) {
+        if (isnan(a->u.d) && isnan(b->u.d)) return 1;
+        return a->u.d == b->u.d;
+    }
+    return tsr_value_cmp(a, b) == 0;
+}
+
+static int double_close(double a, double b) {
+    if (a == b) return 1;
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    double diff = fabs(a - b);
+    double scale = fmax(fabs(a), fabs(b));
+    if (scale < 1.0) return diff <= 1e-9;
+    return diff <= 1e-9 * scale;
+}
+
+static const tsr_value_t *map_find(const tsr_value_t *m, const tsr_value_t *key) {
+    for (uint32_t i = 0; i < m->len; i++)
+        if (tsr_value_equal(&m->u.items[2 * i], key)) return &m->u.items[2 * i + 1];
+    return NULL;
+}
+
+int tsr_value_close(const tsr_value_t *a, const tsr_value_t *b) {
+    if (a->kind != b->kind) return 0;
+    switch (a->kind) {
+    case TSR_DOUBLE: return double_close(a->u.d, b->u.d);
+    case TSR_LIST:
+        if (a->len != b->len) return 0;
+        for (uint32_t i = 0; i < a->len; i++)
+            if (!tsr_value_close(&a->u.items[i], &b->u.items[i])) return 0;
+        return 1;
+    case TSR_MAP:
+        if (a->len != b->len) return 0;
+        for (uint32_t i = 0; i < a->len; i++) {
+            const tsr_value_t *bv = map_find(b, &a->u.items[2 * i]);
+            if (!bv || !tsr_value_close(&a->u.items[2 * i + 1], bv)) return 0;
+        }
+        return 1;
+    default: return tsr_value_equal(a, b);
+    }
+}
+
+/* wyhash-style 64-bit mixing over 8-byte words; fast and well distributed. */
+static inline uint64_t mix(uint64_t a, uint64_t b) {
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+uint64_t tsr_hash_bytes(const void *p, size_t n, uint64_t seed) {
+    const uint8_t *s = p;
+    const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL;
+    uint64_t h = seed ^ mix(seed ^ k0, k1) ^ n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = mix(h ^ w ^ k0, k1 ^ 0x8ebc6af09c88c6e3ULL);
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)s[i] << (8 * i);
+    h = mix(h ^ w ^ k1, k0 ^ 0x589965cc75374cc3ULL);
+    return mix(h, h ^ k1);
+}
+
+uint64_t tsr_value_hash(const tsr_value_t *v, uint64_t seed) {
+    switch (v->kind) {
+    case TSR_NULL: return tsr_hash_u64(seed ^ 0x9e3779b97f4a7c15ULL);
+    case TSR_BOOL: return tsr_hash_bytes(&v->u.b, sizeof(v->u.b), seed ^ 1);
+    case TSR_LONG: return tsr_hash_bytes(&v->u.l, 8, seed ^ 2);
+    case TSR_DOUBLE: {
+        double d = v->u.d == 0 ? 0.0 : v->u.d; /* -0.0 == 0.0 */
+        return tsr_hash_bytes(&d, 8, seed ^ 3);
+    }
+    case TSR_STRING: return tsr_hash_bytes(v->u.s, v->len, seed ^ 4);
+    case TSR_LIST: {
+        uint64_t h = seed ^ 5;
+        for (uint32_t i = 0; i < v->len; i++) h = tsr_value_hash(&v->u.items[i], h);
+        return h;
+    }
+    case TSR_MAP: {
+        uint64_t h = 0; /* order-independent */
+        for (uint32_t i = 0; i < v->len; i++)
+            h += tsr_value_hash(&v->u.items[2 * i + 1], tsr_value_hash(&v->u.items[2 * i], seed));
+        return tsr_hash_u64(h ^ seed ^ 6);
+    }
+    default: return seed;
+    }
+}
+
+tsr_value_t tsr_value_copy(const tsr_value_t *v, tsr_arena_t *a) {
+    tsr_value_t r = *v;
+    switch (v->kind) {
+    case TSR_STRING:
+        r.u.s = tsr_arena_strndup(a, v->u.s, v->len);
+        break;
+    case TSR_LIST:
+    case TSR_MAP: {
+        size_t n = v->kind == TSR_LIST ? v->len : 2 * (size_t)v->len;
+        tsr_value_t *items = tsr_arena_alloc(a, n * sizeof(*items) + 1);
+        for (size_t i = 0; i < n; i++) items[i] = tsr_value_copy(&v->u.items[i], a);
+        r.u.items = items;
+        break;
+    }
+    default: break;
+    }
+    return r;
+}
+
+static void json_string(const char *s, size_t n, tsr_buf_t *out) {
+    static const char hex[] = "0123456789abcdef";
+    tsr_buf_reserve(out, n + 2);
+    tsr_buf_putc(out, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': tsr_buf_puts(out, "\\\""); break;
+        case '\\': tsr_buf_puts(out, "\\\\"); break;
+        case '\n': tsr_buf_puts(out, "\\n"); break;
+        case '\r': tsr_buf_puts(out, "\\r"); break;
+        case '\t': tsr_buf_puts(out, "\\t"); break;
+        case '\b': tsr_buf_puts(out, "\\b"); break;
+        case '\f': tsr_buf_puts(out, "\\f"); break;
+        default:
+            if (c < 0x20) {
+                char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+                tsr_buf_puts(out, esc);
+            } else {
+                tsr_buf_putc(out, c);
+            }
+        }
+    }
+    tsr_buf_putc(out, '"');
+}
+
+static void json_double(double d, tsr_buf_t *out) {
+    if (!isfinite(d)) {
+        tsr_buf_puts(out, "null");
+        return;
+    }
+    char tmp[40];
+    /* shortest %.Ng that round-trips */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d) break;
+    }
+    /* keep it recognisably a double: 2 -> 2.0 */
+    if (!strpbrk(tmp, ".eEn")) strcat(tmp, ".0");
+    tsr_buf_puts(out, tmp);
+}
+
+void tsr_value_to_json(const tsr_value_t *v, tsr_buf_t *out) {
+    switch (v->kind) {
+    case TSR_NULL: tsr_buf_puts(out, "null"); break;
+    case TSR_BOOL: tsr_buf_puts(out, v->u.b ? "true" : "false"); break;
+    case TSR_LONG: tsr_buf_printf(out, "%lld", (long long)v->u.l); break;
+    case TSR_DOUBLE: json_double(v->u.d, out); break;
+    case TSR_STRING: json_string(v->u.s, v->len, out); break;
+    case TSR_LIST:
+        tsr_buf_putc(out, '[');
+        for (uint32_t i = 0; i < v->len; i++) {
+            if (i) tsr_buf_putc(out, ',');
+            tsr_value_to_json(&v->u.items[i], out);
+        }
+        tsr_buf_putc(out, ']');
+        break;
+    case TSR_MAP:
+        tsr_buf_putc(out, '{');
+        for (uint32_t i = 0; i < v->len; i++) {
+            if (i) tsr_buf_putc(out, ',');
+            const tsr_value_t *k = &v->u.items[2 * i];
+            if (k->kind == TSR_STRING) {
+                json_string(k->u.s, k->len, out);
+            } else {
+                tsr_buf_t tmp;
+                tsr_buf_init(&tmp);
+                tsr_value_key_string(k, &tmp);
+                json_string((const char *)tmp.data, tmp.len, out);
+                tsr_buf_free(&tmp);
+            }
+            tsr_buf_putc(out, ':');
+            tsr_value_to_json(&v->u.items[2 * i + 1], out);
+        }
+        tsr_buf_putc(out, '}');
+        break;
+    default: tsr_buf_puts(out, "null"); break;
+    }
+}
+
+void tsr_value_to_text(const tsr_value_t *v, tsr_buf_t *out) {
+    if (v->kind == TSR_NULL) return;
+    if (v->kind == TSR_STRING) {
+        tsr_buf_append(out, v->u.s, v->len);
+        return;
+    }
+    tsr_value_to_json(v, out);
+}
+
+void tsr_value_key_string(const tsr_value_t *v, tsr_buf_t *out) {
+    if (v->kind == TSR_STRING) {
+        tsr_buf_append(out, v->u.s, v->len);
+        return;
+    }
+    tsr_value_to_json(v, out);
+}
