@@ -424,6 +424,81 @@ START_TEST(test_fuzz_files) {
 }
 END_TEST
 
+/* Output partitions: what is written reads back through the readers, a rerun replaces the
+ * partition whole, an abort leaves nothing, and leftover temp folders are cleaned up. */
+static void write_out(const char *dir, int64_t d, tsr_file_format_t fmt, int64_t base) {
+    const char *cols[] = {"k", "s", "x", "tags"};
+    tsr_out_partition_t *p;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_out_partition_begin(dir, d, fmt, cols, 4, &p, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        tsr_value_t items[2] = {tsr_value_string("a,\"b", 4), tsr_value_null()};
+        tsr_value_t row[4] = {tsr_value_long(base + i), tsr_value_string("x\ny,\"z\"", 7),
+                              i == 1 ? tsr_value_null() : tsr_value_double(i + 0.25),
+                              tsr_value_list(items, 2)};
+        ck_assert_int_eq(tsr_out_partition_write(p, row, &err), 0);
+    }
+    ck_assert_uint_eq(tsr_out_partition_rows(p), 3);
+    ck_assert_int_eq(tsr_out_partition_commit(p, &err), 0);
+}
+
+static void check_out(const char *table, int64_t base) {
+    tsr_table_t *t;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_table_open(wh, table, INT64_MIN, INT64_MAX, &t, &err), 0);
+    ck_assert_int_eq(t->nfiles, 1);
+    ck_assert_int_eq(t->ncols, 4);
+    ck_assert_uint_eq(t->col_types[0], TSR_LONG);
+    ck_assert_uint_eq(t->col_types[2], TSR_DOUBLE);
+    tsr_file_reader_t *r;
+    ck_assert_int_eq(tsr_file_reader_open(t, 0, NULL, &r, &err), 0);
+    tsr_value_t row[4];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(tsr_file_reader_next(r, row, &err), 1);
+        ck_assert_int_eq(row[0].u.l, base + i);
+        ck_assert_uint_eq(row[1].len, 7);
+        ck_assert(memcmp(row[1].u.s, "x\ny,\"z\"", 7) == 0);
+        if (i == 1) ck_assert_int_eq(row[2].kind, TSR_NULL);
+        else ck_assert(row[2].u.d == i + 0.25);
+    }
+    ck_assert_int_eq(tsr_file_reader_next(r, row, &err), 0);
+    tsr_file_reader_close(r);
+    tsr_table_free(t);
+}
+
+START_TEST(test_output_partitions) {
+    char dir[400];
+    int64_t d = day("2024-02-01");
+    snprintf(dir, sizeof dir, "%s/out/j", wh);
+    write_out(dir, d, TSR_FORMAT_JSONL, 10);
+    check_out("out.j", 10);
+    write_out(dir, d, TSR_FORMAT_JSONL, 20); /* a rerun replaces the partition whole */
+    check_out("out.j", 20);
+    snprintf(dir, sizeof dir, "%s/out/c", wh);
+    write_out(dir, d, TSR_FORMAT_CSV, 30);
+    check_out("out.c", 30);
+    write_out(dir, d, TSR_FORMAT_CSV, 40);
+    check_out("out.c", 40);
+
+    /* an aborted write leaves the published partition untouched and no temp folder */
+    const char *cols[] = {"k"};
+    tsr_out_partition_t *p;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_out_partition_begin(dir, d, TSR_FORMAT_CSV, cols, 1, &p, &err), 0);
+    tsr_value_t v = tsr_value_long(1);
+    ck_assert_int_eq(tsr_out_partition_write(p, &v, &err), 0);
+    tsr_out_partition_abort(p);
+    check_out("out.c", 40);
+    ck_assert_int_eq(tsr_out_cleanup(dir), 0);
+    /* a crashed writer's temp folder is invisible to readers and cleaned up */
+    ck_assert_int_eq(tsr_out_partition_begin(dir, d + 1, TSR_FORMAT_CSV, cols, 1, &p, &err), 0);
+    ck_assert_int_eq(tsr_out_partition_write(p, &v, &err), 0);
+    check_out("out.c", 40);
+    ck_assert_int_eq(tsr_out_cleanup(dir), 1);
+    tsr_out_partition_abort(p);
+}
+END_TEST
+
 static Suite *table_suite(void) {
     Suite *s = suite_create("table");
     TCase *tc = tcase_create("core");
@@ -439,6 +514,7 @@ static Suite *table_suite(void) {
     tcase_add_test(tc, test_listing_order_and_range);
     tcase_add_test(tc, test_open_errors);
     tcase_add_loop_test(tc, test_csv_roundtrip_random, 0, 4);
+    tcase_add_test(tc, test_output_partitions);
     tcase_add_loop_test(tc, test_fuzz_files, 0, 3);
     suite_add_tcase(s, tc);
     return s;

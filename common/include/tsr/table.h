@@ -91,6 +91,31 @@ int tsr_file_reader_next(tsr_file_reader_t *r, tsr_value_t *row, tsr_error_t *er
 uint64_t tsr_file_reader_line(const tsr_file_reader_t *r);
 void tsr_file_reader_close(tsr_file_reader_t *r);
 
+/* ---- Writing output partitions atomically (SPEC §3, §5).
+ *
+ * A partition is written into a hidden temporary folder beside its final place
+ * (<table_dir>/.tmp-ds=YYYY-MM-DD-<pid>-<n>/part-00000.<ext>), flushed and fsync'ed, then swapped
+ * into place with one renameat2(RENAME_EXCHANGE) (or a plain rename when there was no old
+ * partition), and the old contents removed. Readers therefore see the old partition or the new
+ * one, never a partial one, and a crash leaves at most a hidden .tmp-* folder that readers
+ * ignore and tsr_out_cleanup removes. JSON Lines rows are objects in column order; CSV has a
+ * header row, RFC 4180 quoting, empty cells for null and JSON text for lists and maps. */
+typedef struct tsr_out_partition tsr_out_partition_t;
+
+/* Columns are copied. Creates table_dir if needed. Caller ends with commit or abort. */
+int tsr_out_partition_begin(const char *table_dir, int64_t day, tsr_file_format_t format,
+                            const char *const *columns, size_t ncols, tsr_out_partition_t **out,
+                            tsr_error_t *err);
+/* Appends one row of ncols values. */
+int tsr_out_partition_write(tsr_out_partition_t *p, const tsr_value_t *row, tsr_error_t *err);
+uint64_t tsr_out_partition_rows(const tsr_out_partition_t *p);
+/* Publishes the partition atomically and frees p (also on failure). */
+int tsr_out_partition_commit(tsr_out_partition_t *p, tsr_error_t *err);
+/* Removes the temporary folder and frees p. */
+void tsr_out_partition_abort(tsr_out_partition_t *p);
+/* Removes leftover .tmp-* folders of crashed runs under table_dir. Returns how many. */
+int tsr_out_cleanup(const char *table_dir);
+
 /* Parsers shared with other readers (Kafka messages use the same text -> value rules).
  * Each returns 0, or TSR_EPARSE when the text is not a value of that type. */
 int tsr_parse_long(const char *s, size_t n, int64_t *out);
