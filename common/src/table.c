@@ -450,6 +450,8 @@ static int list_files(tsr_table_t *t, tsr_table_file_t **files, size_t *nfiles,
                       tsr_error_t *err) {
     char **parts;
     size_t nparts;
+    *files = NULL;
+    *nfiles = 0;
     if (list_dir(t->dir, &parts, &nparts))
         return tsr_error_set(err, TSR_EIO, "%s: cannot list: %s", t->dir, strerror(errno));
     size_t cap = 16, k = 0;
@@ -624,8 +626,8 @@ int tsr_table_open(const char *warehouse, const char *name, int64_t day_lo, int6
         tsr_table_free(t);
         return rc;
     }
-    tsr_table_file_t *all;
-    size_t nall;
+    tsr_table_file_t *all = NULL;
+    size_t nall = 0;
     int rc = list_files(t, &all, &nall, err);
     if (rc == 0) {
         char *sp = path_join(t->dir, "_schema.json");
