@@ -375,3 +375,73 @@ void tsr_value_key_string(const tsr_value_t *v, tsr_buf_t *out) {
     }
     tsr_value_to_json(v, out);
 }
+
+void tsr_value_encode(const tsr_value_t *v, tsr_buf_t *out) {
+    tsr_buf_put_u8(out, v->kind);
+    switch (v->kind) {
+    case TSR_BOOL: tsr_buf_put_u8(out, (uint8_t)(v->u.b != 0)); break;
+    case TSR_LONG: tsr_buf_put_svarint(out, v->u.l); break;
+    case TSR_DOUBLE: tsr_buf_put_f64(out, v->u.d); break;
+    case TSR_STRING: tsr_buf_put_bytes(out, v->u.s, v->len); break;
+    case TSR_LIST:
+        tsr_buf_put_uvarint(out, v->len);
+        for (uint32_t i = 0; i < v->len; i++) tsr_value_encode(&v->u.items[i], out);
+        break;
+    case TSR_MAP:
+        tsr_buf_put_uvarint(out, v->len);
+        for (uint32_t i = 0; i < 2 * v->len; i++) tsr_value_encode(&v->u.items[i], out);
+        break;
+    default: break;
+    }
+}
+
+static int value_decode_depth(tsr_reader_t *r, tsr_arena_t *arena, tsr_value_t *out, int depth) {
+    uint8_t kind;
+    if (depth > 8 || tsr_get_u8(r, &kind)) return TSR_ECORRUPT;
+    switch (kind) {
+    case TSR_NULL: *out = tsr_value_null(); return 0;
+    case TSR_BOOL: {
+        uint8_t b;
+        if (tsr_get_u8(r, &b) || b > 1) return TSR_ECORRUPT;
+        *out = tsr_value_bool(b);
+        return 0;
+    }
+    case TSR_LONG: {
+        int64_t l;
+        if (tsr_get_svarint(r, &l)) return TSR_ECORRUPT;
+        *out = tsr_value_long(l);
+        return 0;
+    }
+    case TSR_DOUBLE: {
+        double d;
+        if (tsr_get_f64(r, &d)) return TSR_ECORRUPT;
+        *out = tsr_value_double(d);
+        return 0;
+    }
+    case TSR_STRING: {
+        const uint8_t *p;
+        size_t n;
+        if (tsr_get_bytes(r, &p, &n) || n > UINT32_MAX) return TSR_ECORRUPT;
+        *out = tsr_value_string((const char *)p, n);
+        return 0;
+    }
+    case TSR_LIST:
+    case TSR_MAP: {
+        uint64_t n;
+        if (tsr_get_uvarint(r, &n)) return TSR_ECORRUPT;
+        uint64_t items = kind == TSR_MAP ? 2 * n : n;
+        /* every item takes at least one byte: a larger count is corrupt */
+        if (n > UINT32_MAX || items > tsr_reader_left(r)) return TSR_ECORRUPT;
+        tsr_value_t *v = tsr_arena_alloc(arena, (size_t)(items ? items : 1) * sizeof(*v));
+        for (uint64_t i = 0; i < items; i++)
+            if (value_decode_depth(r, arena, &v[i], depth + 1)) return TSR_ECORRUPT;
+        *out = kind == TSR_MAP ? tsr_value_map(v, (size_t)n) : tsr_value_list(v, (size_t)n);
+        return 0;
+    }
+    default: return TSR_ECORRUPT;
+    }
+}
+
+int tsr_value_decode(tsr_reader_t *r, tsr_arena_t *arena, tsr_value_t *out) {
+    return value_decode_depth(r, arena, out, 0);
+}
