@@ -238,11 +238,12 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
         }
         /* Each gap takes at least one byte; the sparse set never exceeds L. */
         if (n > h->sparse_max || n > tsr_reader_left(r)) {
+            uint32_t limit = h->sparse_max;
             tsr_hll_free(h);
             return tsr_error_set(err, TSR_ECORRUPT,
                                  "hll sketch: sparse count %llu exceeds limit %u or the %zu "
                                  "bytes left",
-                                 (unsigned long long)n, h->sparse_max, tsr_reader_left(r));
+                                 (unsigned long long)n, limit, tsr_reader_left(r));
         }
         uint64_t prev = 0;
         for (uint64_t i = 0; i < n; i++) {
