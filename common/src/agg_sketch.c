@@ -81,7 +81,7 @@ static void hll_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (s->p) tsr_hll_encode(s->p, out);
 }
 static int hll_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_hll_t *h = NULL;
     if ((rc = tsr_hll_decode(r, &h, err))) return sk_decode_failed(a, rc, err);
@@ -141,7 +141,7 @@ static void kll_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (has) tsr_kll_encode(s->p, out);
 }
 static int kll_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_kll_t *k = NULL;
     if ((rc = tsr_kll_decode(r, &k, err))) return sk_decode_failed(a, rc, err);
@@ -208,7 +208,7 @@ static void freq_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (s->p) tsr_freq_encode(s->p, out);
 }
 static int freq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_freq_t *f = NULL;
     if ((rc = tsr_freq_decode(r, &f, err))) return sk_decode_failed(a, rc, err);
