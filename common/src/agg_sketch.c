@@ -10,9 +10,10 @@
  * init allocates nothing and an empty IR is a NULL pointer. Merge creates the destination
  * sketch when needed and defers to the sketch's merge (commutative within its bound).
  *
- * The frequent-items sketch gets capacity k (Chronon's k, default 8): it keeps exact counts
- * while at most 8k distinct keys were seen (so "exact up to k distinct", SPEC §4, holds with
- * room to spare), then 4k Misra-Gries counters whose undercount is <= n / (4k + 1).
+ * The frequent-items sketch gets capacity 4k counters (k = argMap.k, default 8): it keeps
+ * exact counts while at most 8k distinct keys were seen (so "exact up to k distinct", SPEC
+ * §4, holds with room to spare), then its counts undercount by at most n / (4k + 1), so the
+ * k keys we report are ranked with an error a quarter of what k counters would give.
  *
  * Encoding: a presence byte (0 empty, 1 sketch) then the sketch's own encoding.
  */
@@ -156,7 +157,10 @@ const tsr__agg_ops_t tsr__ops_kll = {
 
 /* ---- APPROX_HISTOGRAM_K / APPROX_FREQUENT_K / APPROX_HEAVY_HITTERS_K ---------------- */
 
-static int freq_capacity(const tsr_agg_t *a) { return (int)a->k; }
+static int freq_capacity(const tsr_agg_t *a) {
+    int64_t c = 4 * a->k;
+    return (int)(c > TSR_FREQ_CAP_MAX ? TSR_FREQ_CAP_MAX : c);
+}
 
 static void freq_clear(const tsr_agg_t *a, void *ir) {
     (void)a;
