@@ -381,6 +381,18 @@ START_TEST(test_sketch_codec_fuzz) {
         ck_assert(tsr_agg_is_empty(a, d));
         free(copy);
     }
+    /* unknown version byte */
+    {
+        uint8_t *copy = tsr_malloc(buf.len);
+        memcpy(copy, buf.data, buf.len);
+        copy[0] = 0x7f;
+        tsr_error_t err;
+        tsr_error_clear(&err);
+        ck_assert_int_eq(tsr_agg_decode(a, d, copy, buf.len, &err), TSR_EVERSION);
+        ck_assert_ptr_nonnull(strstr(err.msg, "version"));
+        ck_assert(tsr_agg_is_empty(a, d));
+        free(copy);
+    }
     for (int t = 0; t < 150; t++) {
         uint8_t *copy = tsr_malloc(buf.len);
         memcpy(copy, buf.data, buf.len);
