@@ -424,7 +424,7 @@ static void *bucket_sub(const tsr_agg_t *a, void *ir, const tsr_value_t *bucket)
     size_t n;
     tsr__key_bytes(bucket, tmp, &spill, &p, &n);
     void *sub = tsr__kmap_get(ir, a->inner->ir_size, p, n, 1);
-    tsr_buf_free(&spill);
+    if (spill.data) tsr_buf_free(&spill); /* only doubles and nested values spill */
     return sub;
 }
 
@@ -643,7 +643,8 @@ void *tsr__kmap_get(tsr__kmap_t *m, size_t vsize, const char *key, size_t klen, 
         for (;;) {
             tsr__kslot_t *s = tsr__kmap_slot(m, vsize, j);
             if (!s->used) break;
-            if (s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
+            /* a 64-bit hash match is almost always the key; memcmp only confirms it */
+            if (s->hash == h && s->klen == klen && (klen == 0 || memcmp(s->key, key, klen) == 0))
                 return tsr__kslot_val(s);
             j = (j + 1) & (m->cap - 1);
         }
