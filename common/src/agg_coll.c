@@ -149,6 +149,11 @@ static int rank_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
     if (tsr_get_uvarint(r, &n)) return tsr__agg_corrupt(err, a, "truncated entry count");
     if (n > (uint64_t)a->k) return tsr__agg_corrupt(err, a, "more entries than k");
     if (n > tsr_reader_left(r)) return tsr__agg_corrupt(err, a, "entry count exceeds the input");
+    rank_ir_t *ri = ir;
+    if (n > ri->cap) { /* one allocation instead of geometric growth; n <= k */
+        ri->e = tsr_realloc(ri->e, (size_t)n * sizeof(*ri->e));
+        ri->cap = (uint32_t)n;
+    }
     tsr_arena_t ar;
     tsr_arena_init(&ar, 1024);
     int rc = 0;
