@@ -181,6 +181,50 @@ START_TEST(test_hll_merge_splits) {
 }
 END_TEST
 
+/* The dense codec's nibble window and its exceptions on both sides: registers 0..m-3 set to 21
+ * (so the window is [7, 21]), register m-2 to 49 (above) and m-1 left at 0 (below). */
+START_TEST(test_hll_dense_encoding) {
+    const int p = 8 + 7, q = 64 - p;
+    const uint32_t m = 1u << p;
+    tsr_hll_t *h = tsr_hll_new(8);
+    for (uint32_t i = 0; i + 2 < m; i++) tsr_hll_add(h, (uint64_t)i << q | 1ULL << (q - 21));
+    tsr_hll_add(h, (uint64_t)(m - 2) << q | 1ULL); /* rho = q = 49 */
+    ck_assert(!tsr_hll_is_exact(h));
+    tsr_buf_t a, b;
+    tsr_buf_init(&a);
+    tsr_buf_init(&b);
+    hll_bytes(h, &a);
+    /* lgk, mode, base, m/2 nibble bytes, two exception bytes */
+    ck_assert_uint_eq(a.len, 3 + m / 2 + 2);
+    ck_assert_uint_eq(a.data[2], 7);
+    ck_assert_uint_eq(a.data[a.len - 2], 49);
+    ck_assert_uint_eq(a.data[a.len - 1], 0);
+    tsr_reader_t r;
+    tsr_reader_init(&r, a.data, a.len);
+    tsr_hll_t *d;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_hll_decode(&r, &d, &err), 0);
+    ck_assert(tsr_hll_estimate(d) == tsr_hll_estimate(h));
+    hll_bytes(d, &b);
+    assert_same_bytes(&a, &b);
+    tsr_hll_free(d);
+    /* An exception byte inside the window is not canonical. */
+    a.data[a.len - 1] = 10;
+    tsr_reader_init(&r, a.data, a.len);
+    ck_assert_int_eq(tsr_hll_decode(&r, &d, &err), TSR_ECORRUPT);
+    ck_assert(strstr(err.msg, "inside the window") != NULL);
+    /* At the default size a typical dense sketch encodes in about m/2 bytes. */
+    tsr_hll_t *g = tsr_hll_new(8);
+    for (int64_t i = 0; i < 300000; i++) tsr_hll_add(g, long_hash(i, 9));
+    hll_bytes(g, &b);
+    ck_assert_uint_lt(b.len, m / 2 + 64);
+    tsr_hll_free(g);
+    tsr_hll_free(h);
+    tsr_buf_free(&a);
+    tsr_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_hll_merge_lgk_mismatch) {
     tsr_hll_t *a = tsr_hll_new(8), *b = tsr_hll_new(9);
     tsr_hll_add(a, 1234);
@@ -854,6 +898,7 @@ static Suite *sketch_suite(void) {
     tcase_add_test(tc, test_hll_duplicates_and_order);
     tcase_add_loop_test(tc, test_hll_merge_splits, 0, 4);
     tcase_add_test(tc, test_hll_merge_lgk_mismatch);
+    tcase_add_test(tc, test_hll_dense_encoding);
     suite_add_tcase(s, tc);
     tc = tcase_create("kll");
     tcase_set_timeout(tc, 60);
