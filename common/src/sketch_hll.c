@@ -165,11 +165,10 @@ static double ertl_tau(double x) {
     return z / 3.0;
 }
 
-double tsr_hll_estimate(const tsr_hll_t *h) {
-    if (!h->regs) return (double)h->set_n;
-    int q = 64 - h->p;
-    /* Register histogram, four interleaved counters to break the store-to-load chain. */
-    uint32_t c4[4][66] = {{0}}, c[66];
+/* Register histogram c[0..65]. Four interleaved tables break the store-to-load chain that a
+ * single table suffers when neighbouring registers are equal (most are, early on). */
+static void hll_histogram(const tsr_hll_t *h, uint32_t c[66]) {
+    uint32_t c4[4][66] = {{0}};
     const uint8_t *rg = h->regs;
     uint32_t nm = h->m;
     for (uint32_t i = 0; i < nm; i += 4) {
@@ -179,7 +178,14 @@ double tsr_hll_estimate(const tsr_hll_t *h) {
         c4[3][rg[i + 3]]++;
     }
     for (int v = 0; v < 66; v++) c[v] = c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
-    double m = (double)nm;
+}
+
+double tsr_hll_estimate(const tsr_hll_t *h) {
+    if (!h->regs) return (double)h->set_n;
+    int q = 64 - h->p;
+    uint32_t c[66];
+    hll_histogram(h, c);
+    double m = (double)h->m;
     double z = m * ertl_tau(1.0 - c[q + 1] / m);
     for (int k = q; k >= 1; k--) z = 0.5 * (z + c[k]);
     z += m * ertl_sigma(c[0] / m);
@@ -221,9 +227,10 @@ void tsr_hll_encode(const tsr_hll_t *h, tsr_buf_t *out) {
         return;
     }
     tsr_buf_put_u8(out, 1);
-    uint32_t c[66] = {0};
+    uint32_t c[66];
+    hll_histogram(h, c);
     const uint8_t *rg = h->regs;
-    for (uint32_t i = 0; i < h->m; i++) c[rg[i]]++;
+    uint32_t m = h->m;
     /* The window [b, b+14] covering the most registers; the first such b on ties. */
     int base = 0;
     uint32_t best = 0;
@@ -236,17 +243,19 @@ void tsr_hll_encode(const tsr_hll_t *h, tsr_buf_t *out) {
         }
     }
     tsr_buf_put_u8(out, (uint8_t)base);
-    size_t nbytes = h->m / 2;
-    tsr_buf_reserve(out, nbytes + (h->m - best));
+    size_t nbytes = m / 2;
+    tsr_buf_reserve(out, nbytes + (m - best));
     uint8_t *o = out->data + out->len;
-    for (uint32_t i = 0; i < h->m; i += 2) {
+    for (uint32_t i = 0; i < m; i += 2) {
         unsigned lo = (unsigned)rg[i] - (unsigned)base, hi = (unsigned)rg[i + 1] - (unsigned)base;
         /* unsigned wrap sends registers below the base above 14 too */
         o[i / 2] = (uint8_t)((lo > 14 ? 15 : lo) | (hi > 14 ? 15 : hi) << 4);
     }
-    out->len += nbytes;
-    for (uint32_t i = 0; i < h->m; i++)
-        if ((unsigned)rg[i] - (unsigned)base > 14) out->data[out->len++] = rg[i];
+    o += nbytes;
+    if (best < m)
+        for (uint32_t i = 0; i < m; i++)
+            if ((unsigned)rg[i] - (unsigned)base > 14) *o++ = rg[i];
+    out->len = (size_t)(o - out->data);
 }
 
 int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
@@ -314,22 +323,21 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
     h->regs = tsr_malloc(h->m);
     uint8_t *rg = h->regs;
     const uint8_t *pb = r->p;
-    uint32_t nexc = 0;
-    for (uint32_t i = 0; i < h->m; i += 2) {
-        uint8_t lo = pb[i / 2] & 15, hi = pb[i / 2] >> 4;
-        rg[i] = (uint8_t)(lo + base);
-        rg[i + 1] = (uint8_t)(hi + base);
-        nexc += (lo == 15) + (hi == 15);
+    uint32_t m = h->m, nexc = 0;
+    for (uint32_t i = 0; i < m; i += 2) {
+        rg[i] = (uint8_t)((pb[i / 2] & 15) + base);
+        rg[i + 1] = (uint8_t)((pb[i / 2] >> 4) + base);
     }
+    for (uint32_t j = 0; j < m / 2; j++) nexc += ((pb[j] & 15) == 15) + ((pb[j] >> 4) == 15);
     r->p += nbytes;
     if (tsr_reader_left(r) < nexc) {
         tsr_hll_free(h);
         return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: %u exception registers, %zu bytes left",
                              nexc, tsr_reader_left(r));
     }
-    uint8_t top = 0;
-    for (uint32_t i = 0; i < h->m; i++) {
+    for (uint32_t i = 0; nexc && i < m; i++) {
         if (rg[i] == base + 15) {
+            nexc--;
             uint8_t v = *r->p++;
             /* an exception must lie outside the window, or the encoding is not canonical */
             if (v >= base && v <= base + 14) {
@@ -340,8 +348,9 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
             }
             rg[i] = v;
         }
-        top = rg[i] > top ? rg[i] : top;
     }
+    uint8_t top = 0;
+    for (uint32_t i = 0; i < m; i++) top = rg[i] > top ? rg[i] : top;
     /* Registers hold at most q + 1; a dense sketch saw more than L distinct hashes, so at
      * least one register is set. */
     if (top > maxrho || top == 0) {
