@@ -9,6 +9,9 @@
  * All sketches are heap objects: *_new / *_free; encode appends to a buffer (no version byte:
  * the aggregation codec adds it); decode validates everything and never reads out of bounds.
  *
+ * A sketch has no lock: calls taking a const sketch may run concurrently with each other,
+ * anything that changes a sketch needs exclusive access.
+ *
  * Size parameters outside their documented range are clamped into it (the config loader is
  * expected to reject them first; the clamp only keeps a bad value from allocating wildly).
  * The *_lgk / *_k / *_capacity getters report the value actually in use.
