@@ -403,6 +403,29 @@ START_TEST(test_kll_merge_splits) {
 }
 END_TEST
 
+/* The online pattern: many tiny sketches (one per tile) merged one after another. */
+START_TEST(test_kll_merge_many_small) {
+    enum { TILES = 20000, PER = 10 };
+    size_t n = (size_t)TILES * PER;
+    tsr_rng_t r = {4711};
+    double *x = tsr_malloc(n * sizeof(double));
+    fill(x, n, D_UNIFORM, &r);
+    tsr_kll_t *acc = tsr_kll_new(128);
+    for (int t = 0; t < TILES; t++) {
+        tsr_kll_t *tile = tsr_kll_new(128);
+        for (int i = 0; i < PER; i++) tsr_kll_add(tile, x[(size_t)t * PER + i]);
+        ck_assert_int_eq(tsr_kll_merge(acc, tile), 0);
+        tsr_kll_free(tile);
+    }
+    ck_assert_uint_eq(tsr_kll_n(acc), n);
+    qsort(x, n, sizeof(double), cmp_double);
+    double e = kll_max_rank_error(acc, x, n);
+    if (e > 0.01) ck_abort_msg("%d merged tiles: rank error %.4f > 1%%", TILES, e);
+    tsr_kll_free(acc);
+    free(x);
+}
+END_TEST
+
 START_TEST(test_kll_merge_different_k) {
     size_t n = 100000;
     tsr_rng_t r = {31};
@@ -585,6 +608,32 @@ START_TEST(test_freq_switch_bounds) {
     check_bounds(f, counts, NK);
     free(counts);
     tsr_freq_free(f);
+}
+END_TEST
+
+/* The online pattern: many small tile sketches (some exact, some not) merged in turn. */
+START_TEST(test_freq_merge_many_small) {
+    enum { NK = 2000, TILES = 2000, PER = 50 };
+    tsr_rng_t r = {808};
+    int64_t *counts = tsr_calloc(NK, sizeof(int64_t));
+    tsr_freq_t *acc = tsr_freq_new(8);
+    for (int t = 0; t < TILES; t++) {
+        tsr_freq_t *tile = tsr_freq_new(8);
+        for (int i = 0; i < PER; i++) {
+            int id = zipfish(&r, NK);
+            char k[24];
+            size_t len;
+            key_of(id, k, &len);
+            tsr_freq_add(tile, k, len, 1);
+            counts[id]++;
+        }
+        ck_assert_int_eq(tsr_freq_merge(acc, tile), 0);
+        tsr_freq_free(tile);
+    }
+    ck_assert_uint_eq(tsr_freq_total(acc), (uint64_t)TILES * PER);
+    check_bounds(acc, counts, NK);
+    tsr_freq_free(acc);
+    free(counts);
 }
 END_TEST
 
@@ -931,6 +980,7 @@ static Suite *sketch_suite(void) {
     tcase_add_test(tc, test_kll_exact_small);
     tcase_add_loop_test(tc, test_kll_accuracy, 0, 3 * D_COUNT);
     tcase_add_loop_test(tc, test_kll_merge_splits, 0, 2 * D_COUNT);
+    tcase_add_test(tc, test_kll_merge_many_small);
     tcase_add_test(tc, test_kll_merge_different_k);
     tcase_add_test(tc, test_kll_deterministic);
     suite_add_tcase(s, tc);
@@ -940,6 +990,7 @@ static Suite *sketch_suite(void) {
     tcase_add_test(tc, test_freq_ties_and_binary_keys);
     tcase_add_loop_test(tc, test_freq_switch_bounds, 0, 3);
     tcase_add_loop_test(tc, test_freq_merge, 0, 3);
+    tcase_add_test(tc, test_freq_merge_many_small);
     suite_add_tcase(s, tc);
     tc = tcase_create("codec");
     tcase_set_timeout(tc, 60);
