@@ -828,7 +828,7 @@ int tsr_expr_parse(const char *src, tsr_arena_t *arena, tsr_expr_ast_t **out, ts
     ps.len = strlen(ps.src);
     *out = NULL;
     if (lex(&ps)) return ps.rc;
-    if (ps.tok.kind == T_EOF) return syntax_error(&ps, 0, "empty expression");
+    if (ps.tok.kind == T_EOF) return syntax_error(&ps, ps.tok.pos, "empty expression");
     tsr_expr_ast_t *ast = parse_expr(&ps);
     if (!ast) return ps.rc ? ps.rc : syntax_error(&ps, ps.tok.pos, "invalid expression");
     if (ps.tok.kind != T_EOF) {
