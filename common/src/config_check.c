@@ -333,7 +333,7 @@ static void apply_derivations(tsr__conf_ctx_t *cx, const collist_t *base, const 
                 int is_src = 0;
                 for (size_t r = 0; r < n_renamed && !is_src; r++)
                     is_src = strcmp(renamed[r], base->v[b].name) == 0;
-                if (!is_src) cl_push(cx, out, base->v[b].name, base->v[b].type, d[i].path);
+                if (!is_src) cl_push(cx, out, base->v[b].name, base->v[b].type, base->path[b]);
             }
             continue;
         }
@@ -345,24 +345,18 @@ static void apply_derivations(tsr__conf_ctx_t *cx, const collist_t *base, const 
             continue;
         tsr_type_t t;
         compile(cx, p, d[i].expression, tsr__conf_path(cx, d[i].path, "expression"), &t);
-        cl_push(cx, out, d[i].name, t, d[i].path);
+        cl_push(cx, out, d[i].name, t, tsr__conf_path(cx, d[i].path, "name"));
     }
     tsr_program_free(p);
 }
 
-/* Reports every name of cols that repeats an earlier one or one of fixed. */
+/* Reports every name of cols that repeats an earlier one or one of fixed. Each column's path
+ * (where it was declared: an aggregation, a join part, a derivation's name) is the error's. */
 static void check_unique(tsr__conf_ctx_t *cx, const collist_t *fixed, const char *fixed_what,
                          const collist_t *cols) {
     for (size_t i = 0; i < cols->n; i++) {
         const char *name = cols->v[i].name;
-        const char *where = cols->path[i] ? tsr__conf_path(cx, cols->path[i], "name") : "";
-        if (cols->path[i] && strstr(cols->path[i], "aggregations[") &&
-            !strstr(cols->path[i], "derivations["))
-            where = cols->path[i];
-        else if (cols->path[i] && (strstr(cols->path[i], "joinParts[") ||
-                                   strstr(cols->path[i], "onlineExternalParts[")) &&
-                 !strstr(cols->path[i], "derivations["))
-            where = cols->path[i];
+        const char *where = cols->path[i] ? cols->path[i] : "";
         if (fixed && cl_find(fixed, name) >= 0) {
             tsr__conf_err(cx, where, "duplicate output column '%s' (%s)", name, fixed_what);
             continue;
@@ -394,7 +388,8 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
     if (g->accuracy == TSR_ACCURACY_SNAPSHOT)
         for (size_t i = 0; i < a->n_windows; i++)
             if (a->windows[i].unit != TSR_UNIT_DAYS)
-                tsr__conf_err(cx, tsr__conf_path(cx, a->path, "windows[%zu].timeUnit", i),
+                tsr__conf_err(cx, tsr__conf_path(cx, a->path, "windows[%d].timeUnit",
+                                                  a->windows[i].json_index),
                               "%s windows need TEMPORAL accuracy (this GroupBy is SNAPSHOT)",
                               a->windows[i].unit == TSR_UNIT_HOURS ? "HOURS" : "MINUTES");
 

@@ -535,6 +535,7 @@ static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
                 }
                 ws[k].length = json_integer_value(len);
                 ws[k].unit = (tsr_time_unit_t)u;
+                ws[k].json_index = (int)i;
                 k++;
             }
             a->windows = ws;

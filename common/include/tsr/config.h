@@ -113,6 +113,7 @@ typedef struct tsr_conf_source {
 typedef struct tsr_conf_window {
     int64_t length;                 /* > 0 */
     tsr_time_unit_t unit;
+    int json_index;                 /* position in the JSON `windows` list (for error paths) */
 } tsr_conf_window_t;
 
 typedef struct tsr_conf_aggregation {
