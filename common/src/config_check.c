@@ -350,19 +350,29 @@ static void apply_derivations(tsr__conf_ctx_t *cx, const collist_t *base, const 
     tsr_program_free(p);
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = s ? strlen(s) : 0, m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
 /* Reports every name of cols that repeats an earlier one or one of fixed. Each column's path
- * (where it was declared: an aggregation, a join part, a derivation's name) is the error's. */
+ * (where it was declared: an aggregation, a join part, a derivation's name) is the error's.
+ * only_derived = 1 checks only clashes involving a derivation's own name (columns that `*`
+ * copied from the base were checked with the base already). */
 static void check_unique(tsr__conf_ctx_t *cx, const collist_t *fixed, const char *fixed_what,
-                         const collist_t *cols) {
+                         const collist_t *cols, int only_derived) {
     for (size_t i = 0; i < cols->n; i++) {
         const char *name = cols->v[i].name;
         const char *where = cols->path[i] ? cols->path[i] : "";
+        int derived_i = ends_with(cols->path[i], ".name");
         if (fixed && cl_find(fixed, name) >= 0) {
-            tsr__conf_err(cx, where, "duplicate output column '%s' (%s)", name, fixed_what);
+            if (!only_derived || derived_i)
+                tsr__conf_err(cx, where, "duplicate output column '%s' (%s)", name, fixed_what);
             continue;
         }
         for (size_t k = 0; k < i; k++)
             if (strcmp(cols->v[k].name, name) == 0) {
+                if (only_derived && !derived_i && !ends_with(cols->path[k], ".name")) break;
                 tsr__conf_err(cx, where, "duplicate output column '%s' (also from %s)", name,
                               cols->path[k] && cols->path[k][0] ? cols->path[k] : "the root");
                 break;
@@ -482,11 +492,11 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
         tsr__conf_err(cx, tsr__conf_path(cx, g->path, "aggregations"),
                       "required for an events source");
     }
-    check_unique(cx, &keys, "a key column", &base);
+    check_unique(cx, &keys, "a key column", &base, 0);
 
     collist_t feats = {0};
     apply_derivations(cx, &base, &keys, 0, g->derivations, g->n_derivations, &feats);
-    if (g->n_derivations) check_unique(cx, &keys, "a key column", &feats);
+    if (g->n_derivations) check_unique(cx, &keys, "a key column", &feats, 1);
     g->keys = keys.v;
     g->features = feats.v;
     g->n_features = feats.n;
@@ -566,11 +576,11 @@ static void check_join(tsr__conf_ctx_t *cx, tsr_conf_join_t *j) {
                                      x->prefix ? "_" : "", clean, x->values[v].name),
                     x->values[v].type, x->path);
     }
-    check_unique(cx, &extra, "a left column, ts or ds", &base);
+    check_unique(cx, &extra, "a left column, ts or ds", &base, 0);
 
     collist_t feats = {0};
     apply_derivations(cx, &base, &extra, j->left.all_raw, j->derivations, j->n_derivations, &feats);
-    if (j->n_derivations) check_unique(cx, &extra, "a left column, ts or ds", &feats);
+    if (j->n_derivations) check_unique(cx, &extra, "a left column, ts or ds", &feats, 1);
     j->features = feats.v;
     j->n_features = feats.n;
 

@@ -439,6 +439,17 @@ START_TEST(test_err_unknown_column_with_schema) {
                        "{'selects':{'user':'user_id','amount':'amount'},'timeColumn':'currency'}}}],"
                        "'keyColumns':['user'],'aggregations':[{'inputColumn':'amount','operation':6}]}"),
                      &opt, "t.json: sources[0].events.query.timeColumn: must yield epoch milliseconds");
+    /* No timeColumn: events default to `ts`, which this table lacks. */
+    write_schema(dir, "{\"user_id\":\"string\",\"amount\":\"double\",\"event_time\":\"long\"}");
+    expect_error_opt(q("{'metaData':{'name':'a.b'},'sources':[{'events':{'table':'ns.t','query':"
+                       "{'selects':{'user':'user_id','amount':'amount'}}}}],"
+                       "'keyColumns':['user'],'aggregations':[{'inputColumn':'amount','operation':6}]}"),
+                     &opt, "t.json: sources[0].events.query.timeColumn: absent, and the source has no ts column");
+    /* Without selects, the schema's columns pass through and are checked. */
+    expect_error_opt(q("{'metaData':{'name':'a.b'},'sources':[{'events':{'table':'ns.t','query':"
+                       "{'timeColumn':'event_time'}}}],'keyColumns':['user'],"
+                       "'aggregations':[{'inputColumn':'amount','operation':6}]}"),
+                     &opt, "t.json: keyColumns[0]: key column 'user' is not produced by sources[0] (table schema)");
     /* A broken schema file is reported against the table. */
     write_schema(dir, "{\"user_id\":\"strang\"}");
     expect_error_opt(GB("'aggregations':[{'inputColumn':'amount','operation':7}]"), &opt,
@@ -507,6 +518,23 @@ START_TEST(test_err_duplicate_output_columns) {
     expect_error(JOIN(",'keyMapping':{'buyer':'user'}",
                       ",'derivations':[{'name':'amount','expression':'pay_merchant_v1_amount_average'}]"),
                  "t.json: derivations[0].name: duplicate output column 'amount' (a left column, ts or ds)");
+    /* A base duplicate copied by `*` is reported once, not again for the derived list. */
+    {
+        tsr_diag_t d;
+        int rc;
+        tsr_config_t *c = load_opt(GB("'aggregations':[{'inputColumn':'amount','operation':7},"
+                                      "{'inputColumn':'amount','operation':7}],"
+                                      "'derivations':[{'name':'*','expression':'*'}]"),
+                                   NULL, &d, &rc);
+        ck_assert_int_eq(rc, TSR_ECONFIG);
+        ck_assert_int_eq(d.n, 1);
+        tsr_config_free(c);
+        tsr_diag_free(&d);
+    }
+    /* A derivation named like a key column. */
+    expect_error(GB("'aggregations':[{'inputColumn':'amount','operation':7}],"
+                    "'derivations':[{'name':'user','expression':'amount_sum'}]"),
+                 "t.json: derivations[0].name: duplicate output column 'user' (a key column)");
     /* Two parts of the same GroupBy without prefixes collide. */
     expect_error(q("{'metaData':{'name':'j'},'left':{'events':{'table':'t','query':{'selects':{'k':'k'}}}},"
                    "'joinParts':[{'groupBy':{'metaData':{'name':'g'},'sources':[{'events':{'table':'t2',"
