@@ -234,8 +234,10 @@ typedef struct tsr_config_options {
 
 /* Loads, detects kind and dialect, builds and validates. Returns
  *   0             valid; *out set;
- *   TSR_ECONFIG   invalid (or unsupported features); *out set, every error added to diag;
- *   TSR_EPARSE    malformed JSON ("<file>:<line>:<column>: <reason>" in diag); *out NULL;
+ *   TSR_ECONFIG   invalid (or unsupported features); every error added to diag; *out set
+ *                 for inspection, except when the kind cannot be told (*out NULL);
+ *   TSR_EPARSE    malformed JSON ("<file>:<line>:<column>: <reason>" in diag) or not a JSON
+ *                 object; *out NULL;
  *   TSR_ENOTFOUND / TSR_EIO  the file cannot be read; *out NULL.
  * opt may be NULL (AUTO dialect, no warehouse). Caller frees *out with tsr_config_free. */
 int tsr_config_load(const char *file, const tsr_config_options_t *opt, tsr_config_t **out,
