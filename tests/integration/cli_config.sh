@@ -50,11 +50,11 @@ has err "unknown command 'frobnicate'" "unknown command is named"
 run "validate without CONF" 2 "$TESSERA" validate
 run "bad --dialect" 2 "$TESSERA" validate --dialect spark "$EX"
 run "unknown option" 2 "$TESSERA" columns --bogus "$EX"
-run "columns -o xml" 2 "$TESSERA" columns -o xml "$EX/joins/risk/checkout_fraud.v1"
+run "columns -o xml" 2 "$TESSERA" columns -o xml "$EX/joins/payments/checkout_features.v1"
 
 # ---- the examples ---------------------------------------------------------------------------
 run "validate examples/" 0 "$TESSERA" validate "$EX"
-has out "ok $EX/joins/risk/checkout_fraud.v1 (Join risk.checkout_fraud.v1)" "example join is valid"
+has out "ok $EX/joins/payments/checkout_features.v1 (Join payments.checkout_features.v1)" "example join is valid"
 has out "(GroupBy payments.card_txn_features.v1)" "example temporal GroupBy is valid"
 has out "(GroupBy users.user_profile.v1)" "example entity GroupBy is valid"
 has out "4 configs: 4 ok, 0 invalid" "validate summary counts the examples"
@@ -74,17 +74,17 @@ has_re out '^amount_sum_7d_by_currency +map<string,double>$' "buckets wrap the o
 head -3 "$TMP/out" | tr -s ' ' | paste -sd' ' >"$TMP/first3"
 has first3 "user_id string ds string amount_count_1h long" "GroupBy columns start with keys, ds"
 
-run "columns Join --warehouse" 0 "$TESSERA" columns --warehouse "$EX/warehouse" "$EX/joins/risk/checkout_fraud.v1"
-head -7 "$TMP/out" | awk '{print $1}' | paste -sd' ' >"$TMP/left"
-has left "checkout_id buyer_id merchant_id amount currency ts ds" "Join columns: left, ts, ds first"
-has_re out '^amount_vs_avg_30d +double$' "derivation typed"
-has_re out '^buyer_payments_card_txn_features_v1_amount_sum_7d +double$' "part prefix + GroupBy clean name"
-has_re out '^buyer_country +string$' "rename derivation"
+run "columns Join --warehouse" 0 "$TESSERA" columns --warehouse "$EX/warehouse" "$EX/joins/payments/checkout_features.v1"
+head -6 "$TMP/out" | awk '{print $1}' | paste -sd' ' >"$TMP/left"
+has left "checkout_id user_id merchant_id cart_value ts ds" "Join columns: left, ts, ds first"
+has_re out '^cart_vs_avg_30d +double$' "derivation typed"
+has_re out '^user_payments_card_txn_features_v1_amount_sum_7d +double$' "part prefix + GroupBy clean name"
+has_re out '^user_country +string$' "rename derivation"
 if grep -qE '^users_user_profile_v1_country ' "$TMP/out"; then
     fail "a rename source must not be repeated by *"
 else pass "rename source dropped from *"; fi
-run "columns -o json" 0 "$TESSERA" columns -o json --warehouse "$EX/warehouse" "$EX/joins/risk/checkout_fraud.v1"
-has out '{"name":"risk.checkout_fraud.v1","kind":"Join","left_all_columns":false,"columns":[{"name":"checkout_id","type":"string"}' "json output"
+run "columns -o json" 0 "$TESSERA" columns -o json --warehouse "$EX/warehouse" "$EX/joins/payments/checkout_features.v1"
+has out '{"name":"payments.checkout_features.v1","kind":"Join","left_all_columns":false,"columns":[{"name":"checkout_id","type":"string"}' "json output"
 
 # ---- bad configs ----------------------------------------------------------------------------
 mkdir -p "$TMP/bad" "$TMP/mixed"
