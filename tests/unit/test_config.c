@@ -810,7 +810,7 @@ static json_t *random_value(tsr_rng_t *r) {
 START_TEST(test_random_damage_never_crashes) {
     const char *src = getenv("TSR_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/examples/joins/risk/checkout_fraud.v1", src ? src : ".");
+    snprintf(path, sizeof path, "%s/examples/joins/payments/checkout_features.v1", src ? src : ".");
     json_error_t je;
     json_t *orig = json_load_file(path, 0, &je);
     ck_assert_msg(orig != NULL, "cannot load %s", path);
