@@ -149,4 +149,13 @@ void tsr_value_to_text(const tsr_value_t *v, tsr_buf_t *out);
  * strings as-is, longs in decimal, doubles as JSON prints them, booleans "true"/"false". */
 void tsr_value_key_string(const tsr_value_t *v, tsr_buf_t *out);
 
+/* Compact binary form of a value (for spill files, row stores and result buffers):
+ * a kind byte, then long: zigzag varint; double: 8 bytes LE; bool: 1 byte; string: varint
+ * length + bytes; list: varint count + items; map: varint count + (key, value) pairs. */
+void tsr_value_encode(const tsr_value_t *v, tsr_buf_t *out);
+/* Decodes one value. Strings point into the input (borrowed while it lives); list and map
+ * item arrays are allocated in arena. Returns 0 or TSR_ECORRUPT (truncated, bad kind, nesting
+ * deeper than 8, counts larger than the remaining bytes); never reads out of bounds. */
+int tsr_value_decode(tsr_reader_t *r, tsr_arena_t *arena, tsr_value_t *out);
+
 #endif
