@@ -472,7 +472,12 @@ START_TEST(test_dates) {
     EV("DATE_FORMAT('bad', 'yyyy')", "null");
     EV("DATE_FORMAT(-62135596800000, 'yyyy-MM-dd')", "\"0001-01-01\"");
     EV("DATE_FORMAT(-62135596800001, 'yyyy-MM-dd')", "\"0000-12-31\"");
-    EV("DATE_FORMAT(s, s)", "null");    /* 'Hello': a bad pattern at run time is null */
+    EV("DATE_FORMAT(s, s)", "null");
+    EV("DATE_FORMAT(-9223372036854775808, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036854775807, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036000000000, 'yyyy-MM-dd')", "\"292278994-08-07\"");
+    EV("ROUND(1.5, -9223372036854775808)", "0.0");
+    EV("ROUND(-1.5, -500)", "-0.0");    /* 'Hello': a bad pattern at run time is null */
     EV("TO_DATE('2024-03-05 12:00:00')", "\"2024-03-05\"");
     EV("TO_DATE('2024-3-5')", "\"2024-03-05\"");
     EV("TO_DATE('03/05/2024', 'MM/dd/yyyy')", "\"2024-03-05\"");
