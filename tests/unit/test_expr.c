@@ -571,7 +571,10 @@ START_TEST(test_any_columns) {
     g_row[C_ANY] = tsr_value_long(INT64_MAX);
     EV("any + 1", "-9223372036854775808");
     EV("any % 0", "null");
+    g_row[C_ANY] = tsr_value_long(INT64_MIN);
     EV("any % -1", "0");
+    EV("any - 1", "9223372036854775807");
+    EV("any * -1", "-9223372036854775808");
 }
 END_TEST
 
