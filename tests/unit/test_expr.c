@@ -19,6 +19,9 @@
 #include "tsr/expr.h"
 #include "tsr/time.h"
 
+/* Check records every passing ck_assert (a pipe write each): hot loops test first. */
+#define CHECK(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
+
 enum { C_A, C_B, C_X, C_Y, C_S, C_T, C_FLAG, C_ANY, C_N, C_LST, NCOLS };
 static const char *const k_names[NCOLS] = {"a", "b", "x", "y", "s", "t", "flag", "any", "n", "lst"};
 static tsr_type_t k_types[NCOLS];
@@ -469,7 +472,12 @@ START_TEST(test_dates) {
     EV("DATE_FORMAT('bad', 'yyyy')", "null");
     EV("DATE_FORMAT(-62135596800000, 'yyyy-MM-dd')", "\"0001-01-01\"");
     EV("DATE_FORMAT(-62135596800001, 'yyyy-MM-dd')", "\"0000-12-31\"");
-    EV("DATE_FORMAT(s, s)", "null");    /* 'Hello': a bad pattern at run time is null */
+    EV("DATE_FORMAT(s, s)", "null");
+    EV("DATE_FORMAT(-9223372036854775808, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036854775807, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036000000000, 'yyyy-MM-dd')", "\"292278994-08-07\"");
+    EV("ROUND(1.5, -9223372036854775808)", "0.0");
+    EV("ROUND(-1.5, -500)", "-0.0");    /* 'Hello': a bad pattern at run time is null */
     EV("TO_DATE('2024-03-05 12:00:00')", "\"2024-03-05\"");
     EV("TO_DATE('2024-3-5')", "\"2024-03-05\"");
     EV("TO_DATE('03/05/2024', 'MM/dd/yyyy')", "\"2024-03-05\"");
@@ -509,19 +517,15 @@ START_TEST(test_date_round_trip) {
         char want[40];
         snprintf(want, sizeof want, "%04lld-%02d-%02d %02d:%02d:%02d", (long long)y, mo, d,
                  (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
-        ck_assert_int_eq(out[0].kind, TSR_STRING);
-        ck_assert_int_eq(out[0].len, strlen(want));
-        ck_assert(memcmp(out[0].u.s, want, out[0].len) == 0);
-        ck_assert_int_eq(out[1].kind, TSR_LONG);
-        ck_assert_int_eq(out[1].u.l, sec);
-        ck_assert_int_eq(out[2].len, 10);
-        ck_assert(memcmp(out[2].u.s, want, 10) == 0);
+        CHECK(out[0].kind == TSR_STRING && out[0].len == strlen(want) &&
+              memcmp(out[0].u.s, want, out[0].len) == 0, "sec %lld: FROM_UNIXTIME", (long long)sec);
+        CHECK(out[1].kind == TSR_LONG && out[1].u.l == sec, "sec %lld: round trip", (long long)sec);
         char ds[11];
         tsr_ds_format(day, ds);
-        ck_assert(memcmp(out[2].u.s, ds, 10) == 0);
-        ck_assert_int_eq(out[3].len, 17);
-        ck_assert_int_eq(out[4].kind, TSR_LONG);
-        ck_assert_int_eq(out[4].u.l, tsr_floor_div(ms, 1000));
+        CHECK(out[2].len == 10 && memcmp(out[2].u.s, want, 10) == 0 && memcmp(out[2].u.s, ds, 10) == 0,
+              "sec %lld: TO_DATE", (long long)sec);
+        CHECK(out[3].len == 17, "ms %lld: DATE_FORMAT", (long long)ms);
+        CHECK(out[4].kind == TSR_LONG && out[4].u.l == tsr_floor_div(ms, 1000), "ms %lld", (long long)ms);
     }
     tsr_vm_free(vm);
     tsr_program_free(p);
@@ -567,7 +571,10 @@ START_TEST(test_any_columns) {
     g_row[C_ANY] = tsr_value_long(INT64_MAX);
     EV("any + 1", "-9223372036854775808");
     EV("any % 0", "null");
+    g_row[C_ANY] = tsr_value_long(INT64_MIN);
     EV("any % -1", "0");
+    EV("any - 1", "9223372036854775807");
+    EV("any * -1", "-9223372036854775808");
 }
 END_TEST
 
@@ -818,15 +825,19 @@ START_TEST(test_program_outputs) {
     ck_assert_int_eq(tsr_program_add(p, "x * 2 > 4 AND flag", &t, &err), 2);
     ck_assert_int_eq(tsr_program_output_type(p, 2), TSR_BOOL);
     ck_assert_int_eq(tsr_program_add(p, "`s`", &t, &err), 3);
-    ck_assert_int_eq(tsr_program_noutputs(p), 4);
+    ck_assert_int_eq(tsr_program_add(p, "IF(x IS NULL, 0, x) / 3", &t, &err), 4);
+    ck_assert_int_eq(tsr_program_add(p, "CASE WHEN x > 1 THEN 'a' WHEN a < 0 THEN 'b' END", &t, &err), 5);
+    ck_assert_int_eq(tsr_program_noutputs(p), 6);
     tsr_vm_t *vm = tsr_vm_new(p), *vm2 = tsr_vm_new(p);
-    tsr_value_t out[4];
+    tsr_value_t out[6];
     tsr_vm_run(vm, g_row, out);
     ck_assert_int_eq(out[0].u.l, 8);
     ck_assert_int_eq(out[1].len, 5);
     ck_assert(memcmp(out[1].u.s, "hello", 5) == 0);
     ck_assert(tsr_value_truthy(&out[2]));
     ck_assert_ptr_eq(out[3].u.s, g_row[C_S].u.s);      /* a rename borrows the row */
+    ck_assert(out[4].kind == TSR_DOUBLE && out[4].u.d == 2.5 / 3);
+    ck_assert(out[5].kind == TSR_STRING && out[5].len == 1 && out[5].u.s[0] == 'a');
     tsr_value_t one;
     tsr_vm_run_one(vm2, 1, g_row, &one);
     ck_assert(memcmp(one.u.s, "hello", 5) == 0);
@@ -841,6 +852,11 @@ START_TEST(test_program_outputs) {
     ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "ADD_LL"));
     ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "GT_DD"));
     ck_assert_ptr_null(strstr(tsr_buf_cstr(&b), "CVT_L2D"));
+    /* conditions compile to fused compare-and-branch instructions */
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "JISNULL"));
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "GT_JDD"));
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "LT_JLL"));
+    ck_assert_ptr_null(strstr(tsr_buf_cstr(&b), "JNT"));
     tsr_buf_free(&b);
     tsr_vm_free(vm);
     tsr_vm_free(vm2);
