@@ -79,9 +79,10 @@ void tsr_kll_encode(const tsr_kll_t *s, tsr_buf_t *out);
 int tsr_kll_decode(tsr_reader_t *r, tsr_kll_t **out, tsr_error_t *err);
 
 /* ---- Frequent items (APPROX_HISTOGRAM_K, APPROX_FREQUENT_K, APPROX_HEAVY_HITTERS_K):
- * exact counts while at most 8 * capacity distinct keys were seen (so at least `capacity`),
- * then a Misra-Gries summary of 4 * capacity counters (purged from 8 * capacity, Agarwal et
- * al. "Mergeable summaries") whose counts are lower bounds: c - n/(4*capacity+1) <= est <= c.
+ * exact counts while at most 2 * capacity distinct keys were seen (so at least `capacity`),
+ * then a Misra-Gries summary of `capacity` counters (purged from a table of 2 * capacity,
+ * Agarwal et al. "Mergeable summaries") whose counts are lower bounds of the true counts c:
+ * c - n / (capacity + 1) <= est <= c, n the total count.
  * Keys are byte strings (the canonical string form of the input value). */
 #define TSR_FREQ_CAP_MIN 1
 #define TSR_FREQ_CAP_MAX 100000
@@ -106,7 +107,7 @@ int tsr_freq_is_exact(const tsr_freq_t *f);
 uint64_t tsr_freq_total(const tsr_freq_t *f);
 int tsr_freq_capacity(const tsr_freq_t *f);
 /* Upper bound on (true count - estimate) for every key, including keys not listed; 0 while
- * exact. Always <= total / (4 * capacity + 1). */
+ * exact. Always <= total / (capacity + 1). */
 uint64_t tsr_freq_max_error(const tsr_freq_t *f);
 /* Number of keys currently held. */
 size_t tsr_freq_size(const tsr_freq_t *f);
