@@ -382,8 +382,26 @@ static void check_unique(tsr__conf_ctx_t *cx, const collist_t *fixed, const char
 
 /* ---- GroupBy ----------------------------------------------------------------------------- */
 
-static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
-                              tsr_conf_aggregation_t *a, collist_t *features) {
+/* Aggregation columns with their (aggregation, window, bucket) coordinates. */
+typedef struct partlist {
+    tsr_conf_agg_part_t *v;
+    size_t n, cap;
+} partlist_t;
+
+static void part_push(tsr__conf_ctx_t *cx, partlist_t *l, const tsr_conf_agg_part_t *p) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        tsr_conf_agg_part_t *v = tsr_arena_alloc(cx->arena, cap * sizeof *v);
+        if (l->n) memcpy(v, l->v, l->n * sizeof *v);
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *p;
+}
+
+static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g, size_t ai,
+                              collist_t *features, partlist_t *parts) {
+    tsr_conf_aggregation_t *a = &g->aggs[ai];
     int found;
     if ((int)a->op < 0 || !a->input_column) return;
     a->input_type = group_by_column(cx, g, a->input_column, "input column",
@@ -433,6 +451,9 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
                 cx->arena, "%s_%s%s%s%s%s", a->input_column, opname, win[0] ? "_" : "", win,
                 a->n_buckets ? "_by_" : "", a->n_buckets ? a->buckets[b] : "");
             cl_push(cx, features, name, out, a->path);
+            tsr_conf_agg_part_t part = {name, out, ai, a->n_windows ? (int)w : -1,
+                                        a->n_buckets ? (int)b : -1};
+            part_push(cx, parts, &part);
         }
 }
 
@@ -476,8 +497,9 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
     }
 
     collist_t base = {0};
+    partlist_t parts = {0};
     if (g->has_aggregations) {
-        for (size_t i = 0; i < g->n_aggs; i++) check_aggregation(cx, g, &g->aggs[i], &base);
+        for (size_t i = 0; i < g->n_aggs; i++) check_aggregation(cx, g, i, &base, &parts);
     } else if (model == TSR_SOURCE_ENTITIES && g->n_sources) {
         /* No aggregations: an entity GroupBy serves its snapshot columns as they are. */
         const tsr_conf_source_t *s = &g->sources[0];
@@ -500,6 +522,8 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
     g->keys = keys.v;
     g->features = feats.v;
     g->n_features = feats.n;
+    g->parts = parts.v;
+    g->n_parts = parts.n;
 }
 
 /* ---- Join -------------------------------------------------------------------------------- */
@@ -546,6 +570,7 @@ static void check_join_part(tsr__conf_ctx_t *cx, tsr_conf_join_t *j, tsr_conf_jo
     }
     const char *prefix = tsr_arena_strdup(cx->arena, tsr_buf_cstr(&pre));
     tsr_buf_free(&pre);
+    jp->column_prefix = prefix;
     for (size_t f = 0; f < g->n_features; f++)
         cl_push(cx, base, tsr_arena_printf(cx->arena, "%s%s", prefix, g->features[f].name),
                 g->features[f].type, jp->path);

@@ -649,6 +649,17 @@ START_TEST(test_naming_buckets_outer_windows_inner) {
     ck_assert_int_eq(c->n_columns, sizeof want / sizeof *want);
     for (size_t i = 0; i < c->n_columns; i++) ck_assert_str_eq(c->columns[i].name, want[i]);
     ck_assert_int_eq(c->group_by->accuracy, TSR_ACCURACY_TEMPORAL); /* a topic -> TEMPORAL */
+    /* Each aggregation column knows its aggregation, window and bucket. */
+    const tsr_conf_group_by_t *g = c->group_by;
+    ck_assert_int_eq(g->n_parts, c->n_columns - 2);
+    ck_assert_str_eq(g->parts[4].name, "v_sum_7d_by_d");
+    ck_assert_int_eq(g->parts[4].agg, 0);
+    ck_assert_int_eq(g->parts[4].window, 1);
+    ck_assert_int_eq(g->parts[4].bucket, 1);
+    ck_assert_str_eq(g->parts[6].name, "v_last5");
+    ck_assert_int_eq(g->parts[6].agg, 1);
+    ck_assert_int_eq(g->parts[6].window, -1);
+    ck_assert_int_eq(g->parts[6].bucket, -1);
     tsr_config_free(c);
 }
 END_TEST
@@ -674,6 +685,8 @@ START_TEST(test_join_columns_and_prefixes) {
                           "pay_merchant_v1_amount_average"};
     ck_assert_int_eq(c->n_columns, sizeof want / sizeof *want);
     for (size_t i = 0; i < c->n_columns; i++) ck_assert_str_eq(c->columns[i].name, want[i]);
+    ck_assert_str_eq(c->join->parts[0].column_prefix, "buyer_pay_user_txn_v1_");
+    ck_assert_str_eq(c->join->parts[1].column_prefix, "pay_merchant_v1_");
     char b[TSR_TYPE_NAME_MAX];
     ck_assert_str_eq(type_of(c, "ts", b), "long");
     ck_assert_str_eq(type_of(c, "ds", b), "string");

@@ -139,6 +139,16 @@ typedef struct tsr_conf_derivation {
     const char *path;
 } tsr_conf_derivation_t;
 
+/* One aggregation output column before derivations (SPEC §4 expansion): which aggregation,
+ * window and bucket it is. The engine computes these; derivations then map them to features. */
+typedef struct tsr_conf_agg_part {
+    const char *name;               /* <input>_<op>[_<window>][_by_<bucket>] */
+    tsr_type_t type;
+    size_t agg;                     /* index into tsr_conf_group_by_t.aggs */
+    int window;                     /* index into that aggregation's windows; -1 = unwindowed */
+    int bucket;                     /* index into its buckets; -1 = not bucketed */
+} tsr_conf_agg_part_t;
+
 typedef struct tsr_conf_group_by {
     tsr_conf_metadata_t meta;
     tsr_conf_source_t *sources;
@@ -159,6 +169,8 @@ typedef struct tsr_conf_group_by {
     const tsr_conf_column_t *keys;          /* key columns with their types */
     const tsr_conf_column_t *features;      /* after derivations, in output order */
     size_t n_features;
+    const tsr_conf_agg_part_t *parts;       /* aggregation columns before derivations, in */
+    size_t n_parts;                         /* expansion order (none without aggregations) */
 } tsr_conf_group_by_t;
 
 typedef struct tsr_conf_join_part {
@@ -167,6 +179,7 @@ typedef struct tsr_conf_join_part {
     size_t n_key_mapping;
     const char *prefix;                 /* NULL when absent */
     int use_long_names;                 /* zipline: 0 -> columns prefixed by the keys; default 1 */
+    const char *column_prefix;          /* filled by validation: "[prefix_]<gb cleanName>_" */
     const char *path;
 } tsr_conf_join_part_t;
 
