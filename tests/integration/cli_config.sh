@@ -125,6 +125,20 @@ run "validate a StagingQuery" 0 "$TESSERA" validate "$TMP/sq.v1"
 has out "(StagingQuery sq.v1)" "StagingQuery kind reported"
 run "columns of a StagingQuery" 1 "$TESSERA" columns "$TMP/sq.v1"
 
+# A Join whose left has no selects and no schema passes every raw column through.
+cat >"$TMP/rawleft.v1" <<'JSON'
+{"metaData": {"name": "j.v1"}, "left": {"events": {"table": "ns.left"}},
+ "joinParts": [{"groupBy": {"metaData": {"name": "g"},
+   "sources": [{"events": {"table": "t", "query": {"selects": {"k": "k", "v": "v"}}}}],
+   "keyColumns": ["k"], "aggregations": [{"inputColumn": "v", "operation": 6}]}}],
+ "derivations": [{"name": "*", "expression": "*"}, {"name": "x", "expression": "left_col + g_v_count"}]}
+JSON
+run "columns of a Join with a raw left" 0 "$TESSERA" columns "$TMP/rawleft.v1"
+has_re out '^\* +any \(every column of ns.left\)$' "raw left columns shown as *"
+has_re out '^g_v_count +long$' "part column after ts, ds"
+run "columns -o json of a raw left" 0 "$TESSERA" columns -o json "$TMP/rawleft.v1"
+has out '"left_all_columns":true' "json flags the raw left"
+
 # zipline dialect: op 18 is APPROX_FREQUENT_K there, APPROX_HISTOGRAM_K in airbnb.
 cat >"$TMP/dialect.v1" <<'JSON'
 {"metaData": {"name": "d.v1", "executionInfo": {}},
