@@ -403,7 +403,7 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g, size_
                               collist_t *features, partlist_t *parts) {
     tsr_conf_aggregation_t *a = &g->aggs[ai];
     int found;
-    if ((int)a->op < 0 || !a->input_column) return;
+    if (a->op >= TSR_OP__COUNT || !a->input_column) return;
     a->input_type = group_by_column(cx, g, a->input_column, "input column",
                                     tsr__conf_path(cx, a->path, "inputColumn"), &found);
     for (size_t i = 0; i < a->n_buckets; i++) {

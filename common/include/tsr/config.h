@@ -118,7 +118,7 @@ typedef struct tsr_conf_window {
 
 typedef struct tsr_conf_aggregation {
     const char *input_column;
-    tsr_op_t op;
+    tsr_op_t op;                    /* TSR_OP__COUNT when the config's operation was invalid */
     const tsr_conf_kv_t *arg_map;
     size_t n_args;
     int64_t k;                      /* parsed argMap.k; 0 when absent */
