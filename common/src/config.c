@@ -154,6 +154,11 @@ int tsr_config_load_string(const char *text, size_t n, const char *label,
 int tsr_config_load(const char *file, const tsr_config_options_t *opt, tsr_config_t **out,
                     tsr_diag_t *diag) {
     *out = NULL;
+    struct stat st;
+    if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+        tsr_diag_add(diag, TSR_EINVAL, file, NULL, "is a directory, not a config file");
+        return TSR_EINVAL;
+    }
     FILE *f = fopen(file, "rb");
     if (!f) {
         int e = errno;
@@ -166,10 +171,10 @@ int tsr_config_load(const char *file, const tsr_config_options_t *opt, tsr_confi
     char chunk[65536];
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) tsr_buf_append(&b, chunk, got);
-    int bad = ferror(f);
+    int bad = ferror(f) ? errno : 0;
     fclose(f);
     if (bad) {
-        tsr_diag_add(diag, TSR_EIO, file, NULL, "read error");
+        tsr_diag_add(diag, TSR_EIO, file, NULL, "read error: %s", strerror(bad));
         tsr_buf_free(&b);
         return TSR_EIO;
     }

@@ -622,6 +622,10 @@ START_TEST(test_malformed_json) {
                  NULL, &d, &rc);
     ck_assert_int_eq(rc, TSR_EPARSE);
     tsr_diag_free(&d);
+    /* A directory is not a config. */
+    ck_assert_int_eq(tsr_config_load("/tmp", NULL, &c, &d), TSR_EINVAL);
+    ck_assert(tsr_diag_contains(&d, "/tmp: is a directory"));
+    tsr_diag_free(&d);
     /* A missing file. */
     ck_assert_int_eq(tsr_config_load("/nonexistent/x.v1", NULL, &c, &d), TSR_ENOTFOUND);
     ck_assert(tsr_diag_contains(&d, "/nonexistent/x.v1: cannot open"));

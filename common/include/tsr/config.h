@@ -251,7 +251,7 @@ typedef struct tsr_config_options {
  *                 for inspection, except when the kind cannot be told (*out NULL);
  *   TSR_EPARSE    malformed JSON ("<file>:<line>:<column>: <reason>" in diag) or not a JSON
  *                 object; *out NULL;
- *   TSR_ENOTFOUND / TSR_EIO  the file cannot be read; *out NULL.
+ *   TSR_ENOTFOUND / TSR_EIO  the file cannot be read, TSR_EINVAL it is a directory; *out NULL.
  * opt may be NULL (AUTO dialect, no warehouse). Caller frees *out with tsr_config_free. */
 int tsr_config_load(const char *file, const tsr_config_options_t *opt, tsr_config_t **out,
                     tsr_diag_t *diag);
