@@ -764,6 +764,29 @@ START_TEST(test_syntax_error_utf8_window_depth) {
     for (int i = 0; i < 4000; i++) memcpy(deep + 4 * i, "NOT ", 4);
     memcpy(deep + 16000, "x", 2);
     ck_assert_int_eq(tsr_expr_parse(deep, &ar, &ast, &err), TSR_EPARSE);
+    /* long left-deep chains too: the compiler recurses over the tree */
+    for (int i = 0; i < 5000; i++) memcpy(deep + 2 * i, "1+", 2);
+    memcpy(deep + 10000, "1", 2);
+    ck_assert_int_eq(tsr_expr_parse(deep, &ar, &ast, &err), TSR_EPARSE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "too deeply nested (more than 1000 levels)"));
+    deep[1799] = 0;     /* 899 additions: fine, and they evaluate */
+    tsr_program_t *p = tsr_program_new(NULL);
+    ck_assert_int_eq(tsr_program_add(p, deep, NULL, &err), 0);
+    tsr_vm_t *vm = tsr_vm_new(p);
+    tsr_value_t v;
+    tsr_vm_run(vm, NULL, &v);
+    ck_assert_int_eq(v.u.l, 900);
+    tsr_vm_free(vm);
+    tsr_program_free(p);
+    /* many string literals cost linear memory */
+    size_t o2 = 0;
+    for (int i = 0; i < 3000 && o2 < sizeof deep - 16; i++) o2 += (size_t)snprintf(deep + o2, sizeof deep - o2, "'ab'||");
+    memcpy(deep + o2, "'z'", 4);
+    tsr_arena_t ar2;
+    tsr_arena_init(&ar2, 0);
+    ck_assert_int_eq(tsr_expr_parse(deep, &ar2, &ast, &err), TSR_EPARSE);   /* 3000 levels */
+    ck_assert_uint_lt(ar2.total, 2000000);
+    tsr_arena_free(&ar2);
     tsr_arena_free(&ar);
 }
 END_TEST
