@@ -900,6 +900,36 @@ START_TEST(test_keywords_case_insensitive) {
 }
 END_TEST
 
+/* Expressions as they appear in the Chronon sample configs (../shared/chronon-samples). */
+START_TEST(test_chronon_sample_expressions) {
+    static const char *const names[] = {"ts", "event_type", "transaction_type", "a_sum_7d", "b_last"};
+    static const tsr_type_t types[] = {TSR_STRING, TSR_STRING, TSR_ANY, TSR_LONG, TSR_DOUBLE};
+    tsr_schema_t sc = {5, names, types};
+    tsr_program_t *p = tsr_program_new(&sc);
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_program_add(p, "UNIX_TIMESTAMP(ts) * 1000", NULL, &err), 0);
+    ck_assert_int_eq(tsr_program_add(p, "IF(event_type = 'view_listing', 1, 0)", NULL, &err), 1);
+    ck_assert_int_eq(tsr_program_add(p, "event_type in ('backend_add_to_cart', 'view_listing')", NULL, &err), 2);
+    ck_assert_int_eq(tsr_program_add(p, "if(transaction_type='A', 1, 0)", NULL, &err), 3);
+    ck_assert_int_eq(tsr_program_add(p, "a_sum_7d / b_last", NULL, &err), 4);
+    ck_assert_int_eq(tsr_program_add(p, "EXPLODE(TRANSFORM(SPLIT(x, ','), e -> CAST(e AS LONG)))", NULL, &err),
+                     TSR_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "unknown function 'EXPLODE'"));
+    tsr_vm_t *vm = tsr_vm_new(p);
+    tsr_value_t row[5] = {tsr_value_string("2024-03-05 12:34:56", 19), tsr_value_string("view_listing", 12),
+                          tsr_value_string("A", 1), tsr_value_long(10), tsr_value_double(4)};
+    tsr_value_t out[5];
+    tsr_vm_run(vm, row, out);
+    ck_assert_int_eq(out[0].u.l, 1709642096000LL);
+    ck_assert_int_eq(out[1].u.l, 1);
+    ck_assert(tsr_value_truthy(&out[2]));
+    ck_assert_int_eq(out[3].u.l, 1);
+    ck_assert(out[4].kind == TSR_DOUBLE && out[4].u.d == 2.5);
+    tsr_vm_free(vm);
+    tsr_program_free(p);
+}
+END_TEST
+
 static Suite *expr_suite(void) {
     Suite *s = suite_create("expr");
     TCase *tc = tcase_create("core");
@@ -925,6 +955,7 @@ static Suite *expr_suite(void) {
     tcase_add_test(tc, test_ast_api);
     tcase_add_test(tc, test_program_outputs);
     tcase_add_test(tc, test_keywords_case_insensitive);
+    tcase_add_test(tc, test_chronon_sample_expressions);
     suite_add_tcase(s, tc);
     return s;
 }
