@@ -427,6 +427,46 @@ START_TEST(test_strings) {
 }
 END_TEST
 
+/* Every function and operator with a null in each argument position gives null (and a
+ * non-null result with all arguments present). */
+START_TEST(test_null_everywhere) {
+    row_default();
+    struct { const char *name; int n; const char *args[3]; } k[] = {
+        {"ABS", 1, {"-1"}}, {"LN", 1, {"2"}}, {"LOG", 1, {"2"}}, {"LOG", 2, {"2", "8"}},
+        {"LOG10", 1, {"10"}}, {"EXP", 1, {"1"}}, {"POW", 2, {"2", "3"}}, {"POWER", 2, {"2", "3"}},
+        {"SQRT", 1, {"4"}}, {"FLOOR", 1, {"1.5"}}, {"CEIL", 1, {"1.5"}}, {"CEILING", 1, {"1.5"}},
+        {"ROUND", 1, {"1.5"}}, {"ROUND", 2, {"1.55", "1"}}, {"LOWER", 1, {"'A'"}},
+        {"UPPER", 1, {"'a'"}}, {"LENGTH", 1, {"'a'"}}, {"SUBSTR", 2, {"'abc'", "1"}},
+        {"SUBSTRING", 3, {"'abc'", "1", "2"}}, {"CONCAT", 3, {"'a'", "1", "'c'"}},
+        {"TRIM", 1, {"' a '"}}, {"UNIX_TIMESTAMP", 1, {"'2024-01-01'"}},
+        {"UNIX_TIMESTAMP", 2, {"'2024'", "'yyyy'"}}, {"FROM_UNIXTIME", 1, {"0"}},
+        {"FROM_UNIXTIME", 2, {"0", "'yyyy'"}}, {"DATE_FORMAT", 2, {"0", "'yyyy'"}},
+        {"DATE_FORMAT", 2, {"'2024-01-01'", "'yyyy'"}}, {"TO_DATE", 1, {"'2024-01-01'"}},
+        {"TO_DATE", 2, {"'2024'", "'yyyy'"}},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        for (int pos = -1; pos < k[i].n; pos++) {
+            char src[256];
+            size_t o = (size_t)snprintf(src, sizeof src, "%s(", k[i].name);
+            for (int j = 0; j < k[i].n; j++)
+                o += (size_t)snprintf(src + o, sizeof src - o, "%s%s", j ? ", " : "", j == pos ? "NULL" : k[i].args[j]);
+            snprintf(src + o, sizeof src - o, ")");
+            ev(src);
+            if (pos < 0) ck_assert_msg(strcmp(g_out, "null") != 0 && strncmp(g_out, "ERR", 3) != 0, "%s: %s", src, g_out);
+            else ck_assert_msg(strcmp(g_out, "null") == 0, "%s: %s", src, g_out);
+        }
+    }
+    /* operators, through a null column rather than the literal */
+    const char *ops[] = {"-n", "NOT (n = 1)", "n + 1", "1 - n", "n * 2", "2 / n", "n % 2", "n = 1",
+                         "n <> 1", "n < 1", "n >= 1", "n IN (1)", "n BETWEEN 1 AND 2",
+                         "CAST(n AS string) LIKE 'a'", "'a' LIKE CAST(n AS string)", "n || 'a'",
+                         "CAST(n AS double)", "CAST(n AS boolean)", "LEAST(n, n)", "COALESCE(n, n)",
+                         "CASE n WHEN 1 THEN 1 END", "IF(n = 1, 1, NULL)"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        ck_assert_msg(strcmp(ev(ops[i]), "null") == 0, "%s: %s", ops[i], g_out);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- dates */
 
 static int64_t civil_ms(int64_t y, int mo, int d, int h, int mi, int s, int ms) {
@@ -946,6 +986,7 @@ static Suite *expr_suite(void) {
     tcase_add_test(tc, test_cast);
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_strings);
+    tcase_add_test(tc, test_null_everywhere);
     tcase_add_test(tc, test_dates);
     tcase_add_test(tc, test_date_round_trip);
     tcase_add_test(tc, test_any_columns);
