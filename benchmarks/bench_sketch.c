@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
         tsr_kll_free(s);
     });
 
-    printf("Frequent items (capacity 64 = the kernel's size for k = 8: table of 128)\n");
+    printf("Frequent items (capacity 8 = default k: 32 counters, table of 64)\n");
     enum { NKEYS = 100000 };
     char (*keys)[16] = malloc(NKEYS * sizeof(*keys));
     size_t *klen = malloc(NKEYS * sizeof(size_t));
@@ -153,8 +153,8 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < n; i++) s += tsr_hash_bytes(keys[kid[i]], klen[kid[i]], 7);
         sink_u = s;
     });
-    MEASURE("freq: tsr_freq_add (capacity 64)", (double)n, {
-        tsr_freq_t *f = tsr_freq_new(64);
+    MEASURE("freq: tsr_freq_add (capacity 8)", (double)n, {
+        tsr_freq_t *f = tsr_freq_new(8);
         for (size_t i = 0; i < n; i++) tsr_freq_add(f, keys[kid[i]], klen[kid[i]], 1);
         sink_u = tsr_freq_total(f);
         tsr_freq_free(f);
@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
         hs[s] = tsr_hll_new(8);
         hsp[s] = tsr_hll_new(8);
         ks[s] = tsr_kll_new(128);
-        fs[s] = tsr_freq_new(64);
+        fs[s] = tsr_freq_new(8);
         for (int i = 0; i < PER; i++) {
             size_t j = (size_t)(rng() % n);
             tsr_hll_add(hs[s], hashes[j]);
@@ -217,8 +217,8 @@ int main(int argc, char **argv) {
         sink_d = tsr_kll_quantile(acc, 0.5);
         tsr_kll_free(acc);
     });
-    MEASURE("freq merge (capacity 64)", (double)NS * 20, {
-        tsr_freq_t *acc = tsr_freq_new(64);
+    MEASURE("freq merge (capacity 8)", (double)NS * 20, {
+        tsr_freq_t *acc = tsr_freq_new(8);
         for (int r = 0; r < 20; r++)
             for (int s = 0; s < NS; s++) tsr_freq_merge(acc, fs[s]);
         sink_u = tsr_freq_total(acc);
@@ -239,7 +239,7 @@ int main(int argc, char **argv) {
     tsr_buf_clear(&b);
     tsr_freq_encode(fs[0], &b);
     size_t fb = b.len;
-    printf("  sizes: hll dense %zu B, hll sparse(100) %zu B, kll(20000) %zu B, freq(64) %zu B\n",
+    printf("  sizes: hll dense %zu B, hll sparse(100) %zu B, kll(20000) %zu B, freq(8) %zu B\n",
            hb, hsb, kb, fb);
     MEASURE("hll dense encode + decode", (double)NS, {
         for (int s = 0; s < NS; s++) {

@@ -424,7 +424,7 @@ static void *bucket_sub(const tsr_agg_t *a, void *ir, const tsr_value_t *bucket)
     size_t n;
     tsr__key_bytes(bucket, tmp, &spill, &p, &n);
     void *sub = tsr__kmap_get(ir, a->inner->ir_size, p, n, 1);
-    tsr_buf_free(&spill);
+    if (spill.data) tsr_buf_free(&spill); /* only doubles and nested values spill */
     return sub;
 }
 
@@ -599,18 +599,14 @@ static int keyed_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error
     return 0;
 }
 
-static void keyed_update_unused(const tsr_agg_t *a, void *ir, const tsr_value_t *v, int64_t ts,
-                                uint64_t seq) {
-    /* Keyed layers are driven by tsr_agg_update / mapkey_apply, never through ops->update. */
-    (void)a; (void)ir; (void)v; (void)ts; (void)seq;
-}
-
+/* Keyed layers have no update/del entries: rows reach them through tsr_agg_update (buckets)
+ * and mapkey_apply (map inputs), which pick the sub-IR and call the inner layer. */
 const tsr__agg_ops_t tsr__ops_keyed = {
     .ir_size = sizeof(tsr__kmap_t),
     .clear = keyed_clear,
     .is_empty = keyed_is_empty,
-    .update = keyed_update_unused,
-    .del = keyed_update_unused,
+    .update = NULL,
+    .del = NULL,
     .merge = keyed_merge,
     .finalize = keyed_finalize,
     .encode = keyed_encode,
@@ -643,7 +639,8 @@ void *tsr__kmap_get(tsr__kmap_t *m, size_t vsize, const char *key, size_t klen, 
         for (;;) {
             tsr__kslot_t *s = tsr__kmap_slot(m, vsize, j);
             if (!s->used) break;
-            if (s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
+            /* a 64-bit hash match is almost always the key; memcmp only confirms it */
+            if (s->hash == h && s->klen == klen && (klen == 0 || memcmp(s->key, key, klen) == 0))
                 return tsr__kslot_val(s);
             j = (j + 1) & (m->cap - 1);
         }

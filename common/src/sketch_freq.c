@@ -3,10 +3,10 @@
  * APPROX_HEAVY_HITTERS_K: exact counts while few keys were seen, then a Misra-Gries summary.
  *
  * Design:
- *   - capacity c is the caller's size (the aggregation kernel passes max(8k, 64) for
- *     Chronon's k). The summary keeps M = c counters and a table of up to T = 2c entries.
- *     While at most T distinct keys were seen nothing was lost: counts are exact (so "exact up
- *     to k distinct", SPEC §4, holds with room to spare).
+ *   - capacity c is Chronon's k (the aggregation kernel passes it unchanged). The summary
+ *     keeps M = 4c counters and a table of up to T = 8c entries. While at most T distinct keys
+ *     were seen nothing was lost: counts are exact (so "exact up to k distinct", SPEC §4, holds
+ *     with room to spare), and afterwards the error is below n / (4c) rather than n / c.
  *   - Adding a new key to a full table first purges it (weighted Misra-Gries with the
  *     Agarwal et al. "Mergeable summaries" reduction): d = the (M+1)-th largest count is
  *     subtracted from every counter and counters <= 0 are dropped, leaving at most M. The sum
@@ -21,7 +21,7 @@
  * Invariants (checked by the decoder):
  *   1. est(x) <= count(x) <= est(x) + err for every key x (est = 0 for keys not held);
  *   2. (M + 1) * err <= total - sum(est): each purge removes at least (M + 1) * d of mass, so
- *      err <= total / (M + 1) < total / c;
+ *      err <= total / (M + 1) = total / (4c + 1);
  *   3. exact => err == 0 and sum(est) == total; every held count >= 1; at most T keys.
  *   4. The content (key -> count, err, total) after a sequence of calls does not depend on how
  *      the table is laid out, and encodings list keys sorted, so equal content = equal bytes.
@@ -64,8 +64,8 @@ static int clamp_cap(int c) {
 
 static void set_capacity(tsr_freq_t *f, int c) {
     f->capacity = c;
-    f->M = (uint32_t)c;
-    f->T = 2u * (uint32_t)c;
+    f->M = 4u * (uint32_t)c;
+    f->T = 8u * (uint32_t)c;
 }
 
 static void idx_rebuild(tsr_freq_t *f, uint32_t cap) {

@@ -9,6 +9,9 @@
  * All sketches are heap objects: *_new / *_free; encode appends to a buffer (no version byte:
  * the aggregation codec adds it); decode validates everything and never reads out of bounds.
  *
+ * A sketch has no lock: calls taking a const sketch may run concurrently with each other,
+ * anything that changes a sketch needs exclusive access.
+ *
  * Size parameters outside their documented range are clamped into it (the config loader is
  * expected to reject them first; the clamp only keeps a bad value from allocating wildly).
  * The *_lgk / *_k / *_capacity getters report the value actually in use.
@@ -79,10 +82,10 @@ void tsr_kll_encode(const tsr_kll_t *s, tsr_buf_t *out);
 int tsr_kll_decode(tsr_reader_t *r, tsr_kll_t **out, tsr_error_t *err);
 
 /* ---- Frequent items (APPROX_HISTOGRAM_K, APPROX_FREQUENT_K, APPROX_HEAVY_HITTERS_K):
- * exact counts while at most 2 * capacity distinct keys were seen (so at least `capacity`),
- * then a Misra-Gries summary of `capacity` counters (purged from a table of 2 * capacity,
+ * exact counts while at most 8 * capacity distinct keys were seen (so at least `capacity`),
+ * then a Misra-Gries summary of 4 * capacity counters (purged from a table of 8 * capacity,
  * Agarwal et al. "Mergeable summaries") whose counts are lower bounds of the true counts c:
- * c - n / (capacity + 1) <= est <= c, n the total count.
+ * c - n / (4 * capacity + 1) <= est <= c, n the total count.
  * Keys are byte strings (the canonical string form of the input value). */
 #define TSR_FREQ_CAP_MIN 1
 #define TSR_FREQ_CAP_MAX 100000
@@ -98,7 +101,8 @@ typedef struct tsr_freq_item {
 /* capacity clamped to [TSR_FREQ_CAP_MIN, TSR_FREQ_CAP_MAX]. Caller frees with tsr_freq_free. */
 tsr_freq_t *tsr_freq_new(int capacity);
 void tsr_freq_free(tsr_freq_t *f);
-/* Adds count occurrences of key (copied). count <= 0 is ignored (no deletes). */
+/* Adds count occurrences of key (copied). count <= 0 is ignored (no deletes), and so is a key
+ * longer than UINT32_MAX bytes. */
 void tsr_freq_add(tsr_freq_t *f, const char *key, size_t len, int64_t count);
 /* dst (+)= src. Different capacities are allowed: the result keeps the smaller one. */
 int tsr_freq_merge(tsr_freq_t *dst, const tsr_freq_t *src);
@@ -107,7 +111,7 @@ int tsr_freq_is_exact(const tsr_freq_t *f);
 uint64_t tsr_freq_total(const tsr_freq_t *f);
 int tsr_freq_capacity(const tsr_freq_t *f);
 /* Upper bound on (true count - estimate) for every key, including keys not listed; 0 while
- * exact. Always <= total / (capacity + 1). */
+ * exact. Always <= total / (4 * capacity + 1). */
 uint64_t tsr_freq_max_error(const tsr_freq_t *f);
 /* Number of keys currently held. */
 size_t tsr_freq_size(const tsr_freq_t *f);
