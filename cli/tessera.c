@@ -1,5 +1,94 @@
 /*
- * tessera.c — placeholder replaced by the CLI dispatcher (validate, columns, ...).
+ * tessera.c — the `tessera` CLI dispatcher: global flags (--help, --version), `help CMD`, and
+ * the command table. Commands live in cmd_*.c; this file only routes.
+ *
+ * Exit codes come from the error table (tsr_error_exit_code): a usage error is
+ * tsr_error_exit_code(TSR_EUSAGE) = 2, and so on (SPEC §7).
  */
+#include <stdarg.h>
 #include <stdio.h>
-int main(void) { puts("tessera"); return 0; }
+#include <string.h>
+
+#include "cli_int.h"
+
+#ifndef TSR_VERSION
+#define TSR_VERSION "0.1.0"
+#endif
+
+static const tsr_cli_cmd_t *const k_cmds[] = {
+    &tsr_cmd_validate_def,
+    &tsr_cmd_columns_def,
+};
+#define N_CMDS (sizeof k_cmds / sizeof *k_cmds)
+
+static void print_help(FILE *out) {
+    fprintf(out,
+            "usage: tessera [--help] [--version] <command> [<args>]\n"
+            "\n"
+            "Tessera: Chronon-compatible features, computed offline and served online.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < N_CMDS; i++) fprintf(out, "  %-10s %s\n", k_cmds[i]->name, k_cmds[i]->summary);
+    fprintf(out,
+            "\n"
+            "Run `tessera help <command>` or `tessera <command> --help` for a command's options.\n"
+            "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 unavailable.\n");
+}
+
+static const tsr_cli_cmd_t *find_cmd(const char *name) {
+    for (size_t i = 0; i < N_CMDS; i++)
+        if (strcmp(k_cmds[i]->name, name) == 0) return k_cmds[i];
+    return NULL;
+}
+
+int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "tessera%s%s: ", cmd ? " " : "", cmd ? cmd->name : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "\nRun `tessera %s --help` for usage.\n", cmd->name);
+    else
+        fprintf(stderr, "\nRun `tessera --help` for usage.\n");
+    return tsr_error_exit_code(TSR_EUSAGE);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return tsr_error_exit_code(TSR_EUSAGE);
+    }
+    const char *a = argv[1];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        print_help(stdout);
+        return 0;
+    }
+    if (strcmp(a, "--version") == 0) {
+        printf("tessera %s\n", TSR_VERSION);
+        return 0;
+    }
+    if (strcmp(a, "help") == 0) {
+        if (argc < 3) {
+            print_help(stdout);
+            return 0;
+        }
+        const tsr_cli_cmd_t *c = find_cmd(argv[2]);
+        if (!c) return tsr_cli_usage_error(NULL, "unknown command '%s'", argv[2]);
+        fputs(c->usage, stdout);
+        return 0;
+    }
+    const tsr_cli_cmd_t *c = find_cmd(a);
+    if (!c) {
+        if (a[0] == '-') return tsr_cli_usage_error(NULL, "unknown option '%s'", a);
+        return tsr_cli_usage_error(NULL, "unknown command '%s'", a);
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(c->usage, stdout);
+            return 0;
+        }
+    }
+    return c->run(argc - 1, argv + 1);
+}
