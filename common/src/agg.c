@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tsr/sketch.h"
+
 /* ------------------------------------------------------------------------------------ */
 /* Names                                                                                  */
 
@@ -267,14 +269,14 @@ int tsr_agg_new(const tsr_agg_spec_t *spec, tsr_agg_t **out, tsr_error_t *err) {
         default: break; /* HISTOGRAM: 0 = no truncation; others ignore k */
         }
     }
-    if (spec->op == TSR_OP_APPROX_UNIQUE_COUNT && (k < 4 || k > 21))
+    if (spec->op == TSR_OP_APPROX_UNIQUE_COUNT && (k < TSR_HLL_LGK_MIN || k > TSR_HLL_LGK_MAX))
         return tsr_error_set(err, TSR_EINVAL,
-                             "APPROX_UNIQUE_COUNT: lgK = %lld is out of range (4..21)",
-                             (long long)k);
-    if (spec->op == TSR_OP_APPROX_PERCENTILE && (k < 8 || k > 65535))
+                             "APPROX_UNIQUE_COUNT: lgK = %lld is out of range (%d..%d)",
+                             (long long)k, TSR_HLL_LGK_MIN, TSR_HLL_LGK_MAX);
+    if (spec->op == TSR_OP_APPROX_PERCENTILE && (k < TSR_KLL_K_MIN || k > TSR_KLL_K_MAX))
         return tsr_error_set(err, TSR_EINVAL,
-                             "APPROX_PERCENTILE: k = %lld is out of range (8..65535)",
-                             (long long)k);
+                             "APPROX_PERCENTILE: k = %lld is out of range (%d..%d)",
+                             (long long)k, TSR_KLL_K_MIN, TSR_KLL_K_MAX);
     size_t npct = 0;
     if (spec->op == TSR_OP_APPROX_PERCENTILE) {
         npct = spec->n_percentiles;

@@ -10,9 +10,9 @@
  * init allocates nothing and an empty IR is a NULL pointer. Merge creates the destination
  * sketch when needed and defers to the sketch's merge (commutative within its bound).
  *
- * The frequent-items sketch is sized at capacity = max(8k, 64) counters: exact while at most
- * that many distinct keys were seen (so certainly exact up to k, SPEC §4), then count error
- * <= n / capacity, small against the top-k counts the output reports.
+ * The frequent-items sketch gets capacity k (Chronon's k, default 8): it keeps exact counts
+ * while at most 8k distinct keys were seen (so "exact up to k distinct", SPEC §4, holds with
+ * room to spare), then 4k Misra-Gries counters whose undercount is <= n / (4k + 1).
  *
  * Encoding: a presence byte (0 empty, 1 sketch) then the sketch's own encoding.
  */
@@ -128,9 +128,10 @@ static void kll_merge(const tsr_agg_t *a, void *dst, const void *src) {
 static tsr_value_t kll_final(const tsr_agg_t *a, const void *ir, tsr_arena_t *arena) {
     const sk_ir_t *s = ir;
     if (kll_empty(a, ir)) return tsr_value_null();
+    double q[TSR_AGG_MAX_PERCENTILES];
+    tsr_kll_quantiles(s->p, a->pct, a->n_pct, q); /* one sort for all ranks */
     tsr_value_t *items = tsr_arena_alloc(arena, a->n_pct * sizeof(*items));
-    for (size_t i = 0; i < a->n_pct; i++)
-        items[i] = tsr__agg_double_out(tsr_kll_quantile(s->p, a->pct[i]));
+    for (size_t i = 0; i < a->n_pct; i++) items[i] = tsr__agg_double_out(q[i]);
     return tsr_value_list(items, a->n_pct);
 }
 static void kll_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
@@ -155,10 +156,7 @@ const tsr__agg_ops_t tsr__ops_kll = {
 
 /* ---- APPROX_HISTOGRAM_K / APPROX_FREQUENT_K / APPROX_HEAVY_HITTERS_K ---------------- */
 
-static int freq_capacity(const tsr_agg_t *a) {
-    int64_t c = 8 * a->k;
-    return (int)(c < 64 ? 64 : c);
-}
+static int freq_capacity(const tsr_agg_t *a) { return (int)a->k; }
 
 static void freq_clear(const tsr_agg_t *a, void *ir) {
     (void)a;

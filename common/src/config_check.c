@@ -404,7 +404,11 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
     tsr_error_t err;
     tsr_error_clear(&err);
     tsr_type_t out = TSR_ANY;
-    if (tsr_agg_new(&spec, &agg, &err) != 0) {
+    /* An aggregation with a load error (bad k, percentiles, windows) was reported already;
+     * the kernel would only repeat it. */
+    if (a->invalid) {
+        out = TSR_ANY;
+    } else if (tsr_agg_new(&spec, &agg, &err) != 0) {
         tsr__conf_err(cx, a->path, "%s", err.msg);
     } else {
         out = tsr_agg_output_type(agg);

@@ -434,6 +434,7 @@ static void parse_percentiles(tsr__conf_ctx_t *cx, tsr_conf_aggregation_t *a, co
 
 static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
                               tsr_conf_aggregation_t *a) {
+    int nerr0 = cx->nerr;
     memset(a, 0, sizeof *a);
     a->path = path;
     a->op = (tsr_op_t)-1;
@@ -541,6 +542,7 @@ static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
         }
     }
     a->buckets = get_str_list(cx, o, "buckets", path, &a->n_buckets);
+    a->invalid = cx->nerr != nerr0;
 }
 
 static const tsr_conf_derivation_t *build_derivations(tsr__conf_ctx_t *cx, json_t *obj,

@@ -126,9 +126,11 @@ int tsr_hll_merge(tsr_hll_t *dst, const tsr_hll_t *src) {
     if (dst->lgk != src->lgk) return TSR_EINVAL;
     if (src->regs) {
         if (!dst->regs) to_dense(dst);
+        /* Locals, so the byte stores cannot alias dst->m and the loop vectorises. */
         uint8_t *a = dst->regs;
         const uint8_t *b = src->regs;
-        for (uint32_t i = 0; i < dst->m; i++) a[i] = b[i] > a[i] ? b[i] : a[i];
+        uint32_t m = dst->m;
+        for (uint32_t i = 0; i < m; i++) a[i] = b[i] > a[i] ? b[i] : a[i];
         return 0;
     }
     /* src is sparse: add its hashes one by one (they convert dst when the union grows past L). */
@@ -166,9 +168,18 @@ static double ertl_tau(double x) {
 double tsr_hll_estimate(const tsr_hll_t *h) {
     if (!h->regs) return (double)h->set_n;
     int q = 64 - h->p;
-    uint32_t c[66] = {0};
-    for (uint32_t i = 0; i < h->m; i++) c[h->regs[i]]++;
-    double m = (double)h->m;
+    /* Register histogram, four interleaved counters to break the store-to-load chain. */
+    uint32_t c4[4][66] = {{0}}, c[66];
+    const uint8_t *rg = h->regs;
+    uint32_t nm = h->m;
+    for (uint32_t i = 0; i < nm; i += 4) {
+        c4[0][rg[i]]++;
+        c4[1][rg[i + 1]]++;
+        c4[2][rg[i + 2]]++;
+        c4[3][rg[i + 3]]++;
+    }
+    for (int v = 0; v < 66; v++) c[v] = c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
+    double m = (double)nm;
     double z = m * ertl_tau(1.0 - c[q + 1] / m);
     for (int k = q; k >= 1; k--) z = 0.5 * (z + c[k]);
     z += m * ertl_sigma(c[0] / m);
@@ -204,20 +215,19 @@ void tsr_hll_encode(const tsr_hll_t *h, tsr_buf_t *out) {
         return;
     }
     tsr_buf_put_u8(out, 1);
-    size_t nbytes = ((size_t)h->m * 6 + 7) / 8;
+    /* m is a multiple of 4: every 4 registers fill 3 bytes exactly. */
+    size_t nbytes = (size_t)h->m / 4 * 3;
     tsr_buf_reserve(out, nbytes);
-    uint64_t acc = 0;
-    int bits = 0;
-    for (uint32_t i = 0; i < h->m; i++) {
-        acc |= (uint64_t)h->regs[i] << bits;
-        bits += 6;
-        while (bits >= 8) {
-            tsr_buf_put_u8(out, (uint8_t)acc);
-            acc >>= 8;
-            bits -= 8;
-        }
+    uint8_t *o = out->data + out->len;
+    const uint8_t *rg = h->regs;
+    for (uint32_t i = 0; i < h->m; i += 4, o += 3) {
+        uint32_t v = rg[i] | (uint32_t)rg[i + 1] << 6 | (uint32_t)rg[i + 2] << 12 |
+                     (uint32_t)rg[i + 3] << 18;
+        o[0] = (uint8_t)v;
+        o[1] = (uint8_t)(v >> 8);
+        o[2] = (uint8_t)(v >> 16);
     }
-    if (bits > 0) tsr_buf_put_u8(out, (uint8_t)acc);
+    out->len += nbytes;
 }
 
 int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
@@ -238,11 +248,12 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
         }
         /* Each gap takes at least one byte; the sparse set never exceeds L. */
         if (n > h->sparse_max || n > tsr_reader_left(r)) {
+            uint32_t limit = h->sparse_max;
             tsr_hll_free(h);
             return tsr_error_set(err, TSR_ECORRUPT,
                                  "hll sketch: sparse count %llu exceeds limit %u or the %zu "
                                  "bytes left",
-                                 (unsigned long long)n, h->sparse_max, tsr_reader_left(r));
+                                 (unsigned long long)n, limit, tsr_reader_left(r));
         }
         uint64_t prev = 0;
         for (uint64_t i = 0; i < n; i++) {
@@ -265,7 +276,7 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
         *out = h;
         return 0;
     }
-    size_t nbytes = ((size_t)h->m * 6 + 7) / 8;
+    size_t nbytes = (size_t)h->m / 4 * 3;
     if (tsr_reader_left(r) < nbytes) {
         tsr_hll_free(h);
         return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: %zu register bytes needed, %zu left",
@@ -276,25 +287,23 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
     h->set_cap = 0;
     h->regs = tsr_malloc(h->m);
     const uint8_t *pb = r->p;
-    uint8_t maxrho = (uint8_t)(64 - h->p + 1);
-    uint32_t nonzero = 0;
-    for (uint32_t i = 0; i < h->m; i++) {
-        size_t bit = (size_t)i * 6, byte = bit / 8;
-        unsigned v = pb[byte] | (byte + 1 < nbytes ? (unsigned)pb[byte + 1] << 8 : 0u);
-        uint8_t reg = (uint8_t)((v >> (bit % 8)) & 63);
-        if (reg > maxrho) {
-            tsr_hll_free(h);
-            return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: register %u holds %u > %u", i,
-                                 reg, maxrho);
-        }
-        nonzero += reg != 0;
-        h->regs[i] = reg;
+    uint8_t maxrho = (uint8_t)(64 - h->p + 1), top = 0;
+    uint8_t *rg = h->regs;
+    for (uint32_t i = 0; i < h->m; i += 4, pb += 3) {
+        uint32_t v = pb[0] | (uint32_t)pb[1] << 8 | (uint32_t)pb[2] << 16;
+        rg[i] = v & 63;
+        rg[i + 1] = (v >> 6) & 63;
+        rg[i + 2] = (v >> 12) & 63;
+        rg[i + 3] = (uint8_t)(v >> 18);
+        for (int j = 0; j < 4; j++) top = rg[i + j] > top ? rg[i + j] : top;
     }
-    /* A dense sketch saw more than L distinct hashes, so it has at least one set register.
-     * (m >= 2^11, so 6m bits fill whole bytes: there are no padding bits to check.) */
-    if (nonzero == 0) {
+    /* Registers hold at most q + 1; a dense sketch saw more than L distinct hashes, so at
+     * least one register is set. */
+    if (top > maxrho || top == 0) {
         tsr_hll_free(h);
-        return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: dense registers not canonical");
+        return tsr_error_set(err, TSR_ECORRUPT,
+                             "hll sketch: dense registers out of range (largest %u, limit %u)",
+                             top, maxrho);
     }
     r->p += nbytes;
     *out = h;

@@ -39,6 +39,8 @@ struct tsr_kll {
     uint64_t rng;
     int nlev;
     uint32_t size;                  /* retained items over all levels */
+    uint64_t cap_total;             /* sum of level_cap over the levels, cached (refresh_caps) */
+    uint32_t cap[KLL_MAX_LEVELS];   /* level_cap(K, nlev, h), cached */
     double *lv[KLL_MAX_LEVELS];
     uint32_t len[KLL_MAX_LEVELS], alloc[KLL_MAX_LEVELS];
     double *scratch;                /* merge buffer for compactions */
@@ -56,12 +58,15 @@ static void set_k(tsr_kll_t *s, int k) {
     s->K = (uint32_t)k * TSR_KLL_K_SCALE;
 }
 
+static void refresh_caps(tsr_kll_t *s);
+
 tsr_kll_t *tsr_kll_new(int k) {
     tsr_kll_t *s = tsr_calloc(1, sizeof(*s));
     set_k(s, clamp_k(k));
     s->rng = KLL_RNG_SEED;
     s->nlev = 1;
     s->min = s->max = NAN;
+    refresh_caps(s);
     return s;
 }
 
@@ -86,6 +91,15 @@ static uint64_t total_cap(uint32_t K, int nlev) {
     uint64_t t = 0;
     for (int h = 0; h < nlev; h++) t += level_cap(K, nlev, h);
     return t;
+}
+
+/* Recomputes the cached capacities; called whenever K or nlev changes. */
+static void refresh_caps(tsr_kll_t *s) {
+    s->cap_total = 0;
+    for (int h = 0; h < s->nlev; h++) {
+        s->cap[h] = level_cap(s->K, s->nlev, h);
+        s->cap_total += s->cap[h];
+    }
 }
 
 static void level_reserve(tsr_kll_t *s, int h, uint32_t need) {
@@ -167,7 +181,10 @@ static int coin(tsr_kll_t *s) {
 }
 
 static void compact_level(tsr_kll_t *s, int h) {
-    if (h + 1 == s->nlev) s->nlev++;    /* the top level overflowed: a new top */
+    if (h + 1 == s->nlev) {             /* the top level overflowed: a new top */
+        s->nlev++;
+        refresh_caps(s);
+    }
     double *a = s->lv[h];
     uint32_t L = s->len[h];
     if (h == 0) sort_doubles(a, L);
@@ -184,9 +201,9 @@ static void compact_level(tsr_kll_t *s, int h) {
 }
 
 static void compress(tsr_kll_t *s) {
-    while (s->size > total_cap(s->K, s->nlev)) {
+    while (s->size > s->cap_total) {
         int h = 0;
-        while (h < s->nlev - 1 && s->len[h] < level_cap(s->K, s->nlev, h)) h++;
+        while (h < s->nlev - 1 && s->len[h] < s->cap[h]) h++;
         compact_level(s, h);
     }
 }
@@ -199,8 +216,7 @@ void tsr_kll_add(tsr_kll_t *s, double x) {
     level_reserve(s, 0, s->len[0] + 1);
     s->lv[0][s->len[0]++] = x;
     s->size++;
-    /* Cheap test first: total_cap walks the levels, the common add is far below it. */
-    if (s->size > s->K && s->size > total_cap(s->K, s->nlev)) compress(s);
+    if (s->size > s->cap_total) compress(s);
 }
 
 int tsr_kll_merge(tsr_kll_t *dst, const tsr_kll_t *src) {
@@ -210,6 +226,7 @@ int tsr_kll_merge(tsr_kll_t *dst, const tsr_kll_t *src) {
     if (dst->n == 0 || src->max > dst->max) dst->max = src->max;
     dst->n += src->n;
     if (src->nlev > dst->nlev) dst->nlev = src->nlev;
+    refresh_caps(dst);
     for (int h = 0; h < src->nlev; h++) {
         uint32_t ns = src->len[h];
         if (!ns) continue;
@@ -339,6 +356,7 @@ int tsr_kll_decode(tsr_reader_t *r, tsr_kll_t **out, tsr_error_t *err) {
     s->max = mx;
     s->rng = rng;
     s->nlev = (int)nlev;
+    refresh_caps(s);
     for (int h = 0; h < s->nlev; h++) {
         uint32_t L = (uint32_t)lens[h];
         level_reserve(s, h, L);

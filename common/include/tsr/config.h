@@ -129,6 +129,7 @@ typedef struct tsr_conf_aggregation {
     size_t n_buckets;
     const char *path;               /* e.g. "aggregations[2]" */
     tsr_type_t input_type;          /* filled by validation (TSR_ANY when unknown) */
+    int invalid;                    /* 1 when loading already reported an error in it */
 } tsr_conf_aggregation_t;
 
 typedef struct tsr_conf_derivation {
