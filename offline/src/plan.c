@@ -244,7 +244,7 @@ static int slot_of(gb_plan_t *p, const char *name) {
 }
 
 void tsr__gb_plan_free(gb_plan_t *p) {
-    for (size_t i = 0; i < p->nfeat; i++) tsr_agg_free(p->feats[i].kernel);
+    for (size_t i = 0; p->feats && i < p->nfeat; i++) tsr_agg_free(p->feats[i].kernel);
     free(p->feats);
     free(p->feat_names);
     free(p->feat_types);
