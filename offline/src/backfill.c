@@ -231,7 +231,7 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
                     snap_day = tsr_day_of_ms(lr->ts) - 1;
                     asof = (snap_day + 1) * TSR_MS_PER_DAY;
                 } else {
-                    snap_day = tsr_day_of_ms(lr->ts);
+                    snap_day = tsr_day_of_ms(lr->ts) - 1;
                     asof = lr->ts;
                 }
             }
