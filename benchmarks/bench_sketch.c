@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
         tsr_kll_free(s);
     });
 
-    printf("Frequent items (capacity 8: 32 counters, table of 64)\n");
+    printf("Frequent items (capacity 8 = default k: 32 counters, table of 64)\n");
     enum { NKEYS = 100000 };
     char (*keys)[16] = malloc(NKEYS * sizeof(*keys));
     size_t *klen = malloc(NKEYS * sizeof(size_t));

@@ -10,9 +10,10 @@
  * init allocates nothing and an empty IR is a NULL pointer. Merge creates the destination
  * sketch when needed and defers to the sketch's merge (commutative within its bound).
  *
- * The frequent-items sketch gets capacity k (Chronon's k, default 8): it keeps exact counts
- * while at most 8k distinct keys were seen (so "exact up to k distinct", SPEC §4, holds with
- * room to spare), then 4k Misra-Gries counters whose undercount is <= n / (4k + 1).
+ * The frequent-items sketch gets capacity 4k counters (k = argMap.k, default 8): it keeps
+ * exact counts while at most 8k distinct keys were seen (so "exact up to k distinct", SPEC
+ * §4, holds with room to spare), then its counts undercount by at most n / (4k + 1), so the
+ * k keys we report are ranked with an error a quarter of what k counters would give.
  *
  * Encoding: a presence byte (0 empty, 1 sketch) then the sketch's own encoding.
  */
@@ -81,7 +82,7 @@ static void hll_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (s->p) tsr_hll_encode(s->p, out);
 }
 static int hll_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_hll_t *h = NULL;
     if ((rc = tsr_hll_decode(r, &h, err))) return sk_decode_failed(a, rc, err);
@@ -141,7 +142,7 @@ static void kll_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (has) tsr_kll_encode(s->p, out);
 }
 static int kll_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_kll_t *k = NULL;
     if ((rc = tsr_kll_decode(r, &k, err))) return sk_decode_failed(a, rc, err);
@@ -156,7 +157,10 @@ const tsr__agg_ops_t tsr__ops_kll = {
 
 /* ---- APPROX_HISTOGRAM_K / APPROX_FREQUENT_K / APPROX_HEAVY_HITTERS_K ---------------- */
 
-static int freq_capacity(const tsr_agg_t *a) { return (int)a->k; }
+static int freq_capacity(const tsr_agg_t *a) {
+    int64_t c = 4 * a->k;
+    return (int)(c > TSR_FREQ_CAP_MAX ? TSR_FREQ_CAP_MAX : c);
+}
 
 static void freq_clear(const tsr_agg_t *a, void *ir) {
     (void)a;
@@ -208,7 +212,7 @@ static void freq_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     if (s->p) tsr_freq_encode(s->p, out);
 }
 static int freq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
-    int has, rc = sk_decode_presence(a, r, err, &has);
+    int has = 0, rc = sk_decode_presence(a, r, err, &has);
     if (rc || !has) return rc;
     tsr_freq_t *f = NULL;
     if ((rc = tsr_freq_decode(r, &f, err))) return sk_decode_failed(a, rc, err);

@@ -3,9 +3,10 @@
  * APPROX_HEAVY_HITTERS_K: exact counts while few keys were seen, then a Misra-Gries summary.
  *
  * Design:
- *   - capacity c is Chronon's k. The summary keeps M = 4c counters and a table of up to
- *     T = 8c entries. While at most T distinct keys were seen nothing was lost: counts are exact
- *     (so "exact up to k distinct", SPEC §4, holds with room to spare).
+ *   - capacity c is Chronon's k (the aggregation kernel passes it unchanged). The summary
+ *     keeps M = 4c counters and a table of up to T = 8c entries. While at most T distinct keys
+ *     were seen nothing was lost: counts are exact (so "exact up to k distinct", SPEC §4, holds
+ *     with room to spare), and afterwards the error is below n / (4c) rather than n / c.
  *   - Adding a new key to a full table first purges it (weighted Misra-Gries with the
  *     Agarwal et al. "Mergeable summaries" reduction): d = the (M+1)-th largest count is
  *     subtracted from every counter and counters <= 0 are dropped, leaving at most M. The sum
@@ -20,7 +21,7 @@
  * Invariants (checked by the decoder):
  *   1. est(x) <= count(x) <= est(x) + err for every key x (est = 0 for keys not held);
  *   2. (M + 1) * err <= total - sum(est): each purge removes at least (M + 1) * d of mass, so
- *      err <= total / (M + 1) <= total / c;
+ *      err <= total / (M + 1) = total / (4c + 1);
  *   3. exact => err == 0 and sum(est) == total; every held count >= 1; at most T keys.
  *   4. The content (key -> count, err, total) after a sequence of calls does not depend on how
  *      the table is laid out, and encodings list keys sorted, so equal content = equal bytes.
@@ -105,6 +106,9 @@ int tsr_freq_capacity(const tsr_freq_t *f) { return f->capacity; }
 uint64_t tsr_freq_max_error(const tsr_freq_t *f) { return f->err; }
 size_t tsr_freq_size(const tsr_freq_t *f) { return f->n; }
 
+/* Counts saturate at INT64_MAX instead of overflowing (decoded or merged counts may be huge). */
+static inline int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
 static int32_t find(const tsr_freq_t *f, uint64_t hash, const char *key, size_t len) {
     uint32_t mask = f->idx_cap - 1;
     for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
@@ -188,7 +192,7 @@ static void add_count(tsr_freq_t *f, uint64_t hash, const char *key, size_t len,
                       int allow_over) {
     int32_t e = find(f, hash, key, len);
     if (e >= 0) {
-        f->ent[e].count += count;
+        f->ent[e].count = sat_add(f->ent[e].count, count);
         return;
     }
     if (f->n >= f->T && !allow_over) purge(f);

@@ -204,6 +204,9 @@ static void compress(tsr_kll_t *s) {
     while (s->size > s->cap_total) {
         int h = 0;
         while (h < s->nlev - 1 && s->len[h] < s->cap[h]) h++;
+        /* Unreachable for n < 2^64 (level 63 would need >= 8 items of weight 2^63); the
+         * guard keeps the level arrays in bounds whatever a caller feeds in. */
+        if (h + 1 >= KLL_MAX_LEVELS) break;
         compact_level(s, h);
     }
 }

@@ -19,6 +19,9 @@
 #include "tsr/expr.h"
 #include "tsr/time.h"
 
+/* Check records every passing ck_assert (a pipe write each): hot loops test first. */
+#define CHECK(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
+
 enum { C_A, C_B, C_X, C_Y, C_S, C_T, C_FLAG, C_ANY, C_N, C_LST, NCOLS };
 static const char *const k_names[NCOLS] = {"a", "b", "x", "y", "s", "t", "flag", "any", "n", "lst"};
 static tsr_type_t k_types[NCOLS];
@@ -509,19 +512,15 @@ START_TEST(test_date_round_trip) {
         char want[40];
         snprintf(want, sizeof want, "%04lld-%02d-%02d %02d:%02d:%02d", (long long)y, mo, d,
                  (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
-        ck_assert_int_eq(out[0].kind, TSR_STRING);
-        ck_assert_int_eq(out[0].len, strlen(want));
-        ck_assert(memcmp(out[0].u.s, want, out[0].len) == 0);
-        ck_assert_int_eq(out[1].kind, TSR_LONG);
-        ck_assert_int_eq(out[1].u.l, sec);
-        ck_assert_int_eq(out[2].len, 10);
-        ck_assert(memcmp(out[2].u.s, want, 10) == 0);
+        CHECK(out[0].kind == TSR_STRING && out[0].len == strlen(want) &&
+              memcmp(out[0].u.s, want, out[0].len) == 0, "sec %lld: FROM_UNIXTIME", (long long)sec);
+        CHECK(out[1].kind == TSR_LONG && out[1].u.l == sec, "sec %lld: round trip", (long long)sec);
         char ds[11];
         tsr_ds_format(day, ds);
-        ck_assert(memcmp(out[2].u.s, ds, 10) == 0);
-        ck_assert_int_eq(out[3].len, 17);
-        ck_assert_int_eq(out[4].kind, TSR_LONG);
-        ck_assert_int_eq(out[4].u.l, tsr_floor_div(ms, 1000));
+        CHECK(out[2].len == 10 && memcmp(out[2].u.s, want, 10) == 0 && memcmp(out[2].u.s, ds, 10) == 0,
+              "sec %lld: TO_DATE", (long long)sec);
+        CHECK(out[3].len == 17, "ms %lld: DATE_FORMAT", (long long)ms);
+        CHECK(out[4].kind == TSR_LONG && out[4].u.l == tsr_floor_div(ms, 1000), "ms %lld", (long long)ms);
     }
     tsr_vm_free(vm);
     tsr_program_free(p);

@@ -20,6 +20,9 @@
 #include "expr_int.h"
 #include "tsr/expr.h"
 
+/* Check records every passing ck_assert (a pipe write each): hot loops test first. */
+#define CHECK(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
+
 /* ---------------------------------------------------------------- brute force */
 
 enum { BA, BB, BX, BY, BNCOLS };
@@ -171,22 +174,22 @@ START_TEST(test_brute_force_arith) {
         tsr_program_t *p = tsr_program_new(&sc);
         tsr_error_t err;
         int rc = tsr_program_add(p, tsr_buf_cstr(&src), NULL, &err);
-        ck_assert_msg(rc == 0, "%s: %s", tsr_buf_cstr(&src), err.msg);
+        CHECK(rc == 0, "%s: %s", tsr_buf_cstr(&src), err.msg);
         tsr_vm_t *vm = tsr_vm_new(p);
         for (int k = 0; k < 50; k++) {
             tsr_value_t row[BNCOLS] = {rand_long_val(&r), rand_long_val(&r), rand_double_val(&r),
                                        rand_double_val(&r)};
             tsr_value_t got, want = beval(t, row);
             tsr_vm_run(vm, row, &got);
-            ck_assert_msg(got.kind == want.kind, "%s: kind %d want %d (iter %d)", tsr_buf_cstr(&src),
+            CHECK(got.kind == want.kind, "%s: kind %d want %d (iter %d)", tsr_buf_cstr(&src),
                           got.kind, want.kind, iter);
             if (want.kind == TSR_LONG) {
-                ck_assert_msg(got.u.l == want.u.l, "%s: %lld want %lld", tsr_buf_cstr(&src),
+                CHECK(got.u.l == want.u.l, "%s: %lld want %lld", tsr_buf_cstr(&src),
                               (long long)got.u.l, (long long)want.u.l);
             } else if (want.kind == TSR_DOUBLE) {
                 int same = (isnan(got.u.d) && isnan(want.u.d)) ||
                            memcmp(&got.u.d, &want.u.d, sizeof(double)) == 0;
-                ck_assert_msg(same, "%s: %.17g want %.17g", tsr_buf_cstr(&src), got.u.d, want.u.d);
+                CHECK(same, "%s: %.17g want %.17g", tsr_buf_cstr(&src), got.u.d, want.u.d);
             }
         }
         tsr_vm_free(vm);
@@ -268,14 +271,14 @@ static void fuzz_one(const char *src, tsr_rng_t *r) {
     tsr_expr_ast_t *ast;
     tsr_error_t err;
     int prc = tsr_expr_parse(src, &ar, &ast, &err);
-    ck_assert(prc == 0 || prc == TSR_EPARSE || prc == TSR_ECONFIG);
-    if (prc) ck_assert(strlen(err.msg) < TSR_ERROR_MSG_MAX);
+    CHECK(prc == 0 || prc == TSR_EPARSE || prc == TSR_ECONFIG, "%s: %d", src, prc);
+    CHECK(!prc || strlen(err.msg) < TSR_ERROR_MSG_MAX, "%s", src);
     tsr_arena_free(&ar);
     tsr_program_t *p = tsr_program_new(&sc);
     tsr_type_t t;
     int rc = tsr_program_add(p, src, &t, &err);
-    ck_assert(rc == 0 || rc == TSR_EPARSE || rc == TSR_ECONFIG || rc == TSR_ETYPE);
-    ck_assert_msg(prc == 0 || rc == prc, "%s: parse %d compile %d", src, prc, rc);
+    CHECK(rc == 0 || rc == TSR_EPARSE || rc == TSR_ECONFIG || rc == TSR_ETYPE, "%s: %d", src, rc);
+    CHECK(prc == 0 || rc == prc, "%s: parse %d compile %d", src, prc, rc);
     if (rc == 0) {
         g_compiled++;
         tsr_vm_t *vm = tsr_vm_new(p);
@@ -293,7 +296,7 @@ static void fuzz_one(const char *src, tsr_rng_t *r) {
             tsr_value_t out;
             tsr_vm_run(vm, row, &out);
             if (out.kind != TSR_NULL && t != TSR_ANY)
-                ck_assert_msg(out.kind == tsr_type_kind(t), "%s: kind %d, type %u", src, out.kind, t);
+                CHECK(out.kind == tsr_type_kind(t), "%s: kind %d, type %u", src, out.kind, t);
             if (out.kind == TSR_STRING && out.len) {
                 volatile char c = out.u.s[out.len - 1];     /* readable (ASan checks) */
                 (void)c;
@@ -418,21 +421,20 @@ START_TEST(test_no_alloc_steady_state) {
                                    tsr_value_double(-1e300), tsr_value_null(), tsr_value_null()};
         tsr_vm_run(vm, row, out);
         /* results of earlier outputs are intact after later ones ran */
-        ck_assert_int_eq(out[0].kind, TSR_STRING);
-        ck_assert_uint_ge(out[0].len, 2 * sn + 3);
+        CHECK(out[0].kind == TSR_STRING && out[0].len >= 2 * sn + 3, "iter %d: out0", iter);
         for (size_t i = 0; i < sn; i++) {
             char c = sbuf[i];
-            ck_assert_int_eq(out[0].u.s[i], c >= 'A' && c <= 'Z' ? c + 32 : c);
-            ck_assert_int_eq(out[0].u.s[out[0].len - sn + i], c >= 'a' && c <= 'z' ? c - 32 : c);
+            CHECK(out[0].u.s[i] == (c >= 'A' && c <= 'Z' ? c + 32 : c), "iter %d: lower %zu", iter, i);
+            CHECK(out[0].u.s[out[0].len - sn + i] == (c >= 'a' && c <= 'z' ? c - 32 : c), "iter %d: upper", iter);
         }
-        ck_assert_int_eq(out[2].len, 23);
-        ck_assert_int_eq(out[4].kind, TSR_DOUBLE);
+        CHECK(out[2].len == 23, "iter %d: date len %u", iter, out[2].len);
+        CHECK(out[4].kind == TSR_DOUBLE, "iter %d", iter);
         if (iter == 20) {
             cap = tsr__vm_scratch_capacity(vm);
             allocs = tsr__vm_allocations(vm);
         } else if (iter > 20) {
-            ck_assert_uint_eq(tsr__vm_scratch_capacity(vm), cap);
-            ck_assert_uint_eq(tsr__vm_allocations(vm), allocs);
+            CHECK(tsr__vm_scratch_capacity(vm) == cap, "iter %d: scratch grew", iter);
+            CHECK(tsr__vm_allocations(vm) == allocs, "iter %d: run allocated", iter);
         }
     }
     tsr_vm_free(vm);
@@ -463,8 +465,8 @@ START_TEST(test_scratch_overflow_keeps_strings) {
         ck_assert_int_eq(out[1].len, 5001);
         ck_assert_int_eq(out[1].u.s[5000], '>');
         ck_assert_int_eq(out[2].len, 15000);
-        for (size_t i = 0; i < 15000; i++) ck_assert_int_eq(out[2].u.s[i], 'q');
-        for (size_t i = 1; i < 5001; i++) ck_assert_int_eq(out[0].u.s[i], 'Q');
+        for (size_t i = 0; i < 15000; i++) CHECK(out[2].u.s[i] == 'q', "byte %zu", i);
+        for (size_t i = 1; i < 5001; i++) CHECK(out[0].u.s[i] == 'Q', "byte %zu", i);
         if (run == 0) ck_assert_uint_gt(tsr__vm_scratch_capacity(vm), cap0);
         if (run == 0) ck_assert_uint_gt(tsr__vm_allocations(vm), 0);   /* it did overflow */
     }

@@ -80,8 +80,9 @@ int tsr_kll_decode(tsr_reader_t *r, tsr_kll_t **out, tsr_error_t *err);
 
 /* ---- Frequent items (APPROX_HISTOGRAM_K, APPROX_FREQUENT_K, APPROX_HEAVY_HITTERS_K):
  * exact counts while at most 8 * capacity distinct keys were seen (so at least `capacity`),
- * then a Misra-Gries summary of 4 * capacity counters (purged from 8 * capacity, Agarwal et
- * al. "Mergeable summaries") whose counts are lower bounds: c - n/(4*capacity+1) <= est <= c.
+ * then a Misra-Gries summary of 4 * capacity counters (purged from a table of 8 * capacity,
+ * Agarwal et al. "Mergeable summaries") whose counts are lower bounds of the true counts c:
+ * c - n / (4 * capacity + 1) <= est <= c, n the total count.
  * Keys are byte strings (the canonical string form of the input value). */
 #define TSR_FREQ_CAP_MIN 1
 #define TSR_FREQ_CAP_MAX 100000
