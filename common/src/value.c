@@ -279,39 +279,91 @@ tsr_value_t tsr_value_copy(const tsr_value_t *v, tsr_arena_t *a) {
     return r;
 }
 
+/* Characters that JSON strings must escape: quote, backslash and control characters. */
+static inline int json_needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+
 static void json_string(const char *s, size_t n, tsr_buf_t *out) {
     static const char hex[] = "0123456789abcdef";
     tsr_buf_reserve(out, n + 2);
-    tsr_buf_putc(out, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    out->data[out->len++] = '"';
+    size_t i = 0;
+    while (i < n) {
+        /* copy the longest run that needs no escaping in one go */
+        size_t j = i;
+        while (j < n && !json_needs_escape((unsigned char)s[j])) j++;
+        tsr_buf_append(out, s + i, j - i);
+        if (j == n) break;
+        unsigned char c = (unsigned char)s[j];
         switch (c) {
-        case '"': tsr_buf_puts(out, "\\\""); break;
-        case '\\': tsr_buf_puts(out, "\\\\"); break;
-        case '\n': tsr_buf_puts(out, "\\n"); break;
-        case '\r': tsr_buf_puts(out, "\\r"); break;
-        case '\t': tsr_buf_puts(out, "\\t"); break;
-        case '\b': tsr_buf_puts(out, "\\b"); break;
-        case '\f': tsr_buf_puts(out, "\\f"); break;
-        default:
-            if (c < 0x20) {
-                char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-                tsr_buf_puts(out, esc);
-            } else {
-                tsr_buf_putc(out, c);
-            }
+        case '"': tsr_buf_append(out, "\\\"", 2); break;
+        case '\\': tsr_buf_append(out, "\\\\", 2); break;
+        case '\n': tsr_buf_append(out, "\\n", 2); break;
+        case '\r': tsr_buf_append(out, "\\r", 2); break;
+        case '\t': tsr_buf_append(out, "\\t", 2); break;
+        case '\b': tsr_buf_append(out, "\\b", 2); break;
+        case '\f': tsr_buf_append(out, "\\f", 2); break;
+        default: {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            tsr_buf_append(out, esc, 6);
         }
+        }
+        i = j + 1;
     }
     tsr_buf_putc(out, '"');
 }
 
+/* Appends the decimal digits of v (v >= 0). */
+static void put_u64(tsr_buf_t *out, uint64_t v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    tsr_buf_reserve(out, (size_t)n);
+    while (n) out->data[out->len++] = (uint8_t)tmp[--n];
+}
+
+static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
+
+/* Shortest round-tripping text of a finite double. Fast path: a value with at most 8
+ * decimals whose scaled integer is below 2^53 prints as fixed point, found by checking
+ * round(d * 10^p) / 10^p == d for p = 0, 1, ...: that division is exactly what strtod computes
+ * for the printed decimal (both operands exact, one rounding), so the text round-trips, and
+ * the first p that works is the shortest fixed-point form. Other values go through %.Ng with
+ * the smallest N in 15..17 that round-trips. */
 static void json_double(double d, tsr_buf_t *out) {
     if (!isfinite(d)) {
         tsr_buf_puts(out, "null");
         return;
     }
+    double a = fabs(d);
+    if (a < 1e15 && a != 0) {
+        for (int p = 0; p <= 8; p++) {
+            double scaled = a * pow10_tab[p];
+            if (scaled >= 9007199254740992.0) break;
+            double v = nearbyint(scaled);
+            if (v / pow10_tab[p] != a) continue;
+            uint64_t iv = (uint64_t)v;
+            uint64_t div = (uint64_t)pow10_tab[p];
+            if (d < 0) tsr_buf_putc(out, '-');
+            put_u64(out, iv / div);
+            tsr_buf_putc(out, '.');
+            if (p == 0) {
+                tsr_buf_putc(out, '0');
+                return;
+            }
+            uint64_t frac = iv % div;
+            char digits[8];
+            for (int k = p - 1; k >= 0; k--) {
+                digits[k] = (char)('0' + frac % 10);
+                frac /= 10;
+            }
+            tsr_buf_append(out, digits, (size_t)p);
+            return;
+        }
+    }
     char tmp[40];
-    /* shortest %.Ng that round-trips */
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
         if (strtod(tmp, NULL) == d) break;
@@ -325,7 +377,14 @@ void tsr_value_to_json(const tsr_value_t *v, tsr_buf_t *out) {
     switch (v->kind) {
     case TSR_NULL: tsr_buf_puts(out, "null"); break;
     case TSR_BOOL: tsr_buf_puts(out, v->u.b ? "true" : "false"); break;
-    case TSR_LONG: tsr_buf_printf(out, "%lld", (long long)v->u.l); break;
+    case TSR_LONG:
+        if (v->u.l < 0) {
+            tsr_buf_putc(out, '-');
+            put_u64(out, 0 - (uint64_t)v->u.l);
+        } else {
+            put_u64(out, (uint64_t)v->u.l);
+        }
+        break;
     case TSR_DOUBLE: json_double(v->u.d, out); break;
     case TSR_STRING: json_string(v->u.s, v->len, out); break;
     case TSR_LIST:

@@ -6,6 +6,7 @@
 #include "tsr_test.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tsr/error.h"
@@ -63,6 +64,49 @@ START_TEST(test_json) {
     tsr_value_t d = tsr_value_double(0.1);
     tsr_value_to_json(&d, &b);
     ck_assert_str_eq(tsr_buf_cstr(&b), "0.1");
+    tsr_buf_free(&b);
+}
+END_TEST
+
+/* Every finite double prints as text that parses back to the same double; short decimals
+ * print in their short form. */
+START_TEST(test_json_double_roundtrip) {
+    tsr_rng_t r = {.s = 5};
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    const struct { double d; const char *s; } fixed[] = {
+        {0.0, "0.0"}, {2.0, "2.0"}, {-3.5, "-3.5"}, {0.1, "0.1"}, {5453.83, "5453.83"},
+        {1e-7, "0.0000001"}, {123456789.125, "123456789.125"}, {-0.01, "-0.01"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        tsr_buf_clear(&b);
+        tsr_value_t v = tsr_value_double(fixed[i].d);
+        tsr_value_to_json(&v, &b);
+        ck_assert_str_eq(tsr_buf_cstr(&b), fixed[i].s);
+    }
+    for (int i = 0; i < 200000; i++) {
+        double d;
+        switch (i % 4) {
+        case 0: d = (double)tsr_rng_range(&r, -10000000, 10000000) / 100.0; break;
+        case 1: d = (tsr_rng_double(&r) - 0.5) * 1e6; break;
+        case 2: {
+            uint64_t bits = tsr_rng_next(&r);
+            memcpy(&d, &bits, 8);
+            if (!isfinite(d)) d = 1.5;
+            break;
+        }
+        default: d = (double)tsr_rng_range(&r, -1000, 1000) / 7.0; break;
+        }
+        tsr_buf_clear(&b);
+        tsr_value_t v = tsr_value_double(d);
+        tsr_value_to_json(&v, &b);
+        double back = strtod(tsr_buf_cstr(&b), NULL);
+        ck_assert_msg(back == d, "%.17g printed as %s", d, tsr_buf_cstr(&b));
+    }
+    tsr_value_t l = tsr_value_long(INT64_MIN);
+    tsr_buf_clear(&b);
+    tsr_value_to_json(&l, &b);
+    ck_assert_str_eq(tsr_buf_cstr(&b), "-9223372036854775808");
     tsr_buf_free(&b);
 }
 END_TEST
@@ -145,6 +189,7 @@ static Suite *value_suite(void) {
     tcase_add_test(tc, test_type_names);
     tcase_add_test(tc, test_order_and_equality);
     tcase_add_test(tc, test_json);
+    tcase_add_test(tc, test_json_double_roundtrip);
     tcase_add_loop_test(tc, test_codec_roundtrip_and_corruption, 0, 3);
     suite_add_tcase(s, tc);
     return s;
