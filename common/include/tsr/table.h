@@ -94,7 +94,7 @@ void tsr_file_reader_close(tsr_file_reader_t *r);
 /* ---- Writing output partitions atomically (SPEC §3, §5).
  *
  * A partition is written into a hidden temporary folder beside its final place
- * (<table_dir>/.tmp-ds=YYYY-MM-DD-<pid>-<n>/part-00000.<ext>), flushed and fsync'ed, then swapped
+ * (<table_dir>/.tmp-ds=YYYY-MM-DD-<pid>-<n>/part-00000.<ext>), flushed (not fsync'ed), then swapped
  * into place with one renameat2(RENAME_EXCHANGE) (or a plain rename when there was no old
  * partition), and the old contents removed. Readers therefore see the old partition or the new
  * one, never a partial one, and a crash leaves at most a hidden .tmp-* folder that readers
