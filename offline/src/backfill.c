@@ -196,7 +196,8 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     rc = tsr__extract(&x, &jp.left, 1, 0, left, err);
     xctx_done(e, &x);
     if (rc) goto out;
-    qsort(left->v, left->n, sizeof(rec_t), rec_seq_cmp);
+    tsr__store_finish(left);
+    if (left->n) qsort(left->v, left->n, sizeof(rec_t), rec_seq_cmp);
     size_t nleft = left->n;
     e->st->left_rows = nleft;
     progress(e, "left: %zu rows from %s", nleft, jp.left.table_name);
@@ -411,6 +412,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     for (size_t p = 0; p < e->nparts; p++) {
         store_t *s = &evs[p];
         e->st->events += s->n;
+        tsr__store_finish(s);
         tsr__sort_recs(s->v, s->n);
         for (size_t i = 0; i < s->n;) {
             size_t k = i + 1;
@@ -442,11 +444,13 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     /* collect non-null rows, ordered by (ds, key bytes) */
     refs = tsr_malloc((nq ? nq : 1) * sizeof(out_ref_t));
     size_t nref = 0;
-    for (size_t p = 0; p < e->nparts; p++)
+    for (size_t p = 0; p < e->nparts; p++) {
+        tsr__store_finish(&qs[p]);
         for (size_t i = 0; i < qs[p].n; i++) {
             const rec_t *q = &qs[p].v[i];
             if (res.res[q->seq]) refs[nref++] = (out_ref_t){q, res.res[q->seq], res.len[q->seq]};
         }
+    }
     qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
 
     odir = output_dir(o, &g->meta);

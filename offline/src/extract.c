@@ -18,12 +18,22 @@
 
 /* ---- stores */
 
+#define STORE_BLOCK 8192
+
 void tsr__store_init(store_t *s) {
     memset(s, 0, sizeof(*s));
     tsr_arena_init(&s->arena, 1 << 20);
 }
 
+static void free_segs(store_t *s) {
+    for (size_t i = 0; i < s->nsegs; i++) free(s->segs[i].recs);
+    free(s->segs);
+    s->segs = NULL;
+    s->nsegs = s->capsegs = 0;
+}
+
 void tsr__store_free(store_t *s) {
+    free_segs(s);
     free(s->v);
     tsr_arena_free(&s->arena);
     for (size_t i = 0; i < s->ntaken; i++) {
@@ -34,12 +44,23 @@ void tsr__store_free(store_t *s) {
     memset(s, 0, sizeof(*s));
 }
 
-rec_t *tsr__store_push(store_t *s, const void *p, size_t len) {
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 1024;
-        s->v = tsr_realloc(s->v, s->cap * sizeof(rec_t));
+static void add_seg(store_t *s, rec_t *recs, size_t n, size_t cap) {
+    if (s->nsegs == s->capsegs) {
+        s->capsegs = s->capsegs ? 2 * s->capsegs : 16;
+        s->segs = tsr_realloc(s->segs, s->capsegs * sizeof(store_seg_t));
     }
-    rec_t *r = &s->v[s->n++];
+    s->segs[s->nsegs].recs = recs;
+    s->segs[s->nsegs].n = n;
+    s->segs[s->nsegs].cap = cap;
+    s->nsegs++;
+}
+
+rec_t *tsr__store_push(store_t *s, const void *p, size_t len) {
+    if (s->nsegs == 0 || s->segs[s->nsegs - 1].n == s->segs[s->nsegs - 1].cap)
+        add_seg(s, tsr_malloc(STORE_BLOCK * sizeof(rec_t)), 0, STORE_BLOCK);
+    store_seg_t *g = &s->segs[s->nsegs - 1];
+    rec_t *r = &g->recs[g->n++];
+    s->n++;
     uint8_t *dst = tsr_arena_alloc(&s->arena, len ? len : 1);
     memcpy(dst, p, len);
     r->p = dst;
@@ -48,14 +69,16 @@ rec_t *tsr__store_push(store_t *s, const void *p, size_t len) {
 }
 
 void tsr__store_take(store_t *dst, store_t *src) {
-    if (src->n) {
-        if (dst->n + src->n > dst->cap) {
-            dst->cap = dst->n + src->n;
-            dst->v = tsr_realloc(dst->v, dst->cap * sizeof(rec_t));
-        }
-        memcpy(dst->v + dst->n, src->v, src->n * sizeof(rec_t));
-        dst->n += src->n;
+    /* dst's records stay first; src's blocks follow in their order. push() only ever fills
+     * the last block up to its own capacity, so partly filled blocks are safe anywhere. */
+    if (dst->v) {
+        add_seg(dst, dst->v, dst->n, dst->n);
+        dst->v = NULL;
     }
+    for (size_t i = 0; i < src->nsegs; i++) add_seg(dst, src->segs[i].recs, src->segs[i].n, src->segs[i].cap);
+    if (src->v) add_seg(dst, src->v, src->n, src->n);
+    dst->n += src->n;
+    free(src->segs);
     size_t add = 1 + src->ntaken;
     dst->taken = tsr_realloc(dst->taken, (dst->ntaken + add) * sizeof(tsr_arena_t *));
     tsr_arena_t *a = tsr_malloc(sizeof(*a));
@@ -63,9 +86,28 @@ void tsr__store_take(store_t *dst, store_t *src) {
     dst->taken[dst->ntaken++] = a;
     for (size_t i = 0; i < src->ntaken; i++) dst->taken[dst->ntaken++] = src->taken[i];
     free(src->taken);
-    free(src->v);
     memset(src, 0, sizeof(*src));
     tsr_arena_init(&src->arena, 1 << 20);
+}
+
+void tsr__store_finish(store_t *s) {
+    if (s->nsegs == 0) return;
+    if (s->nsegs == 1 && !s->v) {
+        s->v = s->segs[0].recs;
+        free(s->segs);
+        s->segs = NULL;
+        s->nsegs = s->capsegs = 0;
+        return;
+    }
+    rec_t *v = tsr_malloc((s->n ? s->n : 1) * sizeof(rec_t));
+    size_t k = 0;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        memcpy(v + k, s->segs[i].recs, s->segs[i].n * sizeof(rec_t));
+        k += s->segs[i].n;
+    }
+    free_segs(s);
+    free(s->v);
+    s->v = v;
 }
 
 /* ---- extraction */

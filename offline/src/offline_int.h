@@ -19,6 +19,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "tsr/agg.h"
 #include "tsr/backfill.h"
@@ -43,9 +44,18 @@ typedef struct rec {
 } rec_t;
 
 /* An append-only set of records with their payload arena. */
-typedef struct store {
-    rec_t *v;
+/* Records are appended into fixed blocks (no reallocation, no copy while extracting);
+ * tsr__store_finish lays them out in one array v for sorting. */
+typedef struct store_seg {
+    rec_t *recs;
     size_t n, cap;
+} store_seg_t;
+
+typedef struct store {
+    store_seg_t *segs;          /* blocks in append order; the last one may have room */
+    size_t nsegs, capsegs;
+    size_t n;                   /* records in all blocks (or in v after finish) */
+    rec_t *v;                   /* after tsr__store_finish */
     tsr_arena_t arena;          /* payloads of records pushed here */
     tsr_arena_t **taken;        /* arenas of stores merged in (owned) */
     size_t ntaken;
@@ -55,8 +65,10 @@ void tsr__store_init(store_t *s);
 void tsr__store_free(store_t *s);
 /* Appends a record whose payload (len bytes) is copied from p. */
 rec_t *tsr__store_push(store_t *s, const void *p, size_t len);
-/* Moves every record of src to the end of dst (the arenas are chained, not copied). */
+/* Moves every record of src to the end of dst (blocks and arenas handed over, not copied). */
 void tsr__store_take(store_t *dst, store_t *src);
+/* Lays the records out in s->v (idempotent). */
+void tsr__store_finish(store_t *s);
 
 /* ---- plans */
 
@@ -189,6 +201,23 @@ int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size
 
 /* Sorts records by (hash, key bytes, day, ts, seq). */
 void tsr__sort_recs(rec_t *v, size_t n);
-int tsr__key_cmp(const rec_t *a, const rec_t *b);
+/* Orders records by key: hash first, then the key bytes (so hash collisions stay apart).
+ * Inline: the sweeps call it once or twice per record. */
+static inline int tsr__key_cmp(const rec_t *a, const rec_t *b) {
+    if (a->hash != b->hash) return a->hash < b->hash ? -1 : 1;
+    if (a->klen != b->klen) return a->klen < b->klen ? -1 : 1;
+    if (a->p == b->p) return 0;
+    const uint8_t *x = a->p, *y = b->p;
+    uint32_t n = a->klen;
+    for (; n >= 8; n -= 8, x += 8, y += 8) {
+        uint64_t u, v;
+        memcpy(&u, x, 8);
+        memcpy(&v, y, 8);
+        if (u != v) return memcmp(x, y, 8);
+    }
+    for (; n; n--, x++, y++)
+        if (*x != *y) return *x < *y ? -1 : 1;
+    return 0;
+}
 
 #endif

@@ -22,12 +22,6 @@
 
 #include "tsr/window.h"
 
-int tsr__key_cmp(const rec_t *a, const rec_t *b) {
-    if (a->hash != b->hash) return a->hash < b->hash ? -1 : 1;
-    if (a->klen != b->klen) return a->klen < b->klen ? -1 : 1;
-    return memcmp(a->p, b->p, a->klen);
-}
-
 static int rec_cmp(const void *pa, const void *pb) {
     const rec_t *a = pa, *b = pb;
     int c = tsr__key_cmp(a, b);
@@ -37,8 +31,50 @@ static int rec_cmp(const void *pa, const void *pb) {
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
+static void insertion_sort(rec_t *v, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        if (rec_cmp(&v[i - 1], &v[i]) <= 0) continue;
+        rec_t x = v[i];
+        size_t j = i;
+        while (j > 0 && rec_cmp(&v[j - 1], &x) > 0) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+}
+
+/* Sorts by (hash, key, day, ts, seq): a counting sort on the hash's top 16 bits scatters the
+ * records into 65536 buckets (one pass, cache-friendly), then each bucket — usually one key's
+ * records — is sorted on its own: insertion sort when small or already nearly in order (a
+ * key's events arrive mostly in time order), merge sort otherwise. */
 void tsr__sort_recs(rec_t *v, size_t n) {
-    if (n > 1) qsort(v, n, sizeof(rec_t), rec_cmp);
+    if (n < 2) return;
+    if (n < 4096) {
+        qsort(v, n, sizeof(rec_t), rec_cmp);
+        return;
+    }
+    enum { BITS = 16, NB = 1 << BITS };
+    size_t *count = tsr_calloc(NB + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) count[(v[i].hash >> (64 - BITS)) + 1]++;
+    for (size_t b = 0; b < NB; b++) count[b + 1] += count[b];
+    rec_t *tmp = tsr_malloc(n * sizeof(rec_t));
+    size_t *pos = tsr_malloc(NB * sizeof(size_t));
+    memcpy(pos, count, NB * sizeof(size_t));
+    for (size_t i = 0; i < n; i++) tmp[pos[v[i].hash >> (64 - BITS)]++] = v[i];
+    memcpy(v, tmp, n * sizeof(rec_t));
+    free(tmp);
+    free(pos);
+    for (size_t b = 0; b < NB; b++) {
+        size_t lo = count[b], len = count[b + 1] - lo;
+        if (len < 2) continue;
+        /* count descents: few means nearly sorted */
+        size_t desc = 0;
+        for (size_t i = lo + 1; i < lo + len && desc <= 8; i++) desc += rec_cmp(&v[i - 1], &v[i]) > 0;
+        if (len <= 32 || desc <= 8) insertion_sort(v + lo, len);
+        else qsort(v + lo, len, sizeof(rec_t), rec_cmp);
+    }
+    free(count);
 }
 
 typedef struct sweeper {
@@ -172,6 +208,8 @@ static int sweep_entity_key(sweeper_t *sw, const rec_t *rows, size_t nrows, cons
 }
 
 static int sweep_partition(sweeper_t *sw, store_t *ev, store_t *qs) {
+    tsr__store_finish(ev);
+    tsr__store_finish(qs);
     tsr__sort_recs(ev->v, ev->n);
     tsr__sort_recs(qs->v, qs->n);
     size_t i = 0, j = 0;
