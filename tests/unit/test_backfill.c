@@ -504,13 +504,23 @@ static void select_snapshot(sel_t *s, int k, int64_t end, int64_t w) {
             s->v[s->n++] = &evs[i];
 }
 
-START_TEST(test_join_events_left_all_cases) {
-    tsr_rng_t rng = {.s = 900 + (uint64_t)_i};
+static void setup_warehouse(uint64_t seed) {
+    tsr_rng_t rng = {.s = seed};
     snprintf(wh, sizeof wh, "/tmp/tsr_test_backfill_XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(wh));
     ck_assert_int_eq(tsr_ds_parse("2024-03-09", &day0), 0);
     make_data(&rng);
     write_data();
+}
+
+static void remove_warehouse(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_join_events_left_all_cases) {
+    setup_warehouse(900 + (uint64_t)_i);
 
     tsr_buf_t b;
     tsr_buf_init(&b);
@@ -624,9 +634,156 @@ START_TEST(test_join_events_left_all_cases) {
     tsr_arena_free(&a);
     tsr_buf_free(&b);
     tsr_config_free(c);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
+    remove_warehouse();
+}
+END_TEST
+
+/* GroupBy backfill: one row per (key, ds) with any non-null feature, values at the end of
+ * ds; an entities-left Join reads the left row's own ds. */
+START_TEST(test_group_by_and_entity_left) {
+    setup_warehouse(1300 + (uint64_t)_i);
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    group_by_json(&b, "t.temporal.v1", events_source, "TEMPORAL", temporal, N(temporal));
+    tsr_config_t *c = load(tsr_buf_cstr(&b));
+    run(c, day0 + 1, day0 + NDAYS - 1, 1 + _i % 2);
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    sel_t s = {tsr_malloc((size_t)(nev + 1) * sizeof(event_t *)), 0};
+    char name[128];
+    for (int64_t d = day0 + 1; d <= day0 + NDAYS - 1; d++) {
+        char ds[11], path[512];
+        tsr_ds_format(d, ds);
+        snprintf(path, sizeof path, "%s/out/t_temporal_v1/ds=%s/part-00000.jsonl", wh, ds);
+        FILE *f = fopen(path, "r");
+        ck_assert_msg(f != NULL, "missing %s", path);
+        int seen[NKEYS] = {0};
+        char line[65536], prev[16] = "";
+        while (fgets(line, sizeof line, f)) {
+            json_t *j = json_loads(line, 0, NULL);
+            ck_assert_ptr_nonnull(j);
+            const char *key = json_string_value(json_object_get(j, "key"));
+            ck_assert_ptr_nonnull(key);
+            ck_assert_msg(strcmp(prev, key) < 0 || !prev[0], "rows not ordered by key");
+            snprintf(prev, sizeof prev, "%s", key);
+            int k = atoi(key + 1);
+            ck_assert(k >= 0 && k < NKEYS && !seen[k]);
+            seen[k] = 1;
+            ck_assert_str_eq(json_string_value(json_object_get(j, "ds")), ds);
+            tsr_arena_reset(&a);
+            for (size_t fi = 0; fi < N(temporal); fi++) {
+                spec_name(&temporal[fi], name, sizeof name);
+                select_temporal(&s, k, (d + 1) * DAY, spec_ms(&temporal[fi]));
+                assert_same("groupby", k, name, json_to_value(json_object_get(j, name), &a),
+                            expect(&temporal[fi], &s, &a));
+            }
+            json_decref(j);
+        }
+        fclose(f);
+        /* a key with any event before the end of ds has a lifetime feature: it must be there */
+        for (int k = 0; k < NKEYS; k++) {
+            int any = 0;
+            for (int i = 0; i < nev && !any; i++) any = evs[i].key == k && evs[i].ts < (d + 1) * DAY;
+            ck_assert_msg(seen[k] == any, "key k%d on %s: written %d, expected %d", k, ds, seen[k], any);
+        }
+    }
+    tsr_config_free(c);
+
+    /* entities left: the left table read as snapshots; features as of the end of its ds */
+    tsr_buf_clear(&b);
+    tsr_buf_puts(&b, "{\"metaData\": {\"name\": \"t.ent_join.v1\", \"outputNamespace\": \"out\"}, "
+                     "\"left\": {\"entities\": {\"snapshotTable\": \"t.left\", \"query\": "
+                     "{\"selects\": {\"id\": \"id\", \"user\": \"user\"}, \"timeColumn\": \"ts\"}}}, "
+                     "\"joinParts\": [{\"keyMapping\": {\"user\": \"key\"}, \"groupBy\": ");
+    group_by_json(&b, "t.temporal.v1", events_source, "TEMPORAL", temporal, N(temporal));
+    tsr_buf_puts(&b, "}, {\"keyMapping\": {\"user\": \"key\"}, \"groupBy\": ");
+    group_by_json(&b, "t.profile.v1", snap_source, "SNAPSHOT", NULL, 0);
+    tsr_buf_puts(&b, "}]}");
+    c = load(tsr_buf_cstr(&b));
+    run(c, day0 + 1, day0 + NDAYS - 1, 2);
+    json_t **rows = tsr_calloc((size_t)nleft, sizeof(json_t *));
+    ck_assert_int_eq(read_output("t_ent_join_v1", day0 + 1, day0 + NDAYS - 1, rows, nleft), nleft);
+    char col[256];
+    for (int i = 0; i < nleft; i++) {
+        const lrow_t *l = &lefts[i];
+        tsr_arena_reset(&a);
+        int64_t end = (l->day + 1) * DAY;
+        for (size_t fi = 0; fi < N(temporal); fi++) {
+            spec_name(&temporal[fi], name, sizeof name);
+            snprintf(col, sizeof col, "t_temporal_v1_%s", name);
+            tsr_value_t want = tsr_value_null();
+            if (l->key >= 0) {
+                select_temporal(&s, l->key, end, spec_ms(&temporal[fi]));
+                want = expect(&temporal[fi], &s, &a);
+            }
+            assert_same("entity-left", i, col, json_to_value(json_object_get(rows[i], col), &a), want);
+        }
+        const snap_t *last = NULL;
+        for (int k = 0; k < nsnap; k++) {
+            const snap_t *sn = &snaps[k];
+            if (sn->key != l->key || sn->day != l->day) continue;
+            if (!last || sn->ts > last->ts || (sn->ts == last->ts && sn->order > last->order)) last = sn;
+        }
+        tsr_value_t want = last && l->key >= 0 ? tsr_value_double(last->val) : tsr_value_null();
+        assert_same("entity-left", i, "t_profile_v1_val", json_to_value(json_object_get(rows[i], "t_profile_v1_val"), &a), want);
+        json_decref(rows[i]);
+    }
+    free(rows);
+    free(s.v);
+    tsr_arena_free(&a);
+    tsr_buf_free(&b);
+    tsr_config_free(c);
+    remove_warehouse();
+}
+END_TEST
+
+/* A missing partition names its path; bad rows fail the run unless tolerated; a rerun gives
+ * identical bytes. */
+START_TEST(test_errors_and_rerun) {
+    setup_warehouse(77);
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    group_by_json(&b, "t.temporal.v1", events_source, "TEMPORAL", temporal, N(temporal));
+    tsr_config_t *c = load(tsr_buf_cstr(&b));
+    tsr_backfill_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.warehouse = wh;
+    o.start_day = day0 + 1;
+    o.end_day = day0 + NDAYS - 1;
+    o.format = TSR_FORMAT_CSV;
+    tsr_backfill_stats_t st;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), 0);
+    char path[512], cmd[1200];
+    snprintf(path, sizeof path, "%s/out/t_temporal_v1", wh);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s.first'", path, path);
     ck_assert_int_eq(system(cmd), 0);
+    o.parallelism = 2;
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), 0);
+    snprintf(cmd, sizeof cmd, "diff -r '%s' '%s.first' >/dev/null", path, path);
+    ck_assert_msg(system(cmd) == 0, "a rerun (other parallelism) changed the output");
+
+    /* a bad row: an error naming file:line, unless --max-bad-rows allows it */
+    char ds[11];
+    tsr_ds_format(day0 + 2, ds);
+    snprintf(cmd, sizeof cmd, "printf '%%s\\n' 'notanumber,k1,1.0,3,a' >> '%s/t/events/ds=%s/a.csv'", wh, ds);
+    ck_assert_int_eq(system(cmd), 0);
+    tsr_error_clear(&err);
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), TSR_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "a.csv:") && strstr(err.msg, "column 'ts'"), "%s", err.msg);
+    o.max_bad_rows = 1;
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.bad_rows, 1);
+
+    /* a missing partition */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/t/events/ds=%s'", wh, ds);
+    ck_assert_int_eq(system(cmd), 0);
+    tsr_error_clear(&err);
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), TSR_ENOTFOUND);
+    ck_assert_msg(strstr(err.msg, ds) && strstr(err.msg, "t/events"), "%s", err.msg);
+    tsr_config_free(c);
+    tsr_buf_free(&b);
+    remove_warehouse();
 }
 END_TEST
 
@@ -635,6 +792,8 @@ static Suite *backfill_suite(void) {
     TCase *tc = tcase_create("e2e");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_join_events_left_all_cases, 0, 4);
+    tcase_add_loop_test(tc, test_group_by_and_entity_left, 0, 2);
+    tcase_add_test(tc, test_errors_and_rerun);
     suite_add_tcase(s, tc);
     return s;
 }
