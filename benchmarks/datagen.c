@@ -280,7 +280,7 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 int main(int argc, char **argv) {
-    opts_t o = {.start_ds = "2026-01-01", .days = 0, .seed = 42};
+    opts_t o = {.start_ds = "2024-01-01", .days = 0, .seed = 42};
     uint64_t ev = 0, left = 0, keys = 0, days = 0;
     const char *size = "small";
     for (int i = 1; i < argc; i++) {

@@ -29,7 +29,7 @@ events=$(cat "$tmp"/a/payments/card_txn/ds=*/part-00000.csv | grep -vc '^txn_id,
 check "event count is exact ($events)" test "$events" -eq 5000
 jrows=$(cat "$tmp"/j/checkout/checkout_events/ds=*/part-00000.jsonl | wc -l)
 check "jsonl left rows ($jrows)" test "$jrows" -eq 500
-check "first ds is 2026-01-01" test -d "$tmp/a/payments/card_txn/ds=2026-01-01"
+check "first ds is 2024-01-01" test -d "$tmp/a/payments/card_txn/ds=2024-01-01"
 set +e
 "$GEN" --out "$tmp/x" --size huge >/dev/null 2>&1; rc=$?
 check "unknown size is a usage error" test "$rc" -eq 2
