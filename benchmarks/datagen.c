@@ -118,10 +118,10 @@ static void write_schema(const opts_t *o, const char *table, const char *json) {
     fclose(f);
 }
 
-/* Skewed key: a power law over [0, n) so low ids are hot. */
+/* Skewed key: u^1.5 over [0, n), so low ids are hot (key 0 gets n^(-2/3) of the rows). */
 static uint64_t skewed(rng_t *r, uint64_t n) {
     double u = rng_unit(r);
-    uint64_t k = (uint64_t)(pow(u, 2.5) * (double)n);
+    uint64_t k = (uint64_t)(pow(u, 1.5) * (double)n);
     return k < n ? k : n - 1;
 }
 
