@@ -182,11 +182,26 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     tsr_arena_t arena;
     tsr_arena_init(&arena, 1 << 16);
 
-    if ((rc = check_partitions(&jp.left, o->start_day, o->end_day, err)) != 0) goto out;
+    /* the left query's startPartition / endPartition narrow the days written */
+    int64_t lo = o->start_day, hi = o->end_day, d;
+    if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &d) == 0 && d > lo) lo = d;
+    if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &d) == 0 && d < hi) hi = d;
+    if (lo > hi) {
+        char a[11], b[11];
+        tsr_ds_format(o->start_day, a);
+        tsr_ds_format(o->end_day, b);
+        rc = tsr_error_set(err, TSR_EINVAL,
+                           "nothing to backfill: the left query's startPartition/endPartition "
+                           "(%s..%s) leave no day of %s..%s",
+                           j->left.query.start_partition ? j->left.query.start_partition : "",
+                           j->left.query.end_partition ? j->left.query.end_partition : "", a, b);
+        goto out;
+    }
+    if ((rc = check_partitions(&jp.left, lo, hi, err)) != 0) goto out;
     for (size_t p = 0; p < jp.nparts; p++) {
         const gb_plan_t *gb = &jp.parts[p].gb;
-        int64_t lo = jp.left_entity || gb->snapshot || gb->entity ? o->start_day - 1 : o->start_day;
-        if ((rc = check_gb_partitions(gb, lo, o->end_day, err)) != 0) goto out;
+        int64_t glo = jp.left_entity || gb->snapshot || gb->entity ? lo - 1 : lo;
+        if ((rc = check_gb_partitions(gb, glo, hi, err)) != 0) goto out;
     }
 
     /* 1. left rows, in row order */
@@ -297,7 +312,7 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
         gtmp[p] = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
     }
     size_t i = 0;
-    for (int64_t day = o->start_day; day <= o->end_day && rc == 0; day++) {
+    for (int64_t day = lo; day <= hi && rc == 0; day++) {
         tsr_out_partition_t *op;
         if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
         char ds[11];
