@@ -183,9 +183,9 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     tsr_arena_init(&arena, 1 << 16);
 
     /* the left query's startPartition / endPartition narrow the days written */
-    int64_t lo = o->start_day, hi = o->end_day, d;
-    if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &d) == 0 && d > lo) lo = d;
-    if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &d) == 0 && d < hi) hi = d;
+    int64_t lo = o->start_day, hi = o->end_day, pd;
+    if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &pd) == 0 && pd > lo) lo = pd;
+    if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &pd) == 0 && pd < hi) hi = pd;
     if (lo > hi) {
         char a[11], b[11];
         tsr_ds_format(o->start_day, a);
