@@ -166,8 +166,8 @@ static const tsr__agg_ops_t *leaf_ops(tsr_op_t op, tsr_type_t elem) {
     case TSR_OP_TOP_K:
     case TSR_OP_BOTTOM_K:
     case TSR_OP_UNIQUE_TOP_K: return &tsr__ops_ranked;
-    case TSR_OP_UNIQUE_COUNT:
-    case TSR_OP_BOUNDED_UNIQUE_COUNT: return &tsr__ops_uniq;
+    case TSR_OP_UNIQUE_COUNT: return &tsr__ops_uniq;
+    case TSR_OP_BOUNDED_UNIQUE_COUNT: return &tsr__ops_bounded;
     case TSR_OP_HISTOGRAM: return &tsr__ops_hist;
     case TSR_OP_APPROX_UNIQUE_COUNT: return &tsr__ops_hll;
     case TSR_OP_APPROX_PERCENTILE: return &tsr__ops_kll;

@@ -1,6 +1,7 @@
 /*
  * agg_coll.c — the collection IRs: the ranked lists (FIRST_K, LAST_K, TOP_K, BOTTOM_K,
- * UNIQUE_TOP_K), the exact distinct sets (UNIQUE_COUNT, BOUNDED_UNIQUE_COUNT) and HISTOGRAM.
+ * UNIQUE_TOP_K, and BOUNDED_UNIQUE_COUNT), the exact distinct set (UNIQUE_COUNT) and
+ * HISTOGRAM.
  *
  * Design.
  *   - A ranked list keeps at most k entries sorted best-first under a total order (rank_cmp):
@@ -8,13 +9,18 @@
  *       LAST_K   (ts desc, seq asc, value asc)     so LAST_K[0] == LAST (SPEC §4)
  *       TOP_K    value desc        BOTTOM_K value asc      (duplicates kept)
  *       UNIQUE_TOP_K value desc, equal values kept once
+ *       BOUNDED_UNIQUE_COUNT value asc, equal values kept once (finalizes to the length)
  *     Insertion is a binary search plus a memmove of at most k entries; when the list is
  *     full, the evicted worst entry's buffer is reused for the new value, so a steady stream
  *     allocates nothing. Because the order is total, the k best of a union equal the k best
  *     of the union of the parts' k best: merge is exact, commutative and associative.
- *   - A distinct set is an open-addressing table of owned values keyed by tsr_value_hash.
- *     BOUNDED_UNIQUE_COUNT stops inserting at k values: min(|A ∪ B|, k) only needs to know
- *     whether k distinct values exist, so a capped set merges exactly.
+ *   - BOUNDED_UNIQUE_COUNT = min(distinct, k) only needs to know whether k distinct values
+ *     exist, so it keeps the k smallest distinct values: the k smallest distinct of a union
+ *     are among the parts' k smallest, so merge is exact, and the state (hence the encoding)
+ *     does not depend on arrival order. A full list rejects a value >= its last in one
+ *     comparison; insertion costs O(k) moves, fine for the small k this op is meant for.
+ *   - UNIQUE_COUNT's distinct set is an open-addressing table of owned values keyed by
+ *     tsr_value_hash (O(1) per input at any size).
  *   - HISTOGRAM is a tsr__kmap_t from the value's canonical key string to an int64 count. The
  *     IR keeps every key's full count (k only truncates the finalized map), so merge and
  *     delete stay exact; a count that drops to 0 leaves the key in the table but out of the
@@ -53,7 +59,8 @@ static int rank_cmp(const tsr_agg_t *a, const tsr_value_t *v, int64_t ts, uint64
         if (seq != b->seq) return seq < b->seq ? -1 : 1;
         return tsr_value_cmp(v, &b->ov.v);
     }
-    case TSR_OP_BOTTOM_K: return tsr_value_cmp(v, &b->ov.v);
+    case TSR_OP_BOTTOM_K:
+    case TSR_OP_BOUNDED_UNIQUE_COUNT: return tsr_value_cmp(v, &b->ov.v);
     default: return -tsr_value_cmp(v, &b->ov.v); /* TOP_K, UNIQUE_TOP_K */
     }
 }
@@ -69,7 +76,8 @@ static void rank_insert(const tsr_agg_t *a, rank_ir_t *r, const tsr_value_t *v, 
         if (rank_cmp(a, v, ts, seq, &r->e[mid]) >= 0) lo = mid + 1;
         else hi = mid;
     }
-    if (a->op == TSR_OP_UNIQUE_TOP_K && lo > 0 && rank_cmp(a, v, ts, seq, &r->e[lo - 1]) == 0)
+    if ((a->op == TSR_OP_UNIQUE_TOP_K || a->op == TSR_OP_BOUNDED_UNIQUE_COUNT) && lo > 0 &&
+        rank_cmp(a, v, ts, seq, &r->e[lo - 1]) == 0)
         return; /* already present */
     tsr__ov_t spare = {0};
     if (r->n == k) {
@@ -166,6 +174,17 @@ const tsr__agg_ops_t tsr__ops_ranked = {
     rank_final, rank_encode, rank_decode,
 };
 
+static tsr_value_t bounded_final(const tsr_agg_t *a, const void *ir, tsr_arena_t *arena) {
+    (void)a; (void)arena;
+    const rank_ir_t *r = ir;
+    return r->n ? tsr_value_long(r->n) : tsr_value_null(); /* n <= k by construction */
+}
+
+const tsr__agg_ops_t tsr__ops_bounded = {
+    sizeof(rank_ir_t), rank_clear, rank_empty, rank_update, NULL, rank_merge,
+    bounded_final, rank_encode, rank_decode,
+};
+
 /* ---- distinct sets ------------------------------------------------------------------ */
 
 typedef struct {
@@ -185,7 +204,6 @@ static void uniq_place(uniq_ir_t *u, uniq_slot_t *slot) {
 }
 
 static void uniq_insert(const tsr_agg_t *a, uniq_ir_t *u, const tsr_value_t *v) {
-    if (a->op == TSR_OP_BOUNDED_UNIQUE_COUNT && u->n >= (uint64_t)a->k) return;
     uint64_t h = tsr_value_hash(v, TSR__AGG_SEED);
     if (u->cap) {
         uint32_t j = (uint32_t)h & (u->cap - 1);
@@ -230,12 +248,9 @@ static void uniq_merge(const tsr_agg_t *a, void *dst, const void *src) {
         if (s->s[i].ov.v.kind != TSR_NULL) uniq_insert(a, dst, &s->s[i].ov.v);
 }
 static tsr_value_t uniq_final(const tsr_agg_t *a, const void *ir, tsr_arena_t *arena) {
-    (void)arena;
+    (void)a; (void)arena;
     const uniq_ir_t *u = ir;
-    if (u->n == 0) return tsr_value_null();
-    int64_t n = u->n;
-    if (a->op == TSR_OP_BOUNDED_UNIQUE_COUNT && n > a->k) n = a->k;
-    return tsr_value_long(n);
+    return u->n ? tsr_value_long(u->n) : tsr_value_null();
 }
 
 static int val_ptr_cmp(const void *pa, const void *pb) {
@@ -261,8 +276,6 @@ static int uniq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
     /* each value takes at least 2 bytes (kind, payload) */
     if (n > tsr_reader_left(r) / 2 || n > UINT32_MAX / 2)
         return tsr__agg_corrupt(err, a, "value count exceeds the input");
-    if (a->op == TSR_OP_BOUNDED_UNIQUE_COUNT && n > (uint64_t)a->k)
-        return tsr__agg_corrupt(err, a, "more values than k");
     tsr_arena_t ar;
     tsr_arena_init(&ar, 1024);
     int rc = 0;

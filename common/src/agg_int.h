@@ -70,7 +70,7 @@ struct tsr_agg {
 /* ---- the leaf op tables (agg_num.c, agg_coll.c, agg_sketch.c) */
 extern const tsr__agg_ops_t tsr__ops_count, tsr__ops_sum_long, tsr__ops_sum_double,
     tsr__ops_sum_any, tsr__ops_average, tsr__ops_moments, tsr__ops_minmax, tsr__ops_firstlast;
-extern const tsr__agg_ops_t tsr__ops_ranked, tsr__ops_uniq, tsr__ops_hist;
+extern const tsr__agg_ops_t tsr__ops_ranked, tsr__ops_bounded, tsr__ops_uniq, tsr__ops_hist;
 extern const tsr__agg_ops_t tsr__ops_hll, tsr__ops_kll, tsr__ops_freq;
 
 /* ---- owned deep copies of values: one heap block holding the value's strings and items,

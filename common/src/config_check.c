@@ -333,7 +333,7 @@ static void apply_derivations(tsr__conf_ctx_t *cx, const collist_t *base, const 
                 int is_src = 0;
                 for (size_t r = 0; r < n_renamed && !is_src; r++)
                     is_src = strcmp(renamed[r], base->v[b].name) == 0;
-                if (!is_src) cl_push(cx, out, base->v[b].name, base->v[b].type, d[i].path);
+                if (!is_src) cl_push(cx, out, base->v[b].name, base->v[b].type, base->path[b]);
             }
             continue;
         }
@@ -345,30 +345,34 @@ static void apply_derivations(tsr__conf_ctx_t *cx, const collist_t *base, const 
             continue;
         tsr_type_t t;
         compile(cx, p, d[i].expression, tsr__conf_path(cx, d[i].path, "expression"), &t);
-        cl_push(cx, out, d[i].name, t, d[i].path);
+        cl_push(cx, out, d[i].name, t, tsr__conf_path(cx, d[i].path, "name"));
     }
     tsr_program_free(p);
 }
 
-/* Reports every name of cols that repeats an earlier one or one of fixed. */
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = s ? strlen(s) : 0, m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Reports every name of cols that repeats an earlier one or one of fixed. Each column's path
+ * (where it was declared: an aggregation, a join part, a derivation's name) is the error's.
+ * only_derived = 1 checks only clashes involving a derivation's own name (columns that `*`
+ * copied from the base were checked with the base already). */
 static void check_unique(tsr__conf_ctx_t *cx, const collist_t *fixed, const char *fixed_what,
-                         const collist_t *cols) {
+                         const collist_t *cols, int only_derived) {
     for (size_t i = 0; i < cols->n; i++) {
         const char *name = cols->v[i].name;
-        const char *where = cols->path[i] ? tsr__conf_path(cx, cols->path[i], "name") : "";
-        if (cols->path[i] && strstr(cols->path[i], "aggregations[") &&
-            !strstr(cols->path[i], "derivations["))
-            where = cols->path[i];
-        else if (cols->path[i] && (strstr(cols->path[i], "joinParts[") ||
-                                   strstr(cols->path[i], "onlineExternalParts[")) &&
-                 !strstr(cols->path[i], "derivations["))
-            where = cols->path[i];
+        const char *where = cols->path[i] ? cols->path[i] : "";
+        int derived_i = ends_with(cols->path[i], ".name");
         if (fixed && cl_find(fixed, name) >= 0) {
-            tsr__conf_err(cx, where, "duplicate output column '%s' (%s)", name, fixed_what);
+            if (!only_derived || derived_i)
+                tsr__conf_err(cx, where, "duplicate output column '%s' (%s)", name, fixed_what);
             continue;
         }
         for (size_t k = 0; k < i; k++)
             if (strcmp(cols->v[k].name, name) == 0) {
+                if (only_derived && !derived_i && !ends_with(cols->path[k], ".name")) break;
                 tsr__conf_err(cx, where, "duplicate output column '%s' (also from %s)", name,
                               cols->path[k] && cols->path[k][0] ? cols->path[k] : "the root");
                 break;
@@ -378,10 +382,28 @@ static void check_unique(tsr__conf_ctx_t *cx, const collist_t *fixed, const char
 
 /* ---- GroupBy ----------------------------------------------------------------------------- */
 
-static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
-                              tsr_conf_aggregation_t *a, collist_t *features) {
+/* Aggregation columns with their (aggregation, window, bucket) coordinates. */
+typedef struct partlist {
+    tsr_conf_agg_part_t *v;
+    size_t n, cap;
+} partlist_t;
+
+static void part_push(tsr__conf_ctx_t *cx, partlist_t *l, const tsr_conf_agg_part_t *p) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        tsr_conf_agg_part_t *v = tsr_arena_alloc(cx->arena, cap * sizeof *v);
+        if (l->n) memcpy(v, l->v, l->n * sizeof *v);
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *p;
+}
+
+static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g, size_t ai,
+                              collist_t *features, partlist_t *parts) {
+    tsr_conf_aggregation_t *a = &g->aggs[ai];
     int found;
-    if ((int)a->op < 0 || !a->input_column) return;
+    if (a->op >= TSR_OP__COUNT || !a->input_column) return;
     a->input_type = group_by_column(cx, g, a->input_column, "input column",
                                     tsr__conf_path(cx, a->path, "inputColumn"), &found);
     for (size_t i = 0; i < a->n_buckets; i++) {
@@ -394,7 +416,8 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
     if (g->accuracy == TSR_ACCURACY_SNAPSHOT)
         for (size_t i = 0; i < a->n_windows; i++)
             if (a->windows[i].unit != TSR_UNIT_DAYS)
-                tsr__conf_err(cx, tsr__conf_path(cx, a->path, "windows[%zu].timeUnit", i),
+                tsr__conf_err(cx, tsr__conf_path(cx, a->path, "windows[%d].timeUnit",
+                                                  a->windows[i].json_index),
                               "%s windows need TEMPORAL accuracy (this GroupBy is SNAPSHOT)",
                               a->windows[i].unit == TSR_UNIT_HOURS ? "HOURS" : "MINUTES");
 
@@ -428,6 +451,9 @@ static void check_aggregation(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g,
                 cx->arena, "%s_%s%s%s%s%s", a->input_column, opname, win[0] ? "_" : "", win,
                 a->n_buckets ? "_by_" : "", a->n_buckets ? a->buckets[b] : "");
             cl_push(cx, features, name, out, a->path);
+            tsr_conf_agg_part_t part = {name, out, ai, a->n_windows ? (int)w : -1,
+                                        a->n_buckets ? (int)b : -1};
+            part_push(cx, parts, &part);
         }
 }
 
@@ -471,8 +497,9 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
     }
 
     collist_t base = {0};
+    partlist_t parts = {0};
     if (g->has_aggregations) {
-        for (size_t i = 0; i < g->n_aggs; i++) check_aggregation(cx, g, &g->aggs[i], &base);
+        for (size_t i = 0; i < g->n_aggs; i++) check_aggregation(cx, g, i, &base, &parts);
     } else if (model == TSR_SOURCE_ENTITIES && g->n_sources) {
         /* No aggregations: an entity GroupBy serves its snapshot columns as they are. */
         const tsr_conf_source_t *s = &g->sources[0];
@@ -487,16 +514,18 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
         tsr__conf_err(cx, tsr__conf_path(cx, g->path, "aggregations"),
                       "required for an events source");
     }
-    check_unique(cx, &keys, "a key column", &base);
+    check_unique(cx, &keys, "a key column", &base, 0);
 
     collist_t feats = {0};
     apply_derivations(cx, &base, &keys, 0, g->derivations, g->n_derivations, &feats);
-    if (g->n_derivations) check_unique(cx, &keys, "a key column", &feats);
+    if (g->n_derivations) check_unique(cx, &keys, "a key column", &feats, 1);
     g->keys = keys.v;
     g->features = feats.v;
     g->n_features = feats.n;
     g->base_features = base.v;
     g->n_base_features = base.n;
+    g->parts = parts.v;
+    g->n_parts = parts.n;
 }
 
 /* ---- Join -------------------------------------------------------------------------------- */
@@ -543,6 +572,7 @@ static void check_join_part(tsr__conf_ctx_t *cx, tsr_conf_join_t *j, tsr_conf_jo
     }
     const char *prefix = tsr_arena_strdup(cx->arena, tsr_buf_cstr(&pre));
     tsr_buf_free(&pre);
+    jp->column_prefix = prefix;
     for (size_t f = 0; f < g->n_features; f++)
         cl_push(cx, base, tsr_arena_printf(cx->arena, "%s%s", prefix, g->features[f].name),
                 g->features[f].type, jp->path);
@@ -573,11 +603,11 @@ static void check_join(tsr__conf_ctx_t *cx, tsr_conf_join_t *j) {
                                      x->prefix ? "_" : "", clean, x->values[v].name),
                     x->values[v].type, x->path);
     }
-    check_unique(cx, &extra, "a left column, ts or ds", &base);
+    check_unique(cx, &extra, "a left column, ts or ds", &base, 0);
 
     collist_t feats = {0};
     apply_derivations(cx, &base, &extra, j->left.all_raw, j->derivations, j->n_derivations, &feats);
-    if (j->n_derivations) check_unique(cx, &extra, "a left column, ts or ds", &feats);
+    if (j->n_derivations) check_unique(cx, &extra, "a left column, ts or ds", &feats, 1);
     j->features = feats.v;
     j->n_features = feats.n;
     j->base_features = base.v;

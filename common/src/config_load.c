@@ -437,7 +437,7 @@ static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
     int nerr0 = cx->nerr;
     memset(a, 0, sizeof *a);
     a->path = path;
-    a->op = (tsr_op_t)-1;
+    a->op = TSR_OP__COUNT;          /* "no valid operation" until one is read */
     a->input_type = TSR_ANY;
     if (!json_is_object(o)) {
         tsr__conf_err(cx, path, "must be an object, got %s", jtype_name(o));
@@ -474,7 +474,7 @@ static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
         if (strcmp(a->arg_map[i].key, "k") == 0) ktext = a->arg_map[i].value;
         else if (strcmp(a->arg_map[i].key, "percentiles") == 0) ptext = a->arg_map[i].value;
     }
-    if ((int)a->op >= 0) {
+    if (a->op < TSR_OP__COUNT) {
         const char *kpath = tsr__conf_path(cx, apath, "k");
         if (ktext)
             parse_k(cx, a, kpath, ktext);
@@ -535,6 +535,7 @@ static void build_aggregation(tsr__conf_ctx_t *cx, json_t *o, const char *path,
                 }
                 ws[k].length = json_integer_value(len);
                 ws[k].unit = (tsr_time_unit_t)u;
+                ws[k].json_index = (int)i;
                 k++;
             }
             a->windows = ws;

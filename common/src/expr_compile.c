@@ -295,6 +295,37 @@ static uint32_t place(comp_t *c, const res_t *v, size_t k, tsr_type_t to) {
     return base;
 }
 
+/* Emits "if cond is not true, jump (target patched later)". When cond was computed by the
+ * instruction just emitted (a comparison or IS NULL whose register nothing else reads, as
+ * every node's register has one reader), that instruction becomes a fused compare-and-branch
+ * and saves a dispatch per row. */
+static uint32_t emit_jnt(comp_t *c, uint32_t cond) {
+    tsr_program_t *p = c->p;
+    if (p->ncode > 0 && !(cond & TSR__COL)) {
+        tsr__insn_t *last = &p->code[p->ncode - 1];
+        if (last->dst == cond) {
+            int op = last->op;
+            if (op >= TSR__I_EQ_LL && op <= TSR__I_GE_LL) op = TSR__I_EQ_JLL + (op - TSR__I_EQ_LL);
+            else if (op >= TSR__I_EQ_DD && op <= TSR__I_GE_DD) op = TSR__I_EQ_JDD + (op - TSR__I_EQ_DD);
+            else if (op >= TSR__I_EQ_SS && op <= TSR__I_GE_SS) op = TSR__I_EQ_JSS + (op - TSR__I_EQ_SS);
+            else if (op == TSR__I_ISNULL) op = TSR__I_JISNULL;
+            else if (op == TSR__I_NOTNULL) op = TSR__I_JNOTNULL;
+            else op = -1;
+            if (op >= 0) {
+                last->op = (uint16_t)op;
+                return (uint32_t)p->ncode - 1;
+            }
+        }
+    }
+    return emit(c, TSR__I_JNT, 0, 0, cond, 0, 0);
+}
+
+static void patch_jump(comp_t *c, uint32_t pc, uint32_t target) {
+    tsr__insn_t *in = &c->p->code[pc];
+    if (in->op == TSR__I_JNT || in->op == TSR__I_JUMP) in->b = target;
+    else in->c = target;
+}
+
 /* A pending branch result: the MOVE (or JNN) at pc wrote a value of type t. */
 typedef struct branch {
     uint32_t pc;
@@ -317,7 +348,8 @@ static int finish_branches(comp_t *c, const char *what, branch_t *br, size_t nb,
         for (size_t i = 0; i < nb; i++) {
             if (br[i].t != TSR_LONG) continue;
             tsr__insn_t *in = &c->p->code[br[i].pc];
-            if (in->op == TSR__I_MOVE) in->op = TSR__I_CVT_L2D;
+            if (is_const(c, in->a)) in->a = to_double(c, in->a, TSR_LONG);  /* at compile time */
+            else if (in->op == TSR__I_MOVE) in->op = TSR__I_CVT_L2D;
             else in->aux = 1;   /* JNN: convert while moving */
         }
     }
@@ -343,12 +375,12 @@ static int comp_case(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
         } else if (want_bool(c, "CASE WHEN", w.t)) {
             goto fail;
         }
-        uint32_t jnt = emit(c, TSR__I_JNT, 0, 0, w.o, 0, 0);
+        uint32_t jnt = emit_jnt(c, w.o);
         if (comp_node(c, n->args[i + 1], &t)) goto fail;
         br[nb].pc = emit(c, TSR__I_MOVE, 0, dst, t.o, 0, 0);
         br[nb++].t = t.t;
         ends[k] = emit(c, TSR__I_JUMP, 0, 0, 0, 0, 0);
-        c->p->code[jnt].b = (uint32_t)c->p->ncode;
+        patch_jump(c, jnt, (uint32_t)c->p->ncode);
     }
     res_t e;
     if (n->has_else) {
@@ -377,12 +409,12 @@ static int comp_if(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     if (comp_node(c, n->args[0], &cond)) return c->rc;
     if (want_bool(c, "IF condition", cond.t)) return c->rc;
     uint32_t dst = new_regs(c, 1);
-    uint32_t jnt = emit(c, TSR__I_JNT, 0, 0, cond.o, 0, 0);
+    uint32_t jnt = emit_jnt(c, cond.o);
     if (comp_node(c, n->args[1], &a)) return c->rc;
     br[0].pc = emit(c, TSR__I_MOVE, 0, dst, a.o, 0, 0);
     br[0].t = a.t;
     uint32_t jend = emit(c, TSR__I_JUMP, 0, 0, 0, 0, 0);
-    c->p->code[jnt].b = (uint32_t)c->p->ncode;
+    patch_jump(c, jnt, (uint32_t)c->p->ncode);
     if (comp_node(c, n->args[2], &b)) return c->rc;
     br[1].pc = emit(c, TSR__I_MOVE, 0, dst, b.o, 0, 0);
     br[1].t = b.t;
@@ -424,7 +456,7 @@ fail:
 
 static int check_arg(comp_t *c, int fid, size_t nargs, size_t i, tsr_type_t t, int mask) {
     if (fits(t, mask)) return 0;
-    char b[TSR_TYPE_NAME_MAX], where[32] = "";
+    char b[TSR_TYPE_NAME_MAX], where[48] = "";
     if (nargs > 1) snprintf(where, sizeof where, " as argument %zu", i + 1);
     return type_error(c, "%s expects %s%s, got %s", tsr__func_name((tsr__func_id_t)fid),
                       mask_desc(mask), where, tname(t, b));

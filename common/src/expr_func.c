@@ -106,7 +106,8 @@ static size_t fmt_long(int64_t v, char *out) {
 
 double tsr__round_half_up(double x, int64_t d) {
     if (!isfinite(x) || x == 0) return x;
-    if (d > 400) return x;
+    if (d > 400) return x;                          /* beyond any double's digits */
+    if (d < -400) return signbit(x) ? -0.0 : 0.0;   /* and keeps e + 1 + d from overflowing */
     char buf[40];
     /* shortest %e form that round-trips: its digits are the decimal Spark rounds */
     for (int prec = 15; prec <= 17; prec++) {

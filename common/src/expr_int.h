@@ -104,6 +104,9 @@ int tsr__func_lookup(const char *name, size_t n);
     X(ADD_DD) X(SUB_DD) X(MUL_DD) X(DIV_DD) X(MOD_DD) X(NEG_D)                             \
     X(ARITH_G)     /* aux = TSR__OP_*: run-time dispatch on kinds (TSR_ANY operands) */    \
     TSR__CMP_OPS(X, LL) TSR__CMP_OPS(X, DD) TSR__CMP_OPS(X, SS)                            \
+    /* fused compare-and-branch: if not (a op b) [false or null]: pc = c */                \
+    TSR__CMP_OPS(X, JLL) TSR__CMP_OPS(X, JDD) TSR__CMP_OPS(X, JSS)                         \
+    X(JISNULL) X(JNOTNULL) /* if not (a IS [NOT] NULL): pc = c */                          \
     X(CMP_G)       /* aux = TSR__OP_EQ..GE, any comparable kinds */                        \
     X(AND) X(OR) X(NOT) X(ISNULL) X(NOTNULL)                                               \
     X(IN)          /* dst = a IN (regs c .. c+b) ; aux = negated */                        \

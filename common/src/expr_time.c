@@ -10,8 +10,8 @@
  * Parsing is strict: a field written with n >= 2 letters takes exactly n digits (so adjacent
  * fields such as yyyyMMdd work), one letter takes 1-2 digits (1-4 for y), `yy` is 2000-2099,
  * every field is range-checked (Feb 30 fails), and the whole input must be consumed.
- * Formatting never fails for a valid pattern; years outside 0..9999 print with more digits
- * (and a '-' sign before year 0).
+ * Formatting fails only for a bad pattern or an instant within two days of the int64 range;
+ * years outside 0..9999 print with more digits (and a '-' sign before year 0).
  */
 #include <ctype.h>
 #include <string.h>
@@ -120,6 +120,8 @@ static char *put_num(char *o, int64_t v, int width) {
 }
 
 long tsr__dt_format(const char *fmt, size_t fn, int64_t ms, char *out) {
+    /* day * TSR_MS_PER_DAY below must not overflow: the outermost two days are refused */
+    if (ms < INT64_MIN + 2 * TSR_MS_PER_DAY || ms > INT64_MAX - 2 * TSR_MS_PER_DAY) return -1;
     int64_t day = tsr_floor_div(ms, TSR_MS_PER_DAY);
     int64_t rem = ms - day * TSR_MS_PER_DAY;
     int64_t y;

@@ -229,6 +229,15 @@ static void eval_in(const tsr__insn_t *in, const tsr_value_t *x, const tsr_value
         break;                                                                                \
     }
 
+#define JCMP_CASES(T, KIND, CMPEXPR)                                                          \
+    case TSR__I_EQ_J##T: case TSR__I_NE_J##T: case TSR__I_LT_J##T:                            \
+    case TSR__I_LE_J##T: case TSR__I_GT_J##T: case TSR__I_GE_J##T: {                          \
+        const tsr_value_t *a = OPND(in->a), *b = OPND(in->b);                                 \
+        if (!(a->kind == KIND && b->kind == KIND && cmp_test(in->op - TSR__I_EQ_J##T, CMPEXPR))) \
+            pc = in->c;                                                                       \
+        break;                                                                                \
+    }
+
 #define LL_OP(NAME, EXPR)                                                                     \
     case TSR__I_##NAME: {                                                                     \
         const tsr_value_t *a = OPND(in->a), *b = OPND(in->b);                                 \
@@ -325,6 +334,15 @@ static void exec(tsr_vm_t *vm, uint32_t pc, uint32_t end, const tsr_value_t *row
         CMP_CASES(LL, TSR_LONG, (a->u.l > b->u.l) - (a->u.l < b->u.l))
         CMP_CASES(DD, TSR_DOUBLE, cmp_d(a->u.d, b->u.d))
         CMP_CASES(SS, TSR_STRING, cmp_s(a, b))
+        JCMP_CASES(LL, TSR_LONG, (a->u.l > b->u.l) - (a->u.l < b->u.l))
+        JCMP_CASES(DD, TSR_DOUBLE, cmp_d(a->u.d, b->u.d))
+        JCMP_CASES(SS, TSR_STRING, cmp_s(a, b))
+        case TSR__I_JISNULL:
+            if (OPND(in->a)->kind != TSR_NULL) pc = in->c;
+            break;
+        case TSR__I_JNOTNULL:
+            if (OPND(in->a)->kind == TSR_NULL) pc = in->c;
+            break;
         case TSR__I_CMP_G: {
             int c;
             if (tsr__cmp3(OPND(in->a), OPND(in->b), &c)) set_bool(&R[in->dst], cmp_test(in->aux - TSR__OP_EQ, c));
@@ -377,11 +395,10 @@ void tsr_vm_run(tsr_vm_t *vm, const tsr_value_t *row, tsr_value_t *out) {
     const tsr_program_t *p = vm->prog;
     const tsr_value_t *R = vm->regs;
     scratch_reset(vm);
-    for (size_t i = 0; i < vm->nout; i++) {
-        const tsr__output_t *o = &p->outputs[i];
-        exec(vm, o->start, o->end, row);
-        out[i] = *OPND(o->result);
-    }
+    if (vm->nout == 0) return;
+    /* outputs' code ranges are consecutive: one pass runs them all */
+    exec(vm, p->outputs[0].start, p->outputs[vm->nout - 1].end, row);
+    for (size_t i = 0; i < vm->nout; i++) out[i] = *OPND(p->outputs[i].result);
 }
 
 void tsr_vm_run_one(tsr_vm_t *vm, size_t i, const tsr_value_t *row, tsr_value_t *out) {

@@ -50,11 +50,11 @@ has err "unknown command 'frobnicate'" "unknown command is named"
 run "validate without CONF" 2 "$TESSERA" validate
 run "bad --dialect" 2 "$TESSERA" validate --dialect spark "$EX"
 run "unknown option" 2 "$TESSERA" columns --bogus "$EX"
-run "columns -o xml" 2 "$TESSERA" columns -o xml "$EX/joins/risk/checkout_fraud.v1"
+run "columns -o xml" 2 "$TESSERA" columns -o xml "$EX/joins/payments/checkout_features.v1"
 
 # ---- the examples ---------------------------------------------------------------------------
 run "validate examples/" 0 "$TESSERA" validate "$EX"
-has out "ok $EX/joins/risk/checkout_fraud.v1 (Join risk.checkout_fraud.v1)" "example join is valid"
+has out "ok $EX/joins/payments/checkout_features.v1 (Join payments.checkout_features.v1)" "example join is valid"
 has out "(GroupBy payments.card_txn_features.v1)" "example temporal GroupBy is valid"
 has out "(GroupBy users.user_profile.v1)" "example entity GroupBy is valid"
 has out "4 configs: 4 ok, 0 invalid" "validate summary counts the examples"
@@ -74,17 +74,17 @@ has_re out '^amount_sum_7d_by_currency +map<string,double>$' "buckets wrap the o
 head -3 "$TMP/out" | tr -s ' ' | paste -sd' ' >"$TMP/first3"
 has first3 "user_id string ds string amount_count_1h long" "GroupBy columns start with keys, ds"
 
-run "columns Join --warehouse" 0 "$TESSERA" columns --warehouse "$EX/warehouse" "$EX/joins/risk/checkout_fraud.v1"
-head -7 "$TMP/out" | awk '{print $1}' | paste -sd' ' >"$TMP/left"
-has left "checkout_id buyer_id merchant_id amount currency ts ds" "Join columns: left, ts, ds first"
-has_re out '^amount_vs_avg_30d +double$' "derivation typed"
-has_re out '^buyer_payments_card_txn_features_v1_amount_sum_7d +double$' "part prefix + GroupBy clean name"
-has_re out '^buyer_country +string$' "rename derivation"
+run "columns Join --warehouse" 0 "$TESSERA" columns --warehouse "$EX/warehouse" "$EX/joins/payments/checkout_features.v1"
+head -6 "$TMP/out" | awk '{print $1}' | paste -sd' ' >"$TMP/left"
+has left "checkout_id user_id merchant_id cart_value ts ds" "Join columns: left, ts, ds first"
+has_re out '^cart_vs_avg_30d +double$' "derivation typed"
+has_re out '^user_payments_card_txn_features_v1_amount_sum_7d +double$' "part prefix + GroupBy clean name"
+has_re out '^user_country +string$' "rename derivation"
 if grep -qE '^users_user_profile_v1_country ' "$TMP/out"; then
     fail "a rename source must not be repeated by *"
 else pass "rename source dropped from *"; fi
-run "columns -o json" 0 "$TESSERA" columns -o json --warehouse "$EX/warehouse" "$EX/joins/risk/checkout_fraud.v1"
-has out '{"name":"risk.checkout_fraud.v1","kind":"Join","left_all_columns":false,"columns":[{"name":"checkout_id","type":"string"}' "json output"
+run "columns -o json" 0 "$TESSERA" columns -o json --warehouse "$EX/warehouse" "$EX/joins/payments/checkout_features.v1"
+has out '{"name":"payments.checkout_features.v1","kind":"Join","left_all_columns":false,"columns":[{"name":"checkout_id","type":"string"}' "json output"
 
 # ---- bad configs ----------------------------------------------------------------------------
 mkdir -p "$TMP/bad" "$TMP/mixed"
@@ -124,6 +124,20 @@ printf '{"metaData": {"name": "sq.v1"}, "query": "SELECT 1"}\n' >"$TMP/sq.v1"
 run "validate a StagingQuery" 0 "$TESSERA" validate "$TMP/sq.v1"
 has out "(StagingQuery sq.v1)" "StagingQuery kind reported"
 run "columns of a StagingQuery" 1 "$TESSERA" columns "$TMP/sq.v1"
+
+# A Join whose left has no selects and no schema passes every raw column through.
+cat >"$TMP/rawleft.v1" <<'JSON'
+{"metaData": {"name": "j.v1"}, "left": {"events": {"table": "ns.left"}},
+ "joinParts": [{"groupBy": {"metaData": {"name": "g"},
+   "sources": [{"events": {"table": "t", "query": {"selects": {"k": "k", "v": "v"}}}}],
+   "keyColumns": ["k"], "aggregations": [{"inputColumn": "v", "operation": 6}]}}],
+ "derivations": [{"name": "*", "expression": "*"}, {"name": "x", "expression": "left_col + g_v_count"}]}
+JSON
+run "columns of a Join with a raw left" 0 "$TESSERA" columns "$TMP/rawleft.v1"
+has_re out '^\* +any \(every column of ns.left\)$' "raw left columns shown as *"
+has_re out '^g_v_count +long$' "part column after ts, ds"
+run "columns -o json of a raw left" 0 "$TESSERA" columns -o json "$TMP/rawleft.v1"
+has out '"left_all_columns":true' "json flags the raw left"
 
 # zipline dialect: op 18 is APPROX_FREQUENT_K there, APPROX_HISTOGRAM_K in airbnb.
 cat >"$TMP/dialect.v1" <<'JSON'

@@ -374,11 +374,22 @@ START_TEST(test_sketch_codec_fuzz) {
     ck_assert_int_eq(tsr_agg_decode(a, d, buf.data, buf.len, NULL), 0);
     tsr_value_t x = tsr_agg_finalize(a, ir, &ar), y = tsr_agg_finalize(a, d, &ar);
     ck_assert(tsr_value_equal(&x, &y));
-    size_t step = buf.len > 400 ? buf.len / 200 : 1;
-    for (size_t len = 0; len < buf.len; len += step) {
+    for (size_t len = 0; len < buf.len; len++) { /* every strict prefix */
         uint8_t *copy = tsr_malloc(len + 1);
         memcpy(copy, buf.data, len);
         ck_assert_int_ne(tsr_agg_decode(a, d, copy, len, NULL), 0);
+        ck_assert(tsr_agg_is_empty(a, d));
+        free(copy);
+    }
+    /* unknown version byte */
+    {
+        uint8_t *copy = tsr_malloc(buf.len);
+        memcpy(copy, buf.data, buf.len);
+        copy[0] = 0x7f;
+        tsr_error_t err;
+        tsr_error_clear(&err);
+        ck_assert_int_eq(tsr_agg_decode(a, d, copy, buf.len, &err), TSR_EVERSION);
+        ck_assert_ptr_nonnull(strstr(err.msg, "version"));
         ck_assert(tsr_agg_is_empty(a, d));
         free(copy);
     }

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "tsr/config.h"
 
 static char g_json[16384];
@@ -437,6 +439,17 @@ START_TEST(test_err_unknown_column_with_schema) {
                        "{'selects':{'user':'user_id','amount':'amount'},'timeColumn':'currency'}}}],"
                        "'keyColumns':['user'],'aggregations':[{'inputColumn':'amount','operation':6}]}"),
                      &opt, "t.json: sources[0].events.query.timeColumn: must yield epoch milliseconds");
+    /* No timeColumn: events default to `ts`, which this table lacks. */
+    write_schema(dir, "{\"user_id\":\"string\",\"amount\":\"double\",\"event_time\":\"long\"}");
+    expect_error_opt(q("{'metaData':{'name':'a.b'},'sources':[{'events':{'table':'ns.t','query':"
+                       "{'selects':{'user':'user_id','amount':'amount'}}}}],"
+                       "'keyColumns':['user'],'aggregations':[{'inputColumn':'amount','operation':6}]}"),
+                     &opt, "t.json: sources[0].events.query.timeColumn: absent, and the source has no ts column");
+    /* Without selects, the schema's columns pass through and are checked. */
+    expect_error_opt(q("{'metaData':{'name':'a.b'},'sources':[{'events':{'table':'ns.t','query':"
+                       "{'timeColumn':'event_time'}}}],'keyColumns':['user'],"
+                       "'aggregations':[{'inputColumn':'amount','operation':6}]}"),
+                     &opt, "t.json: keyColumns[0]: key column 'user' is not produced by sources[0] (table schema)");
     /* A broken schema file is reported against the table. */
     write_schema(dir, "{\"user_id\":\"strang\"}");
     expect_error_opt(GB("'aggregations':[{'inputColumn':'amount','operation':7}]"), &opt,
@@ -505,6 +518,23 @@ START_TEST(test_err_duplicate_output_columns) {
     expect_error(JOIN(",'keyMapping':{'buyer':'user'}",
                       ",'derivations':[{'name':'amount','expression':'pay_merchant_v1_amount_average'}]"),
                  "t.json: derivations[0].name: duplicate output column 'amount' (a left column, ts or ds)");
+    /* A base duplicate copied by `*` is reported once, not again for the derived list. */
+    {
+        tsr_diag_t d;
+        int rc;
+        tsr_config_t *c = load_opt(GB("'aggregations':[{'inputColumn':'amount','operation':7},"
+                                      "{'inputColumn':'amount','operation':7}],"
+                                      "'derivations':[{'name':'*','expression':'*'}]"),
+                                   NULL, &d, &rc);
+        ck_assert_int_eq(rc, TSR_ECONFIG);
+        ck_assert_int_eq(d.n, 1);
+        tsr_config_free(c);
+        tsr_diag_free(&d);
+    }
+    /* A derivation named like a key column. */
+    expect_error(GB("'aggregations':[{'inputColumn':'amount','operation':7}],"
+                    "'derivations':[{'name':'user','expression':'amount_sum'}]"),
+                 "t.json: derivations[0].name: duplicate output column 'user' (a key column)");
     /* Two parts of the same GroupBy without prefixes collide. */
     expect_error(q("{'metaData':{'name':'j'},'left':{'events':{'table':'t','query':{'selects':{'k':'k'}}}},"
                    "'joinParts':[{'groupBy':{'metaData':{'name':'g'},'sources':[{'events':{'table':'t2',"
@@ -619,6 +649,17 @@ START_TEST(test_naming_buckets_outer_windows_inner) {
     ck_assert_int_eq(c->n_columns, sizeof want / sizeof *want);
     for (size_t i = 0; i < c->n_columns; i++) ck_assert_str_eq(c->columns[i].name, want[i]);
     ck_assert_int_eq(c->group_by->accuracy, TSR_ACCURACY_TEMPORAL); /* a topic -> TEMPORAL */
+    /* Each aggregation column knows its aggregation, window and bucket. */
+    const tsr_conf_group_by_t *g = c->group_by;
+    ck_assert_int_eq(g->n_parts, c->n_columns - 2);
+    ck_assert_str_eq(g->parts[4].name, "v_sum_7d_by_d");
+    ck_assert_int_eq(g->parts[4].agg, 0);
+    ck_assert_int_eq(g->parts[4].window, 1);
+    ck_assert_int_eq(g->parts[4].bucket, 1);
+    ck_assert_str_eq(g->parts[6].name, "v_last5");
+    ck_assert_int_eq(g->parts[6].agg, 1);
+    ck_assert_int_eq(g->parts[6].window, -1);
+    ck_assert_int_eq(g->parts[6].bucket, -1);
     tsr_config_free(c);
 }
 END_TEST
@@ -644,6 +685,8 @@ START_TEST(test_join_columns_and_prefixes) {
                           "pay_merchant_v1_amount_average"};
     ck_assert_int_eq(c->n_columns, sizeof want / sizeof *want);
     for (size_t i = 0; i < c->n_columns; i++) ck_assert_str_eq(c->columns[i].name, want[i]);
+    ck_assert_str_eq(c->join->parts[0].column_prefix, "buyer_pay_user_txn_v1_");
+    ck_assert_str_eq(c->join->parts[1].column_prefix, "pay_merchant_v1_");
     char b[TSR_TYPE_NAME_MAX];
     ck_assert_str_eq(type_of(c, "ts", b), "long");
     ck_assert_str_eq(type_of(c, "ds", b), "string");
@@ -733,6 +776,101 @@ START_TEST(test_join_source_chaining) {
 }
 END_TEST
 
+
+/* ---- robustness: random damage to a real config never crashes ----------------------------- */
+
+typedef struct slot {
+    json_t *parent;
+    const char *key;    /* object member, or NULL for an array element */
+    size_t index;
+} slot_t;
+
+static void collect_slots(json_t *node, slot_t *slots, size_t *n, size_t cap) {
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_object(node)) {
+        json_object_foreach(node, key, v) {
+            if (*n < cap) slots[(*n)++] = (slot_t){node, key, 0};
+            collect_slots(v, slots, n, cap);
+        }
+    } else if (json_is_array(node)) {
+        json_array_foreach(node, i, v) {
+            if (*n < cap) slots[(*n)++] = (slot_t){node, NULL, i};
+            collect_slots(v, slots, n, cap);
+        }
+    }
+}
+
+static json_t *random_value(tsr_rng_t *r) {
+    switch (tsr_rng_below(r, 13)) {
+    case 0: return json_null();
+    case 1: return json_integer(0);
+    case 2: return json_integer(-1);
+    case 3: return json_integer((json_int_t)tsr_rng_range(r, 1, 30));
+    case 4: return json_integer(INT64_MAX);
+    case 5: return json_string("");
+    case 6: return json_string("*");
+    case 7: return json_string("[0.5,");
+    case 8: return json_string("amount + ");
+    case 9: return json_array();
+    case 10: return json_object();
+    case 11: return json_true();
+    default: return json_real(1.5);
+    }
+}
+
+START_TEST(test_random_damage_never_crashes) {
+    const char *src = getenv("TSR_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/examples/joins/payments/checkout_features.v1", src ? src : ".");
+    json_error_t je;
+    json_t *orig = json_load_file(path, 0, &je);
+    ck_assert_msg(orig != NULL, "cannot load %s", path);
+    tsr_rng_t rng = {20261126};
+    static slot_t slots[4096];
+    size_t n_ok = 0, n_bad = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        json_t *doc = json_deep_copy(orig);
+        int edits = 1 + (int)tsr_rng_below(&rng, 3);
+        for (int e = 0; e < edits; e++) {
+            size_t n = 0;
+            collect_slots(doc, slots, &n, sizeof slots / sizeof *slots);
+            if (!n) break;
+            slot_t *sl = &slots[tsr_rng_below(&rng, n)];
+            int del = tsr_rng_below(&rng, 4) == 0;
+            if (sl->key) {
+                char key[256];
+                snprintf(key, sizeof key, "%s", sl->key);
+                if (del) json_object_del(sl->parent, key);
+                else json_object_set_new(sl->parent, key, random_value(&rng));
+            } else {
+                if (del) json_array_remove(sl->parent, sl->index);
+                else json_array_set_new(sl->parent, sl->index, random_value(&rng));
+            }
+        }
+        char *text = json_dumps(doc, JSON_PRESERVE_ORDER);
+        tsr_diag_t d;
+        int rc;
+        tsr_config_t *c = load_opt(text, NULL, &d, &rc);
+        if (rc == 0) {
+            ck_assert_int_eq(d.n, 0);
+            ck_assert_int_gt(c->n_columns, 0);
+            n_ok++;
+        } else {
+            ck_assert_int_gt(d.n, 0);   /* a failure always says why */
+            n_bad++;
+        }
+        tsr_config_free(c);
+        tsr_diag_free(&d);
+        free(text);
+        json_decref(doc);
+    }
+    json_decref(orig);
+    ck_assert_int_gt(n_bad, 0);
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
@@ -767,6 +905,7 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_derivation_star_rules);
     tcase_add_test(tc, test_contextual_external_part);
     tcase_add_test(tc, test_join_source_chaining);
+    tcase_add_test(tc, test_random_damage_never_crashes);
     suite_add_tcase(s, tc);
     return s;
 }

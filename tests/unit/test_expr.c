@@ -472,7 +472,12 @@ START_TEST(test_dates) {
     EV("DATE_FORMAT('bad', 'yyyy')", "null");
     EV("DATE_FORMAT(-62135596800000, 'yyyy-MM-dd')", "\"0001-01-01\"");
     EV("DATE_FORMAT(-62135596800001, 'yyyy-MM-dd')", "\"0000-12-31\"");
-    EV("DATE_FORMAT(s, s)", "null");    /* 'Hello': a bad pattern at run time is null */
+    EV("DATE_FORMAT(s, s)", "null");
+    EV("DATE_FORMAT(-9223372036854775808, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036854775807, 'yyyy')", "null");
+    EV("DATE_FORMAT(9223372036000000000, 'yyyy-MM-dd')", "\"292278994-08-07\"");
+    EV("ROUND(1.5, -9223372036854775808)", "0.0");
+    EV("ROUND(-1.5, -500)", "-0.0");    /* 'Hello': a bad pattern at run time is null */
     EV("TO_DATE('2024-03-05 12:00:00')", "\"2024-03-05\"");
     EV("TO_DATE('2024-3-5')", "\"2024-03-05\"");
     EV("TO_DATE('03/05/2024', 'MM/dd/yyyy')", "\"2024-03-05\"");
@@ -566,7 +571,10 @@ START_TEST(test_any_columns) {
     g_row[C_ANY] = tsr_value_long(INT64_MAX);
     EV("any + 1", "-9223372036854775808");
     EV("any % 0", "null");
+    g_row[C_ANY] = tsr_value_long(INT64_MIN);
     EV("any % -1", "0");
+    EV("any - 1", "9223372036854775807");
+    EV("any * -1", "-9223372036854775808");
 }
 END_TEST
 
@@ -817,15 +825,19 @@ START_TEST(test_program_outputs) {
     ck_assert_int_eq(tsr_program_add(p, "x * 2 > 4 AND flag", &t, &err), 2);
     ck_assert_int_eq(tsr_program_output_type(p, 2), TSR_BOOL);
     ck_assert_int_eq(tsr_program_add(p, "`s`", &t, &err), 3);
-    ck_assert_int_eq(tsr_program_noutputs(p), 4);
+    ck_assert_int_eq(tsr_program_add(p, "IF(x IS NULL, 0, x) / 3", &t, &err), 4);
+    ck_assert_int_eq(tsr_program_add(p, "CASE WHEN x > 1 THEN 'a' WHEN a < 0 THEN 'b' END", &t, &err), 5);
+    ck_assert_int_eq(tsr_program_noutputs(p), 6);
     tsr_vm_t *vm = tsr_vm_new(p), *vm2 = tsr_vm_new(p);
-    tsr_value_t out[4];
+    tsr_value_t out[6];
     tsr_vm_run(vm, g_row, out);
     ck_assert_int_eq(out[0].u.l, 8);
     ck_assert_int_eq(out[1].len, 5);
     ck_assert(memcmp(out[1].u.s, "hello", 5) == 0);
     ck_assert(tsr_value_truthy(&out[2]));
     ck_assert_ptr_eq(out[3].u.s, g_row[C_S].u.s);      /* a rename borrows the row */
+    ck_assert(out[4].kind == TSR_DOUBLE && out[4].u.d == 2.5 / 3);
+    ck_assert(out[5].kind == TSR_STRING && out[5].len == 1 && out[5].u.s[0] == 'a');
     tsr_value_t one;
     tsr_vm_run_one(vm2, 1, g_row, &one);
     ck_assert(memcmp(one.u.s, "hello", 5) == 0);
@@ -840,6 +852,11 @@ START_TEST(test_program_outputs) {
     ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "ADD_LL"));
     ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "GT_DD"));
     ck_assert_ptr_null(strstr(tsr_buf_cstr(&b), "CVT_L2D"));
+    /* conditions compile to fused compare-and-branch instructions */
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "JISNULL"));
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "GT_JDD"));
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&b), "LT_JLL"));
+    ck_assert_ptr_null(strstr(tsr_buf_cstr(&b), "JNT"));
     tsr_buf_free(&b);
     tsr_vm_free(vm);
     tsr_vm_free(vm2);

@@ -113,7 +113,9 @@ void tsr_agg_free(tsr_agg_t *a);
 /* Output type per SPEC §4 (input type ANY gives ANY where the output follows the input). */
 tsr_type_t tsr_agg_output_type(const tsr_agg_t *a);
 tsr_op_t tsr_agg_op(const tsr_agg_t *a);
-/* Bytes of the caller-owned IR block (a multiple of 8). */
+/* Bytes of the caller-owned IR block (a multiple of 8). An all-zero block is a valid empty
+ * IR (tsr_agg_init is a memset), and blocks are relocatable: nothing points into the block
+ * itself, so an IR may be moved with memcpy (e.g. when a hash table of IRs grows). */
 size_t tsr_agg_ir_size(const tsr_agg_t *a);
 
 void tsr_agg_init(const tsr_agg_t *a, void *ir);
@@ -132,7 +134,7 @@ void tsr_agg_update(const tsr_agg_t *a, void *ir, const tsr_value_t *input,
 int tsr_agg_delete(const tsr_agg_t *a, void *ir, const tsr_value_t *input,
                    const tsr_value_t *bucket, int64_t ts, uint64_t seq);
 
-/* dst := dst (+) src. src is unchanged. */
+/* dst := dst (+) src. src is unchanged; dst and src must be different IR blocks. */
 void tsr_agg_merge(const tsr_agg_t *a, void *dst, const void *src);
 
 /* The output value; strings/lists/maps are allocated in arena (borrowed until it is reset).

@@ -113,11 +113,12 @@ typedef struct tsr_conf_source {
 typedef struct tsr_conf_window {
     int64_t length;                 /* > 0 */
     tsr_time_unit_t unit;
+    int json_index;                 /* position in the JSON `windows` list (for error paths) */
 } tsr_conf_window_t;
 
 typedef struct tsr_conf_aggregation {
     const char *input_column;
-    tsr_op_t op;
+    tsr_op_t op;                    /* TSR_OP__COUNT when the config's operation was invalid */
     const tsr_conf_kv_t *arg_map;
     size_t n_args;
     int64_t k;                      /* parsed argMap.k; 0 when absent */
@@ -137,6 +138,16 @@ typedef struct tsr_conf_derivation {
     const char *expression;
     const char *path;
 } tsr_conf_derivation_t;
+
+/* One aggregation output column before derivations (SPEC §4 expansion): which aggregation,
+ * window and bucket it is. The engine computes these; derivations then map them to features. */
+typedef struct tsr_conf_agg_part {
+    const char *name;               /* <input>_<op>[_<window>][_by_<bucket>] */
+    tsr_type_t type;
+    size_t agg;                     /* index into tsr_conf_group_by_t.aggs */
+    int window;                     /* index into that aggregation's windows; -1 = unwindowed */
+    int bucket;                     /* index into its buckets; -1 = not bucketed */
+} tsr_conf_agg_part_t;
 
 typedef struct tsr_conf_group_by {
     tsr_conf_metadata_t meta;
@@ -161,6 +172,8 @@ typedef struct tsr_conf_group_by {
     const tsr_conf_column_t *base_features; /* before derivations: SPEC §4 expansion order, or
                                                the served columns without aggregations */
     size_t n_base_features;
+    const tsr_conf_agg_part_t *parts;       /* aggregation columns before derivations, in */
+    size_t n_parts;                         /* expansion order (none without aggregations) */
 } tsr_conf_group_by_t;
 
 typedef struct tsr_conf_join_part {
@@ -169,6 +182,7 @@ typedef struct tsr_conf_join_part {
     size_t n_key_mapping;
     const char *prefix;                 /* NULL when absent */
     int use_long_names;                 /* zipline: 0 -> columns prefixed by the keys; default 1 */
+    const char *column_prefix;          /* filled by validation: "[prefix_]<gb cleanName>_" */
     const char *path;
 } tsr_conf_join_part_t;
 
@@ -240,8 +254,10 @@ typedef struct tsr_config_options {
 
 /* Loads, detects kind and dialect, builds and validates. Returns
  *   0             valid; *out set;
- *   TSR_ECONFIG   invalid (or unsupported features); *out set, every error added to diag;
- *   TSR_EPARSE    malformed JSON ("<file>:<line>:<column>: <reason>" in diag); *out NULL;
+ *   TSR_ECONFIG   invalid (or unsupported features); every error added to diag; *out set
+ *                 for inspection, except when the kind cannot be told (*out NULL);
+ *   TSR_EPARSE    malformed JSON ("<file>:<line>:<column>: <reason>" in diag) or not a JSON
+ *                 object; *out NULL;
  *   TSR_ENOTFOUND / TSR_EIO  the file cannot be read; *out NULL.
  * opt may be NULL (AUTO dialect, no warehouse). Caller frees *out with tsr_config_free. */
 int tsr_config_load(const char *file, const tsr_config_options_t *opt, tsr_config_t **out,
