@@ -431,10 +431,7 @@ static int comp_coalesce(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     uint32_t dst = new_regs(c, 1);
     for (size_t i = 0; i < n->nargs; i++) {
         res_t a;
-        if (comp_node(c, n->args[i], &a)) goto fail;
-        if (tsr_type_kind(a.t) == TSR_LIST || tsr_type_kind(a.t) == TSR_MAP) {
-            /* allowed: COALESCE works on any type */
-        }
+        if (comp_node(c, n->args[i], &a)) goto fail;    /* any type, lists and maps too */
         if (i + 1 < n->nargs) {
             br[i].pc = jumps[i] = emit(c, TSR__I_JNN, 0, dst, a.o, 0, 0);
         } else {

@@ -454,10 +454,12 @@ static void f_substr(tsr_vm_t *vm, tsr_value_t *o, const tsr_value_t *a, uint32_
     }
     int64_t len = u8count(a[0].u.s, a[0].len), pos = a[1].u.l;
     int64_t count = n > 2 ? a[2].u.l : INT64_MAX;
+    if (count <= 0) {     /* the window ends before it starts (and start + count could overflow) */
+        *o = tsr_value_string(a[0].u.s, 0);
+        return;
+    }
     int64_t start = pos > 0 ? pos - 1 : pos < 0 ? len + pos : 0;
-    int64_t end;
-    if (count > 0 && start > INT64_MAX - count) end = INT64_MAX;
-    else end = start + count;
+    int64_t end = start > INT64_MAX - count ? INT64_MAX : start + count;
     if (start < 0) start = 0;
     if (end > len) end = len;
     if (start >= end) {

@@ -174,7 +174,11 @@ static kw_t keyword_of(const char *s, size_t n) {
 static int lex_quoted(parser_t *ps, char q, tok_t *t) {
     size_t start = ps->pos;
     size_t i = start + 1;
-    char *out = tsr_arena_alloc(ps->arena, ps->len - start + 1);
+    /* size the copy by the closing quote, so many literals cost linear memory */
+    size_t close = i;
+    while (close < ps->len && !(ps->src[close] == q && (close + 1 >= ps->len || ps->src[close + 1] != q)))
+        close += ps->src[close] == q ? 2 : 1;
+    char *out = tsr_arena_alloc(ps->arena, close - start + 1);
     size_t n = 0;
     for (;;) {
         if (i >= ps->len) {
@@ -823,6 +827,35 @@ static tsr_expr_ast_t *parse_expr(parser_t *ps) {
     return l;
 }
 
+/* The AST's height, walked with an explicit stack: left-deep chains such as 1+1+...+1 are
+ * built by loops, not recursion, so the parser's depth counter does not bound them, while the
+ * compiler recurses over the tree. Returns the first node found deeper than TSR__MAX_HEIGHT,
+ * or NULL. */
+#define TSR__MAX_HEIGHT 1000
+static const tsr_expr_ast_t *too_deep(const tsr_expr_ast_t *root) {
+    typedef struct { const tsr_expr_ast_t *n; size_t depth; } item_t;
+    size_t cap = 64, top = 0;
+    item_t *st = tsr_malloc(cap * sizeof *st);
+    const tsr_expr_ast_t *bad = NULL;
+    st[top++] = (item_t){root, 1};
+    while (top && !bad) {
+        item_t it = st[--top];
+        if (it.depth > TSR__MAX_HEIGHT) {
+            bad = it.n;
+            break;
+        }
+        for (size_t i = 0; i < it.n->nargs; i++) {
+            if (top == cap) {
+                cap *= 2;
+                st = tsr_realloc(st, cap * sizeof *st);
+            }
+            st[top++] = (item_t){it.n->args[i], it.depth + 1};
+        }
+    }
+    free(st);
+    return bad;
+}
+
 int tsr_expr_parse(const char *src, tsr_arena_t *arena, tsr_expr_ast_t **out, tsr_error_t *err) {
     parser_t ps = {.src = src ? src : "", .arena = arena, .err = err};
     ps.len = strlen(ps.src);
@@ -836,6 +869,10 @@ int tsr_expr_parse(const char *src, tsr_arena_t *arena, tsr_expr_ast_t **out, ts
         return syntax_error(&ps, ps.tok.pos, "unexpected %s after the expression",
                             tok_desc(&ps.tok, b, sizeof b));
     }
+    const tsr_expr_ast_t *deep = too_deep(ast);
+    if (deep)
+        return syntax_error(&ps, deep->pos, "expression too deeply nested (more than %d levels)",
+                            TSR__MAX_HEIGHT);
     *out = ast;
     return 0;
 }

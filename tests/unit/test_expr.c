@@ -409,6 +409,9 @@ START_TEST(test_strings) {
         {"SUBSTR('hello', -10, 3)", "\"\""}, {"SUBSTR('hello', -10, 7)", "\"he\""},
         {"SUBSTR('hello', 2, 9223372036854775807)", "\"ello\""},
         {"SUBSTR('hello', -9223372036854775808, 9223372036854775807)", "\"hell\""},
+        {"SUBSTR('hello', -9223372036854775808, -9223372036854775808)", "\"\""},
+        {"SUBSTR('hello', 9223372036854775807, 9223372036854775807)", "\"\""},
+        {"SUBSTR('hello', 3, 0)", "\"\""},
         {"SUBSTRING('h\xc3\xa9llo', 2, 2)", "\"\xc3\xa9l\""}, {"SUBSTR(s, n)", "null"},
         {"SUBSTR(NULL, 1)", "null"},
         {"CONCAT('a', 'b')", "\"ab\""}, {"CONCAT('a', 1, 2.5, TRUE)", "\"a12.5true\""},
@@ -421,6 +424,46 @@ START_TEST(test_strings) {
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         ck_assert_msg(strcmp(ev(k[i].src), k[i].want) == 0, "%s: got %s want %s", k[i].src, g_out, k[i].want);
+}
+END_TEST
+
+/* Every function and operator with a null in each argument position gives null (and a
+ * non-null result with all arguments present). */
+START_TEST(test_null_everywhere) {
+    row_default();
+    struct { const char *name; int n; const char *args[3]; } k[] = {
+        {"ABS", 1, {"-1"}}, {"LN", 1, {"2"}}, {"LOG", 1, {"2"}}, {"LOG", 2, {"2", "8"}},
+        {"LOG10", 1, {"10"}}, {"EXP", 1, {"1"}}, {"POW", 2, {"2", "3"}}, {"POWER", 2, {"2", "3"}},
+        {"SQRT", 1, {"4"}}, {"FLOOR", 1, {"1.5"}}, {"CEIL", 1, {"1.5"}}, {"CEILING", 1, {"1.5"}},
+        {"ROUND", 1, {"1.5"}}, {"ROUND", 2, {"1.55", "1"}}, {"LOWER", 1, {"'A'"}},
+        {"UPPER", 1, {"'a'"}}, {"LENGTH", 1, {"'a'"}}, {"SUBSTR", 2, {"'abc'", "1"}},
+        {"SUBSTRING", 3, {"'abc'", "1", "2"}}, {"CONCAT", 3, {"'a'", "1", "'c'"}},
+        {"TRIM", 1, {"' a '"}}, {"UNIX_TIMESTAMP", 1, {"'2024-01-01'"}},
+        {"UNIX_TIMESTAMP", 2, {"'2024'", "'yyyy'"}}, {"FROM_UNIXTIME", 1, {"0"}},
+        {"FROM_UNIXTIME", 2, {"0", "'yyyy'"}}, {"DATE_FORMAT", 2, {"0", "'yyyy'"}},
+        {"DATE_FORMAT", 2, {"'2024-01-01'", "'yyyy'"}}, {"TO_DATE", 1, {"'2024-01-01'"}},
+        {"TO_DATE", 2, {"'2024'", "'yyyy'"}},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        for (int pos = -1; pos < k[i].n; pos++) {
+            char src[256];
+            size_t o = (size_t)snprintf(src, sizeof src, "%s(", k[i].name);
+            for (int j = 0; j < k[i].n; j++)
+                o += (size_t)snprintf(src + o, sizeof src - o, "%s%s", j ? ", " : "", j == pos ? "NULL" : k[i].args[j]);
+            snprintf(src + o, sizeof src - o, ")");
+            ev(src);
+            if (pos < 0) ck_assert_msg(strcmp(g_out, "null") != 0 && strncmp(g_out, "ERR", 3) != 0, "%s: %s", src, g_out);
+            else ck_assert_msg(strcmp(g_out, "null") == 0, "%s: %s", src, g_out);
+        }
+    }
+    /* operators, through a null column rather than the literal */
+    const char *ops[] = {"-n", "NOT (n = 1)", "n + 1", "1 - n", "n * 2", "2 / n", "n % 2", "n = 1",
+                         "n <> 1", "n < 1", "n >= 1", "n IN (1)", "n BETWEEN 1 AND 2",
+                         "CAST(n AS string) LIKE 'a'", "'a' LIKE CAST(n AS string)", "n || 'a'",
+                         "CAST(n AS double)", "CAST(n AS boolean)", "LEAST(n, n)", "COALESCE(n, n)",
+                         "CASE n WHEN 1 THEN 1 END", "IF(n = 1, 1, NULL)"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        ck_assert_msg(strcmp(ev(ops[i]), "null") == 0, "%s: %s", ops[i], g_out);
 }
 END_TEST
 
@@ -764,6 +807,29 @@ START_TEST(test_syntax_error_utf8_window_depth) {
     for (int i = 0; i < 4000; i++) memcpy(deep + 4 * i, "NOT ", 4);
     memcpy(deep + 16000, "x", 2);
     ck_assert_int_eq(tsr_expr_parse(deep, &ar, &ast, &err), TSR_EPARSE);
+    /* long left-deep chains too: the compiler recurses over the tree */
+    for (int i = 0; i < 5000; i++) memcpy(deep + 2 * i, "1+", 2);
+    memcpy(deep + 10000, "1", 2);
+    ck_assert_int_eq(tsr_expr_parse(deep, &ar, &ast, &err), TSR_EPARSE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "too deeply nested (more than 1000 levels)"));
+    deep[1799] = 0;     /* 899 additions: fine, and they evaluate */
+    tsr_program_t *p = tsr_program_new(NULL);
+    ck_assert_int_eq(tsr_program_add(p, deep, NULL, &err), 0);
+    tsr_vm_t *vm = tsr_vm_new(p);
+    tsr_value_t v;
+    tsr_vm_run(vm, NULL, &v);
+    ck_assert_int_eq(v.u.l, 900);
+    tsr_vm_free(vm);
+    tsr_program_free(p);
+    /* many string literals cost linear memory */
+    size_t o2 = 0;
+    for (int i = 0; i < 3000 && o2 < sizeof deep - 16; i++) o2 += (size_t)snprintf(deep + o2, sizeof deep - o2, "'ab'||");
+    memcpy(deep + o2, "'z'", 4);
+    tsr_arena_t ar2;
+    tsr_arena_init(&ar2, 0);
+    ck_assert_int_eq(tsr_expr_parse(deep, &ar2, &ast, &err), TSR_EPARSE);   /* 3000 levels */
+    ck_assert_uint_lt(ar2.total, 2000000);
+    tsr_arena_free(&ar2);
     tsr_arena_free(&ar);
 }
 END_TEST
@@ -877,6 +943,36 @@ START_TEST(test_keywords_case_insensitive) {
 }
 END_TEST
 
+/* Expressions as they appear in the Chronon sample configs (../shared/chronon-samples). */
+START_TEST(test_chronon_sample_expressions) {
+    static const char *const names[] = {"ts", "event_type", "transaction_type", "a_sum_7d", "b_last"};
+    static const tsr_type_t types[] = {TSR_STRING, TSR_STRING, TSR_ANY, TSR_LONG, TSR_DOUBLE};
+    tsr_schema_t sc = {5, names, types};
+    tsr_program_t *p = tsr_program_new(&sc);
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_program_add(p, "UNIX_TIMESTAMP(ts) * 1000", NULL, &err), 0);
+    ck_assert_int_eq(tsr_program_add(p, "IF(event_type = 'view_listing', 1, 0)", NULL, &err), 1);
+    ck_assert_int_eq(tsr_program_add(p, "event_type in ('backend_add_to_cart', 'view_listing')", NULL, &err), 2);
+    ck_assert_int_eq(tsr_program_add(p, "if(transaction_type='A', 1, 0)", NULL, &err), 3);
+    ck_assert_int_eq(tsr_program_add(p, "a_sum_7d / b_last", NULL, &err), 4);
+    ck_assert_int_eq(tsr_program_add(p, "EXPLODE(TRANSFORM(SPLIT(x, ','), e -> CAST(e AS LONG)))", NULL, &err),
+                     TSR_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "unknown function 'EXPLODE'"));
+    tsr_vm_t *vm = tsr_vm_new(p);
+    tsr_value_t row[5] = {tsr_value_string("2024-03-05 12:34:56", 19), tsr_value_string("view_listing", 12),
+                          tsr_value_string("A", 1), tsr_value_long(10), tsr_value_double(4)};
+    tsr_value_t out[5];
+    tsr_vm_run(vm, row, out);
+    ck_assert_int_eq(out[0].u.l, 1709642096000LL);
+    ck_assert_int_eq(out[1].u.l, 1);
+    ck_assert(tsr_value_truthy(&out[2]));
+    ck_assert_int_eq(out[3].u.l, 1);
+    ck_assert(out[4].kind == TSR_DOUBLE && out[4].u.d == 2.5);
+    tsr_vm_free(vm);
+    tsr_program_free(p);
+}
+END_TEST
+
 static Suite *expr_suite(void) {
     Suite *s = suite_create("expr");
     TCase *tc = tcase_create("core");
@@ -890,6 +986,7 @@ static Suite *expr_suite(void) {
     tcase_add_test(tc, test_cast);
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_strings);
+    tcase_add_test(tc, test_null_everywhere);
     tcase_add_test(tc, test_dates);
     tcase_add_test(tc, test_date_round_trip);
     tcase_add_test(tc, test_any_columns);
@@ -902,6 +999,7 @@ static Suite *expr_suite(void) {
     tcase_add_test(tc, test_ast_api);
     tcase_add_test(tc, test_program_outputs);
     tcase_add_test(tc, test_keywords_case_insensitive);
+    tcase_add_test(tc, test_chronon_sample_expressions);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -145,9 +145,10 @@ static tsr_value_t beval(const bnode_t *n, const tsr_value_t *row) {
 }
 
 static tsr_value_t rand_long_val(tsr_rng_t *r) {
-    switch (tsr_rng_below(r, 6)) {
+    switch (tsr_rng_below(r, 7)) {
     case 0: return tsr_value_null();
     case 1: return tsr_value_long((int64_t)tsr_rng_next(r));
+    case 6: return tsr_value_long(tsr_rng_below(r, 2) ? INT64_MIN : INT64_MAX);
     case 2: return tsr_value_long(tsr_rng_range(r, -2, 2));
     default: return tsr_value_long(tsr_rng_range(r, -1000, 1000));
     }
@@ -226,6 +227,10 @@ static const char *const k_corpus[] = {
     "NVL(any, any2) || IFNULL(s, 'z')",
     "CASE WHEN any THEN any2 WHEN flag THEN any ELSE NULL END",
     "LEAST(any, any2, s)",
+    "SUBSTR(s, a, a) || SUBSTR(s, -a) || SUBSTR(s, any, any2)",
+    "ROUND(x, a) + ROUND(a, a) + ROUND(any, any2) + POW(a, any) + LOG(a, x)",
+    "FROM_UNIXTIME(a) || FROM_UNIXTIME(x) || DATE_FORMAT(a, s) || TO_DATE(any, any2)",
+    "a * a - a % a + -a / a + x % a",
 };
 
 static const char *const k_tokens[] = {

@@ -9,12 +9,14 @@
  * tsr_value_t in schema order. A column typed TSR_ANY is checked at run time (values carry
  * their kind), so configs whose tables have no schema yet still validate and run.
  *
- * Errors. Parse errors say the 1-based column and show the text with a caret line:
- *     syntax error at column 9: expected ')'
+ * Errors. Parse errors say the 1-based column (in UTF-8 code points) and show the text with
+ * a caret line:
+ *     syntax error at column 18: expected ')' to close the '(' at column 10, got end of input
  *       amount * (1 + fee
- *               ^
- * (the caret points at the offending character). Unknown functions and columns, wrong
- * argument counts and type errors name the function or column.
+ *                        ^
+ * (the caret points at the offending character or the end of input; a long source is shown
+ * as a window around it). Unknown functions and columns, wrong argument counts and type
+ * errors name the function or column. The formats are listed in docs/expressions.md.
  *
  * Null semantics are SQL's: null propagates through operators and functions, division or
  * modulo by zero gives null, AND/OR are three-valued, a failed CAST gives null,
@@ -75,6 +77,8 @@ tsr_type_t tsr_program_output_type(const tsr_program_t *p, size_t i);
  * shared by many VMs (one per thread); a VM is used by one thread at a time. */
 typedef struct tsr_vm tsr_vm_t;
 
+/* The VM evaluates the outputs the program has now: add every output before creating VMs.
+ * p is borrowed until tsr_vm_free. */
 tsr_vm_t *tsr_vm_new(const tsr_program_t *p);
 void tsr_vm_free(tsr_vm_t *vm);
 
