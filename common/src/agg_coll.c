@@ -149,6 +149,11 @@ static int rank_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
     if (tsr_get_uvarint(r, &n)) return tsr__agg_corrupt(err, a, "truncated entry count");
     if (n > (uint64_t)a->k) return tsr__agg_corrupt(err, a, "more entries than k");
     if (n > tsr_reader_left(r)) return tsr__agg_corrupt(err, a, "entry count exceeds the input");
+    rank_ir_t *ri = ir;
+    if (n > ri->cap) { /* one allocation instead of geometric growth; n <= k */
+        ri->e = tsr_realloc(ri->e, (size_t)n * sizeof(*ri->e));
+        ri->cap = (uint32_t)n;
+    }
     tsr_arena_t ar;
     tsr_arena_init(&ar, 1024);
     int rc = 0;
@@ -203,7 +208,20 @@ static void uniq_place(uniq_ir_t *u, uniq_slot_t *slot) {
     u->s[j] = *slot;
 }
 
+/* Grows the table (power-of-two capacity, load <= 3/4) to hold `want` values. */
+static void uniq_reserve(uniq_ir_t *u, uint64_t want) {
+    uint64_t cap = u->cap ? u->cap : 8;
+    while (want * 4 > cap * 3) cap *= 2;
+    if (cap == u->cap) return;
+    uniq_ir_t g = {tsr_calloc((size_t)cap, sizeof(uniq_slot_t)), u->n, (uint32_t)cap};
+    for (uint32_t i = 0; i < u->cap; i++)
+        if (u->s[i].ov.v.kind != TSR_NULL) uniq_place(&g, &u->s[i]);
+    free(u->s);
+    *u = g;
+}
+
 static void uniq_insert(const tsr_agg_t *a, uniq_ir_t *u, const tsr_value_t *v) {
+    (void)a;
     uint64_t h = tsr_value_hash(v, TSR__AGG_SEED);
     if (u->cap) {
         uint32_t j = (uint32_t)h & (u->cap - 1);
@@ -212,14 +230,7 @@ static void uniq_insert(const tsr_agg_t *a, uniq_ir_t *u, const tsr_value_t *v) 
             j = (j + 1) & (u->cap - 1);
         }
     }
-    if ((uint64_t)(u->n + 1) * 4 > (uint64_t)u->cap * 3) { /* load <= 3/4 */
-        uniq_ir_t g = {tsr_calloc(u->cap ? u->cap * 2 : 8, sizeof(uniq_slot_t)), u->n,
-                       u->cap ? u->cap * 2 : 8};
-        for (uint32_t i = 0; i < u->cap; i++)
-            if (u->s[i].ov.v.kind != TSR_NULL) uniq_place(&g, &u->s[i]);
-        free(u->s);
-        *u = g;
-    }
+    uniq_reserve(u, (uint64_t)u->n + 1);
     uniq_slot_t slot = {h, {{0}, NULL, 0}};
     tsr__ov_set(&slot.ov, v);
     uniq_place(u, &slot);
@@ -244,6 +255,7 @@ static void uniq_update(const tsr_agg_t *a, void *ir, const tsr_value_t *v, int6
 }
 static void uniq_merge(const tsr_agg_t *a, void *dst, const void *src) {
     const uniq_ir_t *s = src;
+    uniq_reserve(dst, (uint64_t)((uniq_ir_t *)dst)->n + s->n); /* at most one rehash */
     for (uint32_t i = 0; i < s->cap; i++)
         if (s->s[i].ov.v.kind != TSR_NULL) uniq_insert(a, dst, &s->s[i].ov.v);
 }
@@ -280,6 +292,7 @@ static int uniq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
     tsr_arena_init(&ar, 1024);
     int rc = 0;
     uniq_ir_t *u = ir;
+    uniq_reserve(u, n); /* n is bounded by the input size above */
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         tsr_value_t v;
         uint32_t before = u->n;

@@ -165,11 +165,10 @@ static double ertl_tau(double x) {
     return z / 3.0;
 }
 
-double tsr_hll_estimate(const tsr_hll_t *h) {
-    if (!h->regs) return (double)h->set_n;
-    int q = 64 - h->p;
-    /* Register histogram, four interleaved counters to break the store-to-load chain. */
-    uint32_t c4[4][66] = {{0}}, c[66];
+/* Register histogram c[0..65]. Four interleaved tables break the store-to-load chain that a
+ * single table suffers when neighbouring registers are equal (most are, early on). */
+static void hll_histogram(const tsr_hll_t *h, uint32_t c[66]) {
+    uint32_t c4[4][66] = {{0}};
     const uint8_t *rg = h->regs;
     uint32_t nm = h->m;
     for (uint32_t i = 0; i < nm; i += 4) {
@@ -179,7 +178,14 @@ double tsr_hll_estimate(const tsr_hll_t *h) {
         c4[3][rg[i + 3]]++;
     }
     for (int v = 0; v < 66; v++) c[v] = c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
-    double m = (double)nm;
+}
+
+double tsr_hll_estimate(const tsr_hll_t *h) {
+    if (!h->regs) return (double)h->set_n;
+    int q = 64 - h->p;
+    uint32_t c[66];
+    hll_histogram(h, c);
+    double m = (double)h->m;
     double z = m * ertl_tau(1.0 - c[q + 1] / m);
     for (int k = q; k >= 1; k--) z = 0.5 * (z + c[k]);
     z += m * ertl_sigma(c[0] / m);
@@ -189,7 +195,13 @@ double tsr_hll_estimate(const tsr_hll_t *h) {
 /* ---- Encoding.
  *   u8 lgk, u8 mode (0 sparse, 1 dense),
  *   sparse: uvarint n, then the n hashes ascending as uvarint gaps (first gap from 0; all >= 1),
- *   dense:  m registers as 6-bit fields packed little-endian, ceil(6m / 8) bytes. */
+ *   dense:  u8 base b, then m/2 bytes of 4-bit fields (register i in the low nibble of byte
+ *           i/2 when i is even, the high nibble when odd): field = register - b when the
+ *           register is in [b, b+14], else 15 ("exception"); then one u8 per exception, the
+ *           register's value, in register order. The encoder picks the smallest base that
+ *           covers the most registers, so its output is a function of the registers.
+ *           Register values cluster within a few of log2(n/m), so exceptions are rare and the
+ *           encoding is ~m/2 bytes (16 KiB at lgk 8) instead of 6m/8 (24 KiB). */
 
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -215,19 +227,35 @@ void tsr_hll_encode(const tsr_hll_t *h, tsr_buf_t *out) {
         return;
     }
     tsr_buf_put_u8(out, 1);
-    /* m is a multiple of 4: every 4 registers fill 3 bytes exactly. */
-    size_t nbytes = (size_t)h->m / 4 * 3;
-    tsr_buf_reserve(out, nbytes);
-    uint8_t *o = out->data + out->len;
+    uint32_t c[66];
+    hll_histogram(h, c);
     const uint8_t *rg = h->regs;
-    for (uint32_t i = 0; i < h->m; i += 4, o += 3) {
-        uint32_t v = rg[i] | (uint32_t)rg[i + 1] << 6 | (uint32_t)rg[i + 2] << 12 |
-                     (uint32_t)rg[i + 3] << 18;
-        o[0] = (uint8_t)v;
-        o[1] = (uint8_t)(v >> 8);
-        o[2] = (uint8_t)(v >> 16);
+    uint32_t m = h->m;
+    /* The window [b, b+14] covering the most registers; the first such b on ties. */
+    int base = 0;
+    uint32_t best = 0;
+    for (int b = 0; b + 14 < 66; b++) {
+        uint32_t cover = 0;
+        for (int v = b; v <= b + 14; v++) cover += c[v];
+        if (cover > best) {
+            best = cover;
+            base = b;
+        }
     }
-    out->len += nbytes;
+    tsr_buf_put_u8(out, (uint8_t)base);
+    size_t nbytes = m / 2;
+    tsr_buf_reserve(out, nbytes + (m - best));
+    uint8_t *o = out->data + out->len;
+    for (uint32_t i = 0; i < m; i += 2) {
+        unsigned lo = (unsigned)rg[i] - (unsigned)base, hi = (unsigned)rg[i + 1] - (unsigned)base;
+        /* unsigned wrap sends registers below the base above 14 too */
+        o[i / 2] = (uint8_t)((lo > 14 ? 15 : lo) | (hi > 14 ? 15 : hi) << 4);
+    }
+    o += nbytes;
+    if (best < m)
+        for (uint32_t i = 0; i < m; i++)
+            if ((unsigned)rg[i] - (unsigned)base > 14) *o++ = rg[i];
+    out->len = (size_t)(o - out->data);
 }
 
 int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
@@ -276,27 +304,53 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
         *out = h;
         return 0;
     }
-    size_t nbytes = (size_t)h->m / 4 * 3;
-    if (tsr_reader_left(r) < nbytes) {
+    uint8_t base;
+    size_t nbytes = h->m / 2;
+    if (tsr_get_u8(r, &base) || tsr_reader_left(r) < nbytes) {
         tsr_hll_free(h);
         return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: %zu register bytes needed, %zu left",
-                             nbytes, tsr_reader_left(r));
+                             nbytes + 1, tsr_reader_left(r));
+    }
+    uint8_t maxrho = (uint8_t)(64 - h->p + 1);
+    if (base + 14 > 65) {
+        tsr_hll_free(h);
+        return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: register base %u out of range",
+                             base);
     }
     free(h->set);
     h->set = NULL;
     h->set_cap = 0;
     h->regs = tsr_malloc(h->m);
-    const uint8_t *pb = r->p;
-    uint8_t maxrho = (uint8_t)(64 - h->p + 1), top = 0;
     uint8_t *rg = h->regs;
-    for (uint32_t i = 0; i < h->m; i += 4, pb += 3) {
-        uint32_t v = pb[0] | (uint32_t)pb[1] << 8 | (uint32_t)pb[2] << 16;
-        rg[i] = v & 63;
-        rg[i + 1] = (v >> 6) & 63;
-        rg[i + 2] = (v >> 12) & 63;
-        rg[i + 3] = (uint8_t)(v >> 18);
-        for (int j = 0; j < 4; j++) top = rg[i + j] > top ? rg[i + j] : top;
+    const uint8_t *pb = r->p;
+    uint32_t m = h->m, nexc = 0;
+    for (uint32_t i = 0; i < m; i += 2) {
+        rg[i] = (uint8_t)((pb[i / 2] & 15) + base);
+        rg[i + 1] = (uint8_t)((pb[i / 2] >> 4) + base);
     }
+    for (uint32_t j = 0; j < m / 2; j++) nexc += ((pb[j] & 15) == 15) + ((pb[j] >> 4) == 15);
+    r->p += nbytes;
+    if (tsr_reader_left(r) < nexc) {
+        tsr_hll_free(h);
+        return tsr_error_set(err, TSR_ECORRUPT, "hll sketch: %u exception registers, %zu bytes left",
+                             nexc, tsr_reader_left(r));
+    }
+    for (uint32_t i = 0; nexc && i < m; i++) {
+        if (rg[i] == base + 15) {
+            nexc--;
+            uint8_t v = *r->p++;
+            /* an exception must lie outside the window, or the encoding is not canonical */
+            if (v >= base && v <= base + 14) {
+                tsr_hll_free(h);
+                return tsr_error_set(err, TSR_ECORRUPT,
+                                     "hll sketch: exception register %u holds %u inside the "
+                                     "window [%u, %u]", i, v, base, base + 14);
+            }
+            rg[i] = v;
+        }
+    }
+    uint8_t top = 0;
+    for (uint32_t i = 0; i < m; i++) top = rg[i] > top ? rg[i] : top;
     /* Registers hold at most q + 1; a dense sketch saw more than L distinct hashes, so at
      * least one register is set. */
     if (top > maxrho || top == 0) {
@@ -305,7 +359,6 @@ int tsr_hll_decode(tsr_reader_t *r, tsr_hll_t **out, tsr_error_t *err) {
                              "hll sketch: dense registers out of range (largest %u, limit %u)",
                              top, maxrho);
     }
-    r->p += nbytes;
     *out = h;
     return 0;
 }

@@ -609,9 +609,13 @@ static void check_vs_brute(const cfg_t *c, int seed) {
     tsr_arena_free(&ar);
 }
 
-/* One forked test per config (fork costs more than a seed under ASan), SEEDS seeds each. */
+/* Forked tests of CFG_GROUP configs (a fork costs more than a seed under ASan), SEEDS seeds
+ * each. */
+#define CFG_GROUP 3
+#define NGROUPS ((int)((NCFG + CFG_GROUP - 1) / CFG_GROUP))
 START_TEST(test_vs_brute) {
-    for (int seed = 0; seed < SEEDS; seed++) check_vs_brute(&cfgs[_i], seed);
+    for (int ci = _i * CFG_GROUP; ci < (_i + 1) * CFG_GROUP && ci < (int)NCFG; ci++)
+        for (int seed = 0; seed < SEEDS; seed++) check_vs_brute(&cfgs[ci], seed);
 }
 END_TEST
 
@@ -632,9 +636,9 @@ static void exercise(const tsr_agg_t *a, void *ir, tsr_arena_t *ar) {
     tsr_buf_free(&b);
 }
 
-START_TEST(test_codec_fuzz) {
-    const cfg_t *c = &cfgs[_i % NCFG];
-    tsr_rng_t rng = {(uint64_t)_i * 104729 + 3};
+static void check_codec_fuzz(int ci) {
+    const cfg_t *c = &cfgs[ci];
+    tsr_rng_t rng = {(uint64_t)ci * 104729 + 3};
     tsr_arena_t ar, scratch;
     tsr_arena_init(&ar, 0);
     tsr_arena_init(&scratch, 0);
@@ -698,6 +702,11 @@ START_TEST(test_codec_fuzz) {
     tsr_agg_free(a);
     tsr_arena_free(&ar);
     tsr_arena_free(&scratch);
+}
+
+START_TEST(test_codec_fuzz) {
+    for (int ci = _i * CFG_GROUP; ci < (_i + 1) * CFG_GROUP && ci < (int)NCFG; ci++)
+        check_codec_fuzz(ci);
 }
 END_TEST
 
@@ -1002,11 +1011,11 @@ static Suite *agg_suite(void) {
     Suite *s = suite_create("agg");
     TCase *tc = tcase_create("brute");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_vs_brute, 0, (int)NCFG);
+    tcase_add_loop_test(tc, test_vs_brute, 0, NGROUPS);
     suite_add_tcase(s, tc);
     TCase *codec = tcase_create("codec");
     tcase_set_timeout(codec, 60);
-    tcase_add_loop_test(codec, test_codec_fuzz, 0, (int)NCFG);
+    tcase_add_loop_test(codec, test_codec_fuzz, 0, NGROUPS);
     tcase_add_test(codec, test_codec_absurd_counts);
     suite_add_tcase(s, codec);
     TCase *api = tcase_create("api");

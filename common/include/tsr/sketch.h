@@ -9,6 +9,9 @@
  * All sketches are heap objects: *_new / *_free; encode appends to a buffer (no version byte:
  * the aggregation codec adds it); decode validates everything and never reads out of bounds.
  *
+ * A sketch has no lock: calls taking a const sketch may run concurrently with each other,
+ * anything that changes a sketch needs exclusive access.
+ *
  * Size parameters outside their documented range are clamped into it (the config loader is
  * expected to reject them first; the clamp only keeps a bad value from allocating wildly).
  * The *_lgk / *_k / *_capacity getters report the value actually in use.
@@ -98,7 +101,8 @@ typedef struct tsr_freq_item {
 /* capacity clamped to [TSR_FREQ_CAP_MIN, TSR_FREQ_CAP_MAX]. Caller frees with tsr_freq_free. */
 tsr_freq_t *tsr_freq_new(int capacity);
 void tsr_freq_free(tsr_freq_t *f);
-/* Adds count occurrences of key (copied). count <= 0 is ignored (no deletes). */
+/* Adds count occurrences of key (copied). count <= 0 is ignored (no deletes), and so is a key
+ * longer than UINT32_MAX bytes. */
 void tsr_freq_add(tsr_freq_t *f, const char *key, size_t len, int64_t count);
 /* dst (+)= src. Different capacities are allowed: the result keeps the smaller one. */
 int tsr_freq_merge(tsr_freq_t *dst, const tsr_freq_t *src);
