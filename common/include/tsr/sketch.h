@@ -28,7 +28,7 @@
 /* ---- HyperLogLog (APPROX_UNIQUE_COUNT). lgk is the Chronon/CPC size parameter (default 8);
  * the register count is 2^(lgk+7) (32768 registers, 0.57% standard error at lgk 8, so
  * <= 2% is a 3.5-sigma bound, SPEC §4). Small cardinalities are kept exactly as a set of
- * 64-bit hashes until that set reaches 2^(lgk+3) entries (the size of the dense form), then
+ * 64-bit hashes while it holds at most 2^(lgk+3) of them (the size of the dense form), then
  * converted to registers read with Ertl's improved estimator. Inputs are 64-bit hashes
  * (tsr_value_hash). The state is a pure function of the set of hashes added. */
 #define TSR_HLL_LGK_MIN 4
