@@ -6,7 +6,7 @@
 # usage: benchmarks/bench_backfill.sh [--size small|medium|large] [--windows w1|w5|w10]
 #                                     [--runs N] [--threads N] [--build DIR] [--keep]
 #   --windows  w5 (default): windows 1h,1d,7d,30d + lifetime; w1: 30d only; w10: 10 windows.
-#   Ops: COUNT SUM AVERAGE MIN MAX LAST over card_txn.amount, left = checkout_events.
+#   Ops: COUNT SUM AVERAGE MIN MAX LAST over card_txn.amount, left = payments.checkouts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=medium windows=w5 runs=3 threads=2 build=build keep=0
@@ -47,11 +47,11 @@ if [ ! -f "$wh/.complete" ]; then
     "$build/benchmarks/tessera-datagen" --out "$wh" --size "$size" --quiet >&2
     touch "$wh/.complete"
 fi
-days=$(ls -d "$wh"/checkout/checkout_events/ds=* | wc -l)
-first=$(ls "$wh"/checkout/checkout_events | grep '^ds=' | sort | head -1 | cut -c4-)
-last=$(ls "$wh"/checkout/checkout_events | grep '^ds=' | sort | tail -1 | cut -c4-)
+days=$(ls -d "$wh"/payments/checkouts/ds=* | wc -l)
+first=$(ls "$wh"/payments/checkouts | grep '^ds=' | sort | head -1 | cut -c4-)
+last=$(ls "$wh"/payments/checkouts | grep '^ds=' | sort | tail -1 | cut -c4-)
 events=$(($(cat "$wh"/payments/card_txn/ds=*/*.csv | wc -l) - $(ls "$wh"/payments/card_txn/ds=*/*.csv | wc -l)))
-lefts=$(($(cat "$wh"/checkout/checkout_events/ds=*/*.csv | wc -l) - days))
+lefts=$(($(cat "$wh"/payments/checkouts/ds=*/*.csv | wc -l) - days))
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 t_ours=() m_ours=() t_duck=() m_duck=()

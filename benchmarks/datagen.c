@@ -2,12 +2,12 @@
  * datagen.c — `tessera-datagen`: a deterministic generator of warehouse data for the
  * quickstart, the end-to-end tests and the backfill benchmark (SPEC §3 layout).
  *
- * It writes, under --out DIR (the warehouse root), the tables of the configs in examples/:
- *   payments/card_txn/         events: txn_id, user_id, merchant_id, amount, currency, mcc, ts
- *   checkout/checkout_events/  left rows: checkout_id, buyer_id, merchant_id, amount,
- *                              currency, ts
- *   users/user_profile/        entity snapshots per ds: user_id, country, credit_limit,
- *                              is_verified, signup_ts, ts
+ * It writes, under --out DIR (the warehouse root):
+ *   payments/card_txn/       events: txn_id, user_id, merchant_id, amount, currency, mcc,
+ *                            is_online, ts (txn_id is t<n>, n counting rows in row order)
+ *   payments/checkouts/      left rows: checkout_id, user_id, merchant_id, cart_value, ts
+ *   users/profile_snapshot/  entity snapshots per ds: user_id, country, credit_limit,
+ *                            account_age_days, risk_tier, ts
  * each with a _schema.json and one CSV (default) or JSON Lines part file per ds partition.
  *
  * Everything is a pure function of (--seed, sizes): the same arguments give the same bytes.
@@ -54,13 +54,11 @@ static void usage(FILE *f) {
           "                       [--format csv|jsonl] [--quiet]\n"
           "\n"
           "Writes a deterministic card-transaction warehouse (SPEC section 3 layout) under DIR:\n"
-          "  payments.card_txn          events (txn_id, user_id, merchant_id, amount, currency,\n"
-          "                             mcc, ts)\n"
-          "  checkout.checkout_events   left rows (checkout_id, buyer_id, merchant_id, amount,\n"
-          "                             currency, ts)\n"
-          "  users.user_profile         daily entity snapshots (user_id, country, credit_limit,\n"
-          "                             is_verified, signup_ts, ts)\n"
-          "These are the tables the configs in examples/ read.\n"
+          "  payments.card_txn        events (txn_id, user_id, merchant_id, amount, currency, mcc,\n"
+          "                           is_online, ts)\n"
+          "  payments.checkouts       left rows (checkout_id, user_id, merchant_id, cart_value, ts)\n"
+          "  users.profile_snapshot   daily entity snapshots (user_id, country, credit_limit,\n"
+          "                           account_age_days, risk_tier, ts)\n"
           "\n"
           "Sizes (events / left rows / keys / days):\n"
           "  small   100k / 10k / 1k / 10     (default)\n"
@@ -139,13 +137,14 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static const char *currencies[] = {"usd", "EUR", "gbp", "JPY", "BRL"};
+static const char *currencies[] = {"USD", "EUR", "GBP", "JPY", "BRL"};
 static const char *countries[] = {"US", "DE", "GB", "JP", "BR", "FR", "IN"};
 
 static void gen_events(const opts_t *o, int64_t day0) {
     write_schema(o, "payments/card_txn",
                  "{\"txn_id\": \"string\", \"user_id\": \"string\", \"merchant_id\": \"string\", "
-                 "\"amount\": \"double\", \"currency\": \"string\", \"mcc\": \"string\", "
+                 "\"amount\": \"double\", "
+                 "\"currency\": \"string\", \"mcc\": \"long\", \"is_online\": \"boolean\", "
                  "\"ts\": \"long\"}");
     uint64_t per_day = o->events / (uint64_t)o->days, id = 0;
     int64_t *ts = malloc((per_day + 1) * sizeof(int64_t));
@@ -159,14 +158,13 @@ static void gen_events(const opts_t *o, int64_t day0) {
         }
         qsort(ts, n, sizeof(int64_t), cmp_i64);
         FILE *f = open_part(o, "payments/card_txn", day0 + d,
-                            "txn_id,user_id,merchant_id,amount,currency,mcc,ts");
+                            "txn_id,user_id,merchant_id,amount,currency,mcc,is_online,ts");
         for (uint64_t i = 0; i < n; i++, id++) {
             uint64_t user = skewed(&r, o->keys), merchant = rng_below(&r, o->merchants);
-            /* amounts: mostly small, a long tail; some refunds (negative) and missing ones */
             double amount = floor(exp(rng_unit(&r) * 7.0) * 100.0) / 100.0;
-            if (rng_below(&r, 100) == 0) amount = -amount;
             const char *cur = currencies[rng_below(&r, 5)];
             int mcc = 5000 + (int)rng_below(&r, 40) * 10;
+            int online = rng_below(&r, 3) == 0;
             int null_amount = rng_below(&r, 200) == 0;
             if (o->jsonl) {
                 fprintf(f, "{\"txn_id\":\"t%llu\",\"user_id\":\"u%llu\",\"merchant_id\":\"m%llu\","
@@ -175,13 +173,14 @@ static void gen_events(const opts_t *o, int64_t day0) {
                         (unsigned long long)merchant);
                 if (null_amount) fputs("null", f);
                 else fprintf(f, "%.2f", amount);
-                fprintf(f, ",\"currency\":\"%s\",\"mcc\":\"%d\",\"ts\":%lld}\n", cur, mcc,
-                        (long long)ts[i]);
+                fprintf(f, ",\"currency\":\"%s\",\"mcc\":%d,\"is_online\":%s,\"ts\":%lld}\n", cur,
+                        mcc, online ? "true" : "false", (long long)ts[i]);
             } else {
                 fprintf(f, "t%llu,u%llu,m%llu,", (unsigned long long)id, (unsigned long long)user,
                         (unsigned long long)merchant);
                 if (!null_amount) fprintf(f, "%.2f", amount);
-                fprintf(f, ",%s,%d,%lld\n", cur, mcc, (long long)ts[i]);
+                fprintf(f, ",%s,%d,%s,%lld\n", cur, mcc, online ? "true" : "false",
+                        (long long)ts[i]);
             }
         }
         fclose(f);
@@ -193,9 +192,9 @@ static void gen_events(const opts_t *o, int64_t day0) {
 }
 
 static void gen_left(const opts_t *o, int64_t day0) {
-    write_schema(o, "checkout/checkout_events",
-                 "{\"checkout_id\": \"string\", \"buyer_id\": \"string\", \"merchant_id\": "
-                 "\"string\", \"amount\": \"double\", \"currency\": \"string\", \"ts\": \"long\"}");
+    write_schema(o, "payments/checkouts",
+                 "{\"checkout_id\": \"string\", \"user_id\": \"string\", \"merchant_id\": "
+                 "\"string\", \"cart_value\": \"double\", \"ts\": \"long\"}");
     uint64_t per_day = o->left / (uint64_t)o->days;
     int64_t *ts = malloc((per_day + 1) * sizeof(int64_t));
     uint64_t id = 0;
@@ -205,24 +204,22 @@ static void gen_left(const opts_t *o, int64_t day0) {
         ts = realloc(ts, (n + 1) * sizeof(int64_t));
         for (uint64_t i = 0; i < n; i++) ts[i] = time_in_day(&r, day0 + d);
         qsort(ts, n, sizeof(int64_t), cmp_i64);
-        FILE *f = open_part(o, "checkout/checkout_events", day0 + d,
-                            "checkout_id,buyer_id,merchant_id,amount,currency,ts");
+        FILE *f = open_part(o, "payments/checkouts", day0 + d,
+                            "checkout_id,user_id,merchant_id,cart_value,ts");
         for (uint64_t i = 0; i < n; i++, id++) {
             uint64_t user = skewed(&r, o->keys), merchant = rng_below(&r, o->merchants);
-            double amount = floor(exp(rng_unit(&r) * 6.0) * 100.0) / 100.0;
-            const char *cur = currencies[rng_below(&r, 5)];
+            double cart = floor(exp(rng_unit(&r) * 6.0) * 100.0) / 100.0;
             int null_user = rng_below(&r, 500) == 0; /* null keys give null features */
             if (o->jsonl) {
-                fprintf(f, "{\"checkout_id\":\"c%llu\",\"buyer_id\":", (unsigned long long)id);
+                fprintf(f, "{\"checkout_id\":\"c%llu\",\"user_id\":", (unsigned long long)id);
                 if (null_user) fputs("null", f);
                 else fprintf(f, "\"u%llu\"", (unsigned long long)user);
-                fprintf(f, ",\"merchant_id\":\"m%llu\",\"amount\":%.2f,\"currency\":\"%s\","
-                           "\"ts\":%lld}\n",
-                        (unsigned long long)merchant, amount, cur, (long long)ts[i]);
+                fprintf(f, ",\"merchant_id\":\"m%llu\",\"cart_value\":%.2f,\"ts\":%lld}\n",
+                        (unsigned long long)merchant, cart, (long long)ts[i]);
             } else {
                 fprintf(f, "c%llu,", (unsigned long long)id);
                 if (!null_user) fprintf(f, "u%llu", (unsigned long long)user);
-                fprintf(f, ",m%llu,%.2f,%s,%lld\n", (unsigned long long)merchant, amount, cur,
+                fprintf(f, ",m%llu,%.2f,%lld\n", (unsigned long long)merchant, cart,
                         (long long)ts[i]);
             }
         }
@@ -230,44 +227,41 @@ static void gen_left(const opts_t *o, int64_t day0) {
     }
     free(ts);
     if (!o->quiet)
-        fprintf(stderr, "tessera-datagen: checkout.checkout_events: %llu rows\n",
+        fprintf(stderr, "tessera-datagen: payments.checkouts: %llu rows\n",
                 (unsigned long long)o->left);
 }
 
 static void gen_snapshots(const opts_t *o, int64_t day0) {
-    write_schema(o, "users/user_profile",
+    write_schema(o, "users/profile_snapshot",
                  "{\"user_id\": \"string\", \"country\": \"string\", \"credit_limit\": "
-                 "\"double\", \"is_verified\": \"boolean\", \"signup_ts\": \"long\", "
+                 "\"double\", \"account_age_days\": \"long\", \"risk_tier\": \"string\", "
                  "\"ts\": \"long\"}");
     /* one snapshot per day (the state at the end of the day); users appear once they sign up */
     for (int d = 0; d < o->days; d++) {
-        FILE *f = open_part(o, "users/user_profile", day0 + d,
-                            "user_id,country,credit_limit,is_verified,signup_ts,ts");
+        FILE *f = open_part(o, "users/profile_snapshot", day0 + d,
+                            "user_id,country,credit_limit,account_age_days,risk_tier,ts");
         for (uint64_t u = 0; u < o->keys; u++) {
             rng_t r = {o->seed * 31337u + u};
-            int64_t signup_day = (int64_t)rng_below(&r, (uint64_t)o->days + 400) - 400;
-            if (signup_day > d) continue;
-            int64_t signup_ts = (day0 + signup_day) * TSR_MS_PER_DAY +
-                                (int64_t)rng_below(&r, TSR_MS_PER_DAY);
+            int signup = (int)rng_below(&r, (uint64_t)o->days + 30) - 30;
+            if (signup > d) continue;
             const char *country = countries[rng_below(&r, 7)];
             double limit = 500.0 * (double)(1 + rng_below(&r, 40));
             rng_t rd = {o->seed * 131u + u * 977u + (uint64_t)d};
             if (rng_below(&rd, 10) == 0) limit += 250.0 * (double)rng_below(&rd, 8);
-            int verified = rng_below(&rd, 4) != 0;
+            const char *tier = rng_below(&rd, 20) == 0 ? "high" : rng_below(&rd, 3) ? "low" : "mid";
             int64_t ts = (day0 + d) * TSR_MS_PER_DAY + (int64_t)rng_below(&rd, TSR_MS_PER_DAY);
             if (o->jsonl)
                 fprintf(f,
                         "{\"user_id\":\"u%llu\",\"country\":\"%s\",\"credit_limit\":%.1f,"
-                        "\"is_verified\":%s,\"signup_ts\":%lld,\"ts\":%lld}\n",
-                        (unsigned long long)u, country, limit, verified ? "true" : "false",
-                        (long long)signup_ts, (long long)ts);
+                        "\"account_age_days\":%d,\"risk_tier\":\"%s\",\"ts\":%lld}\n",
+                        (unsigned long long)u, country, limit, d - signup, tier, (long long)ts);
             else
-                fprintf(f, "u%llu,%s,%.1f,%s,%lld,%lld\n", (unsigned long long)u, country, limit,
-                        verified ? "true" : "false", (long long)signup_ts, (long long)ts);
+                fprintf(f, "u%llu,%s,%.1f,%d,%s,%lld\n", (unsigned long long)u, country, limit,
+                        d - signup, tier, (long long)ts);
         }
         fclose(f);
     }
-    if (!o->quiet) fprintf(stderr, "tessera-datagen: users.user_profile: %d days\n", o->days);
+    if (!o->quiet) fprintf(stderr, "tessera-datagen: users.profile_snapshot: %d days\n", o->days);
 }
 
 static int parse_u64(const char *s, uint64_t *out) {

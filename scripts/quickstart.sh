@@ -27,7 +27,7 @@ echo "== generating a $size sample warehouse in $wh/ =="
 if [ -f "$wh/.quickstart-$size" ]; then
     echo "(already there: $wh/.quickstart-$size)"
 else
-    rm -rf "$wh/payments/card_txn" "$wh/checkout/checkout_events" "$wh/users/user_profile"
+    rm -rf "$wh/payments/card_txn" "$wh/payments/checkouts" "$wh/users/profile_snapshot"
     build/benchmarks/tessera-datagen --out "$wh" --size "$size" --quiet
     touch "$wh/.quickstart-$size"
 fi
@@ -36,18 +36,18 @@ echo
 echo "== tessera validate examples/ =="
 "$TESSERA" validate --warehouse "$wh" examples/
 
-conf=examples/joins/risk/checkout_fraud.v1
+conf=examples/joins/payments/checkout_features.v1
 echo
 echo "== tessera columns $conf =="
 "$TESSERA" columns --warehouse "$wh" "$conf"
 
-first=$(ls "$wh/checkout/checkout_events" | grep '^ds=' | sort | head -1 | cut -c4-)
-last=$(ls "$wh/checkout/checkout_events" | grep '^ds=' | sort | tail -1 | cut -c4-)
+first=$(ls "$wh/payments/checkouts" | grep '^ds=' | sort | head -1 | cut -c4-)
+last=$(ls "$wh/payments/checkouts" | grep '^ds=' | sort | tail -1 | cut -c4-)
 echo
 echo "== tessera backfill $conf --start-ds $first --end-ds $last =="
 "$TESSERA" backfill "$conf" --start-ds "$first" --end-ds "$last" --warehouse "$wh" 2>&1 |
     grep -v '^reading ' || exit 1
-out="$wh/features/risk_checkout_fraud_v1"
+out="$wh/features/payments_checkout_features_v1"
 echo
 echo "== first rows of $out/ds=$last/ =="
 head -n 3 "$out/ds=$last"/part-00000.jsonl

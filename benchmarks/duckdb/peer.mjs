@@ -38,10 +38,10 @@ const t0 = Date.now();
 // on equal ts the earlier row wins.
 await c.run(`CREATE TABLE e AS SELECT user_id AS k, amount, ts, CAST(substr(txn_id, 2) AS BIGINT) AS rn FROM read_csv('${wh}/payments/card_txn/*/*.csv',
   header = true, columns = {'txn_id': 'VARCHAR', 'user_id': 'VARCHAR', 'merchant_id': 'VARCHAR',
-  'amount': 'DOUBLE', 'currency': 'VARCHAR', 'mcc': 'VARCHAR', 'ts': 'BIGINT'})`);
-await c.run(`CREATE TABLE l AS SELECT checkout_id, buyer_id AS k, ts FROM read_csv('${wh}/checkout/checkout_events/*/*.csv',
-  header = true, filename = true, columns = {'checkout_id': 'VARCHAR', 'buyer_id': 'VARCHAR',
-  'merchant_id': 'VARCHAR', 'amount': 'DOUBLE', 'currency': 'VARCHAR', 'ts': 'BIGINT'})
+  'amount': 'DOUBLE', 'currency': 'VARCHAR', 'mcc': 'BIGINT', 'is_online': 'BOOLEAN', 'ts': 'BIGINT'})`);
+await c.run(`CREATE TABLE l AS SELECT checkout_id, user_id AS k, ts FROM read_csv('${wh}/payments/checkouts/*/*.csv',
+  header = true, filename = true, columns = {'checkout_id': 'VARCHAR', 'user_id': 'VARCHAR',
+  'merchant_id': 'VARCHAR', 'cart_value': 'DOUBLE', 'ts': 'BIGINT'})
   WHERE regexp_extract(filename, 'ds=([0-9-]+)', 1) BETWEEN '${startDs}' AND '${endDs}'`);
 
 const cols = [];

@@ -21,13 +21,13 @@ args=(--events 5000 --left 500 --keys 50 --days 3 --quiet)
 "$GEN" --out "$tmp/j" "${args[@]}" --format jsonl >/dev/null
 check "same seed gives identical warehouses" diff -r "$tmp/a" "$tmp/b"
 check "another seed gives other data" bash -c "! diff -rq '$tmp/a' '$tmp/c' >/dev/null"
-for t in payments/card_txn checkout/checkout_events users/user_profile; do
+for t in payments/card_txn payments/checkouts users/profile_snapshot; do
     check "$t has a schema" test -s "$tmp/a/$t/_schema.json"
     check "$t has 3 partitions" test "$(ls -d "$tmp/a/$t"/ds=* | wc -l)" -eq 3
 done
 events=$(cat "$tmp"/a/payments/card_txn/ds=*/part-00000.csv | grep -vc '^txn_id,')
 check "event count is exact ($events)" test "$events" -eq 5000
-jrows=$(cat "$tmp"/j/checkout/checkout_events/ds=*/part-00000.jsonl | wc -l)
+jrows=$(cat "$tmp"/j/payments/checkouts/ds=*/part-00000.jsonl | wc -l)
 check "jsonl left rows ($jrows)" test "$jrows" -eq 500
 check "first ds is 2024-01-01" test -d "$tmp/a/payments/card_txn/ds=2024-01-01"
 set +e
