@@ -3,7 +3,8 @@
  * quickstart, the end-to-end tests and the backfill benchmark (SPEC §3 layout).
  *
  * It writes, under --out DIR (the warehouse root):
- *   payments/card_txn/       events: user_id, merchant_id, amount, currency, mcc, is_online, ts
+ *   payments/card_txn/       events: txn_id, user_id, merchant_id, amount, currency, mcc,
+ *                            is_online, ts (txn_id is t<n>, n counting rows in row order)
  *   payments/checkouts/      left rows: checkout_id, user_id, merchant_id, cart_value, ts
  *   users/profile_snapshot/  entity snapshots per ds: user_id, country, credit_limit,
  *                            account_age_days, risk_tier, ts
@@ -53,7 +54,7 @@ static void usage(FILE *f) {
           "                       [--format csv|jsonl] [--quiet]\n"
           "\n"
           "Writes a deterministic card-transaction warehouse (SPEC section 3 layout) under DIR:\n"
-          "  payments.card_txn        events (user_id, merchant_id, amount, currency, mcc,\n"
+          "  payments.card_txn        events (txn_id, user_id, merchant_id, amount, currency, mcc,\n"
           "                           is_online, ts)\n"
           "  payments.checkouts       left rows (checkout_id, user_id, merchant_id, cart_value, ts)\n"
           "  users.profile_snapshot   daily entity snapshots (user_id, country, credit_limit,\n"
@@ -115,10 +116,10 @@ static void write_schema(const opts_t *o, const char *table, const char *json) {
     fclose(f);
 }
 
-/* Skewed key: a power law over [0, n) so low ids are hot. */
+/* Skewed key: u^1.5 over [0, n), so low ids are hot (key 0 gets n^(-2/3) of the rows). */
 static uint64_t skewed(rng_t *r, uint64_t n) {
     double u = rng_unit(r);
-    uint64_t k = (uint64_t)(pow(u, 2.5) * (double)n);
+    uint64_t k = (uint64_t)(pow(u, 1.5) * (double)n);
     return k < n ? k : n - 1;
 }
 
@@ -141,10 +142,11 @@ static const char *countries[] = {"US", "DE", "GB", "JP", "BR", "FR", "IN"};
 
 static void gen_events(const opts_t *o, int64_t day0) {
     write_schema(o, "payments/card_txn",
-                 "{\"user_id\": \"string\", \"merchant_id\": \"string\", \"amount\": \"double\", "
+                 "{\"txn_id\": \"string\", \"user_id\": \"string\", \"merchant_id\": \"string\", "
+                 "\"amount\": \"double\", "
                  "\"currency\": \"string\", \"mcc\": \"long\", \"is_online\": \"boolean\", "
                  "\"ts\": \"long\"}");
-    uint64_t per_day = o->events / (uint64_t)o->days;
+    uint64_t per_day = o->events / (uint64_t)o->days, id = 0;
     int64_t *ts = malloc((per_day + 1) * sizeof(int64_t));
     for (int d = 0; d < o->days; d++) {
         rng_t r = {o->seed * 1000003u + (uint64_t)d};
@@ -156,8 +158,8 @@ static void gen_events(const opts_t *o, int64_t day0) {
         }
         qsort(ts, n, sizeof(int64_t), cmp_i64);
         FILE *f = open_part(o, "payments/card_txn", day0 + d,
-                            "user_id,merchant_id,amount,currency,mcc,is_online,ts");
-        for (uint64_t i = 0; i < n; i++) {
+                            "txn_id,user_id,merchant_id,amount,currency,mcc,is_online,ts");
+        for (uint64_t i = 0; i < n; i++, id++) {
             uint64_t user = skewed(&r, o->keys), merchant = rng_below(&r, o->merchants);
             double amount = floor(exp(rng_unit(&r) * 7.0) * 100.0) / 100.0;
             const char *cur = currencies[rng_below(&r, 5)];
@@ -165,14 +167,17 @@ static void gen_events(const opts_t *o, int64_t day0) {
             int online = rng_below(&r, 3) == 0;
             int null_amount = rng_below(&r, 200) == 0;
             if (o->jsonl) {
-                fprintf(f, "{\"user_id\":\"u%llu\",\"merchant_id\":\"m%llu\",\"amount\":",
-                        (unsigned long long)user, (unsigned long long)merchant);
+                fprintf(f, "{\"txn_id\":\"t%llu\",\"user_id\":\"u%llu\",\"merchant_id\":\"m%llu\","
+                           "\"amount\":",
+                        (unsigned long long)id, (unsigned long long)user,
+                        (unsigned long long)merchant);
                 if (null_amount) fputs("null", f);
                 else fprintf(f, "%.2f", amount);
                 fprintf(f, ",\"currency\":\"%s\",\"mcc\":%d,\"is_online\":%s,\"ts\":%lld}\n", cur,
                         mcc, online ? "true" : "false", (long long)ts[i]);
             } else {
-                fprintf(f, "u%llu,m%llu,", (unsigned long long)user, (unsigned long long)merchant);
+                fprintf(f, "t%llu,u%llu,m%llu,", (unsigned long long)id, (unsigned long long)user,
+                        (unsigned long long)merchant);
                 if (!null_amount) fprintf(f, "%.2f", amount);
                 fprintf(f, ",%s,%d,%s,%lld\n", cur, mcc, online ? "true" : "false",
                         (long long)ts[i]);

@@ -11,7 +11,7 @@ PKGS=(
     librocksdb-dev librdkafka-dev libev-dev libcurl4-openssl-dev
     libsqlite3-dev libmicrohttpd-dev
     etcd-server
-    valgrind
+    valgrind time bc
     python3 python3-grpcio python3-protobuf
 )
 

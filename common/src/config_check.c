@@ -522,6 +522,8 @@ static void check_group_by(tsr__conf_ctx_t *cx, tsr_conf_group_by_t *g) {
     g->keys = keys.v;
     g->features = feats.v;
     g->n_features = feats.n;
+    g->base_features = base.v;
+    g->n_base_features = base.n;
     g->parts = parts.v;
     g->n_parts = parts.n;
 }
@@ -608,6 +610,8 @@ static void check_join(tsr__conf_ctx_t *cx, tsr_conf_join_t *j) {
     if (j->n_derivations) check_unique(cx, &extra, "a left column, ts or ds", &feats, 1);
     j->features = feats.v;
     j->n_features = feats.n;
+    j->base_features = base.v;
+    j->n_base_features = base.n;
 
     for (size_t i = 0; i < j->n_row_ids; i++)
         if (!j->left.all_raw && cl_find(&extra, j->row_ids[i]) < 0)

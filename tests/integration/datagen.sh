@@ -25,7 +25,7 @@ for t in payments/card_txn payments/checkouts users/profile_snapshot; do
     check "$t has a schema" test -s "$tmp/a/$t/_schema.json"
     check "$t has 3 partitions" test "$(ls -d "$tmp/a/$t"/ds=* | wc -l)" -eq 3
 done
-events=$(cat "$tmp"/a/payments/card_txn/ds=*/part-00000.csv | grep -vc '^user_id,')
+events=$(cat "$tmp"/a/payments/card_txn/ds=*/part-00000.csv | grep -vc '^txn_id,')
 check "event count is exact ($events)" test "$events" -eq 5000
 jrows=$(cat "$tmp"/j/payments/checkouts/ds=*/part-00000.jsonl | wc -l)
 check "jsonl left rows ($jrows)" test "$jrows" -eq 500

@@ -169,6 +169,9 @@ typedef struct tsr_conf_group_by {
     const tsr_conf_column_t *keys;          /* key columns with their types */
     const tsr_conf_column_t *features;      /* after derivations, in output order */
     size_t n_features;
+    const tsr_conf_column_t *base_features; /* before derivations: SPEC §4 expansion order, or
+                                               the served columns without aggregations */
+    size_t n_base_features;
     const tsr_conf_agg_part_t *parts;       /* aggregation columns before derivations, in */
     size_t n_parts;                         /* expansion order (none without aggregations) */
 } tsr_conf_group_by_t;
@@ -211,6 +214,10 @@ typedef struct tsr_conf_join {
      * derivations. Output = [left columns | all raw when left.all_raw], ts, ds, features. */
     const tsr_conf_column_t *features;
     size_t n_features;
+    /* Before derivations: every part's features under its column prefix, then the contextual
+     * columns. */
+    const tsr_conf_column_t *base_features;
+    size_t n_base_features;
 } tsr_conf_join_t;
 
 typedef struct tsr_conf_staging_query {

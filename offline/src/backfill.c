@@ -1,0 +1,551 @@
+/*
+ * backfill.c — the offline engine's driver: plans, extraction, sweeps, output (backfill.h).
+ *
+ * Join:    left rows (row order) -> per part: queries keyed by the part's key, as-of times by
+ *          the SPEC §5 matrix -> the GroupBy's events partitioned by key hash -> sweep ->
+ *          encoded base features per left row. Parts run one after another, so only one
+ *          GroupBy's events are in memory at a time. Then, per output ds, every left row is
+ *          assembled (left columns, ts, ds, part features after GroupBy derivations,
+ *          contextual columns), the Join derivations run, and the partition is written
+ *          atomically.
+ * GroupBy: events -> one query per (key, ds) at the end of ds -> sweep -> rows with any
+ *          non-null feature, ordered by (ds, key bytes) whatever the parallelism.
+ *
+ * As-of matrix (SPEC §5), q = the left row's ts, d = its ds (day numbers):
+ *   events left,   events GroupBy TEMPORAL   -> window rule at q
+ *   events left,   SNAPSHOT (events/entity)  -> GroupBy ds = day(q) - 1: events before
+ *                                               midnight of day(q); snapshot partition day(q)-1
+ *   entities left, any GroupBy               -> end of d: events before (d+1)*DAY; snapshot d
+ */
+#include "offline_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tsr/time.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+static void results_init(results_t *r, size_t n, int nthreads) {
+    r->res = tsr_calloc(n ? n : 1, sizeof(uint8_t *));
+    r->len = tsr_calloc(n ? n : 1, sizeof(uint32_t));
+    r->narenas = nthreads;
+    r->arenas = tsr_malloc((size_t)nthreads * sizeof(tsr_arena_t));
+    for (int i = 0; i < nthreads; i++) tsr_arena_init(&r->arenas[i], 1 << 20);
+}
+
+static void results_free(results_t *r) {
+    free(r->res);
+    free(r->len);
+    for (int i = 0; i < r->narenas; i++) tsr_arena_free(&r->arenas[i]);
+    free(r->arenas);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Every partition in [lo, hi] of a source table must exist. */
+static int check_partitions(const src_plan_t *s, int64_t lo, int64_t hi, tsr_error_t *err) {
+    for (int64_t d = lo; d <= hi; d++)
+        if (!tsr_table_has_partition(s->table, d)) {
+            char ds[11];
+            tsr_ds_format(d, ds);
+            return tsr_error_set(err, TSR_ENOTFOUND,
+                                 "%s: table %s: partition %s/ds=%s is missing", s->src->path,
+                                 s->table_name, s->table->dir, ds);
+        }
+    return 0;
+}
+
+static int check_gb_partitions(const gb_plan_t *gb, int64_t lo, int64_t hi, tsr_error_t *err) {
+    for (size_t i = 0; i < gb->nsrc; i++) {
+        int64_t l = lo, h = hi;
+        int64_t d;
+        const tsr_conf_query_t *q = &gb->srcs[i].src->query;
+        if (q->start_partition && tsr_ds_parse(q->start_partition, &d) == 0 && d > l) l = d;
+        if (q->end_partition && tsr_ds_parse(q->end_partition, &d) == 0 && d < h) h = d;
+        int rc = check_partitions(&gb->srcs[i], l, h, err);
+        if (rc) {
+            tsr_error_prefix(err, "GroupBy %s", gb->g->meta.name);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+typedef struct engine {
+    const tsr_backfill_opts_t *o;
+    tsr_backfill_stats_t *st;
+    int nthreads;
+    size_t nparts;
+    double t0;
+} engine_t;
+
+static void progress(engine_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(engine_t *e, const char *fmt, ...) {
+    if (!e->o->progress) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(e->o->progress, "[%7.2fs] ", now_s() - e->t0);
+    vfprintf(e->o->progress, fmt, ap);
+    fputc('\n', e->o->progress);
+    va_end(ap);
+}
+
+static void xctx_init(engine_t *e, xctx_t *x, const char *what, size_t nparts) {
+    memset(x, 0, sizeof(*x));
+    x->nthreads = e->nthreads;
+    x->nparts = nparts;
+    x->max_bad_rows = e->o->max_bad_rows;
+    x->progress = e->o->progress;
+    x->what = what;
+    pthread_mutex_init(&x->mu, NULL);
+}
+
+static void xctx_done(engine_t *e, xctx_t *x) {
+    e->st->rows_read += x->st.rows_read;
+    e->st->rows_filtered += x->st.rows_filtered;
+    e->st->bad_rows += x->st.bad_rows;
+    pthread_mutex_destroy(&x->mu);
+}
+
+static store_t *stores_new(size_t n) {
+    store_t *s = tsr_malloc(n * sizeof(store_t));
+    for (size_t i = 0; i < n; i++) tsr__store_init(&s[i]);
+    return s;
+}
+
+static void stores_free(store_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++) tsr__store_free(&s[i]);
+    free(s);
+}
+
+static int rec_seq_cmp(const void *pa, const void *pb) {
+    const rec_t *a = pa, *b = pb;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Decodes n values from p. */
+static int decode_n(const uint8_t *p, size_t len, size_t n, tsr_value_t *out, tsr_arena_t *a) {
+    tsr_reader_t rd;
+    tsr_reader_init(&rd, p, len);
+    for (size_t i = 0; i < n; i++)
+        if (tsr_value_decode(&rd, a, &out[i])) return TSR_ECORRUPT;
+    return 0;
+}
+
+/* NaN and infinities become null (SPEC §5 derivations). */
+static tsr_value_t finite(tsr_value_t v) {
+    if (v.kind == TSR_DOUBLE && !(v.u.d - v.u.d == 0)) return tsr_value_null();
+    return v;
+}
+
+/* Applies a derivation plan: base[0..d->nbase) -> out[0..d->nout). */
+static void derive(const deriv_plan_t *d, tsr_vm_t *vm, const tsr_value_t *base, tsr_value_t *tmp,
+                   tsr_value_t *out) {
+    if (d->prog) tsr_vm_run(vm, base, tmp);
+    for (size_t i = 0; i < d->nout; i++)
+        out[i] = d->out[i].base_index >= 0 ? base[d->out[i].base_index]
+                                           : finite(tmp[d->out[i].prog_out]);
+}
+
+static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t *m) {
+    char clean[512];
+    tsr_conf_clean_name(m->name, clean, sizeof clean);
+    const char *ns = m->output_namespace && m->output_namespace[0] ? m->output_namespace : "default";
+    size_t n = strlen(o->warehouse) + strlen(ns) + strlen(clean) + 3;
+    char *p = tsr_malloc(n);
+    snprintf(p, n, "%s/%s/%s", o->warehouse, ns, clean);
+    return p;
+}
+
+/* ---------------------------------------------------------------- Join */
+
+static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
+    const tsr_backfill_opts_t *o = e->o;
+    const tsr_conf_join_t *j = conf->join;
+    join_plan_t jp;
+    int rc = tsr__join_plan_build(&jp, j, o->warehouse, o->start_day, o->end_day, err);
+    if (rc) return rc;
+    store_t *left = NULL;
+    results_t *res = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(results_t));
+    char *odir = NULL;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 1 << 16);
+
+    /* the left query's startPartition / endPartition narrow the days written */
+    int64_t lo = o->start_day, hi = o->end_day, pd;
+    if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &pd) == 0 && pd > lo) lo = pd;
+    if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &pd) == 0 && pd < hi) hi = pd;
+    if (lo > hi) {
+        char a[11], b[11];
+        tsr_ds_format(o->start_day, a);
+        tsr_ds_format(o->end_day, b);
+        rc = tsr_error_set(err, TSR_EINVAL,
+                           "nothing to backfill: the left query's startPartition/endPartition "
+                           "(%s..%s) leave no day of %s..%s",
+                           j->left.query.start_partition ? j->left.query.start_partition : "",
+                           j->left.query.end_partition ? j->left.query.end_partition : "", a, b);
+        goto out;
+    }
+    if ((rc = check_partitions(&jp.left, lo, hi, err)) != 0) goto out;
+    for (size_t p = 0; p < jp.nparts; p++) {
+        const gb_plan_t *gb = &jp.parts[p].gb;
+        int64_t glo = jp.left_entity || gb->snapshot || gb->entity ? lo - 1 : lo;
+        if ((rc = check_gb_partitions(gb, glo, hi, err)) != 0) goto out;
+    }
+
+    /* 1. left rows, in row order */
+    xctx_t x;
+    xctx_init(e, &x, j->left.table ? j->left.table : "left", 1);
+    left = stores_new(1);
+    rc = tsr__extract(&x, &jp.left, 1, 0, left, err);
+    xctx_done(e, &x);
+    if (rc) goto out;
+    tsr__store_finish(left);
+    if (left->n) qsort(left->v, left->n, sizeof(rec_t), rec_seq_cmp);
+    size_t nleft = left->n;
+    e->st->left_rows = nleft;
+    progress(e, "left: %zu rows from %s", nleft, jp.left.table_name);
+
+    /* 2. each part: queries, events, sweep */
+    tsr_value_t *lv = tsr_malloc((jp.nleft_cols ? jp.nleft_cols : 1) * sizeof(tsr_value_t));
+    tsr_buf_t kb;
+    tsr_buf_init(&kb);
+    for (size_t p = 0; p < jp.nparts && rc == 0; p++) {
+        part_plan_t *pp = &jp.parts[p];
+        gb_plan_t *gb = &pp->gb;
+        store_t *qs = stores_new(e->nparts);
+        for (size_t i = 0; i < nleft; i++) {
+            const rec_t *lr = &left->v[i];
+            tsr_arena_reset(&arena);
+            if ((rc = decode_n(lr->p, lr->len, jp.nleft_cols, lv, &arena)) != 0) break;
+            tsr_buf_clear(&kb);
+            int null_key = 0;
+            for (size_t k = 0; k < gb->nkeys && !null_key; k++) {
+                const tsr_value_t *kv = &lv[pp->left_key_out[k]];
+                if (kv->kind == TSR_NULL) null_key = 1;
+                else tsr_value_encode(kv, &kb);
+            }
+            if (null_key) continue; /* null key: null features */
+            int64_t asof, snap_day;
+            if (jp.left_entity) {
+                snap_day = lr->day;
+                asof = (lr->day + 1) * TSR_MS_PER_DAY;
+            } else {
+                if (lr->ts == INT64_MIN) continue; /* no time: null features */
+                if (gb->snapshot || gb->entity) {
+                    snap_day = tsr_day_of_ms(lr->ts) - 1;
+                    asof = (snap_day + 1) * TSR_MS_PER_DAY;
+                } else {
+                    snap_day = tsr_day_of_ms(lr->ts) - 1;
+                    asof = lr->ts;
+                }
+            }
+            uint64_t h = tsr_hash_bytes(kb.data, kb.len, 0x7e55e7a);
+            rec_t *q = tsr__store_push(&qs[h % e->nparts], kb.data, kb.len);
+            q->hash = h;
+            q->ts = asof;
+            q->seq = i;
+            q->klen = (uint32_t)kb.len;
+            q->day = snap_day;
+        }
+        if (rc) {
+            tsr_error_set(err, rc, "corrupt left record");
+            stores_free(qs, e->nparts);
+            break;
+        }
+        store_t *evs = stores_new(e->nparts);
+        xctx_init(e, &x, gb->g->meta.name, e->nparts);
+        rc = tsr__extract(&x, gb->srcs, gb->nsrc, !gb->entity && !gb->passthrough, evs, err);
+        xctx_done(e, &x);
+        if (rc == 0) {
+            size_t nev = 0;
+            for (size_t i = 0; i < e->nparts; i++) nev += evs[i].n;
+            e->st->events += nev;
+            progress(e, "part %zu/%zu %s: %zu input rows, sweeping", p + 1, jp.nparts,
+                     gb->g->meta.name, nev);
+            results_init(&res[p], nleft, e->nthreads);
+            rc = tsr__sweep_part(gb, evs, qs, e->nparts, e->nthreads, &res[p], err);
+        }
+        stores_free(evs, e->nparts);
+        stores_free(qs, e->nparts);
+    }
+    tsr_buf_free(&kb);
+    if (rc) {
+        free(lv);
+        goto out;
+    }
+
+    /* 3. assemble and write, one ds at a time */
+    odir = output_dir(o, &j->meta);
+    snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
+    tsr_out_cleanup(odir);
+    size_t ncols = jp.nleft_cols + 2 + jp.deriv.nout;
+    const char **names = tsr_malloc(ncols * sizeof(char *));
+    for (size_t c = 0; c < jp.nleft_cols; c++) names[c] = jp.left_names[c];
+    names[jp.nleft_cols] = "ts";
+    names[jp.nleft_cols + 1] = "ds";
+    for (size_t f = 0; f < jp.deriv.nout; f++) names[jp.nleft_cols + 2 + f] = jp.deriv.out[f].name;
+    tsr_value_t *row = tsr_malloc(ncols * sizeof(tsr_value_t));
+    tsr_value_t *base = tsr_malloc((jp.deriv.nbase ? jp.deriv.nbase : 1) * sizeof(tsr_value_t));
+    tsr_vm_t *jvm = jp.deriv.prog ? tsr_vm_new(jp.deriv.prog) : NULL;
+    size_t maxo = jp.deriv.prog ? tsr_program_noutputs(jp.deriv.prog) : 1;
+    tsr_value_t *jtmp = tsr_malloc((maxo ? maxo : 1) * sizeof(tsr_value_t));
+    tsr_vm_t **gvm = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_vm_t *));
+    tsr_value_t **gbase = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_value_t *));
+    tsr_value_t **gtmp = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_value_t *));
+    for (size_t p = 0; p < jp.nparts; p++) {
+        const deriv_plan_t *d = &jp.parts[p].gb.deriv;
+        if (d->prog) gvm[p] = tsr_vm_new(d->prog);
+        gbase[p] = tsr_malloc((d->nbase ? d->nbase : 1) * sizeof(tsr_value_t));
+        size_t no = d->prog ? tsr_program_noutputs(d->prog) : 1;
+        gtmp[p] = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
+    }
+    size_t i = 0;
+    for (int64_t day = lo; day <= hi && rc == 0; day++) {
+        tsr_out_partition_t *op;
+        if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
+        char ds[11];
+        tsr_ds_format(day, ds);
+        for (; i < nleft && left->v[i].day == day && rc == 0; i++) {
+            const rec_t *lr = &left->v[i];
+            tsr_arena_reset(&arena);
+            if ((rc = decode_n(lr->p, lr->len, jp.nleft_cols, lv, &arena)) != 0) break;
+            size_t b = 0;
+            for (size_t c = 0; c < jp.nleft_cols; c++) base[b++] = lv[c];
+            base[b++] = lr->ts == INT64_MIN ? tsr_value_null() : tsr_value_long(lr->ts);
+            base[b++] = tsr_value_string(ds, 10);
+            for (size_t p = 0; p < jp.nparts; p++) {
+                part_plan_t *pp = &jp.parts[p];
+                const deriv_plan_t *d = &pp->gb.deriv;
+                tsr_value_t *gb = gbase[p];
+                for (size_t k = 0; k < pp->gb.nkeys; k++) gb[k] = lv[pp->left_key_out[k]];
+                if (res[p].res[i]) {
+                    if ((rc = decode_n(res[p].res[i], res[p].len[i], pp->gb.nfeat,
+                                       gb + pp->gb.nkeys, &arena)) != 0)
+                        break;
+                } else {
+                    for (size_t f = 0; f < pp->gb.nfeat; f++) gb[pp->gb.nkeys + f] = tsr_value_null();
+                }
+                derive(d, gvm[p], gb, gtmp[p], base + b);
+                b += d->nout;
+            }
+            for (size_t c = 0; c < jp.next; c++)
+                base[b++] = jp.ext_left_col[c] >= 0 ? lv[jp.ext_left_col[c]] : tsr_value_null();
+            for (size_t c = 0; c < jp.nleft_cols + 2; c++) row[c] = base[c];
+            derive(&jp.deriv, jvm, base, jtmp, row + jp.nleft_cols + 2);
+            if ((rc = tsr_out_partition_write(op, row, err)) != 0) break;
+        }
+        if (rc) {
+            tsr_out_partition_abort(op);
+            break;
+        }
+        uint64_t nrows = tsr_out_partition_rows(op);
+        if ((rc = tsr_out_partition_commit(op, err)) != 0) break;
+        e->st->rows_written += nrows;
+        e->st->partitions_written++;
+        progress(e, "wrote %s/ds=%s: %llu rows", odir, ds, (unsigned long long)nrows);
+    }
+    for (size_t p = 0; p < jp.nparts; p++) {
+        tsr_vm_free(gvm[p]);
+        free(gbase[p]);
+        free(gtmp[p]);
+    }
+    free(gvm);
+    free(gbase);
+    free(gtmp);
+    tsr_vm_free(jvm);
+    free(jtmp);
+    free(base);
+    free(row);
+    free(names);
+    free(lv);
+out:
+    for (size_t p = 0; p < jp.nparts; p++)
+        if (res[p].res) results_free(&res[p]);
+    free(res);
+    if (left) stores_free(left, 1);
+    tsr_arena_free(&arena);
+    free(odir);
+    tsr__join_plan_free(&jp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- GroupBy */
+
+typedef struct out_ref {
+    const rec_t *q;
+    const uint8_t *res;
+    uint32_t len;
+} out_ref_t;
+
+static int out_ref_cmp(const void *pa, const void *pb) {
+    const out_ref_t *a = pa, *b = pb;
+    if (a->q->day != b->q->day) return a->q->day < b->q->day ? -1 : 1;
+    size_t n = a->q->klen < b->q->klen ? a->q->klen : b->q->klen;
+    int c = memcmp(a->q->p, b->q->p, n);
+    if (c) return c;
+    return a->q->klen < b->q->klen ? -1 : a->q->klen > b->q->klen;
+}
+
+static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
+    const tsr_backfill_opts_t *o = e->o;
+    const tsr_conf_group_by_t *g = conf->group_by;
+    gb_plan_t gb;
+    int rc = tsr__gb_plan_build(&gb, g, o->warehouse, o->start_day, o->end_day, err);
+    if (rc) return rc;
+    store_t *evs = NULL, *qs = NULL;
+    results_t res;
+    memset(&res, 0, sizeof(res));
+    out_ref_t *refs = NULL;
+    char *odir = NULL;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 1 << 16);
+    if ((rc = check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) goto out;
+
+    evs = stores_new(e->nparts);
+    xctx_t x;
+    xctx_init(e, &x, g->meta.name, e->nparts);
+    rc = tsr__extract(&x, gb.srcs, gb.nsrc, !gb.entity && !gb.passthrough, evs, err);
+    xctx_done(e, &x);
+    if (rc) goto out;
+
+    /* one query per (key, ds): events GroupBys ask every key every day; entity GroupBys the
+     * keys present in that day's snapshot */
+    qs = stores_new(e->nparts);
+    uint64_t nq = 0;
+    for (size_t p = 0; p < e->nparts; p++) {
+        store_t *s = &evs[p];
+        e->st->events += s->n;
+        tsr__store_finish(s);
+        tsr__sort_recs(s->v, s->n);
+        for (size_t i = 0; i < s->n;) {
+            size_t k = i + 1;
+            while (k < s->n && tsr__key_cmp(&s->v[i], &s->v[k]) == 0) k++;
+            for (int64_t day = o->start_day; day <= o->end_day; day++) {
+                if (gb.entity || gb.passthrough) {
+                    int present = 0;
+                    for (size_t r = i; r < k && !present; r++) present = s->v[r].day == day;
+                    if (!present) continue;
+                } else if (s->v[i].ts >= (day + 1) * TSR_MS_PER_DAY) {
+                    continue; /* the key has no event yet */
+                }
+                rec_t *q = tsr__store_push(&qs[p], s->v[i].p, s->v[i].klen);
+                q->hash = s->v[i].hash;
+                q->klen = s->v[i].klen;
+                q->ts = (day + 1) * TSR_MS_PER_DAY;
+                q->day = day;
+                q->seq = nq++;
+            }
+            i = k;
+        }
+    }
+    e->st->left_rows = nq;
+    progress(e, "%s: %llu input rows, %llu (key, ds) pairs", g->meta.name,
+             (unsigned long long)e->st->events, (unsigned long long)nq);
+    results_init(&res, nq, e->nthreads);
+    if ((rc = tsr__sweep_part(&gb, evs, qs, e->nparts, e->nthreads, &res, err)) != 0) goto out;
+
+    /* collect non-null rows, ordered by (ds, key bytes) */
+    refs = tsr_malloc((nq ? nq : 1) * sizeof(out_ref_t));
+    size_t nref = 0;
+    for (size_t p = 0; p < e->nparts; p++) {
+        tsr__store_finish(&qs[p]);
+        for (size_t i = 0; i < qs[p].n; i++) {
+            const rec_t *q = &qs[p].v[i];
+            if (res.res[q->seq]) refs[nref++] = (out_ref_t){q, res.res[q->seq], res.len[q->seq]};
+        }
+    }
+    qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
+
+    odir = output_dir(o, &g->meta);
+    snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
+    tsr_out_cleanup(odir);
+    size_t ncols = gb.nkeys + 1 + gb.deriv.nout;
+    const char **names = tsr_malloc(ncols * sizeof(char *));
+    for (size_t k = 0; k < gb.nkeys; k++) names[k] = g->key_columns[k];
+    names[gb.nkeys] = "ds";
+    for (size_t f = 0; f < gb.deriv.nout; f++) names[gb.nkeys + 1 + f] = gb.deriv.out[f].name;
+    tsr_value_t *row = tsr_malloc(ncols * sizeof(tsr_value_t));
+    tsr_value_t *base = tsr_malloc((gb.deriv.nbase ? gb.deriv.nbase : 1) * sizeof(tsr_value_t));
+    tsr_vm_t *vm = gb.deriv.prog ? tsr_vm_new(gb.deriv.prog) : NULL;
+    size_t no = gb.deriv.prog ? tsr_program_noutputs(gb.deriv.prog) : 1;
+    tsr_value_t *tmp = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
+    size_t r = 0;
+    for (int64_t day = o->start_day; day <= o->end_day && rc == 0; day++) {
+        tsr_out_partition_t *op;
+        if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
+        char ds[11];
+        tsr_ds_format(day, ds);
+        for (; r < nref && refs[r].q->day == day && rc == 0; r++) {
+            tsr_arena_reset(&arena);
+            if ((rc = decode_n(refs[r].q->p, refs[r].q->klen, gb.nkeys, base, &arena)) != 0 ||
+                (rc = decode_n(refs[r].res, refs[r].len, gb.nfeat, base + gb.nkeys, &arena)) != 0)
+                break;
+            for (size_t k = 0; k < gb.nkeys; k++) row[k] = base[k];
+            row[gb.nkeys] = tsr_value_string(ds, 10);
+            derive(&gb.deriv, vm, base, tmp, row + gb.nkeys + 1);
+            if ((rc = tsr_out_partition_write(op, row, err)) != 0) break;
+        }
+        if (rc) {
+            tsr_out_partition_abort(op);
+            break;
+        }
+        uint64_t nrows = tsr_out_partition_rows(op);
+        if ((rc = tsr_out_partition_commit(op, err)) != 0) break;
+        e->st->rows_written += nrows;
+        e->st->partitions_written++;
+        progress(e, "wrote %s/ds=%s: %llu rows", odir, ds, (unsigned long long)nrows);
+    }
+    tsr_vm_free(vm);
+    free(tmp);
+    free(base);
+    free(row);
+    free(names);
+out:
+    free(refs);
+    if (res.res) results_free(&res);
+    if (qs) stores_free(qs, e->nparts);
+    if (evs) stores_free(evs, e->nparts);
+    tsr_arena_free(&arena);
+    free(odir);
+    tsr__gb_plan_free(&gb);
+    return rc;
+}
+
+int tsr_backfill_run(const tsr_config_t *conf, const tsr_backfill_opts_t *opts,
+                     tsr_backfill_stats_t *stats, tsr_error_t *err) {
+    tsr_backfill_opts_t o = *opts;
+    if (!o.warehouse) o.warehouse = "./warehouse";
+    if (o.end_day < o.start_day)
+        return tsr_error_set(err, TSR_EINVAL, "--end-ds is before --start-ds");
+    tsr_backfill_stats_t local;
+    if (!stats) stats = &local;
+    memset(stats, 0, sizeof(*stats));
+    engine_t e;
+    e.o = &o;
+    e.st = stats;
+    e.nthreads = o.parallelism > 0 ? o.parallelism : default_threads();
+    e.nparts = (size_t)e.nthreads * 16;
+    e.t0 = now_s();
+    int rc;
+    if (conf->kind == TSR_CONF_JOIN) rc = run_join(&e, conf, err);
+    else if (conf->kind == TSR_CONF_GROUP_BY) rc = run_group_by(&e, conf, err);
+    else
+        rc = tsr_error_set(err, TSR_EUNSUPPORTED,
+                           "%s: backfill runs GroupBys and Joins; run a StagingQuery with "
+                           "tessera run-staging",
+                           conf->file);
+    stats->seconds = now_s() - e.t0;
+    return rc;
+}
