@@ -487,8 +487,7 @@ static int comp_call(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     case TSR__F_SQRT:
         for (size_t i = 0; i < k; i++)
             if (check_arg(c, fid, k, i, v[i].t, M_NUM)) goto fail;
-        t = TSR_DOUBLE;
-        conv = TSR_DOUBLE;
+        t = TSR_DOUBLE;     /* the functions read longs and doubles alike: no conversion */
         break;
     case TSR__F_FLOOR: case TSR__F_CEIL:
         if (check_arg(c, fid, k, 0, v[0].t, M_NUM)) goto fail;
