@@ -11,7 +11,8 @@
  * String program (for information): LOWER(name), CONCAT(name, '-', user_id), SUBSTR(name, 2, 5).
  *
  * Rows are generated once (1M by default; argv[1] overrides). Each measurement is the median
- * of 7 passes over all rows. The baseline is a C function computing the same outputs with the
+ * of 7 passes over all rows, reported as wall-clock and as thread-CPU-time rates (the CPU
+ * rate is what one core delivers even when the machine is shared; the target is judged on it). The baseline is a C function computing the same outputs with the
  * same null rules into the same tsr_value_t slots; both sides fold their outputs into a
  * checksum, which must agree (so the comparison is also a correctness check and nothing is
  * optimised away).
@@ -27,10 +28,26 @@
 #define NRUNS 7
 enum { C_USER, C_AMOUNT, C_FEE, C_NAME, NCOLS };
 
-static double now_s(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* One timed pass: wall time, and this thread's CPU time (which excludes the time other
+ * processes hold the core: the machine this runs on is often shared). */
+typedef struct pass_time {
+    double wall, cpu;
+} pass_time_t;
+
+static pass_time_t g_t0;
+static void timer_start(void) {
+    g_t0.wall = clock_s(CLOCK_MONOTONIC);
+    g_t0.cpu = clock_s(CLOCK_THREAD_CPUTIME_ID);
+}
+static pass_time_t timer_stop(void) {
+    pass_time_t t = {clock_s(CLOCK_MONOTONIC) - g_t0.wall, clock_s(CLOCK_THREAD_CPUTIME_ID) - g_t0.cpu};
+    return t;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -104,28 +121,28 @@ static void baseline_strings(const tsr_value_t *row, tsr_value_t *out) {
 
 typedef void (*row_fn)(const tsr_value_t *row, tsr_value_t *out);
 
-static double run_baseline(row_fn fn, const tsr_value_t *rows, size_t nrows, size_t nout, uint64_t *sum) {
+static pass_time_t run_baseline(row_fn fn, const tsr_value_t *rows, size_t nrows, size_t nout, uint64_t *sum) {
     tsr_value_t out[8];
     uint64_t h = 1469598103934665603ULL;
-    double t0 = now_s();
+    timer_start();
     for (size_t i = 0; i < nrows; i++) {
         fn(&rows[i * NCOLS], out);
         for (size_t k = 0; k < nout; k++) h = fold(h, &out[k]);
     }
-    double t = now_s() - t0;
+    pass_time_t t = timer_stop();
     *sum = h;
     return t;
 }
 
-static double run_vm(tsr_vm_t *vm, const tsr_value_t *rows, size_t nrows, size_t nout, uint64_t *sum) {
+static pass_time_t run_vm(tsr_vm_t *vm, const tsr_value_t *rows, size_t nrows, size_t nout, uint64_t *sum) {
     tsr_value_t out[8];
     uint64_t h = 1469598103934665603ULL;
-    double t0 = now_s();
+    timer_start();
     for (size_t i = 0; i < nrows; i++) {
         tsr_vm_run(vm, &rows[i * NCOLS], out);
         for (size_t k = 0; k < nout; k++) h = fold(h, &out[k]);
     }
-    double t = now_s() - t0;
+    pass_time_t t = timer_stop();
     *sum = h;
     return t;
 }
@@ -146,30 +163,36 @@ static tsr_program_t *compile(const char *const *srcs, size_t n) {
 }
 
 static void measure(const char *label, const char *const *srcs, size_t nout, row_fn base,
-                    const tsr_value_t *rows, size_t nrows, double *vm_rate) {
+                    const tsr_value_t *rows, size_t nrows, double *vm_rate /* may be NULL */) {
     tsr_program_t *p = compile(srcs, nout);
     tsr_vm_t *vm = tsr_vm_new(p);
-    double tv[NRUNS], tb[NRUNS];
+    double vw[NRUNS], vc[NRUNS], bw[NRUNS], bc[NRUNS];
     uint64_t hv = 0, hb = 0;
     for (int r = 0; r < NRUNS; r++) {     /* interleaved, so drift hits both alike */
-        tv[r] = run_vm(vm, rows, nrows, nout, &hv);
-        tb[r] = run_baseline(base, rows, nrows, nout, &hb);
+        pass_time_t t = run_vm(vm, rows, nrows, nout, &hv);
+        vw[r] = t.wall;
+        vc[r] = t.cpu;
+        t = run_baseline(base, rows, nrows, nout, &hb);
+        bw[r] = t.wall;
+        bc[r] = t.cpu;
     }
-    double mv = median(tv, NRUNS), mb = median(tb, NRUNS);
-    double rv = (double)nrows / mv, rb = (double)nrows / mb;
+    double n = (double)nrows;
+    double rvw = n / median(vw, NRUNS), rvc = n / median(vc, NRUNS);
+    double rbw = n / median(bw, NRUNS), rbc = n / median(bc, NRUNS);
     printf("%s: expressions:\n", label);
     for (size_t i = 0; i < nout; i++) printf("    %s\n", srcs[i]);
-    printf("%s: vm       %8.2f M rows/s  (%6.1f ns/row, median of %d passes over %zu rows)\n",
-           label, rv / 1e6, mv * 1e9 / (double)nrows, NRUNS, nrows);
-    printf("%s: baseline %8.2f M rows/s  (%6.1f ns/row, hand-written C, same run)\n", label,
-           rb / 1e6, mb * 1e9 / (double)nrows);
-    printf("%s: ratio vm/baseline = %.3f\n", label, rv / rb);
+    printf("%s: median of %d passes over %zu rows; wall clock and thread CPU time\n", label, NRUNS, nrows);
+    printf("%s: vm       %8.2f M rows/s wall (%6.1f ns/row)  %8.2f M rows/s cpu (%6.1f ns/row)\n", label,
+           rvw / 1e6, 1e9 / rvw, rvc / 1e6, 1e9 / rvc);
+    printf("%s: baseline %8.2f M rows/s wall (%6.1f ns/row)  %8.2f M rows/s cpu (%6.1f ns/row)  [hand-written C, same run]\n",
+           label, rbw / 1e6, 1e9 / rbw, rbc / 1e6, 1e9 / rbc);
+    printf("%s: ratio vm/baseline = %.3f wall, %.3f cpu\n", label, rvw / rbw, rvc / rbc);
     printf("%s: checksums %s (vm %016llx, baseline %016llx)\n", label, hv == hb ? "agree" : "DIFFER",
            (unsigned long long)hv, (unsigned long long)hb);
     printf("%s: scratch %zu bytes, %zu allocations during runs\n", label,
            tsr__vm_scratch_capacity(vm), tsr__vm_allocations(vm));
     if (hv != hb) exit(1);
-    *vm_rate = rv;
+    if (vm_rate) *vm_rate = rvc;
     tsr_vm_free(vm);
     tsr_program_free(p);
 }
@@ -204,10 +227,10 @@ int main(int argc, char **argv) {
         "CONCAT(name, '-', user_id)",
         "SUBSTR(name, 2, 5)",
     };
-    double rate_num, rate_str;
+    double rate_num;
     measure("numeric", numeric, 5, baseline_numeric, rows, nrows, &rate_num);
-    measure("string", strings, 3, baseline_strings, rows, nrows, &rate_str);
-    printf("target: numeric program >= 20 M rows/s on one core: %s (%.2f M rows/s)\n",
+    measure("string", strings, 3, baseline_strings, rows, nrows, NULL);
+    printf("target: numeric program >= 20 M rows/s on one core (thread CPU time): %s (%.2f M rows/s)\n",
            rate_num >= 20e6 ? "MET" : "NOT MET", rate_num / 1e6);
     free(names);
     free(rows);

@@ -326,7 +326,7 @@ static void patch_jump(comp_t *c, uint32_t pc, uint32_t target) {
     else in->c = target;
 }
 
-/* A pending branch result: the MOVE (or JNN) at pc wrote a value of type t. */
+/* A pending branch result: the MOVE (or MOVEJ, JNN) at pc wrote a value of type t. */
 typedef struct branch {
     uint32_t pc;
     tsr_type_t t;
@@ -350,7 +350,7 @@ static int finish_branches(comp_t *c, const char *what, branch_t *br, size_t nb,
             tsr__insn_t *in = &c->p->code[br[i].pc];
             if (is_const(c, in->a)) in->a = to_double(c, in->a, TSR_LONG);  /* at compile time */
             else if (in->op == TSR__I_MOVE) in->op = TSR__I_CVT_L2D;
-            else in->aux = 1;   /* JNN: convert while moving */
+            else in->aux = 1;   /* MOVEJ, JNN: convert while moving */
         }
     }
     *out = t;
@@ -377,9 +377,8 @@ static int comp_case(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
         }
         uint32_t jnt = emit_jnt(c, w.o);
         if (comp_node(c, n->args[i + 1], &t)) goto fail;
-        br[nb].pc = emit(c, TSR__I_MOVE, 0, dst, t.o, 0, 0);
+        br[nb].pc = ends[k] = emit(c, TSR__I_MOVEJ, 0, dst, t.o, 0, 0);
         br[nb++].t = t.t;
-        ends[k] = emit(c, TSR__I_JUMP, 0, 0, 0, 0, 0);
         patch_jump(c, jnt, (uint32_t)c->p->ncode);
     }
     res_t e;
@@ -391,7 +390,7 @@ static int comp_case(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     }
     br[nb].pc = emit(c, TSR__I_MOVE, 0, dst, e.o, 0, 0);
     br[nb++].t = e.t;
-    for (size_t k = 0; k < npairs; k++) c->p->code[ends[k]].b = (uint32_t)c->p->ncode;
+    for (size_t k = 0; k < npairs; k++) patch_jump(c, ends[k], (uint32_t)c->p->ncode);
     if (finish_branches(c, "CASE", br, nb, &r->t)) goto fail;
     r->o = dst;
     free(br);
@@ -411,14 +410,13 @@ static int comp_if(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     uint32_t dst = new_regs(c, 1);
     uint32_t jnt = emit_jnt(c, cond.o);
     if (comp_node(c, n->args[1], &a)) return c->rc;
-    br[0].pc = emit(c, TSR__I_MOVE, 0, dst, a.o, 0, 0);
+    uint32_t jend = br[0].pc = emit(c, TSR__I_MOVEJ, 0, dst, a.o, 0, 0);
     br[0].t = a.t;
-    uint32_t jend = emit(c, TSR__I_JUMP, 0, 0, 0, 0, 0);
     patch_jump(c, jnt, (uint32_t)c->p->ncode);
     if (comp_node(c, n->args[2], &b)) return c->rc;
     br[1].pc = emit(c, TSR__I_MOVE, 0, dst, b.o, 0, 0);
     br[1].t = b.t;
-    c->p->code[jend].b = (uint32_t)c->p->ncode;
+    patch_jump(c, jend, (uint32_t)c->p->ncode);
     r->o = dst;
     return finish_branches(c, "IF", br, 2, &r->t);
 }
@@ -489,8 +487,7 @@ static int comp_call(comp_t *c, const tsr_expr_ast_t *n, res_t *r) {
     case TSR__F_SQRT:
         for (size_t i = 0; i < k; i++)
             if (check_arg(c, fid, k, i, v[i].t, M_NUM)) goto fail;
-        t = TSR_DOUBLE;
-        conv = TSR_DOUBLE;
+        t = TSR_DOUBLE;     /* the functions read longs and doubles alike: no conversion */
         break;
     case TSR__F_FLOOR: case TSR__F_CEIL:
         if (check_arg(c, fid, k, 0, v[0].t, M_NUM)) goto fail;

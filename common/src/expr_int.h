@@ -99,6 +99,7 @@ int tsr__func_lookup(const char *name, size_t n);
     X(JUMP)        /* pc = b */                                                            \
     X(JNT)         /* if a is not a true boolean: pc = b */                                \
     X(JNN)         /* if a is not null: dst = a, pc = b (COALESCE chains) */               \
+    X(MOVEJ)       /* dst = a, pc = c: a branch's result and its jump to the end */         \
     X(CVT_L2D)     /* dst = (double)a, null unless a is long */                            \
     X(ADD_LL) X(SUB_LL) X(MUL_LL) X(MOD_LL) X(NEG_L)                                       \
     X(ADD_DD) X(SUB_DD) X(MUL_DD) X(DIV_DD) X(MOD_DD) X(NEG_D)                             \

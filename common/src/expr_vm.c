@@ -284,6 +284,13 @@ static void exec(tsr_vm_t *vm, uint32_t pc, uint32_t end, const tsr_value_t *row
             }
             break;
         }
+        case TSR__I_MOVEJ: {
+            const tsr_value_t *a = OPND(in->a);
+            if (in->aux && a->kind == TSR_LONG) set_double(&R[in->dst], (double)a->u.l);
+            else R[in->dst] = *a;
+            pc = in->c;
+            break;
+        }
         case TSR__I_CVT_L2D: {
             const tsr_value_t *a = OPND(in->a);
             if (a->kind == TSR_LONG) set_double(&R[in->dst], (double)a->u.l);

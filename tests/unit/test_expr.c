@@ -311,6 +311,10 @@ START_TEST(test_case_if_coalesce) {
     EV("IF(n > 1, 1, 2)", "2");
     EV("IF(flag, x, a)", "2.5");
     EV("IF(NOT flag, x, a)", "7.0");
+    EV("IF(flag, a, x)", "7.0");        /* the taken branch is long, converted on its way out */
+    EV("CASE WHEN flag THEN a WHEN a > 0 THEN b ELSE x END", "7.0");
+    EV("CASE WHEN NOT flag THEN x WHEN a > 0 THEN b ELSE a END", "-3.0");
+    EV("COALESCE(n, a, x)", "7.0");
     EV("IF(n IS NULL, 0, n) / 3", "0.0");
     EV("COALESCE(n, 2)", "2");
     EV("COALESCE(n, n)", "null");
