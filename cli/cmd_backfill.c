@@ -59,7 +59,7 @@ static int run_backfill(int argc, char **argv) {
         } else if (strcmp(a, "--memory-mb") == 0) {
             if (parse_count(v, &n) || n < 16)
                 return tsr_cli_usage_error(cmd, "--memory-mb must be a number >= 16, got '%s'", v);
-            o.memory_mb = n;
+            o.memory_bytes = n << 20;
         } else if (strcmp(a, "--max-bad-rows") == 0) {
             if (parse_count(v, &n))
                 return tsr_cli_usage_error(cmd, "--max-bad-rows must be a count, got '%s'", v);

@@ -105,6 +105,8 @@ static void xctx_init(engine_t *e, xctx_t *x, const char *what, size_t nparts) {
     memset(x, 0, sizeof(*x));
     x->nthreads = e->nthreads;
     x->nparts = nparts;
+    x->plo = 0;
+    x->phi = nparts;
     x->max_bad_rows = e->o->max_bad_rows;
     x->progress = e->o->progress;
     x->what = what;
@@ -224,7 +226,16 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     for (size_t p = 0; p < jp.nparts && rc == 0; p++) {
         part_plan_t *pp = &jp.parts[p];
         gb_plan_t *gb = &pp->gb;
-        store_t *qs = stores_new(e->nparts);
+        /* memory: the GroupBy's records are built key-partition range by range, one pass over
+         * its sources per range, so that one pass fits the --memory-mb budget */
+        size_t npasses = tsr__passes(gb->srcs, gb->nsrc, o->memory_bytes);
+        size_t nparts = e->nparts;
+        if (nparts < 2 * npasses) nparts = 2 * npasses;
+        if (npasses > nparts) npasses = nparts;
+        if (npasses > 1)
+            progress(e, "part %zu/%zu %s: %zu passes to stay within the memory budget", p + 1,
+                     jp.nparts, gb->g->meta.name, npasses);
+        store_t *qs = stores_new(nparts);
         for (size_t i = 0; i < nleft; i++) {
             const rec_t *lr = &left->v[i];
             tsr_arena_reset(&arena);
@@ -247,12 +258,12 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
                     snap_day = tsr_day_of_ms(lr->ts) - 1;
                     asof = (snap_day + 1) * TSR_MS_PER_DAY;
                 } else {
-                    snap_day = tsr_day_of_ms(lr->ts) - 1;
+                    snap_day = tsr_day_of_ms(lr->ts); /* unused: events are swept by time */
                     asof = lr->ts;
                 }
             }
             uint64_t h = tsr_hash_bytes(kb.data, kb.len, 0x7e55e7a);
-            rec_t *q = tsr__store_push(&qs[h % e->nparts], kb.data, kb.len);
+            rec_t *q = tsr__store_push(&qs[h % nparts], kb.data, kb.len);
             q->hash = h;
             q->ts = asof;
             q->seq = i;
@@ -261,24 +272,33 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
         }
         if (rc) {
             tsr_error_set(err, rc, "corrupt left record");
-            stores_free(qs, e->nparts);
+            stores_free(qs, nparts);
             break;
         }
-        store_t *evs = stores_new(e->nparts);
-        xctx_init(e, &x, gb->g->meta.name, e->nparts);
-        rc = tsr__extract(&x, gb->srcs, gb->nsrc, !gb->entity && !gb->passthrough, evs, err);
-        xctx_done(e, &x);
-        if (rc == 0) {
-            size_t nev = 0;
-            for (size_t i = 0; i < e->nparts; i++) nev += evs[i].n;
-            e->st->events += nev;
-            progress(e, "part %zu/%zu %s: %zu input rows, sweeping", p + 1, jp.nparts,
-                     gb->g->meta.name, nev);
-            results_init(&res[p], nleft, e->nthreads);
-            rc = tsr__sweep_part(gb, evs, qs, e->nparts, e->nthreads, &res[p], err);
+        results_init(&res[p], nleft, e->nthreads);
+        for (size_t pass = 0; pass < npasses && rc == 0; pass++) {
+            store_t *evs = stores_new(nparts);
+            xctx_init(e, &x, gb->g->meta.name, nparts);
+            x.plo = pass * nparts / npasses;
+            x.phi = (pass + 1) * nparts / npasses;
+            rc = tsr__extract(&x, gb->srcs, gb->nsrc, !gb->entity && !gb->passthrough, evs, err);
+            xctx_done(e, &x);
+            if (rc == 0) {
+                size_t nev = 0;
+                for (size_t i = x.plo; i < x.phi; i++) nev += evs[i].n;
+                e->st->events += nev;
+                progress(e, "part %zu/%zu %s: %zu input rows%s, sweeping", p + 1, jp.nparts,
+                         gb->g->meta.name, nev, npasses > 1 ? " in this pass" : "");
+                rc = tsr__sweep_part(gb, evs, qs, x.plo, x.phi, e->nthreads, &res[p], err);
+            }
+            stores_free(evs, nparts);
+            /* this range's queries are done: release them now */
+            for (size_t i = x.plo; i < x.phi; i++) {
+                tsr__store_free(&qs[i]);
+                tsr__store_init(&qs[i]);
+            }
         }
-        stores_free(evs, e->nparts);
-        stores_free(qs, e->nparts);
+        stores_free(qs, nparts);
     }
     tsr_buf_free(&kb);
     if (rc) {
@@ -384,18 +404,18 @@ out:
 /* ---------------------------------------------------------------- GroupBy */
 
 typedef struct out_ref {
-    const rec_t *q;
-    const uint8_t *res;
-    uint32_t len;
+    int64_t day;
+    const uint8_t *key, *res;   /* copies in the run's arena */
+    uint32_t klen, len;
 } out_ref_t;
 
 static int out_ref_cmp(const void *pa, const void *pb) {
     const out_ref_t *a = pa, *b = pb;
-    if (a->q->day != b->q->day) return a->q->day < b->q->day ? -1 : 1;
-    size_t n = a->q->klen < b->q->klen ? a->q->klen : b->q->klen;
-    int c = memcmp(a->q->p, b->q->p, n);
+    if (a->day != b->day) return a->day < b->day ? -1 : 1;
+    size_t n = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->key, b->key, n);
     if (c) return c;
-    return a->q->klen < b->q->klen ? -1 : a->q->klen > b->q->klen;
+    return a->klen < b->klen ? -1 : a->klen > b->klen;
 }
 
 static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
@@ -404,69 +424,91 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     gb_plan_t gb;
     int rc = tsr__gb_plan_build(&gb, g, o->warehouse, o->start_day, o->end_day, err);
     if (rc) return rc;
-    store_t *evs = NULL, *qs = NULL;
-    results_t res;
-    memset(&res, 0, sizeof(res));
     out_ref_t *refs = NULL;
+    size_t nref = 0, capref = 0;
     char *odir = NULL;
-    tsr_arena_t arena;
+    tsr_arena_t arena, keep;
     tsr_arena_init(&arena, 1 << 16);
+    tsr_arena_init(&keep, 1 << 20);
     if ((rc = check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) goto out;
 
-    evs = stores_new(e->nparts);
-    xctx_t x;
-    xctx_init(e, &x, g->meta.name, e->nparts);
-    rc = tsr__extract(&x, gb.srcs, gb.nsrc, !gb.entity && !gb.passthrough, evs, err);
-    xctx_done(e, &x);
-    if (rc) goto out;
-
-    /* one query per (key, ds): events GroupBys ask every key every day; entity GroupBys the
-     * keys present in that day's snapshot */
-    qs = stores_new(e->nparts);
-    uint64_t nq = 0;
-    for (size_t p = 0; p < e->nparts; p++) {
-        store_t *s = &evs[p];
-        e->st->events += s->n;
-        tsr__store_finish(s);
-        tsr__sort_recs(s->v, s->n);
-        for (size_t i = 0; i < s->n;) {
-            size_t k = i + 1;
-            while (k < s->n && tsr__key_cmp(&s->v[i], &s->v[k]) == 0) k++;
-            for (int64_t day = o->start_day; day <= o->end_day; day++) {
-                if (gb.entity || gb.passthrough) {
-                    int present = 0;
-                    for (size_t r = i; r < k && !present; r++) present = s->v[r].day == day;
-                    if (!present) continue;
-                } else if (s->v[i].ts >= (day + 1) * TSR_MS_PER_DAY) {
-                    continue; /* the key has no event yet */
+    /* memory: key-partition ranges, one pass over the sources each (see run_join) */
+    size_t npasses = tsr__passes(gb.srcs, gb.nsrc, o->memory_bytes);
+    size_t nparts = e->nparts;
+    if (nparts < 2 * npasses) nparts = 2 * npasses;
+    if (npasses > nparts) npasses = nparts;
+    if (npasses > 1)
+        progress(e, "%s: %zu passes to stay within the memory budget", g->meta.name, npasses);
+    for (size_t pass = 0; pass < npasses && rc == 0; pass++) {
+        store_t *evs = stores_new(nparts);
+        xctx_t x;
+        xctx_init(e, &x, g->meta.name, nparts);
+        x.plo = pass * nparts / npasses;
+        x.phi = (pass + 1) * nparts / npasses;
+        rc = tsr__extract(&x, gb.srcs, gb.nsrc, !gb.entity && !gb.passthrough, evs, err);
+        xctx_done(e, &x);
+        if (rc) {
+            stores_free(evs, nparts);
+            break;
+        }
+        /* one query per (key, ds): events GroupBys ask every key every day from its first
+         * event on; entity GroupBys the keys present in that day's snapshot */
+        store_t *qs = stores_new(nparts);
+        uint64_t nq = 0;
+        for (size_t p = x.plo; p < x.phi; p++) {
+            store_t *s = &evs[p];
+            e->st->events += s->n;
+            tsr__store_finish(s);
+            tsr__sort_recs(s->v, s->n);
+            for (size_t i = 0; i < s->n;) {
+                size_t k = i + 1;
+                while (k < s->n && tsr__key_cmp(&s->v[i], &s->v[k]) == 0) k++;
+                for (int64_t day = o->start_day; day <= o->end_day; day++) {
+                    if (gb.entity || gb.passthrough) {
+                        int present = 0;
+                        for (size_t r = i; r < k && !present; r++) present = s->v[r].day == day;
+                        if (!present) continue;
+                    } else if (s->v[i].ts >= (day + 1) * TSR_MS_PER_DAY) {
+                        continue; /* the key has no event yet */
+                    }
+                    rec_t *q = tsr__store_push(&qs[p], s->v[i].p, s->v[i].klen);
+                    q->hash = s->v[i].hash;
+                    q->klen = s->v[i].klen;
+                    q->ts = (day + 1) * TSR_MS_PER_DAY;
+                    q->day = day;
+                    q->seq = nq++;
                 }
-                rec_t *q = tsr__store_push(&qs[p], s->v[i].p, s->v[i].klen);
-                q->hash = s->v[i].hash;
-                q->klen = s->v[i].klen;
-                q->ts = (day + 1) * TSR_MS_PER_DAY;
-                q->day = day;
-                q->seq = nq++;
+                i = k;
             }
-            i = k;
         }
-    }
-    e->st->left_rows = nq;
-    progress(e, "%s: %llu input rows, %llu (key, ds) pairs", g->meta.name,
-             (unsigned long long)e->st->events, (unsigned long long)nq);
-    results_init(&res, nq, e->nthreads);
-    if ((rc = tsr__sweep_part(&gb, evs, qs, e->nparts, e->nthreads, &res, err)) != 0) goto out;
-
-    /* collect non-null rows, ordered by (ds, key bytes) */
-    refs = tsr_malloc((nq ? nq : 1) * sizeof(out_ref_t));
-    size_t nref = 0;
-    for (size_t p = 0; p < e->nparts; p++) {
-        tsr__store_finish(&qs[p]);
-        for (size_t i = 0; i < qs[p].n; i++) {
-            const rec_t *q = &qs[p].v[i];
-            if (res.res[q->seq]) refs[nref++] = (out_ref_t){q, res.res[q->seq], res.len[q->seq]};
+        e->st->left_rows += nq;
+        progress(e, "%s: %llu (key, ds) pairs%s, sweeping", g->meta.name, (unsigned long long)nq,
+                 npasses > 1 ? " in this pass" : "");
+        results_t res;
+        results_init(&res, nq, e->nthreads);
+        rc = tsr__sweep_part(&gb, evs, qs, x.plo, x.phi, e->nthreads, &res, err);
+        /* keep the rows with any non-null feature */
+        for (size_t p = x.plo; p < x.phi && rc == 0; p++) {
+            tsr__store_finish(&qs[p]);
+            for (size_t i = 0; i < qs[p].n; i++) {
+                const rec_t *q = &qs[p].v[i];
+                if (!res.res[q->seq]) continue;
+                if (nref == capref) {
+                    capref = capref ? 2 * capref : 1024;
+                    refs = tsr_realloc(refs, capref * sizeof(out_ref_t));
+                }
+                uint8_t *k = tsr_arena_alloc(&keep, q->klen + res.len[q->seq]);
+                memcpy(k, q->p, q->klen);
+                memcpy(k + q->klen, res.res[q->seq], res.len[q->seq]);
+                refs[nref++] = (out_ref_t){q->day, k, k + q->klen, q->klen, res.len[q->seq]};
+            }
         }
+        results_free(&res);
+        stores_free(qs, nparts);
+        stores_free(evs, nparts);
     }
-    qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
+    if (rc) goto out;
+    if (nref) qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
 
     odir = output_dir(o, &g->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
@@ -487,9 +529,9 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
         if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
         char ds[11];
         tsr_ds_format(day, ds);
-        for (; r < nref && refs[r].q->day == day && rc == 0; r++) {
+        for (; r < nref && refs[r].day == day && rc == 0; r++) {
             tsr_arena_reset(&arena);
-            if ((rc = decode_n(refs[r].q->p, refs[r].q->klen, gb.nkeys, base, &arena)) != 0 ||
+            if ((rc = decode_n(refs[r].key, refs[r].klen, gb.nkeys, base, &arena)) != 0 ||
                 (rc = decode_n(refs[r].res, refs[r].len, gb.nfeat, base + gb.nkeys, &arena)) != 0)
                 break;
             for (size_t k = 0; k < gb.nkeys; k++) row[k] = base[k];
@@ -514,9 +556,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     free(names);
 out:
     free(refs);
-    if (res.res) results_free(&res);
-    if (qs) stores_free(qs, e->nparts);
-    if (evs) stores_free(evs, e->nparts);
+    tsr_arena_free(&keep);
     tsr_arena_free(&arena);
     free(odir);
     tsr__gb_plan_free(&gb);

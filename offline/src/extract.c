@@ -196,6 +196,9 @@ static int read_file(worker_t *w, size_t fi, tsr_vm_t **vms, tsr_value_t *row, t
             continue;
         }
         size_t klen = buf->len;
+        uint64_t h = tsr_hash_bytes(buf->data, klen, 0x7e55e7a);
+        size_t part = (size_t)(h % x->nparts);
+        if (part < x->plo || part >= x->phi) continue; /* another pass's partition */
         for (size_t i = 0; i < s->nslots; i++) {
             if (s->slot_out[i] < 0) {
                 tsr_value_t n = tsr_value_null();
@@ -204,8 +207,7 @@ static int read_file(worker_t *w, size_t fi, tsr_vm_t **vms, tsr_value_t *row, t
                 tsr_value_encode(&out[s->slot_out[i]], buf);
             }
         }
-        uint64_t h = tsr_hash_bytes(buf->data, klen, 0x7e55e7a);
-        rec_t *rec = tsr__store_push(&stores[h % x->nparts], buf->data, buf->len);
+        rec_t *rec = tsr__store_push(&stores[part], buf->data, buf->len);
         rec->hash = h;
         rec->ts = ts;
         rec->seq = TSR_SEQ(si, f->ordinal, tsr_file_reader_line(r));
@@ -310,4 +312,14 @@ int tsr__extract(xctx_t *x, src_plan_t *srcs, size_t nsrc, int need_ts, store_t 
         return x->err.code ? x->err.code : TSR_EIO;
     }
     return 0;
+}
+
+size_t tsr__passes(const src_plan_t *srcs, size_t nsrc, uint64_t budget) {
+    uint64_t bytes = 0;
+    for (size_t s = 0; s < nsrc; s++)
+        for (size_t i = 0; i < srcs[s].table->nfiles; i++) bytes += srcs[s].table->files[i].size;
+    uint64_t need = bytes * 3;
+    if (!budget) budget = (uint64_t)2048 << 20;
+    uint64_t passes = (need + budget - 1) / budget;
+    return passes < 1 ? 1 : (size_t)passes;
 }

@@ -169,6 +169,7 @@ typedef struct xstats {
 typedef struct xctx {
     int nthreads;
     size_t nparts;              /* hash partitions */
+    size_t plo, phi;            /* this pass keeps partitions [plo, phi) (0, nparts: all) */
     uint64_t max_bad_rows;
     FILE *progress;
     const char *what;           /* for progress lines */
@@ -195,9 +196,15 @@ typedef struct results {
     int narenas;
 } results_t;
 
-/* Computes a part's features for queries (partitioned like events). */
-int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size_t nparts,
-                    int nthreads, results_t *out, tsr_error_t *err);
+/* Computes a part's features for the queries of partitions [plo, phi) (partitioned like the
+ * events). */
+int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size_t plo,
+                    size_t phi, int nthreads, results_t *out, tsr_error_t *err);
+
+/* How many passes over a source a memory budget needs: the records of one pass (~3x the
+ * bytes of the part files, measured on CSV and JSON Lines inputs) must fit in budget bytes
+ * (0 = 2 GiB). */
+size_t tsr__passes(const src_plan_t *srcs, size_t nsrc, uint64_t budget);
 
 /* Sorts records by (hash, key bytes, day, ts, seq). */
 void tsr__sort_recs(rec_t *v, size_t n);

@@ -232,7 +232,7 @@ static int sweep_partition(sweeper_t *sw, store_t *ev, store_t *qs) {
 typedef struct sweep_job {
     const gb_plan_t *gb;
     store_t *events, *queries;
-    size_t nparts, next;
+    size_t phi, next;
     results_t *out;
     pthread_mutex_t mu;
     int failed;
@@ -267,7 +267,7 @@ static void *sweep_main(void *arg) {
     tsr_buf_init(&sw.enc);
     for (;;) {
         pthread_mutex_lock(&job->mu);
-        size_t p = job->next < job->nparts && !job->failed ? job->next++ : (size_t)-1;
+        size_t p = job->next < job->phi && !job->failed ? job->next++ : (size_t)-1;
         pthread_mutex_unlock(&job->mu);
         if (p == (size_t)-1) break;
         if (sweep_partition(&sw, &job->events[p], &job->queries[p])) {
@@ -289,14 +289,15 @@ static void *sweep_main(void *arg) {
     return NULL;
 }
 
-int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size_t nparts,
-                    int nthreads, results_t *out, tsr_error_t *err) {
+int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size_t plo,
+                    size_t phi, int nthreads, results_t *out, tsr_error_t *err) {
     sweep_job_t job;
     memset(&job, 0, sizeof(job));
     job.gb = gb;
     job.events = events;
     job.queries = queries;
-    job.nparts = nparts;
+    job.next = plo;
+    job.phi = phi;
     job.out = out;
     pthread_mutex_init(&job.mu, NULL);
     int nth = nthreads < 1 ? 1 : nthreads;

@@ -25,7 +25,9 @@ typedef struct tsr_backfill_opts {
     int64_t end_day;            /* last output ds, inclusive */
     tsr_file_format_t format;   /* output format */
     int parallelism;            /* threads; 0 = the number of online cores */
-    uint64_t memory_mb;         /* memory budget; 0 = 2048 */
+    uint64_t memory_bytes;      /* budget for one pass's input records; 0 = 2 GiB. Larger
+                                   inputs are processed in key-partition ranges, one pass over
+                                   the sources per range. */
     uint64_t max_bad_rows;      /* bad input rows tolerated (counted and reported) */
     FILE *progress;             /* progress and summary lines; NULL = quiet */
 } tsr_backfill_opts_t;
