@@ -33,6 +33,8 @@ struct tsr_out_partition {
     tsr_file_format_t format;
     size_t ncols;
     char **cols;
+    char **keys;                /* JSON Lines: `"name":` per column, escaped once */
+    size_t *keylen;
     uint64_t rows;
     tsr_buf_t line;
 };
@@ -81,8 +83,13 @@ static void free_partition(tsr_out_partition_t *p) {
     free(p->final_dir);
     free(p->tmp_dir);
     free(p->file_path);
-    for (size_t i = 0; i < p->ncols; i++) free(p->cols[i]);
+    for (size_t i = 0; i < p->ncols; i++) {
+        free(p->cols[i]);
+        if (p->keys) free(p->keys[i]);
+    }
     free(p->cols);
+    free(p->keys);
+    free(p->keylen);
     tsr_buf_free(&p->line);
     free(p);
 }
@@ -139,7 +146,19 @@ int tsr_out_partition_begin(const char *table_dir, int64_t day, tsr_file_format_
     }
     p->ncols = ncols;
     p->cols = tsr_malloc((ncols ? ncols : 1) * sizeof(char *));
-    for (size_t i = 0; i < ncols; i++) p->cols[i] = tsr_strdup(columns[i]);
+    p->keys = tsr_calloc(ncols ? ncols : 1, sizeof(char *));
+    p->keylen = tsr_calloc(ncols ? ncols : 1, sizeof(size_t));
+    for (size_t i = 0; i < ncols; i++) {
+        p->cols[i] = tsr_strdup(columns[i]);
+        tsr_value_t name = tsr_value_string(columns[i], strlen(columns[i]));
+        tsr_buf_clear(&p->line);
+        tsr_buf_putc(&p->line, i ? ',' : '{');
+        tsr_value_to_json(&name, &p->line);
+        tsr_buf_putc(&p->line, ':');
+        p->keys[i] = tsr_strndup((const char *)p->line.data, p->line.len);
+        p->keylen[i] = p->line.len;
+    }
+    tsr_buf_clear(&p->line);
     if (format == TSR_FORMAT_CSV) {
         for (size_t i = 0; i < ncols; i++) {
             if (i) tsr_buf_putc(&p->line, ',');
@@ -157,12 +176,9 @@ int tsr_out_partition_write(tsr_out_partition_t *p, const tsr_value_t *row, tsr_
     tsr_buf_t *b = &p->line;
     tsr_buf_clear(b);
     if (p->format == TSR_FORMAT_JSONL) {
-        tsr_buf_putc(b, '{');
+        if (p->ncols == 0) tsr_buf_putc(b, '{');
         for (size_t i = 0; i < p->ncols; i++) {
-            if (i) tsr_buf_putc(b, ',');
-            tsr_value_t name = tsr_value_string(p->cols[i], strlen(p->cols[i]));
-            tsr_value_to_json(&name, b);
-            tsr_buf_putc(b, ':');
+            tsr_buf_append(b, p->keys[i], p->keylen[i]); /* [{,]"name": */
             tsr_value_to_json(&row[i], b);
         }
         tsr_buf_puts(b, "}\n");

@@ -170,6 +170,140 @@ static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t 
     return p;
 }
 
+/* Writes the Join's output partitions, one ds per task, on every thread: each thread has its
+ * own VMs, buffers and arena; partitions are independent files. */
+typedef struct join_writer {
+    engine_t *e;
+    join_plan_t *jp;
+    store_t *left;
+    results_t *res;
+    const char *odir;
+    const char **names;
+    size_t ncols;
+    int64_t lo;
+    const size_t *day_start;    /* left rows of day lo + d: [day_start[d], day_start[d + 1]) */
+    size_t ndays, next;
+    pthread_mutex_t mu;
+    int failed;
+    tsr_error_t err;
+} join_writer_t;
+
+static int write_join_day(join_writer_t *w, size_t d, tsr_value_t *lv, tsr_value_t *base,
+                          tsr_value_t *row, tsr_vm_t *jvm, tsr_value_t *jtmp, tsr_vm_t **gvm,
+                          tsr_value_t **gbase, tsr_value_t **gtmp, tsr_arena_t *arena,
+                          tsr_error_t *err) {
+    const join_plan_t *jp = w->jp;
+    const tsr_backfill_opts_t *o = w->e->o;
+    int64_t day = w->lo + (int64_t)d;
+    tsr_out_partition_t *op;
+    int rc = tsr_out_partition_begin(w->odir, day, o->format, w->names, w->ncols, &op, err);
+    if (rc) return rc;
+    char ds[11];
+    tsr_ds_format(day, ds);
+    for (size_t i = w->day_start[d]; i < w->day_start[d + 1] && rc == 0; i++) {
+        const rec_t *lr = &w->left->v[i];
+        tsr_arena_reset(arena);
+        if ((rc = decode_n(lr->p, lr->len, jp->nleft_cols, lv, arena)) != 0) {
+            tsr_error_set(err, rc, "corrupt left record");
+            break;
+        }
+        size_t b = 0;
+        for (size_t c = 0; c < jp->nleft_cols; c++) base[b++] = lv[c];
+        base[b++] = lr->ts == INT64_MIN ? tsr_value_null() : tsr_value_long(lr->ts);
+        base[b++] = tsr_value_string(ds, 10);
+        for (size_t p = 0; p < jp->nparts && rc == 0; p++) {
+            const part_plan_t *pp = &jp->parts[p];
+            const deriv_plan_t *dp = &pp->gb.deriv;
+            tsr_value_t *gb = gbase[p];
+            for (size_t k = 0; k < pp->gb.nkeys; k++) gb[k] = lv[pp->left_key_out[k]];
+            if (w->res[p].res[i]) {
+                if ((rc = decode_n(w->res[p].res[i], w->res[p].len[i], pp->gb.nfeat,
+                                   gb + pp->gb.nkeys, arena)) != 0) {
+                    tsr_error_set(err, rc, "corrupt result record");
+                    break;
+                }
+            } else {
+                for (size_t f = 0; f < pp->gb.nfeat; f++) gb[pp->gb.nkeys + f] = tsr_value_null();
+            }
+            derive(dp, gvm[p], gb, gtmp[p], base + b);
+            b += dp->nout;
+        }
+        if (rc) break;
+        for (size_t c = 0; c < jp->next; c++)
+            base[b++] = jp->ext_left_col[c] >= 0 ? lv[jp->ext_left_col[c]] : tsr_value_null();
+        for (size_t c = 0; c < jp->nleft_cols + 2; c++) row[c] = base[c];
+        derive(&jp->deriv, jvm, base, jtmp, row + jp->nleft_cols + 2);
+        rc = tsr_out_partition_write(op, row, err);
+    }
+    if (rc) {
+        tsr_out_partition_abort(op);
+        return rc;
+    }
+    uint64_t nrows = tsr_out_partition_rows(op);
+    if ((rc = tsr_out_partition_commit(op, err)) != 0) return rc;
+    pthread_mutex_lock(&w->mu);
+    w->e->st->rows_written += nrows;
+    w->e->st->partitions_written++;
+    progress(w->e, "wrote %s/ds=%s: %llu rows", w->odir, ds, (unsigned long long)nrows);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+static void *join_writer_main(void *arg) {
+    join_writer_t *w = arg;
+    const join_plan_t *jp = w->jp;
+    tsr_value_t *lv = tsr_malloc((jp->nleft_cols ? jp->nleft_cols : 1) * sizeof(tsr_value_t));
+    tsr_value_t *row = tsr_malloc(w->ncols * sizeof(tsr_value_t));
+    tsr_value_t *base = tsr_malloc((jp->deriv.nbase ? jp->deriv.nbase : 1) * sizeof(tsr_value_t));
+    tsr_vm_t *jvm = jp->deriv.prog ? tsr_vm_new(jp->deriv.prog) : NULL;
+    size_t maxo = jp->deriv.prog ? tsr_program_noutputs(jp->deriv.prog) : 1;
+    tsr_value_t *jtmp = tsr_malloc((maxo ? maxo : 1) * sizeof(tsr_value_t));
+    size_t np = jp->nparts ? jp->nparts : 1;
+    tsr_vm_t **gvm = tsr_calloc(np, sizeof(tsr_vm_t *));
+    tsr_value_t **gbase = tsr_calloc(np, sizeof(tsr_value_t *));
+    tsr_value_t **gtmp = tsr_calloc(np, sizeof(tsr_value_t *));
+    for (size_t p = 0; p < jp->nparts; p++) {
+        const deriv_plan_t *dp = &jp->parts[p].gb.deriv;
+        if (dp->prog) gvm[p] = tsr_vm_new(dp->prog);
+        gbase[p] = tsr_malloc((dp->nbase ? dp->nbase : 1) * sizeof(tsr_value_t));
+        size_t no = dp->prog ? tsr_program_noutputs(dp->prog) : 1;
+        gtmp[p] = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
+    }
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 1 << 16);
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        size_t d = w->next < w->ndays && !w->failed ? w->next++ : (size_t)-1;
+        pthread_mutex_unlock(&w->mu);
+        if (d == (size_t)-1) break;
+        if (write_join_day(w, d, lv, base, row, jvm, jtmp, gvm, gbase, gtmp, &arena, &err)) {
+            pthread_mutex_lock(&w->mu);
+            if (!w->failed) {
+                w->failed = 1;
+                w->err = err;
+            }
+            pthread_mutex_unlock(&w->mu);
+        }
+    }
+    for (size_t p = 0; p < jp->nparts; p++) {
+        tsr_vm_free(gvm[p]);
+        free(gbase[p]);
+        free(gtmp[p]);
+    }
+    free(gvm);
+    free(gbase);
+    free(gtmp);
+    tsr_vm_free(jvm);
+    free(jtmp);
+    free(base);
+    free(row);
+    free(lv);
+    tsr_arena_free(&arena);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- Join */
 
 static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
@@ -316,78 +450,30 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     names[jp.nleft_cols] = "ts";
     names[jp.nleft_cols + 1] = "ds";
     for (size_t f = 0; f < jp.deriv.nout; f++) names[jp.nleft_cols + 2 + f] = jp.deriv.out[f].name;
-    tsr_value_t *row = tsr_malloc(ncols * sizeof(tsr_value_t));
-    tsr_value_t *base = tsr_malloc((jp.deriv.nbase ? jp.deriv.nbase : 1) * sizeof(tsr_value_t));
-    tsr_vm_t *jvm = jp.deriv.prog ? tsr_vm_new(jp.deriv.prog) : NULL;
-    size_t maxo = jp.deriv.prog ? tsr_program_noutputs(jp.deriv.prog) : 1;
-    tsr_value_t *jtmp = tsr_malloc((maxo ? maxo : 1) * sizeof(tsr_value_t));
-    tsr_vm_t **gvm = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_vm_t *));
-    tsr_value_t **gbase = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_value_t *));
-    tsr_value_t **gtmp = tsr_calloc(jp.nparts ? jp.nparts : 1, sizeof(tsr_value_t *));
-    for (size_t p = 0; p < jp.nparts; p++) {
-        const deriv_plan_t *d = &jp.parts[p].gb.deriv;
-        if (d->prog) gvm[p] = tsr_vm_new(d->prog);
-        gbase[p] = tsr_malloc((d->nbase ? d->nbase : 1) * sizeof(tsr_value_t));
-        size_t no = d->prog ? tsr_program_noutputs(d->prog) : 1;
-        gtmp[p] = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
-    }
-    size_t i = 0;
-    for (int64_t day = lo; day <= hi && rc == 0; day++) {
-        tsr_out_partition_t *op;
-        if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
-        char ds[11];
-        tsr_ds_format(day, ds);
-        for (; i < nleft && left->v[i].day == day && rc == 0; i++) {
-            const rec_t *lr = &left->v[i];
-            tsr_arena_reset(&arena);
-            if ((rc = decode_n(lr->p, lr->len, jp.nleft_cols, lv, &arena)) != 0) break;
-            size_t b = 0;
-            for (size_t c = 0; c < jp.nleft_cols; c++) base[b++] = lv[c];
-            base[b++] = lr->ts == INT64_MIN ? tsr_value_null() : tsr_value_long(lr->ts);
-            base[b++] = tsr_value_string(ds, 10);
-            for (size_t p = 0; p < jp.nparts; p++) {
-                part_plan_t *pp = &jp.parts[p];
-                const deriv_plan_t *d = &pp->gb.deriv;
-                tsr_value_t *gb = gbase[p];
-                for (size_t k = 0; k < pp->gb.nkeys; k++) gb[k] = lv[pp->left_key_out[k]];
-                if (res[p].res[i]) {
-                    if ((rc = decode_n(res[p].res[i], res[p].len[i], pp->gb.nfeat,
-                                       gb + pp->gb.nkeys, &arena)) != 0)
-                        break;
-                } else {
-                    for (size_t f = 0; f < pp->gb.nfeat; f++) gb[pp->gb.nkeys + f] = tsr_value_null();
-                }
-                derive(d, gvm[p], gb, gtmp[p], base + b);
-                b += d->nout;
-            }
-            for (size_t c = 0; c < jp.next; c++)
-                base[b++] = jp.ext_left_col[c] >= 0 ? lv[jp.ext_left_col[c]] : tsr_value_null();
-            for (size_t c = 0; c < jp.nleft_cols + 2; c++) row[c] = base[c];
-            derive(&jp.deriv, jvm, base, jtmp, row + jp.nleft_cols + 2);
-            if ((rc = tsr_out_partition_write(op, row, err)) != 0) break;
+    /* day boundaries in the left rows (sorted by row order, so by day) */
+    size_t ndays = (size_t)(hi - lo + 1);
+    size_t *day_start = tsr_malloc((ndays + 1) * sizeof(size_t));
+    {
+        size_t i = 0;
+        for (size_t d = 0; d <= ndays; d++) {
+            while (i < nleft && left->v[i].day < lo + (int64_t)d) i++;
+            day_start[d] = i;
         }
-        if (rc) {
-            tsr_out_partition_abort(op);
-            break;
-        }
-        uint64_t nrows = tsr_out_partition_rows(op);
-        if ((rc = tsr_out_partition_commit(op, err)) != 0) break;
-        e->st->rows_written += nrows;
-        e->st->partitions_written++;
-        progress(e, "wrote %s/ds=%s: %llu rows", odir, ds, (unsigned long long)nrows);
     }
-    for (size_t p = 0; p < jp.nparts; p++) {
-        tsr_vm_free(gvm[p]);
-        free(gbase[p]);
-        free(gtmp[p]);
+    join_writer_t jw = {e, &jp, left, res, odir, names, ncols, lo, day_start, ndays, 0,
+                        PTHREAD_MUTEX_INITIALIZER, 0, {0}};
+    int nth = e->nthreads < 1 ? 1 : e->nthreads;
+    if ((size_t)nth > ndays) nth = (int)ndays;
+    pthread_t *tid = tsr_malloc((size_t)nth * sizeof(pthread_t));
+    for (int t = 1; t < nth; t++) pthread_create(&tid[t], NULL, join_writer_main, &jw);
+    join_writer_main(&jw);
+    for (int t = 1; t < nth; t++) pthread_join(tid[t], NULL);
+    free(tid);
+    free(day_start);
+    if (jw.failed) {
+        if (err) *err = jw.err;
+        rc = jw.err.code ? jw.err.code : TSR_EIO;
     }
-    free(gvm);
-    free(gbase);
-    free(gtmp);
-    tsr_vm_free(jvm);
-    free(jtmp);
-    free(base);
-    free(row);
     free(names);
     free(lv);
 out:

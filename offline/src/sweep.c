@@ -44,10 +44,33 @@ static void insertion_sort(rec_t *v, size_t n) {
     }
 }
 
+#define MAX_RUNS 16
+
+/* Merges the nruns sorted runs v[bounds[i] .. bounds[i+1]) into one sorted run, pairwise
+ * (log2(nruns) passes through tmp). */
+static void merge_runs(rec_t *v, size_t *bounds, size_t nruns, rec_t *tmp) {
+    while (nruns > 1) {
+        size_t out = 0, k = 0;
+        for (size_t r = 0; r < nruns; r += 2) {
+            size_t a = bounds[r], m = bounds[r + 1], z = r + 2 <= nruns ? bounds[r + 2] : m;
+            if (r + 1 >= nruns) z = m;
+            size_t i = a, j = m;
+            while (i < m && j < z) tmp[k++] = rec_cmp(&v[j], &v[i]) < 0 ? v[j++] : v[i++];
+            while (i < m) tmp[k++] = v[i++];
+            while (j < z) tmp[k++] = v[j++];
+            bounds[out++] = a;
+        }
+        bounds[out] = bounds[nruns];
+        memcpy(v, tmp, bounds[out] * sizeof(rec_t));
+        nruns = out;
+    }
+}
+
 /* Sorts by (hash, key, day, ts, seq): a counting sort on the hash's top 16 bits scatters the
  * records into 65536 buckets (one pass, cache-friendly), then each bucket — usually one key's
- * records — is sorted on its own: insertion sort when small or already nearly in order (a
- * key's events arrive mostly in time order), merge sort otherwise. */
+ * records — is sorted on its own: insertion sort when small, a merge of its sorted runs when
+ * it has few (a key's events arrive in time order per file, files split among threads),
+ * merge sort otherwise. */
 void tsr__sort_recs(rec_t *v, size_t n) {
     if (n < 2) return;
     if (n < 4096) {
@@ -65,15 +88,33 @@ void tsr__sort_recs(rec_t *v, size_t n) {
     memcpy(v, tmp, n * sizeof(rec_t));
     free(tmp);
     free(pos);
+    rec_t *buf = NULL;
+    size_t bufcap = 0;
     for (size_t b = 0; b < NB; b++) {
         size_t lo = count[b], len = count[b + 1] - lo;
         if (len < 2) continue;
-        /* count descents: few means nearly sorted */
-        size_t desc = 0;
-        for (size_t i = lo + 1; i < lo + len && desc <= 8; i++) desc += rec_cmp(&v[i - 1], &v[i]) > 0;
-        if (len <= 32 || desc <= 8) insertion_sort(v + lo, len);
-        else qsort(v + lo, len, sizeof(rec_t), rec_cmp);
+        if (len <= 32) {
+            insertion_sort(v + lo, len);
+            continue;
+        }
+        /* a key's records arrive as a few sorted runs (one per reading thread and source):
+         * merge the runs when there are few, else sort */
+        size_t bounds[MAX_RUNS + 2], nb = 0;
+        bounds[nb++] = 0;
+        for (size_t i = 1; i < len && nb <= MAX_RUNS; i++)
+            if (rec_cmp(&v[lo + i - 1], &v[lo + i]) > 0) bounds[nb++] = i;
+        if (nb > MAX_RUNS) {
+            qsort(v + lo, len, sizeof(rec_t), rec_cmp);
+            continue;
+        }
+        bounds[nb] = len;
+        if (bufcap < len) {
+            bufcap = len;
+            buf = tsr_realloc(buf, bufcap * sizeof(rec_t));
+        }
+        merge_runs(v + lo, bounds, nb, buf);
     }
+    free(buf);
     free(count);
 }
 

@@ -26,6 +26,7 @@
 #include "tsr/config.h"
 #include "tsr/time.h"
 #include "tsr/window.h"
+#include "offline_int.h"
 
 #define NKEYS 5
 #define NDAYS 4
@@ -806,6 +807,51 @@ START_TEST(test_errors_and_rerun) {
 }
 END_TEST
 
+/* tsr__sort_recs against qsort with the same order, on inputs shaped like the engine's: keys
+ * whose records come as a few sorted runs, keys in random order, hash collisions. */
+static int ref_cmp(const void *pa, const void *pb) {
+    const rec_t *a = pa, *b = pb;
+    int c = tsr__key_cmp(a, b);
+    if (c) return c;
+    if (a->day != b->day) return a->day < b->day ? -1 : 1;
+    if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+START_TEST(test_sort_recs) {
+    tsr_rng_t r = {.s = 4040 + (uint64_t)_i};
+    size_t n = 5000 + tsr_rng_below(&r, 60000);
+    rec_t *v = tsr_malloc(n * sizeof(rec_t)), *w = tsr_malloc(n * sizeof(rec_t));
+    static uint8_t keys[64][2];
+    for (int k = 0; k < 64; k++) {
+        keys[k][0] = (uint8_t)k;
+        keys[k][1] = (uint8_t)(k * 7);
+    }
+    int nruns = 1 + (int)tsr_rng_below(&r, 20);
+    for (size_t i = 0; i < n; i++) {
+        int k = (int)tsr_rng_below(&r, 64);
+        /* a few keys share a hash: the key bytes must keep them apart */
+        v[i].hash = tsr_hash_u64((uint64_t)(k < 4 ? 0 : k)) | (_i % 2 ? 0 : 0xffff000000000000ULL);
+        v[i].p = keys[k];
+        v[i].klen = 2;
+        v[i].len = 2;
+        /* runs: time grows within each of nruns segments of the input (the merge path); every
+         * third seed adds random days and jitter (the sort path) */
+        int messy = _i % 3 == 0;
+        size_t run = i * (size_t)nruns / n;
+        v[i].day = messy ? (int64_t)tsr_rng_below(&r, 3) : 0;
+        v[i].ts = (int64_t)(i - run * n / (size_t)nruns) / 3 + (messy ? (int64_t)tsr_rng_below(&r, 2) : 0);
+        v[i].seq = i;
+    }
+    memcpy(w, v, n * sizeof(rec_t));
+    tsr__sort_recs(v, n);
+    qsort(w, n, sizeof(rec_t), ref_cmp);
+    for (size_t i = 0; i < n; i++) ck_assert_msg(v[i].seq == w[i].seq, "differs at %zu of %zu", i, n);
+    free(v);
+    free(w);
+}
+END_TEST
+
 static Suite *backfill_suite(void) {
     Suite *s = suite_create("backfill");
     TCase *tc = tcase_create("e2e");
@@ -813,6 +859,7 @@ static Suite *backfill_suite(void) {
     tcase_add_loop_test(tc, test_join_events_left_all_cases, 0, 4);
     tcase_add_loop_test(tc, test_group_by_and_entity_left, 0, 2);
     tcase_add_test(tc, test_errors_and_rerun);
+    tcase_add_loop_test(tc, test_sort_recs, 0, 12);
     suite_add_tcase(s, tc);
     return s;
 }
