@@ -37,6 +37,21 @@ int tsr_cli_config_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *
     return 1;
 }
 
+int tsr_cli_load_config(const char *path, const tsr_config_options_t *opt, tsr_config_t **out) {
+    tsr_diag_t diag;
+    tsr_diag_init(&diag);
+    tsr_config_t *c = NULL;
+    int rc = tsr_config_load(path, opt, &c, &diag);
+    if (rc != 0) {
+        tsr_diag_print(&diag, stderr);
+        tsr_config_free(c);
+        c = NULL;
+    }
+    tsr_diag_free(&diag);
+    *out = c;
+    return rc ? tsr_error_exit_code(rc) : 0;
+}
+
 static int cmp_names(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }

@@ -35,6 +35,11 @@ int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...)
 int tsr_cli_config_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *i,
                           tsr_config_options_t *opt);
 
+/* Loads and validates one config; on failure prints every error to stderr and returns the
+ * exit code (its *out is then NULL). On success returns 0; caller frees with
+ * tsr_config_free. */
+int tsr_cli_load_config(const char *path, const tsr_config_options_t *opt, tsr_config_t **out);
+
 /* Expands a CONF argument: a file is listed as is; a directory is walked recursively in
  * name order, skipping hidden entries, README* files and table schema files (_schema.json).
  * Calls cb(path, ud) per config file. Returns 0, or TSR_ENOTFOUND / TSR_EIO when path cannot

@@ -79,17 +79,9 @@ static int run_backfill(int argc, char **argv) {
     if (!copt.warehouse) copt.warehouse = "warehouse";
     o.warehouse = copt.warehouse;
 
-    tsr_diag_t diag;
-    tsr_diag_init(&diag);
-    tsr_config_t *c = NULL;
-    int rc = tsr_config_load(conf, &copt, &c, &diag);
-    if (rc != 0) {
-        tsr_diag_print(&diag, stderr);
-        tsr_diag_free(&diag);
-        tsr_config_free(c);
-        return tsr_error_exit_code(rc);
-    }
-    tsr_diag_free(&diag);
+    tsr_config_t *c;
+    int rc = tsr_cli_load_config(conf, &copt, &c);
+    if (rc) return rc;
     tsr_backfill_stats_t st;
     tsr_error_t err;
     tsr_error_clear(&err);

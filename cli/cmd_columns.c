@@ -45,17 +45,9 @@ static int run_columns(int argc, char **argv) {
     if (!as_json && strcmp(format, "table") != 0)
         return tsr_cli_usage_error(cmd, "-o must be table or json, got '%s'", format);
 
-    tsr_diag_t diag;
-    tsr_diag_init(&diag);
-    tsr_config_t *c = NULL;
-    int rc = tsr_config_load(conf, &opt, &c, &diag);
-    if (rc != 0) {
-        tsr_diag_print(&diag, stderr);
-        tsr_diag_free(&diag);
-        tsr_config_free(c);
-        return tsr_error_exit_code(rc);
-    }
-    tsr_diag_free(&diag);
+    tsr_config_t *c;
+    int rc = tsr_cli_load_config(conf, &opt, &c);
+    if (rc) return rc;
     if (!c->columns_known) {
         fprintf(stderr, "%s: a %s's columns come from its SQL query; run it to see them\n", conf,
                 tsr_conf_kind_name(c->kind));

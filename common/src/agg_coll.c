@@ -141,7 +141,7 @@ static void rank_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
             tsr_buf_put_svarint(out, r->e[i].ts);
             tsr_buf_put_uvarint(out, r->e[i].seq);
         }
-        tsr__val_encode(&r->e[i].ov.v, out);
+        tsr_value_encode(&r->e[i].ov.v, out);
     }
 }
 static int rank_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
@@ -163,7 +163,7 @@ static int rank_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
         tsr_value_t v;
         if (rank_timed(a) && (tsr_get_svarint(r, &ts) || tsr_get_uvarint(r, &seq)))
             rc = tsr__agg_corrupt(err, a, "truncated order key");
-        else if (tsr__val_decode(r, &ar, 0, &v))
+        else if (tsr_value_decode(r, &ar, &v))
             rc = tsr__agg_corrupt(err, a, "malformed value");
         else if (!(a->accept & (1u << v.kind)))
             rc = tsr__agg_corrupt(err, a, "value of a kind this aggregation never holds");
@@ -279,7 +279,7 @@ static void uniq_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
         if (u->s[i].ov.v.kind != TSR_NULL) v[j++] = &u->s[i].ov.v;
     qsort(v, j, sizeof(*v), val_ptr_cmp);
     tsr_buf_put_uvarint(out, j);
-    for (uint32_t i = 0; i < j; i++) tsr__val_encode(v[i], out);
+    for (uint32_t i = 0; i < j; i++) tsr_value_encode(v[i], out);
     free(v);
 }
 static int uniq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
@@ -296,7 +296,7 @@ static int uniq_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         tsr_value_t v;
         uint32_t before = u->n;
-        if (tsr__val_decode(r, &ar, 0, &v))
+        if (tsr_value_decode(r, &ar, &v))
             rc = tsr__agg_corrupt(err, a, "malformed value");
         else if (!(a->accept & (1u << v.kind)) || v.kind == TSR_MAP)
             rc = tsr__agg_corrupt(err, a, "value of a kind this aggregation never holds");

@@ -30,8 +30,6 @@
 
 enum { TSR__LAYER_LEAF = 0, TSR__LAYER_BUCKET = 1, TSR__LAYER_MAPKEY = 2 };
 
-/* Bound on nested list/map depth in encoded values (our types nest at most 8 levels). */
-#define TSR__VALUE_MAX_DEPTH 8
 /* Seed for every hash the kernel computes (sets, keyed maps, HLL inputs): fixed, so IRs are
  * deterministic across processes. */
 #define TSR__AGG_SEED 0x7e55e7a5eed5ULL
@@ -87,12 +85,9 @@ void tsr__ov_free(tsr__ov_t *o);
 /* Moves src's value into dst (freeing dst's block); src becomes null. */
 void tsr__ov_swap(tsr__ov_t *a, tsr__ov_t *b);
 
-/* ---- value codec used in IR payloads: a kind byte then the payload (svarint longs, f64 LE
- * doubles, length-prefixed strings, counted lists/maps). Decode checks every count against
- * the bytes left and the depth against TSR__VALUE_MAX_DEPTH; the decoded value borrows from
- * arena (strings/items) and the input (never: strings are copied into arena). */
-void tsr__val_encode(const tsr_value_t *v, tsr_buf_t *out);
-int tsr__val_decode(tsr_reader_t *r, tsr_arena_t *arena, int depth, tsr_value_t *out);
+/* Values inside IR payloads use the value codec of value.h (tsr_value_encode /
+ * tsr_value_decode): decoded strings borrow from the input, which every caller copies from
+ * (tsr__ov_set, rank_insert) before the input goes away. */
 
 /* Canonical key bytes of a scalar (tsr_value_key_string's format) without allocating for
  * strings, longs and booleans: *p points into v, tmp (>= 24 bytes) or spill. spill must be

@@ -411,7 +411,7 @@ static tsr_value_t ov_final(const tsr_agg_t *a, const void *ir, tsr_arena_t *are
 }
 static void minmax_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     (void)a;
-    tsr__val_encode(&((const tsr__ov_t *)ir)->v, out); /* null when empty */
+    tsr_value_encode(&((const tsr__ov_t *)ir)->v, out); /* null when empty */
 }
 
 /* Decodes one value into an owned copy, checking its kind against what the leaf takes. */
@@ -420,7 +420,7 @@ static int ov_decode_value(const tsr_agg_t *a, tsr__ov_t *o, tsr_reader_t *r, in
     tsr_arena_t ar;
     tsr_arena_init(&ar, 1024);
     tsr_value_t v;
-    int rc = tsr__val_decode(r, &ar, 0, &v);
+    int rc = tsr_value_decode(r, &ar, &v);
     if (rc) rc = tsr__agg_corrupt(err, a, "malformed value");
     else if (v.kind == TSR_NULL ? !allow_null : !(a->accept & (1u << v.kind)))
         rc = tsr__agg_corrupt(err, a, "value of a kind this aggregation never holds");
@@ -478,7 +478,7 @@ static void fl_encode(const tsr_agg_t *a, const void *ir, tsr_buf_t *out) {
     tsr_buf_put_u8(out, 1);
     tsr_buf_put_svarint(out, f->ts);
     tsr_buf_put_uvarint(out, f->seq);
-    tsr__val_encode(&f->ov.v, out);
+    tsr_value_encode(&f->ov.v, out);
 }
 static int fl_decode(const tsr_agg_t *a, void *ir, tsr_reader_t *r, tsr_error_t *err) {
     fl_ir_t *f = ir;

@@ -492,8 +492,10 @@ static int value_decode_depth(tsr_reader_t *r, tsr_arena_t *arena, tsr_value_t *
         /* every item takes at least one byte: a larger count is corrupt */
         if (n > UINT32_MAX || items > tsr_reader_left(r)) return TSR_ECORRUPT;
         tsr_value_t *v = tsr_arena_alloc(arena, (size_t)(items ? items : 1) * sizeof(*v));
-        for (uint64_t i = 0; i < items; i++)
+        for (uint64_t i = 0; i < items; i++) {
             if (value_decode_depth(r, arena, &v[i], depth + 1)) return TSR_ECORRUPT;
+            if (kind == TSR_MAP && i % 2 == 0 && v[i].kind != TSR_STRING) return TSR_ECORRUPT;
+        }
         *out = kind == TSR_MAP ? tsr_value_map(v, (size_t)n) : tsr_value_list(v, (size_t)n);
         return 0;
     }

@@ -155,7 +155,8 @@ void tsr_value_key_string(const tsr_value_t *v, tsr_buf_t *out);
 void tsr_value_encode(const tsr_value_t *v, tsr_buf_t *out);
 /* Decodes one value. Strings point into the input (borrowed while it lives); list and map
  * item arrays are allocated in arena. Returns 0 or TSR_ECORRUPT (truncated, bad kind, nesting
- * deeper than 8, counts larger than the remaining bytes); never reads out of bounds. */
+ * deeper than 8, counts larger than the remaining bytes, a map key that is not a string);
+ * never reads out of bounds. */
 int tsr_value_decode(tsr_reader_t *r, tsr_arena_t *arena, tsr_value_t *out);
 
 #endif
