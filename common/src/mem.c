@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void oom(size_t n) {
     fprintf(stderr, "tessera: out of memory allocating %zu bytes\n", n);
@@ -31,6 +32,17 @@ void *tsr_realloc(void *p, size_t n) {
     return q;
 }
 
+void *tsr_malloc_huge(size_t n) {
+    n = (n + TSR_HUGE_PAGE - 1) & ~(TSR_HUGE_PAGE - 1);
+    if (n == 0) n = TSR_HUGE_PAGE;
+    void *p = aligned_alloc(TSR_HUGE_PAGE, n);
+    if (!p) oom(n);
+    madvise(p, n, MADV_HUGEPAGE); /* advice only: failure just means 4 KiB pages */
+    return p;
+}
+
+void tsr_free_huge(void *p) { free(p); }
+
 char *tsr_strdup(const char *s) { return tsr_strndup(s, strlen(s)); }
 
 char *tsr_strndup(const char *s, size_t n) {
@@ -50,6 +62,29 @@ void tsr_arena_init(tsr_arena_t *a, size_t chunk_size) {
     a->head = NULL;
     a->chunk_size = chunk_size ? chunk_size : 16384;
     a->total = 0;
+    a->huge = 0;
+}
+
+/* Bulk arenas start with one small ordinary chunk (a store that stays small costs little)
+ * and continue with 4 MiB huge-page chunks. */
+#define BULK_FIRST_CHUNK ((size_t)256 << 10)
+
+void tsr_arena_init_bulk(tsr_arena_t *a) {
+    tsr_arena_init(a, BULK_FIRST_CHUNK);
+    a->huge = 1;
+}
+
+static tsr_arena_chunk_t *chunk_new(tsr_arena_t *a, size_t size) {
+    if (a->huge && a->head) {
+        if (size < 2 * TSR_HUGE_PAGE - sizeof(tsr_arena_chunk_t))
+            size = 2 * TSR_HUGE_PAGE - sizeof(tsr_arena_chunk_t);
+        tsr_arena_chunk_t *c = tsr_malloc_huge(sizeof(tsr_arena_chunk_t) + size);
+        c->size = size;
+        return c;
+    }
+    tsr_arena_chunk_t *c = tsr_malloc(sizeof(tsr_arena_chunk_t) + size);
+    c->size = size;
+    return c;
 }
 
 void tsr_arena_free(tsr_arena_t *a) {
@@ -82,8 +117,8 @@ void *tsr_arena_alloc(tsr_arena_t *a, size_t n) {
     tsr_arena_chunk_t *c = a->head;
     if (!c || c->size - c->used < n) {
         size_t size = n > a->chunk_size ? n : a->chunk_size;
-        tsr_arena_chunk_t *nc = tsr_malloc(sizeof(*nc) + size);
-        nc->size = size;
+        tsr_arena_chunk_t *nc = chunk_new(a, size);
+        size = nc->size;
         nc->used = 0;
         if (c && n > a->chunk_size) {
             /* a big one-off: chain it behind the head so the head keeps its free space */

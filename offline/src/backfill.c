@@ -42,7 +42,7 @@ static void results_init(results_t *r, size_t n, int nthreads) {
     r->len = tsr_calloc(n ? n : 1, sizeof(uint32_t));
     r->narenas = nthreads;
     r->arenas = tsr_malloc((size_t)nthreads * sizeof(tsr_arena_t));
-    for (int i = 0; i < nthreads; i++) tsr_arena_init(&r->arenas[i], 1 << 20);
+    for (int i = 0; i < nthreads; i++) tsr_arena_init_bulk(&r->arenas[i]);
 }
 
 static void results_free(results_t *r) {
@@ -544,8 +544,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
         for (size_t p = x.plo; p < x.phi; p++) {
             store_t *s = &evs[p];
             e->st->events += s->n;
-            tsr__store_finish(s);
-            tsr__sort_recs(s->v, s->n);
+            tsr__store_sort(s);
             for (size_t i = 0; i < s->n;) {
                 size_t k = i + 1;
                 while (k < s->n && tsr__key_cmp(&s->v[i], &s->v[k]) == 0) k++;

@@ -22,7 +22,7 @@
 
 void tsr__store_init(store_t *s) {
     memset(s, 0, sizeof(*s));
-    tsr_arena_init(&s->arena, 1 << 20);
+    tsr_arena_init_bulk(&s->arena);
 }
 
 static void free_segs(store_t *s) {
@@ -56,8 +56,11 @@ static void add_seg(store_t *s, rec_t *recs, size_t n, size_t cap) {
 }
 
 rec_t *tsr__store_push(store_t *s, const void *p, size_t len) {
-    if (s->nsegs == 0 || s->segs[s->nsegs - 1].n == s->segs[s->nsegs - 1].cap)
-        add_seg(s, tsr_malloc(STORE_BLOCK * sizeof(rec_t)), 0, STORE_BLOCK);
+    if (s->nsegs == 0 || s->segs[s->nsegs - 1].n == s->segs[s->nsegs - 1].cap) {
+        /* the first block is small and ordinary; later ones fill a huge page each */
+        if (s->nsegs == 0) add_seg(s, tsr_malloc(STORE_BLOCK * sizeof(rec_t)), 0, STORE_BLOCK);
+        else add_seg(s, tsr_malloc_huge(TSR_HUGE_PAGE), 0, TSR_HUGE_PAGE / sizeof(rec_t));
+    }
     store_seg_t *g = &s->segs[s->nsegs - 1];
     rec_t *r = &g->recs[g->n++];
     s->n++;
@@ -87,7 +90,7 @@ void tsr__store_take(store_t *dst, store_t *src) {
     for (size_t i = 0; i < src->ntaken; i++) dst->taken[dst->ntaken++] = src->taken[i];
     free(src->taken);
     memset(src, 0, sizeof(*src));
-    tsr_arena_init(&src->arena, 1 << 20);
+    tsr_arena_init_bulk(&src->arena);
 }
 
 void tsr__store_finish(store_t *s) {
@@ -99,7 +102,8 @@ void tsr__store_finish(store_t *s) {
         s->nsegs = s->capsegs = 0;
         return;
     }
-    rec_t *v = tsr_malloc((s->n ? s->n : 1) * sizeof(rec_t));
+    rec_t *v = s->n * sizeof(rec_t) >= TSR_HUGE_PAGE ? tsr_malloc_huge(s->n * sizeof(rec_t))
+                                                     : tsr_malloc((s->n ? s->n : 1) * sizeof(rec_t));
     size_t k = 0;
     for (size_t i = 0; i < s->nsegs; i++) {
         memcpy(v + k, s->segs[i].recs, s->segs[i].n * sizeof(rec_t));
@@ -108,6 +112,33 @@ void tsr__store_finish(store_t *s) {
     free_segs(s);
     free(s->v);
     s->v = v;
+}
+
+void tsr__store_sort(store_t *s) {
+    if (s->nsegs == 0 || s->n < TSR__SORT_SMALL) {
+        tsr__store_finish(s);
+        tsr__sort_recs(s->v, s->n);
+        return;
+    }
+    /* counting sort straight from the blocks into the final array */
+    size_t *count = tsr_calloc(TSR__SORT_BUCKETS + 1, sizeof(size_t));
+    for (size_t g = 0; g < s->nsegs; g++)
+        for (size_t i = 0; i < s->segs[g].n; i++) count[TSR__SORT_BUCKET(s->segs[g].recs[i].hash) + 1]++;
+    for (size_t b = 0; b < TSR__SORT_BUCKETS; b++) count[b + 1] += count[b];
+    size_t *pos = tsr_malloc(TSR__SORT_BUCKETS * sizeof(size_t));
+    memcpy(pos, count, TSR__SORT_BUCKETS * sizeof(size_t));
+    rec_t *v = tsr_malloc_huge(s->n * sizeof(rec_t));
+    for (size_t g = 0; g < s->nsegs; g++)
+        for (size_t i = 0; i < s->segs[g].n; i++) {
+            const rec_t *r = &s->segs[g].recs[i];
+            v[pos[TSR__SORT_BUCKET(r->hash)]++] = *r;
+        }
+    free(pos);
+    free_segs(s);
+    free(s->v);
+    s->v = v;
+    tsr__sort_buckets(v, count);
+    free(count);
 }
 
 /* ---- extraction */

@@ -206,8 +206,17 @@ int tsr__sweep_part(const gb_plan_t *gb, store_t *events, store_t *queries, size
  * (0 = 2 GiB). */
 size_t tsr__passes(const src_plan_t *srcs, size_t nsrc, uint64_t budget);
 
-/* Sorts records by (hash, key bytes, day, ts, seq). */
+/* Sorts records by (hash, key bytes, day, ts, seq): a counting sort on the hash's top bits
+ * into TSR__SORT_BUCKETS buckets, then each bucket (usually one key) on its own. */
+#define TSR__SORT_BITS 16
+#define TSR__SORT_BUCKETS ((size_t)1 << TSR__SORT_BITS)
+#define TSR__SORT_BUCKET(hash) ((size_t)((hash) >> (64 - TSR__SORT_BITS)))
+#define TSR__SORT_SMALL 4096
 void tsr__sort_recs(rec_t *v, size_t n);
+void tsr__sort_buckets(rec_t *v, const size_t *count);
+/* Lays out and sorts a store's records in s->v in one scatter from its blocks (no
+ * intermediate copy). */
+void tsr__store_sort(store_t *s);
 /* Orders records by key: hash first, then the key bytes (so hash collisions stay apart).
  * Inline: the sweeps call it once or twice per record. */
 static inline int tsr__key_cmp(const rec_t *a, const rec_t *b) {

@@ -71,26 +71,11 @@ static void merge_runs(rec_t *v, size_t *bounds, size_t nruns, rec_t *tmp) {
  * records — is sorted on its own: insertion sort when small, a merge of its sorted runs when
  * it has few (a key's events arrive in time order per file, files split among threads),
  * merge sort otherwise. */
-void tsr__sort_recs(rec_t *v, size_t n) {
-    if (n < 2) return;
-    if (n < 4096) {
-        qsort(v, n, sizeof(rec_t), rec_cmp);
-        return;
-    }
-    enum { BITS = 16, NB = 1 << BITS };
-    size_t *count = tsr_calloc(NB + 1, sizeof(size_t));
-    for (size_t i = 0; i < n; i++) count[(v[i].hash >> (64 - BITS)) + 1]++;
-    for (size_t b = 0; b < NB; b++) count[b + 1] += count[b];
-    rec_t *tmp = tsr_malloc(n * sizeof(rec_t));
-    size_t *pos = tsr_malloc(NB * sizeof(size_t));
-    memcpy(pos, count, NB * sizeof(size_t));
-    for (size_t i = 0; i < n; i++) tmp[pos[v[i].hash >> (64 - BITS)]++] = v[i];
-    memcpy(v, tmp, n * sizeof(rec_t));
-    free(tmp);
-    free(pos);
+/* The per-bucket phase: count[b] .. count[b + 1] are bucket b's records in v. */
+void tsr__sort_buckets(rec_t *v, const size_t *count) {
     rec_t *buf = NULL;
     size_t bufcap = 0;
-    for (size_t b = 0; b < NB; b++) {
+    for (size_t b = 0; b < TSR__SORT_BUCKETS; b++) {
         size_t lo = count[b], len = count[b + 1] - lo;
         if (len < 2) continue;
         if (len <= 32) {
@@ -115,6 +100,25 @@ void tsr__sort_recs(rec_t *v, size_t n) {
         merge_runs(v + lo, bounds, nb, buf);
     }
     free(buf);
+}
+
+void tsr__sort_recs(rec_t *v, size_t n) {
+    if (n < 2) return;
+    if (n < TSR__SORT_SMALL) {
+        qsort(v, n, sizeof(rec_t), rec_cmp);
+        return;
+    }
+    size_t *count = tsr_calloc(TSR__SORT_BUCKETS + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) count[TSR__SORT_BUCKET(v[i].hash) + 1]++;
+    for (size_t b = 0; b < TSR__SORT_BUCKETS; b++) count[b + 1] += count[b];
+    rec_t *tmp = tsr_malloc(n * sizeof(rec_t));
+    size_t *pos = tsr_malloc(TSR__SORT_BUCKETS * sizeof(size_t));
+    memcpy(pos, count, TSR__SORT_BUCKETS * sizeof(size_t));
+    for (size_t i = 0; i < n; i++) tmp[pos[TSR__SORT_BUCKET(v[i].hash)]++] = v[i];
+    memcpy(v, tmp, n * sizeof(rec_t));
+    free(tmp);
+    free(pos);
+    tsr__sort_buckets(v, count);
     free(count);
 }
 
@@ -249,10 +253,8 @@ static int sweep_entity_key(sweeper_t *sw, const rec_t *rows, size_t nrows, cons
 }
 
 static int sweep_partition(sweeper_t *sw, store_t *ev, store_t *qs) {
-    tsr__store_finish(ev);
-    tsr__store_finish(qs);
-    tsr__sort_recs(ev->v, ev->n);
-    tsr__sort_recs(qs->v, qs->n);
+    tsr__store_sort(ev);
+    tsr__store_sort(qs);
     size_t i = 0, j = 0;
     while (j < qs->n) {
         size_t je = j + 1;

@@ -844,9 +844,27 @@ START_TEST(test_sort_recs) {
         v[i].seq = i;
     }
     memcpy(w, v, n * sizeof(rec_t));
+    /* the same records through stores: two "threads" pushing blocks, merged, sorted in place */
+    store_t st[2];
+    tsr__store_init(&st[0]);
+    tsr__store_init(&st[1]);
+    for (size_t i = 0; i < n; i++) {
+        rec_t *x = tsr__store_push(&st[i * 2 / n], v[i].p, v[i].len);
+        const uint8_t *payload = x->p;
+        *x = v[i];
+        x->p = payload;
+    }
+    tsr__store_take(&st[0], &st[1]);
+    tsr__store_sort(&st[0]);
     tsr__sort_recs(v, n);
     qsort(w, n, sizeof(rec_t), ref_cmp);
-    for (size_t i = 0; i < n; i++) ck_assert_msg(v[i].seq == w[i].seq, "differs at %zu of %zu", i, n);
+    ck_assert_uint_eq(st[0].n, n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(v[i].seq == w[i].seq, "differs at %zu of %zu", i, n);
+        ck_assert_msg(st[0].v[i].seq == w[i].seq, "store sort differs at %zu of %zu", i, n);
+    }
+    tsr__store_free(&st[0]);
+    tsr__store_free(&st[1]);
     free(v);
     free(w);
 }

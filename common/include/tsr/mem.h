@@ -19,6 +19,12 @@
 #include <stdint.h>
 
 void *tsr_malloc(size_t n);             /* aborts on failure */
+/* For large, short-lived bulk buffers (record blocks, sort arrays, bulk arenas): n is rounded
+ * up to 2 MiB and the memory is 2 MiB-aligned and advised for transparent huge pages, so
+ * first touch costs one page fault per 2 MiB instead of per 4 KiB. Free with tsr_free_huge. */
+void *tsr_malloc_huge(size_t n);
+void tsr_free_huge(void *p);
+#define TSR_HUGE_PAGE ((size_t)2 << 20)
 void *tsr_calloc(size_t n, size_t size);
 void *tsr_realloc(void *p, size_t n);
 char *tsr_strdup(const char *s);
@@ -30,10 +36,13 @@ typedef struct tsr_arena {
     tsr_arena_chunk_t *head;    /* current chunk; older chunks chained behind it */
     size_t chunk_size;          /* default size of new chunks */
     size_t total;               /* bytes handed out, for stats */
+    int huge;                   /* chunks from tsr_malloc_huge */
 } tsr_arena_t;
 
 /* chunk_size 0 means 16 KiB. */
 void tsr_arena_init(tsr_arena_t *a, size_t chunk_size);
+/* An arena for bulk data: 4 MiB chunks on transparent huge pages (see tsr_malloc_huge). */
+void tsr_arena_init_bulk(tsr_arena_t *a);
 /* Frees every chunk. The arena can be reused after tsr_arena_init. */
 void tsr_arena_free(tsr_arena_t *a);
 /* Forgets all allocations but keeps the first chunk for reuse. */
