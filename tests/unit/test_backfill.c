@@ -807,6 +807,84 @@ START_TEST(test_errors_and_rerun) {
 }
 END_TEST
 
+/* GroupBy derivations inside a Join part, a contextual external part, the left query's
+ * startPartition narrowing the days written, and an empty left partition. */
+START_TEST(test_derivations_contextual_ranges) {
+    setup_warehouse(555);
+    /* day0+3's left partition becomes empty (header only) */
+    FILE *f = open_file("t/left", day0 + 3, "part-0.csv");
+    fputs("id,user,ts\n", f);
+    fclose(f);
+    char sp[11];
+    tsr_ds_format(day0 + 2, sp);
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_buf_printf(&b, "{\"metaData\": {\"name\": \"t.ctx.v1\", \"outputNamespace\": \"out\"}, "
+                       "\"left\": {\"events\": {\"table\": \"t.left\", \"query\": {\"selects\": "
+                       "{\"id\": \"id\", \"user\": \"user\"}, \"timeColumn\": \"ts\", "
+                       "\"startPartition\": \"%s\"}}}, "
+                       "\"joinParts\": [{\"keyMapping\": {\"user\": \"key\"}, \"groupBy\": "
+                       "{\"metaData\": {\"name\": \"t.d.v1\"}, \"sources\": [%s], "
+                       "\"keyColumns\": [\"key\"], \"accuracy\": \"TEMPORAL\", \"aggregations\": ["
+                       "{\"inputColumn\": \"amount\", \"operation\": \"COUNT\", \"windows\": "
+                       "[{\"length\": 1, \"timeUnit\": \"DAYS\"}]}, "
+                       "{\"inputColumn\": \"amount\", \"operation\": \"SUM\", \"windows\": "
+                       "[{\"length\": 1, \"timeUnit\": \"DAYS\"}]}], "
+                       "\"derivations\": [{\"name\": \"avg_1d\", \"expression\": "
+                       "\"amount_sum_1d / amount_count_1d\"}, {\"name\": \"*\", \"expression\": \"*\"}]}}], "
+                       "\"onlineExternalParts\": [{\"source\": {\"metadata\": {\"name\": \"contextual\"}, "
+                       "\"keySchema\": {\"kind\": 13, \"params\": [{\"name\": \"id\", \"dataType\": "
+                       "{\"kind\": 4}}]}, \"valueSchema\": {\"kind\": 13, \"params\": [{\"name\": \"id\", "
+                       "\"dataType\": {\"kind\": 4}}, {\"name\": \"missing\", \"dataType\": {\"kind\": 7}}]}}}]}",
+                   sp, events_source);
+    tsr_config_t *c = load(tsr_buf_cstr(&b));
+    ck_assert_int_eq(c->n_columns, 2 + 2 + 3 + 2);
+    ck_assert_str_eq(c->columns[4].name, "t_d_v1_avg_1d");
+    run(c, day0 + 1, day0 + NDAYS - 1, 2);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/out/t_ctx_v1/ds=%s", wh, sp);
+    struct stat st;
+    ck_assert_msg(stat(dir, &st) == 0, "startPartition day missing");
+    char ds1[11];
+    tsr_ds_format(day0 + 1, ds1);
+    snprintf(dir, sizeof dir, "%s/out/t_ctx_v1/ds=%s", wh, ds1);
+    ck_assert_msg(stat(dir, &st) != 0, "a day before the left's startPartition was written");
+    /* rows of day0+2 only: day0+3's partition is empty and day0+1 is before startPartition */
+    int want_rows = 0;
+    for (int i = 0; i < nleft; i++) want_rows += lefts[i].day == day0 + 2;
+    json_t **rows = tsr_calloc((size_t)nleft, sizeof(json_t *));
+    ck_assert_int_eq(read_output("t_ctx_v1", day0 + 2, day0 + 3, rows, nleft), want_rows);
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    sel_t sel = {tsr_malloc((size_t)(nev + 1) * sizeof(event_t *)), 0};
+    fspec_t cnt = {"COUNT", "amount", 1, "DAYS", 0, NULL}, sum = {"SUM", "amount", 1, "DAYS", 0, NULL};
+    for (int i = 0; i < nleft; i++) {
+        if (!rows[i]) continue;
+        const lrow_t *l = &lefts[i];
+        tsr_arena_reset(&a);
+        tsr_value_t wc = tsr_value_null(), ws = tsr_value_null(), wa = tsr_value_null();
+        if (l->key >= 0) {
+            select_temporal(&sel, l->key, l->ts, DAY);
+            wc = expect(&cnt, &sel, &a);
+            ws = expect(&sum, &sel, &a);
+            if (wc.kind != TSR_NULL) wa = tsr_value_double(ws.u.d / (double)wc.u.l);
+        }
+        assert_same("ctx", i, "t_d_v1_amount_count_1d", json_to_value(json_object_get(rows[i], "t_d_v1_amount_count_1d"), &a), wc);
+        assert_same("ctx", i, "t_d_v1_amount_sum_1d", json_to_value(json_object_get(rows[i], "t_d_v1_amount_sum_1d"), &a), ws);
+        assert_same("ctx", i, "t_d_v1_avg_1d", json_to_value(json_object_get(rows[i], "t_d_v1_avg_1d"), &a), wa);
+        assert_same("ctx", i, "ext_contextual_id", json_to_value(json_object_get(rows[i], "ext_contextual_id"), &a), tsr_value_long(l->id));
+        ck_assert(json_is_null(json_object_get(rows[i], "ext_contextual_missing")));
+        json_decref(rows[i]);
+    }
+    free(rows);
+    free(sel.v);
+    tsr_arena_free(&a);
+    tsr_buf_free(&b);
+    tsr_config_free(c);
+    remove_warehouse();
+}
+END_TEST
+
 /* tsr__sort_recs against qsort with the same order, on inputs shaped like the engine's: keys
  * whose records come as a few sorted runs, keys in random order, hash collisions. */
 static int ref_cmp(const void *pa, const void *pb) {
@@ -877,6 +955,7 @@ static Suite *backfill_suite(void) {
     tcase_add_loop_test(tc, test_join_events_left_all_cases, 0, 4);
     tcase_add_loop_test(tc, test_group_by_and_entity_left, 0, 2);
     tcase_add_test(tc, test_errors_and_rerun);
+    tcase_add_test(tc, test_derivations_contextual_ranges);
     tcase_add_loop_test(tc, test_sort_recs, 0, 12);
     suite_add_tcase(s, tc);
     return s;
