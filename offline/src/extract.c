@@ -18,11 +18,13 @@
 
 /* ---- stores */
 
-#define STORE_BLOCK 8192
+#define STORE_BLOCK 4096
+#define STORE_BLOCK_MAX 65536
+#define STORE_ARENA_CHUNK ((size_t)1 << 20)
 
 void tsr__store_init(store_t *s) {
     memset(s, 0, sizeof(*s));
-    tsr_arena_init_bulk(&s->arena);
+    tsr_arena_init(&s->arena, STORE_ARENA_CHUNK);
 }
 
 static void free_segs(store_t *s) {
@@ -57,9 +59,11 @@ static void add_seg(store_t *s, rec_t *recs, size_t n, size_t cap) {
 
 rec_t *tsr__store_push(store_t *s, const void *p, size_t len) {
     if (s->nsegs == 0 || s->segs[s->nsegs - 1].n == s->segs[s->nsegs - 1].cap) {
-        /* the first block is small and ordinary; later ones fill a huge page each */
-        if (s->nsegs == 0) add_seg(s, tsr_malloc(STORE_BLOCK * sizeof(rec_t)), 0, STORE_BLOCK);
-        else add_seg(s, tsr_malloc_huge(TSR_HUGE_PAGE), 0, TSR_HUGE_PAGE / sizeof(rec_t));
+        /* blocks grow to STORE_BLOCK_MAX; ordinary pages, so an untouched tail costs no RSS
+         * (huge pages would fault in 2 MiB at once across every thread's partition stores) */
+        size_t cap = s->nsegs == 0 ? STORE_BLOCK : s->segs[s->nsegs - 1].cap * 2;
+        if (cap > STORE_BLOCK_MAX) cap = STORE_BLOCK_MAX;
+        add_seg(s, tsr_malloc(cap * sizeof(rec_t)), 0, cap);
     }
     store_seg_t *g = &s->segs[s->nsegs - 1];
     rec_t *r = &g->recs[g->n++];
@@ -90,7 +94,7 @@ void tsr__store_take(store_t *dst, store_t *src) {
     for (size_t i = 0; i < src->ntaken; i++) dst->taken[dst->ntaken++] = src->taken[i];
     free(src->taken);
     memset(src, 0, sizeof(*src));
-    tsr_arena_init_bulk(&src->arena);
+    tsr_arena_init(&src->arena, STORE_ARENA_CHUNK);
 }
 
 void tsr__store_finish(store_t *s) {
