@@ -119,6 +119,8 @@ struct tsr_kafka_producer {
     rd_kafka_t *rk;
     tsr__kafka_errs_t errs;     /* the handle's opaque */
     char *bootstrap;
+    rd_kafka_topic_t *rkt;      /* topic handle of the last send (saves a lookup per send) */
+    char *rkt_name;
     uint64_t sent, delivered, failed;
     char first_failure[256];
 };
@@ -178,9 +180,19 @@ int tsr_kafka_producer_send(tsr_kafka_producer_t *p, const char *topic, const vo
     if (!topic || !*topic) return tsr_error_set(err, TSR_EINVAL, "kafka producer: no topic");
     if (partition < -1)
         return tsr_error_set(err, TSR_EINVAL, "kafka producer: bad partition %d", (int)partition);
+    if (!p->rkt || strcmp(p->rkt_name, topic) != 0) {
+        if (p->rkt) rd_kafka_topic_destroy(p->rkt);
+        free(p->rkt_name);
+        p->rkt_name = NULL;
+        p->rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+        if (!p->rkt)
+            return tsr_error_set(err, TSR_EINVAL, "kafka producer: topic '%s': %s", topic,
+                                 rd_kafka_err2str(rd_kafka_last_error()));
+        p->rkt_name = tsr_strdup(topic);
+    }
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_TOPIC(topic),
+            p->rk, RD_KAFKA_V_RKT(p->rkt),
             RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key ? key_len : 0),
             RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_END);
@@ -238,6 +250,8 @@ void tsr_kafka_producer_close(tsr_kafka_producer_t *p) {
     /* purge what is still queued so destroy does not wait for a dead broker */
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(p->rk, 0);
+    if (p->rkt) rd_kafka_topic_destroy(p->rkt);
+    free(p->rkt_name);
     rd_kafka_destroy(p->rk);
     free(p->bootstrap);
     free(p);
