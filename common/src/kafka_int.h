@@ -31,4 +31,13 @@ int tsr__kafka_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, tsr
 int tsr__kafka_partition_count(rd_kafka_t *rk, const char *bootstrap, const char *topic,
                                int timeout_ms, int32_t *out, tsr_error_t *err);
 
+/* The two message parsers behind tsr_kafka_json_to_row (kafka_parse.c), exposed for the
+ * differential test. row_fast returns 1 with row filled when it could decide (the answer is
+ * then exactly row_jansson's), 0 when the jansson path must decide. */
+int tsr__kafka_row_fast(const char *s, size_t n, const tsr_kafka_field_t *fields,
+                        size_t nfields, tsr_arena_t *arena, tsr_value_t *row);
+int tsr__kafka_row_jansson(const char *s, size_t n, const tsr_kafka_field_t *fields,
+                           size_t nfields, tsr_arena_t *arena, tsr_value_t *row,
+                           tsr_error_t *err);
+
 #endif

@@ -2,10 +2,12 @@
  * test_kafka_parse.c — Kafka JSON message → typed row (common/src/kafka_parse.c): the
  * warehouse reader's conversions, required fields, per-message errors with what and where,
  * and a fuzz run (random bytes and mutated valid messages) that must never crash and must
- * return either a row of the declared types or TSR_EPARSE.
+ * return either a row of the declared types or TSR_EPARSE — and, differentially, whenever the
+ * fast path answers, the jansson path must give the same row.
  */
 #include <string.h>
 
+#include "kafka_int.h"
 #include "tsr/kafka.h"
 #include "tsr_test.h"
 
@@ -18,6 +20,13 @@ static const tsr_kafka_field_t k_fields[] = {
     {"attrs", TSR_TYPE_MAP(TSR_LONG), 0},
 };
 #define NF (sizeof k_fields / sizeof k_fields[0])
+
+/* Scalar columns only: the fast path's domain. */
+static const tsr_kafka_field_t k_flat[] = {
+    {"user", TSR_STRING, 1}, {"ts", TSR_LONG, 1}, {"amount", TSR_DOUBLE, 0},
+    {"ok", TSR_BOOL, 0},     {"n", TSR_LONG, 0},  {"label", TSR_STRING, 0},
+};
+#define NFLAT (sizeof k_flat / sizeof k_flat[0])
 
 static int parse(const char *s, tsr_value_t *row, tsr_error_t *err, tsr_arena_t *a) {
     return tsr_kafka_json_to_row(s, strlen(s), k_fields, NF, a, row, err);
@@ -199,6 +208,105 @@ START_TEST(test_fuzz) {
 }
 END_TEST
 
+/* The fast path must answer the common shapes (else it silently costs nothing but also
+ * gains nothing) and agree with jansson on them. */
+START_TEST(test_fast_path_domain) {
+    static const char *fast[] = {
+        "{\"user\":\"u1\",\"ts\":1700000000123,\"amount\":12.5,\"ok\":true}",
+        " {\"ts\":-5,\"user\":\"a\\\"b\\n\",\"amount\":\"2.5\",\"n\":\"-7\"}\r\n",
+        "{\"user\":\"u\",\"ts\":3.0e3,\"amount\":7,\"ok\":null,\"skip\":{\"a\":[1,2.5,{}],\"b\":null}}",
+        "{\"user\":\"u\",\"ts\":1,\"ts\":2}",
+        "{\"user\":\"\",\"ts\":0,\"amount\":1e-400,\"label\":\"x/y\\/z\"}",
+    };
+    static const char *slow[] = {
+        "{\"user\":\"\u00e9\",\"ts\":1}",          /* \\u escape */
+        "{\"user\":\"\xc3\xa9\",\"ts\":1}",           /* non-ASCII */
+        "{\"user\":42,\"ts\":1}",                  /* string column, number value */
+        "{\"user\":\"u\",\"ts\":1234567890123456789}", /* 19 digits */
+        "{\"user\":\"u\",\"ts\":1.5}",               /* error: jansson's message */
+        "{\"user\":\"u\"}",                         /* required missing */
+        "{\"user\":\"u\",\"ts\":1,\"amount\":1e400}",  /* overflow */
+    };
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    tsr_value_t r1[NFLAT], r2[NFLAT];
+    tsr_error_t err;
+    for (size_t i = 0; i < sizeof fast / sizeof fast[0]; i++) {
+        size_t n = strlen(fast[i]);
+        ck_assert_msg(tsr__kafka_row_fast(fast[i], n, k_flat, NFLAT, &a, r1) == 1, "%s", fast[i]);
+        ck_assert_msg(tsr__kafka_row_jansson(fast[i], n, k_flat, NFLAT, &a, r2, &err) == 0, "%s",
+                      fast[i]);
+        for (size_t c = 0; c < NFLAT; c++)
+            ck_assert_msg(tsr_value_equal(&r1[c], &r2[c]), "%s: column %zu differs", fast[i], c);
+    }
+    for (size_t i = 0; i < sizeof slow / sizeof slow[0]; i++)
+        ck_assert_msg(tsr__kafka_row_fast(slow[i], strlen(slow[i]), k_flat, NFLAT, &a, r1) == 0,
+                      "%s", slow[i]);
+    /* and the public function still decides those through jansson */
+    ck_assert_int_eq(tsr_kafka_json_to_row(slow[0], strlen(slow[0]), k_flat, NFLAT, &a, r1, &err), 0);
+    ck_assert_uint_eq(r1[0].len, 2);
+    ck_assert_int_eq(tsr_kafka_json_to_row(slow[4], strlen(slow[4]), k_flat, NFLAT, &a, r1, &err),
+                     TSR_EPARSE);
+    ck_assert_msg(strstr(err.msg, "field 'ts'") != NULL, "%s", err.msg);
+    tsr_arena_free(&a);
+}
+END_TEST
+
+/* Differential fuzz: mutated flat events; when the fast path answers, jansson must agree. */
+START_TEST(test_fuzz_differential) {
+    tsr_rng_t rng = {.s = 0xd1ff + (uint64_t)_i};
+    static const char *seeds[] = {
+        "{\"user\":\"u1\",\"ts\":1700000000123,\"amount\":12.5,\"ok\":true,\"n\":\"42\"}",
+        "{\"ts\":-5,\"user\":\"a\\\"b\\n\",\"amount\":\"2.5e3\",\"label\":null,\"x\":[1,{\"y\":false}]}",
+        "{\"user\":\"u\",\"ts\":3.0e3,\"amount\":-0.0,\"ok\":false,\"n\":9007199254740993}",
+    };
+    static const char alphabet[] = "{}[]\":,0123456789.eE-+\\ntrufalsbx/ \t";
+    char buf[512];
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    tsr_value_t r1[NFLAT], r2[NFLAT];
+    tsr_error_t err;
+    int fast = 0, agree_bad = 0;
+    for (int it = 0; it < 30000; it++) {
+        const char *s = seeds[tsr_rng_below(&rng, 3)];
+        size_t n = strlen(s);
+        memcpy(buf, s, n);
+        int muts = (int)tsr_rng_below(&rng, 3);
+        for (int k = 0; k < muts && n > 1; k++) {
+            size_t pos = tsr_rng_below(&rng, n);
+            switch (tsr_rng_below(&rng, 3)) {
+            case 0: buf[pos] = alphabet[tsr_rng_below(&rng, sizeof alphabet - 1)]; break;
+            case 1:
+                memmove(buf + pos + 1, buf + pos, n - pos);
+                buf[pos] = alphabet[tsr_rng_below(&rng, sizeof alphabet - 1)];
+                n++;
+                break;
+            default:
+                memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                n--;
+                break;
+            }
+        }
+        memset(buf + n, '}', sizeof buf - n);
+        int jr = tsr__kafka_row_jansson(buf, n, k_flat, NFLAT, &a, r2, &err);
+        if (tsr__kafka_row_fast(buf, n, k_flat, NFLAT, &a, r1)) {
+            fast++;
+            ck_assert_msg(jr == 0, "fast path accepted what jansson rejects: %.*s (%s)", (int)n,
+                          buf, err.msg);
+            for (size_t c = 0; c < NFLAT; c++)
+                ck_assert_msg(tsr_value_equal(&r1[c], &r2[c]), "column %zu differs on %.*s", c,
+                              (int)n, buf);
+        } else if (jr) {
+            agree_bad++;
+        }
+        tsr_arena_reset(&a);
+    }
+    ck_assert_int_gt(fast, 5000);
+    ck_assert_int_gt(agree_bad, 1000);
+    tsr_arena_free(&a);
+}
+END_TEST
+
 static Suite *kafka_parse_suite(void) {
     Suite *s = suite_create("kafka_parse");
     TCase *tc = tcase_create("parse");
@@ -206,6 +314,8 @@ static Suite *kafka_parse_suite(void) {
     tcase_add_test(tc, test_good_rows);
     tcase_add_test(tc, test_bad_rows);
     tcase_add_loop_test(tc, test_fuzz, 0, 3);
+    tcase_add_test(tc, test_fast_path_domain);
+    tcase_add_loop_test(tc, test_fuzz_differential, 0, 3);
     suite_add_tcase(s, tc);
     return s;
 }
