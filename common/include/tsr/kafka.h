@@ -79,7 +79,7 @@ typedef struct tsr_kafka_producer tsr_kafka_producer_t;
 typedef struct tsr_kafka_producer_stats {
     uint64_t sent;              /* accepted by tsr_kafka_producer_send */
     uint64_t delivered;         /* acknowledged by the broker */
-    uint64_t failed;            /* delivery failed (first reason in tsr_kafka_producer_stats) */
+    uint64_t failed;            /* delivery failed (flush reports the first reason) */
 } tsr_kafka_producer_stats_t;
 
 /* Opens an acks=all producer (not idempotent: a retried send may duplicate). Keyed messages are partitioned with Kafka's
