@@ -34,7 +34,7 @@ static tsr_agg_t *aggs[NCOLS];
 static const int64_t win0[] = {0, 7 * 60000, H1, 36 * H1};
 static const int64_t win1[] = {D1, 12 * D1, 0};
 static const int64_t win2[] = {5 * H1, 30 * D1};
-static tsr_tile_col_t cols[NCOLS] = {{NULL, 4, win0}, {NULL, 3, win1}, {NULL, 2, win2}};
+static tsr_tile_col_t cols[NCOLS] = {{NULL, 4, win0, 0, -1}, {NULL, 3, win1, 1, -1}, {NULL, 2, win2, 2, -1}};
 static char dir[256];
 
 static void make_aggs(void) {

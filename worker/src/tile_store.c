@@ -455,8 +455,9 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             const tsr_agg_t *a = g->cols[c].agg;
             tsr_agg_clear(a, irs[c]);
             tsr_agg_init(a, irs[c]);
-            const tsr_value_t *bk = e->buckets && e->buckets[c].kind != TSR_NULL ? &e->buckets[c] : NULL;
-            if (e->buckets && !bk) continue; /* a bucketed column with a null bucket */
+            /* a bucketed column passes its bucket (the kernel skips a null one) */
+            const tsr_value_t nul = tsr_value_null();
+            const tsr_value_t *bk = g->cols[c].bucket_slot < 0 ? NULL : e->buckets ? &e->buckets[c] : &nul;
             tsr_agg_update(a, irs[c], &e->inputs[c], bk, e->ts, e->seq);
         }
         tsr_buf_clear(&v);
@@ -618,8 +619,7 @@ static int on_raw(void *ud, const uint8_t *k, size_t kl, const uint8_t *v, size_
             win_acc_t *w = &rc->acc[i];
             if (w->col != c || ts < w->from) continue;
             const tsr_agg_t *a = g->cols[c].agg;
-            int bucketed = bk.kind != TSR_NULL;
-            tsr_agg_update(a, w->ir, &in, bucketed ? &bk : NULL, ts, seq);
+            tsr_agg_update(a, w->ir, &in, g->cols[c].bucket_slot >= 0 ? &bk : NULL, ts, seq);
         }
     }
     return 0;

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tsr/agg.h"
 #include "tsr/window.h"
 
 #define TSR_TILE_5M TSR_HOP_5M
@@ -36,6 +37,36 @@ typedef struct tsr_tile_span {
     int64_t start;      /* multiple of len */
     int64_t len;        /* TSR_TILE_1D, TSR_TILE_1H or TSR_TILE_5M */
 } tsr_tile_span_t;
+
+/* One aggregation column of a GroupBy as the online path stores it (an aggregation, or one
+ * bucket column of it: tiles hold one IR per column, shared by all its windows) and the windows
+ * its outputs use (0 = lifetime). A GroupBy's online outputs are its columns' windows in
+ * order. */
+typedef struct tsr_tile_col {
+    const tsr_agg_t *agg;       /* borrowed */
+    size_t nwin;
+    const int64_t *windows;     /* ms; 0 = unwindowed */
+    int in_slot;                /* the event slot of the input column (engine's numbering) */
+    int bucket_slot;            /* -1 when unbucketed */
+} tsr_tile_col_t;
+
+typedef struct tsr_tile_gb {
+    const char *name;           /* the GroupBy's metaData.name */
+    size_t ncols;
+    const tsr_tile_col_t *cols;
+} tsr_tile_gb_t;
+
+/* Batch records of an upload. */
+typedef enum tsr_tile_kind {
+    TSR_TILE_LIFETIME = 0,      /* every event with ts < B */
+    TSR_TILE_TAIL_5M = 1,       /* tail tiles [start, start + hop) */
+    TSR_TILE_TAIL_1H = 2,
+    TSR_TILE_TAIL_1D = 3,
+} tsr_tile_kind_t;
+
+static inline int64_t tsr_tile_kind_hop(tsr_tile_kind_t k) {
+    return k == TSR_TILE_TAIL_5M ? TSR_TILE_5M : k == TSR_TILE_TAIL_1H ? TSR_TILE_1H : TSR_TILE_1D;
+}
 
 /* Covers [a, b) (a <= b, both multiples of 5 minutes) with the fewest aligned tiles, largest
  * first where aligned, in ascending time order. Writes at most max spans and returns how many

@@ -38,21 +38,8 @@
 #include "tsr/agg.h"
 #include "tsr/error.h"
 #include "tsr/mem.h"
+#include "tsr/tile.h"
 #include "tsr/value.h"
-
-/* One aggregation column of a GroupBy (an aggregation, or one bucket of it) and the windows
- * its outputs use (0 = lifetime). Outputs are the columns' windows in order. */
-typedef struct tsr_tile_col {
-    const tsr_agg_t *agg;       /* borrowed; outlives the store */
-    size_t nwin;
-    const int64_t *windows;     /* ms; 0 = unwindowed */
-} tsr_tile_col_t;
-
-typedef struct tsr_tile_gb {
-    const char *name;           /* copied; no '\0' inside, at most 200 bytes */
-    size_t ncols;
-    const tsr_tile_col_t *cols; /* copied (the agg pointers are borrowed) */
-} tsr_tile_gb_t;
 
 typedef struct tsr_tile_store tsr_tile_store_t;
 
@@ -64,14 +51,7 @@ void tsr_tile_store_close(tsr_tile_store_t *s);
  * restart: the merge operator finds columns by name). */
 int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_error_t *err);
 
-/* ---- uploads */
-
-typedef enum tsr_tile_kind {
-    TSR_TILE_LIFETIME = 0,
-    TSR_TILE_TAIL_5M = 1,
-    TSR_TILE_TAIL_1H = 2,
-    TSR_TILE_TAIL_1D = 3,
-} tsr_tile_kind_t;
+/* ---- uploads (batch records: tsr_tile_kind_t, tile.h) */
 
 typedef struct tsr_tile_upload tsr_tile_upload_t;
 
@@ -97,7 +77,8 @@ typedef struct tsr_tile_event {
     int64_t ts;
     uint64_t seq;                   /* row order for FIRST/LAST ties (e.g. the Kafka offset) */
     const tsr_value_t *inputs;      /* per column */
-    const tsr_value_t *buckets;     /* per column (null value = unbucketed), or NULL */
+    const tsr_value_t *buckets;     /* per column, read for bucketed columns (bucket_slot >= 0);
+                                       NULL: every bucket is null */
 } tsr_tile_event_t;
 
 /* Folds events into stream tiles and raw events, and stores offset_name -> next_offset, in one
