@@ -27,6 +27,32 @@ struct tsr_gb_online {
     const char *warehouse;
 };
 
+size_t tsr__tile_cols_build(const gb_plan_t *plan, tsr_tile_col_t **cols_out, int64_t ***wins_out) {
+    const tsr_conf_group_by_t *g = plan->g;
+    size_t ncols = 0;
+    for (size_t a = 0; a < g->n_aggs; a++) ncols += g->aggs[a].n_buckets ? g->aggs[a].n_buckets : 1;
+    tsr_tile_col_t *cols = tsr_calloc(ncols ? ncols : 1, sizeof(tsr_tile_col_t));
+    int64_t **wins = tsr_calloc(ncols ? ncols : 1, sizeof(int64_t *));
+    size_t f = 0, c = 0;
+    for (size_t a = 0; a < g->n_aggs; a++) {
+        const tsr_conf_aggregation_t *ag = &g->aggs[a];
+        size_t nb = ag->n_buckets ? ag->n_buckets : 1, nw = ag->n_windows ? ag->n_windows : 1;
+        for (size_t b = 0; b < nb; b++, c++) {
+            tsr_tile_col_t *col = &cols[c];
+            wins[c] = tsr_malloc(nw * sizeof(int64_t));
+            col->agg = plan->feats[f].kernel;
+            col->in_slot = plan->feats[f].in_slot;
+            col->bucket_slot = plan->feats[f].bucket_slot;
+            col->nwin = nw;
+            col->windows = wins[c];
+            for (size_t w = 0; w < nw; w++, f++) wins[c][w] = plan->feats[f].window_ms;
+        }
+    }
+    *cols_out = cols;
+    *wins_out = wins;
+    return ncols;
+}
+
 void tsr_gb_online_free(tsr_gb_online_t *p) {
     if (!p) return;
     for (size_t c = 0; c < p->tiles.ncols; c++) free(p->wins[c]);
@@ -57,25 +83,7 @@ int tsr_gb_online_build(const tsr_conf_group_by_t *g, const char *warehouse, int
         return tsr_error_set(err, TSR_EUNSUPPORTED, "%s: entity GroupBys are not served from tiles yet",
                              g->meta.name);
     }
-    size_t ncols = 0;
-    for (size_t a = 0; a < g->n_aggs; a++) ncols += g->aggs[a].n_buckets ? g->aggs[a].n_buckets : 1;
-    p->cols = tsr_calloc(ncols ? ncols : 1, sizeof(tsr_tile_col_t));
-    p->wins = tsr_calloc(ncols ? ncols : 1, sizeof(int64_t *));
-    size_t f = 0, c = 0;
-    for (size_t a = 0; a < g->n_aggs; a++) {
-        const tsr_conf_aggregation_t *ag = &g->aggs[a];
-        size_t nb = ag->n_buckets ? ag->n_buckets : 1, nw = ag->n_windows ? ag->n_windows : 1;
-        for (size_t b = 0; b < nb; b++, c++) {
-            tsr_tile_col_t *col = &p->cols[c];
-            p->wins[c] = tsr_malloc(nw * sizeof(int64_t));
-            col->agg = p->plan.feats[f].kernel;
-            col->in_slot = p->plan.feats[f].in_slot;
-            col->bucket_slot = p->plan.feats[f].bucket_slot;
-            col->nwin = nw;
-            col->windows = p->wins[c];
-            for (size_t w = 0; w < nw; w++, f++) p->wins[c][w] = p->plan.feats[f].window_ms;
-        }
-    }
+    size_t ncols = tsr__tile_cols_build(&p->plan, &p->cols, &p->wins);
     p->tiles.name = g->meta.name;
     p->tiles.ncols = ncols;
     p->tiles.cols = p->cols;

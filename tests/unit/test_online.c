@@ -287,11 +287,220 @@ START_TEST(test_upload_stream_fetch_equals_offline) {
 }
 END_TEST
 
+/* ---- Join: online fetch at each left row's ts == the backfill's row */
+
+#include <jansson.h>
+
+#include "tsr/backfill.h"
+#include "tsr/online.h"
+
+static tsr_tile_store_t *g_store;
+
+static int read_store(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                      tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    return tsr_tile_store_read(ud, gb, key, klen, q, out, arena, err);
+}
+
+static tsr_value_t json_value(json_t *j, tsr_arena_t *a) {
+    if (!j || json_is_null(j)) return tsr_value_null();
+    if (json_is_integer(j)) return tsr_value_long(json_integer_value(j));
+    if (json_is_real(j)) return tsr_value_double(json_real_value(j));
+    if (json_is_boolean(j)) return tsr_value_bool(json_is_true(j));
+    if (json_is_string(j)) {
+        size_t n = json_string_length(j);
+        return tsr_value_string(tsr_arena_strndup(a, json_string_value(j), n), n);
+    }
+    if (json_is_array(j)) {
+        size_t n = json_array_size(j);
+        tsr_value_t *v = tsr_arena_alloc(a, (n + 1) * sizeof(*v));
+        for (size_t i = 0; i < n; i++) v[i] = json_value(json_array_get(j, i), a);
+        return tsr_value_list(v, n);
+    }
+    size_t n = json_object_size(j), i = 0;
+    tsr_value_t *v = tsr_arena_alloc(a, (2 * n + 1) * sizeof(*v));
+    const char *k;
+    json_t *x;
+    json_object_foreach(j, k, x) {
+        v[2 * i] = tsr_value_string(tsr_arena_strdup(a, k), strlen(k));
+        v[2 * i + 1] = json_value(x, a);
+        i++;
+    }
+    return tsr_value_map(v, n);
+}
+
+START_TEST(test_join_fetch_equals_backfill) {
+    tsr_rng_t r = {.s = 9090 + (uint64_t)_i};
+    snprintf(wh, sizeof wh, "/tmp/tsr_test_onlinej_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(wh));
+    ck_assert_int_eq(tsr_ds_parse("2024-05-01", &day0), 0);
+    write_warehouse(&r);
+    int64_t E = day0 + NDAYS - 2, B = (E + 1) * DAY;
+    /* left rows in day E+1: keys k0..k5 (k5 has no events) and a null key */
+    char dir[400], path[512], ds[11];
+    tsr_ds_format(E + 1, ds);
+    snprintf(dir, sizeof dir, "%s/t/left/ds=%s", wh, ds);
+    mkdirs(dir);
+    snprintf(path, sizeof path, "%s/t/left/_schema.json", wh);
+    FILE *f = fopen(path, "w");
+    fputs("{\"id\": \"long\", \"user\": \"string\", \"ts\": \"long\"}", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/part-0.csv", dir);
+    f = fopen(path, "w");
+    fputs("id,user,ts\n", f);
+    int nleft = 150;
+    for (int i = 0; i < nleft; i++) {
+        int64_t ts = i % 3 == 0 ? evs[nev - 1 - (int)tsr_rng_below(&r, 200)].ts
+                                : B + tsr_rng_range(&r, 0, DAY - 1);
+        if (ts < B) ts = B;
+        int k = (int)tsr_rng_below(&r, NKEYS + 1);
+        if (i % 17 == 0) fprintf(f, "%d,,%lld\n", i, (long long)ts);
+        else fprintf(f, "%d,k%d,%lld\n", i, k, (long long)ts);
+    }
+    fclose(f);
+    tsr_buf_t js;
+    tsr_buf_init(&js);
+    const char *snap_gb =
+        "{\"metaData\": {\"name\": \"t.snap.v1\"}, \"sources\": [{\"events\": {\"table\": \"t.events\", "
+        "\"query\": {\"selects\": {\"key\": \"key\", \"amount\": \"amount\"}, \"timeColumn\": \"ts\"}}}], "
+        "\"keyColumns\": [\"key\"], \"accuracy\": \"SNAPSHOT\", \"aggregations\": ["
+        "{\"inputColumn\": \"amount\", \"operation\": \"SUM\", \"windows\": [{\"length\": 1, \"timeUnit\": \"DAYS\"}]}, "
+        "{\"inputColumn\": \"amount\", \"operation\": \"COUNT\"}], "
+        "\"derivations\": [{\"name\": \"avg_1d\", \"expression\": \"amount_sum_1d / amount_count\"}, "
+        "{\"name\": \"*\", \"expression\": \"*\"}]}";
+    tsr_buf_printf(&js, "{\"metaData\": {\"name\": \"t.serve.v1\", \"outputNamespace\": \"out\"}, "
+                        "\"left\": {\"events\": {\"table\": \"t.left\", \"query\": {\"selects\": "
+                        "{\"id\": \"id\", \"user\": \"user\"}, \"timeColumn\": \"ts\"}}}, "
+                        "\"joinParts\": [{\"prefix\": \"p\", \"keyMapping\": {\"user\": \"key\"}, "
+                        "\"groupBy\": %s}, {\"keyMapping\": {\"user\": \"key\"}, \"groupBy\": %s}], "
+                        "\"derivations\": [{\"name\": \"*\", \"expression\": \"*\"}, "
+                        "{\"name\": \"half\", \"expression\": \"p_t_online_v1_amount_sum_1d / 2\"}]}",
+                   gb_json, snap_gb);
+    tsr_config_options_t copt = {TSR_DIALECT_AUTO, wh};
+    tsr_config_t *conf;
+    tsr_diag_t diag;
+    tsr_diag_init(&diag);
+    int lrc = tsr_config_load_string(tsr_buf_cstr(&js), js.len, "j", &copt, &conf, &diag);
+    ck_assert_msg(lrc == 0, "%s", diag.n ? diag.items[0].text : "?");
+    tsr_diag_free(&diag);
+
+    /* the backfill of day E+1 */
+    tsr_backfill_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.warehouse = wh;
+    o.start_day = E + 1;
+    o.end_day = E + 1;
+    o.format = TSR_FORMAT_JSONL;
+    o.parallelism = 2;
+    tsr_error_t err;
+    ck_assert_msg(tsr_backfill_run(conf, &o, NULL, &err) == 0, "%s", err.msg);
+
+    /* serving: upload day E into the store for every part, stream day E+1 */
+    tsr_join_online_t *jo;
+    ck_assert_msg(tsr_join_online_build(conf->join, wh, E, &jo, &err) == 0, "%s", err.msg);
+    snprintf(dir, sizeof dir, "%s/store", wh);
+    ck_assert_int_eq(tsr_tile_store_open(dir, &g_store, &err), 0);
+    for (size_t pi = 0; pi < tsr_join_online_nparts(jo); pi++) {
+        const tsr_tile_gb_t *tiles = tsr_join_online_part_tiles(jo, pi);
+        ck_assert_ptr_nonnull(tiles);
+        ck_assert_msg(tsr_tile_store_register(g_store, tiles, &err) == 0, "%s", err.msg);
+        tsr_gb_online_t *plan;
+        ck_assert_msg(tsr_gb_online_build(conf->join->parts[pi].group_by, wh, E, &plan, &err) == 0, "%s", err.msg);
+        up_ctx_t up = {NULL, 0};
+        ck_assert_int_eq(tsr_tile_upload_begin(g_store, tiles->name, B, &up.u, &err), 0);
+        tsr_backfill_opts_t bo;
+        memset(&bo, 0, sizeof bo);
+        ck_assert_msg(tsr_batch_compute(plan, B, &bo, sink, &up, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(tsr_tile_upload_commit(up.u, &err), 0);
+        /* stream day E+1, one event at a time in row order */
+        tsr_value_t in[32], bk[32];
+        tsr_buf_t kb;
+        tsr_buf_init(&kb);
+        const tsr_tile_gb_t *pt = tsr_gb_online_tiles(plan);
+        ck_assert_uint_eq(pt->ncols, tiles->ncols);
+        for (int i = 0; i < nev; i++) {
+            if (evs[i].ts < B) continue;
+            key_bytes(evs[i].key, &kb);
+            for (size_t c = 0; c < pt->ncols; c++) {
+                in[c] = slot_value(&evs[i], tsr_gb_online_slot(plan, (size_t)pt->cols[c].in_slot));
+                bk[c] = pt->cols[c].bucket_slot >= 0
+                            ? slot_value(&evs[i], tsr_gb_online_slot(plan, (size_t)pt->cols[c].bucket_slot))
+                            : tsr_value_null();
+            }
+            tsr_tile_event_t e = {kb.data, kb.len, evs[i].ts, evs[i].order, in, bk};
+            ck_assert_int_eq(tsr_tile_store_apply(g_store, tiles->name, &e, 1, NULL, 0, NULL, &err), 0);
+        }
+        tsr_buf_free(&kb);
+        tsr_gb_online_free(plan);
+    }
+
+    /* fetch every left row at its ts and compare with the backfill's row */
+    snprintf(path, sizeof path, "%s/out/t_serve_v1/ds=%s/part-00000.jsonl", wh, ds);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    tsr_join_online_ctx_t *ctx = tsr_join_online_ctx_new(jo);
+    size_t nout = tsr_join_online_noutputs(jo);
+    tsr_value_t *out = tsr_malloc(nout * sizeof(tsr_value_t));
+    const char *perr[8];
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    char line[65536];
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *row = json_loads(line, 0, NULL);
+        ck_assert_ptr_nonnull(row);
+        tsr_arena_reset(&arena);
+        const char *names[2] = {"id", "user"};
+        tsr_value_t keys[2] = {json_value(json_object_get(row, "id"), &arena),
+                               json_value(json_object_get(row, "user"), &arena)};
+        int64_t q = json_integer_value(json_object_get(row, "ts"));
+        ck_assert_int_eq(tsr_join_online_fetch(ctx, names, keys, 2, q, read_store, g_store, out, perr, &arena), 0);
+        for (size_t pi = 0; pi < tsr_join_online_nparts(jo); pi++) ck_assert_msg(perr[pi] == NULL, "%s", perr[pi]);
+        for (size_t i = 0; i < nout; i++) {
+            const char *name = tsr_join_online_output(jo, i);
+            json_t *jv = json_object_get(row, name);
+            ck_assert_msg(jv != NULL, "backfill has no column %s", name);
+            tsr_value_t want = json_value(jv, &arena), got = out[i];
+            if (got.kind == TSR_LONG && want.kind == TSR_DOUBLE) got = tsr_value_double((double)got.u.l);
+            if (want.kind == TSR_LONG && got.kind == TSR_DOUBLE) want = tsr_value_double((double)want.u.l);
+            if (!tsr_value_close(&got, &want)) {
+                tsr_buf_t a, b;
+                tsr_buf_init(&a);
+                tsr_buf_init(&b);
+                tsr_value_to_json(&got, &a);
+                tsr_value_to_json(&want, &b);
+                ck_abort_msg("left row %s: %s online %s, backfill %s", line, name, tsr_buf_cstr(&a), tsr_buf_cstr(&b));
+            }
+        }
+        json_decref(row);
+        rows++;
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, nleft);
+    /* a missing key column fails that part only */
+    tsr_value_t only_id = tsr_value_long(1);
+    const char *idname[1] = {"id"};
+    ck_assert_int_eq(tsr_join_online_fetch(ctx, idname, &only_id, 1, B, read_store, g_store, out, perr, &arena), 0);
+    ck_assert_ptr_nonnull(perr[0]);
+    ck_assert_msg(strstr(perr[0], "missing key column 'user'"), "%s", perr[0]);
+    tsr_arena_free(&arena);
+    free(out);
+    tsr_join_online_ctx_free(ctx);
+    tsr_tile_store_close(g_store);
+    tsr_join_online_free(jo);
+    tsr_config_free(conf);
+    tsr_buf_free(&js);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *online_suite(void) {
     Suite *s = suite_create("online");
     TCase *tc = tcase_create("consistency");
     tcase_set_timeout(tc, 180);
     tcase_add_loop_test(tc, test_upload_stream_fetch_equals_offline, 0, 2);
+    tcase_add_loop_test(tc, test_join_fetch_equals_backfill, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
