@@ -507,6 +507,8 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
     return rc;
 }
 
+void tsr_tile_store_compact(tsr_tile_store_t *s) { rocksdb_compact_range(s->db, NULL, 0, NULL, 0); }
+
 /* ---- reads */
 
 typedef struct win_acc {
@@ -516,6 +518,7 @@ typedef struct win_acc {
     tsr_tile_span_t cover[96];  /* stream tiles of [from, head) */
     size_t ncover;
     void *ir;
+    unsigned char want;         /* scratch: the record being read is wanted */
 } win_acc_t;
 
 static int in_cover(const win_acc_t *w, int64_t start, int64_t len) {
@@ -566,11 +569,8 @@ typedef struct read_ctx {
 static int apply_tile(read_ctx_t *rc, const uint8_t *v, size_t vl, int kind_batch, int64_t start,
                       int64_t len) {
     gb_entry_t *g = rc->g;
-    for (size_t c = 0; c < g->ncols; c++) {
-        tsr_agg_clear(g->cols[c].agg, rc->tmp[c]);
-        tsr_agg_init(g->cols[c].agg, rc->tmp[c]);
-    }
-    if (merge_tile(g, rc->tmp, v, vl)) return TSR_ECORRUPT;
+    /* which windows want this record; decode it only if any does */
+    int any = 0;
     for (size_t i = 0; i < rc->nacc; i++) {
         win_acc_t *w = &rc->acc[i];
         int want;
@@ -578,8 +578,17 @@ static int apply_tile(read_ctx_t *rc, const uint8_t *v, size_t vl, int kind_batc
         else if (kind_batch > 0)
             want = w->w != 0 && tsr_window_hop(w->w) == len && start >= w->s && start < rc->b;
         else want = in_cover(w, start, len);
-        if (want) tsr_agg_merge(g->cols[w->col].agg, w->ir, rc->tmp[w->col]);
+        w->want = (unsigned char)want;
+        any |= want;
     }
+    if (!any) return 0;
+    for (size_t c = 0; c < g->ncols; c++) {
+        tsr_agg_clear(g->cols[c].agg, rc->tmp[c]);
+        tsr_agg_init(g->cols[c].agg, rc->tmp[c]);
+    }
+    if (merge_tile(g, rc->tmp, v, vl)) return TSR_ECORRUPT;
+    for (size_t i = 0; i < rc->nacc; i++)
+        if (rc->acc[i].want) tsr_agg_merge(g->cols[rc->acc[i].col].agg, rc->acc[i].ir, rc->tmp[rc->acc[i].col]);
     return 0;
 }
 

@@ -91,6 +91,10 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
 /* The stored offset, or -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
 
+/* Compacts the whole store now (merge operands folded into their tiles). Maintenance and
+ * benchmarks; RocksDB also compacts in the background. */
+void tsr_tile_store_compact(tsr_tile_store_t *s);
+
 /* ---- reads */
 
 /* Values of every output (the columns' windows in order) for key at q (q >= B when there is
