@@ -35,6 +35,8 @@ struct tsr_tile_store {
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
     rocksdb_mergeoperator_t *merge;
+    rocksdb_cache_t *cache;
+    rocksdb_block_based_table_options_t *table;
     pthread_rwlock_t lock;      /* guards gbs */
     gb_entry_t gbs[MAX_GB];
     size_t ngbs;
@@ -188,12 +190,20 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     s->merge = rocksdb_mergeoperator_create(s, op_destroy, op_full_merge, op_partial_merge,
                                             op_delete, op_name);
     rocksdb_options_set_merge_operator(s->opts, s->merge);
+    /* fetch latency over space: LZ4 (cheap to decompress) and a 256 MiB block cache */
+    rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+    s->cache = rocksdb_cache_create_lru((size_t)256 << 20);
+    s->table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+    rocksdb_options_set_block_based_table_factory(s->opts, s->table);
     char *e = NULL;
     s->db = rocksdb_open(s->opts, dir, &e);
     if (e) {
         int rc = tsr_error_set(err, TSR_EIO, "tile store %s: %s", dir, e);
         free(e);
         rocksdb_options_destroy(s->opts);
+        rocksdb_block_based_options_destroy(s->table);
+        rocksdb_cache_destroy(s->cache);
         pthread_rwlock_destroy(&s->lock);
         free(s);
         return rc;
@@ -208,6 +218,8 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     if (!s) return;
     rocksdb_close(s->db);
     rocksdb_options_destroy(s->opts); /* also destroys the merge operator it owns */
+    rocksdb_block_based_options_destroy(s->table);
+    rocksdb_cache_destroy(s->cache);
     rocksdb_writeoptions_destroy(s->wo);
     rocksdb_readoptions_destroy(s->ro);
     for (size_t i = 0; i < s->ngbs; i++) {
