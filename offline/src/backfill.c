@@ -145,21 +145,6 @@ static int decode_n(const uint8_t *p, size_t len, size_t n, tsr_value_t *out, ts
     return 0;
 }
 
-/* NaN and infinities become null (SPEC §5 derivations). */
-static tsr_value_t finite(tsr_value_t v) {
-    if (v.kind == TSR_DOUBLE && !(v.u.d - v.u.d == 0)) return tsr_value_null();
-    return v;
-}
-
-/* Applies a derivation plan: base[0..d->nbase) -> out[0..d->nout). */
-static void derive(const deriv_plan_t *d, tsr_vm_t *vm, const tsr_value_t *base, tsr_value_t *tmp,
-                   tsr_value_t *out) {
-    if (d->prog) tsr_vm_run(vm, base, tmp);
-    for (size_t i = 0; i < d->nout; i++)
-        out[i] = d->out[i].base_index >= 0 ? base[d->out[i].base_index]
-                                           : finite(tmp[d->out[i].prog_out]);
-}
-
 static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t *m) {
     char clean[512];
     tsr_conf_clean_name(m->name, clean, sizeof clean);
@@ -225,14 +210,14 @@ static int write_join_day(join_writer_t *w, size_t d, tsr_value_t *lv, tsr_value
             } else {
                 for (size_t f = 0; f < pp->gb.nfeat; f++) gb[pp->gb.nkeys + f] = tsr_value_null();
             }
-            derive(dp, gvm[p], gb, gtmp[p], base + b);
+            tsr__derive(dp, gvm[p], gb, gtmp[p], base + b);
             b += dp->nout;
         }
         if (rc) break;
         for (size_t c = 0; c < jp->next; c++)
             base[b++] = jp->ext_left_col[c] >= 0 ? lv[jp->ext_left_col[c]] : tsr_value_null();
         for (size_t c = 0; c < jp->nleft_cols + 2; c++) row[c] = base[c];
-        derive(&jp->deriv, jvm, base, jtmp, row + jp->nleft_cols + 2);
+        tsr__derive(&jp->deriv, jvm, base, jtmp, row + jp->nleft_cols + 2);
         rc = tsr_out_partition_write(op, row, err);
     }
     if (rc) {
@@ -621,7 +606,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
                 break;
             for (size_t k = 0; k < gb.nkeys; k++) row[k] = base[k];
             row[gb.nkeys] = tsr_value_string(ds, 10);
-            derive(&gb.deriv, vm, base, tmp, row + gb.nkeys + 1);
+            tsr__derive(&gb.deriv, vm, base, tmp, row + gb.nkeys + 1);
             if ((rc = tsr_out_partition_write(op, row, err)) != 0) break;
         }
         if (rc) {

@@ -28,6 +28,7 @@
 #include "tsr/mem.h"
 #include "tsr/swag.h"
 #include "tsr/table.h"
+#include "tsr/tile.h"
 
 /* Row order of (source, file, line): 4 bits of source, 20 of file ordinal, 40 of line. */
 #define TSR_SEQ(src, file_ordinal, line)                                                       \
@@ -159,6 +160,15 @@ int tsr__join_plan_build(join_plan_t *p, const tsr_conf_join_t *j, const char *w
                          int64_t day_lo, int64_t day_hi, tsr_error_t *err);
 void tsr__join_plan_free(join_plan_t *p);
 void tsr__deriv_free(deriv_plan_t *d);
+/* Applies a derivation plan: base[0 .. d->nbase) -> out[0 .. d->nout); tmp holds the program's
+ * outputs; vm is NULL when d->prog is. NaN and +-Inf derived doubles become null. */
+void tsr__derive(const deriv_plan_t *d, tsr_vm_t *vm, const tsr_value_t *base, tsr_value_t *tmp,
+                 tsr_value_t *out);
+
+/* Tile columns of a GroupBy plan with aggregations: one per (aggregation, bucket), windows in
+ * SPEC order, so the columns' windows in order are the plan's base features. Caller frees
+ * wins[c] for each column, wins and cols. Returns the number of columns. */
+size_t tsr__tile_cols_build(const gb_plan_t *plan, tsr_tile_col_t **cols, int64_t ***wins);
 
 /* ---- extraction */
 

@@ -529,3 +529,17 @@ int tsr__join_plan_build(join_plan_t *p, const tsr_conf_join_t *j, const char *w
     }
     return 0;
 }
+
+/* NaN and infinities become null (SPEC §5 derivations). */
+static tsr_value_t finite(tsr_value_t v) {
+    if (v.kind == TSR_DOUBLE && !(v.u.d - v.u.d == 0)) return tsr_value_null();
+    return v;
+}
+
+void tsr__derive(const deriv_plan_t *d, tsr_vm_t *vm, const tsr_value_t *base, tsr_value_t *tmp,
+                 tsr_value_t *out) {
+    if (d->prog) tsr_vm_run(vm, base, tmp);
+    for (size_t i = 0; i < d->nout; i++)
+        out[i] = d->out[i].base_index >= 0 ? base[d->out[i].base_index]
+                                           : finite(tmp[d->out[i].prog_out]);
+}

@@ -1,0 +1,42 @@
+/*
+ * batch.h — the upload computation (SPEC §6 "Upload"): from warehouse data up to the end of ds
+ * E, every key's batch state as of B = (E + 1) 00:00 — the lifetime IRs and the tail tiles of
+ * each hop its windows use (tile.h) — computed with the offline engine's plans and parallel
+ * extraction, so the online path starts from exactly the events the backfill sees.
+ */
+#ifndef TSR_BATCH_H
+#define TSR_BATCH_H
+
+#include <stdint.h>
+
+#include "tsr/backfill.h"
+#include "tsr/config.h"
+#include "tsr/tile.h"
+
+/* A GroupBy compiled for the online path: its tile columns (kernels typed from the warehouse
+ * schema, exactly as the backfill types them). */
+typedef struct tsr_gb_online tsr_gb_online_t;
+
+/* Builds the columns of GroupBy g (with aggregations) over warehouse tables; reading up to
+ * day_hi (inclusive). Caller frees with tsr_gb_online_free. */
+int tsr_gb_online_build(const tsr_conf_group_by_t *g, const char *warehouse, int64_t day_hi,
+                        tsr_gb_online_t **out, tsr_error_t *err);
+void tsr_gb_online_free(tsr_gb_online_t *p);
+/* Borrowed while p lives: register it with the tile store. */
+const tsr_tile_gb_t *tsr_gb_online_tiles(const tsr_gb_online_t *p);
+/* The number of input slots an event carries, and slot i's name (the source's selected
+ * column): streamed events must carry the same slots. */
+size_t tsr_gb_online_nslots(const tsr_gb_online_t *p);
+const char *tsr_gb_online_slot(const tsr_gb_online_t *p, size_t i);
+
+/* Receives one batch record: irs[c] for every column c (borrowed for the call). Returns 0 to
+ * go on, or a negative TSR_E* code to stop the computation with that error. */
+typedef int (*tsr_batch_sink_fn)(void *ud, const void *key, size_t klen, tsr_tile_kind_t kind,
+                                 int64_t start, const void *const *irs);
+
+/* Computes every key's batch records as of batch_end from events with ts < batch_end.
+ * opts: parallelism, max_bad_rows, progress (warehouse from the build). */
+int tsr_batch_compute(tsr_gb_online_t *p, int64_t batch_end, const tsr_backfill_opts_t *opts,
+                      tsr_batch_sink_fn sink, void *ud, tsr_error_t *err);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * test_tile_store.c — the RocksDB tile store (worker/tile_store.c) end to end against the
+ * offline rule: an upload at B (lifetime IRs and tail tiles computed from the events before
+ * B), the events after B streamed in batches with offsets, then fetches at random q >= B
+ * (mid-tile, on edges, at event times) — every output equals the kernel over exactly the
+ * events tsr_window_contains selects. Also: reopening the store serves the same values and
+ * keeps the offset; a new upload replaces the old atomically; an aborted one changes nothing;
+ * events before B are skipped.
+ */
+#include "tsr_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tsr/agg.h"
+#include "tsr/tile.h"
+#include "tsr/tile_store.h"
+#include "tsr/window.h"
+
+static const int64_t M5 = TSR_TILE_5M, H1 = TSR_TILE_1H, D1 = TSR_TILE_1D;
+
+typedef struct ev {
+    int key;
+    int64_t ts;
+    uint64_t seq;
+    tsr_value_t in[3];
+} ev_t;
+
+#define NCOLS 3
+static ev_t evs[4000];
+static int nev;
+static tsr_agg_t *aggs[NCOLS];
+static const int64_t win0[] = {0, 7 * 60000, H1, 36 * H1};
+static const int64_t win1[] = {D1, 12 * D1, 0};
+static const int64_t win2[] = {5 * H1, 30 * D1};
+static tsr_tile_col_t cols[NCOLS] = {{NULL, 4, win0, 0, -1}, {NULL, 3, win1, 1, -1}, {NULL, 2, win2, 2, -1}};
+static char dir[256];
+
+static void make_aggs(void) {
+    tsr_agg_spec_t s0 = {TSR_OP_SUM, TSR_DOUBLE, 0, 0, 0, NULL};
+    tsr_agg_spec_t s1 = {TSR_OP_LAST, TSR_LONG, 0, 0, 0, NULL};
+    tsr_agg_spec_t s2 = {TSR_OP_COUNT, TSR_LONG, 0, 0, 0, NULL};
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_agg_new(&s0, &aggs[0], &err), 0);
+    ck_assert_int_eq(tsr_agg_new(&s1, &aggs[1], &err), 0);
+    ck_assert_int_eq(tsr_agg_new(&s2, &aggs[2], &err), 0);
+    for (int c = 0; c < NCOLS; c++) cols[c].agg = aggs[c];
+}
+
+static tsr_tile_store_t *open_store(void) {
+    tsr_tile_store_t *s;
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_open(dir, &s, &err) == 0, "%s", err.msg);
+    tsr_tile_gb_t gb = {"team.gb.v1", NCOLS, cols};
+    ck_assert_msg(tsr_tile_store_register(s, &gb, &err) == 0, "%s", err.msg);
+    return s;
+}
+
+static void key_of(int k, char *buf, size_t *n) { *n = (size_t)snprintf(buf, 16, "user%d", k); }
+
+/* Upload: per key, lifetime IR and tail tiles of each hop from tail_start to B. */
+static void upload(tsr_tile_store_t *s, int64_t B, int nkeys) {
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_begin(s, "team.gb.v1", B, &u, &err), 0);
+    void *irs[NCOLS];
+    for (int c = 0; c < NCOLS; c++) irs[c] = tsr_malloc(tsr_agg_ir_size(aggs[c]));
+    const int64_t hops[] = {M5, H1, D1};
+    const tsr_tile_kind_t kinds[] = {TSR_TILE_TAIL_5M, TSR_TILE_TAIL_1H, TSR_TILE_TAIL_1D};
+    for (int k = 0; k < nkeys; k++) {
+        char kb[16];
+        size_t kl;
+        key_of(k, kb, &kl);
+        for (int h = -1; h < 3; h++) {
+            int64_t lo = INT64_MIN;
+            if (h >= 0) {
+                int64_t wmax = 0;
+                for (int c = 0; c < NCOLS; c++)
+                    for (size_t w = 0; w < cols[c].nwin; w++)
+                        if (cols[c].windows[w] && tsr_window_hop(cols[c].windows[w]) == hops[h] &&
+                            cols[c].windows[w] > wmax)
+                            wmax = cols[c].windows[w];
+                if (!wmax) continue;
+                lo = tsr_tile_tail_start(B, wmax, hops[h]);
+            }
+            for (int64_t t = lo; h < 0 || t < B; t += (h < 0 ? 0 : hops[h])) {
+                int64_t a = h < 0 ? INT64_MIN : t, z = h < 0 ? B : t + hops[h];
+                int any = 0;
+                for (int c = 0; c < NCOLS; c++) tsr_agg_init(aggs[c], irs[c]);
+                for (int i = 0; i < nev; i++) {
+                    if (evs[i].key != k || evs[i].ts < a || evs[i].ts >= z) continue;
+                    any = 1;
+                    for (int c = 0; c < NCOLS; c++)
+                        tsr_agg_update(aggs[c], irs[c], &evs[i].in[c], NULL, evs[i].ts, evs[i].seq);
+                }
+                if (any)
+                    ck_assert_int_eq(tsr_tile_upload_put(u, kb, kl, h < 0 ? TSR_TILE_LIFETIME : kinds[h], a,
+                                                         (const void *const *)irs, &err), 0);
+                for (int c = 0; c < NCOLS; c++) tsr_agg_clear(aggs[c], irs[c]);
+                if (h < 0) break;
+            }
+        }
+    }
+    for (int c = 0; c < NCOLS; c++) free(irs[c]);
+    ck_assert_msg(tsr_tile_upload_commit(u, &err) == 0, "%s", err.msg);
+}
+
+static void stream(tsr_tile_store_t *s, int64_t B, uint64_t *skipped) {
+    /* batches of up to 50 events, each with its offset */
+    tsr_tile_event_t batch[50];
+    char keys[50][16];
+    int nb = 0;
+    for (int i = 0; i < nev; i++) {
+        int in_stream = evs[i].ts >= B || (i % 10 == 0); /* some early ones: must be skipped */
+        if (!in_stream) continue;
+        size_t kl;
+        key_of(evs[i].key, keys[nb], &kl);
+        batch[nb] = (tsr_tile_event_t){keys[nb], kl, evs[i].ts, evs[i].seq, evs[i].in, NULL};
+        if (++nb == 50 || i == nev - 1) {
+            tsr_error_t err;
+            ck_assert_int_eq(tsr_tile_store_apply(s, "team.gb.v1", batch, (size_t)nb, "topic/0", i + 1, skipped, &err), 0);
+            nb = 0;
+        }
+    }
+    if (nb) {
+        tsr_error_t err;
+        ck_assert_int_eq(tsr_tile_store_apply(s, "team.gb.v1", batch, (size_t)nb, "topic/0", nev, skipped, &err), 0);
+    }
+}
+
+static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nkeys, int nq) {
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_value_t out[16];
+    void *ir = tsr_malloc(256);
+    for (int n = 0; n < nq; n++) {
+        int k = (int)tsr_rng_below(r, (uint64_t)nkeys);
+        int64_t q;
+        int pick = (int)tsr_rng_below(r, 4);
+        if (pick == 0) q = evs[tsr_rng_below(r, (uint64_t)nev)].ts;
+        else if (pick == 1) q = B + tsr_rng_range(r, 0, 2 * 288) * M5;
+        else if (pick == 2) q = B;
+        else q = B + tsr_rng_range(r, 0, 2 * D1);
+        if (q < B) q = B + (B - q) % D1;
+        char kb[16];
+        size_t kl;
+        key_of(k, kb, &kl);
+        tsr_error_t err;
+        tsr_arena_reset(&arena);
+        ck_assert_msg(tsr_tile_store_read(s, "team.gb.v1", kb, kl, q, out, &arena, &err) == 0, "%s", err.msg);
+        size_t o = 0;
+        for (int c = 0; c < NCOLS; c++)
+            for (size_t w = 0; w < cols[c].nwin; w++, o++) {
+                ck_assert(tsr_agg_ir_size(aggs[c]) <= 256);
+                tsr_agg_init(aggs[c], ir);
+                for (int i = 0; i < nev; i++)
+                    if (evs[i].key == k && tsr_window_contains(q, cols[c].windows[w], evs[i].ts))
+                        tsr_agg_update(aggs[c], ir, &evs[i].in[c], NULL, evs[i].ts, evs[i].seq);
+                tsr_value_t want = tsr_agg_finalize(aggs[c], ir, &arena);
+                tsr_agg_clear(aggs[c], ir);
+                if (!tsr_value_close(&out[o], &want)) {
+                    tsr_buf_t a, b;
+                    tsr_buf_init(&a);
+                    tsr_buf_init(&b);
+                    tsr_value_to_json(&out[o], &a);
+                    tsr_value_to_json(&want, &b);
+                    ck_abort_msg("key %d col %d w=%lld q=B+%lld: store %s, offline %s", k, c,
+                                 (long long)cols[c].windows[w], (long long)(q - B), tsr_buf_cstr(&a),
+                                 tsr_buf_cstr(&b));
+                }
+            }
+    }
+    free(ir);
+    tsr_arena_free(&arena);
+}
+
+START_TEST(test_store_equals_offline) {
+    tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
+    snprintf(dir, sizeof dir, "/tmp/tsr_test_tiles_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    make_aggs();
+    int64_t B = (int64_t)(19500 + tsr_rng_below(&r, 50)) * D1;
+    int nkeys = 4;
+    nev = 0;
+    while (nev < 1500) {
+        int pick = (int)tsr_rng_below(&r, 5);
+        int64_t ts = pick == 0 ? B - tsr_rng_range(&r, 0, 35) * D1
+                     : pick == 1 ? B + tsr_rng_range(&r, -300, 600) * M5
+                                 : B + tsr_rng_range(&r, -35 * D1, 2 * D1);
+        evs[nev].key = (int)tsr_rng_below(&r, (uint64_t)nkeys);
+        evs[nev].ts = nev && tsr_rng_below(&r, 8) == 0 ? evs[nev - 1].ts : ts;
+        evs[nev].seq = (uint64_t)nev;
+        int64_t x = tsr_rng_range(&r, -50, 500);
+        int null = tsr_rng_below(&r, 12) == 0;
+        evs[nev].in[0] = null ? tsr_value_null() : tsr_value_double((double)x / 8.0);
+        evs[nev].in[1] = null ? tsr_value_null() : tsr_value_long(x);
+        evs[nev].in[2] = null ? tsr_value_null() : tsr_value_long(x);
+        nev++;
+    }
+    tsr_tile_store_t *s = open_store();
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == INT64_MIN);
+    upload(s, B, nkeys);
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    uint64_t skipped = 0;
+    stream(s, B, &skipped);
+    ck_assert_uint_gt(skipped, 0);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, nkeys, 150);
+
+    /* reopen: the same values, the same offset */
+    tsr_tile_store_close(s);
+    s = open_store();
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, nkeys, 60);
+
+    /* an aborted upload of a later version changes nothing */
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_begin(s, "team.gb.v1", B + D1, &u, &err), 0);
+    tsr_tile_upload_abort(u);
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    check_reads(s, &r, B, nkeys, 30);
+    /* reading before B is refused with a clear error */
+    tsr_value_t out[16];
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    ck_assert_int_eq(tsr_tile_store_read(s, "team.gb.v1", "user1", 5, B - 1, out, &a, &err), TSR_EINVAL);
+    ck_assert_int_eq(tsr_tile_store_read(s, "nope", "user1", 5, B, out, &a, &err), TSR_ENOTFOUND);
+    tsr_arena_free(&a);
+    tsr_tile_store_close(s);
+    for (int c = 0; c < NCOLS; c++) tsr_agg_free(aggs[c]);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+static Suite *tile_store_suite(void) {
+    Suite *s = suite_create("tile_store");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tsr_test_run(tile_store_suite()); }

@@ -1,0 +1,105 @@
+/*
+ * tile_store.h — a worker's tile store on RocksDB (SPEC §6): batch state from uploads, stream
+ * tiles and raw events from Kafka, Kafka offsets, and the read that answers a fetch.
+ *
+ * What is stored per GroupBy and key follows tile.h exactly:
+ *   batch  (version B, one per upload): the lifetime IR and the tail tiles of each hop
+ *   stream (ts >= B): 1d, 1h and 5m tiles, merged in place by a RocksDB merge operator that
+ *          runs the aggregation kernel's merge, and the raw events
+ *   meta:  the current upload version B, and consumer offsets
+ * so a fetch reads O(log) records per (key, GroupBy): the batch records of the key, the tiles
+ * of the cover, and one 5-minute tile's raw events — and equals the offline value at q.
+ *
+ * Key layout (one column family; big-endian integers, signed ones with the sign bit flipped so
+ * byte order is numeric order; K = 2-byte key length + key bytes):
+ *
+ *     'm' gb \0 'B'                        -> B (int64)             current upload version
+ *     'm' gb \0 'o' name                   -> next offset (int64)   per consumer partition
+ *     'b' gb \0 B K kind start             -> tile value            kind: 0 lifetime,
+ *                                                                    1 5m, 2 1h, 3 1d tail tile
+ *     't' gb \0 K len start                -> tile value (merged)   len: 1 5m, 2 1h, 3 1d
+ *     'r' gb \0 K ts seq                   -> encoded inputs         raw stream event
+ *
+ * A tile value is, per aggregation column, a uvarint length and the column's encoded IR
+ * (tsr_agg_encode). Uploads write under their own B and then switch 'm..B' in one write:
+ * readers see the old upload or the new one, never a half-loaded one; the old version is
+ * deleted after the switch. A stream batch (tile merges, raw events, the offset) is one
+ * atomic WriteBatch: a crash loses or keeps all of it, never part (exactly-once into the store
+ * when the consumer restarts from the stored offset).
+ *
+ * Threading: a store may be used from several threads; registration happens before use.
+ */
+#ifndef TSR_TILE_STORE_H
+#define TSR_TILE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tsr/agg.h"
+#include "tsr/error.h"
+#include "tsr/mem.h"
+#include "tsr/tile.h"
+#include "tsr/value.h"
+
+typedef struct tsr_tile_store tsr_tile_store_t;
+
+/* Opens (creating) the store in dir. Caller closes with tsr_tile_store_close. */
+int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *err);
+void tsr_tile_store_close(tsr_tile_store_t *s);
+
+/* Registers a GroupBy's columns (needed before any write or read of it, also after a
+ * restart: the merge operator finds columns by name). */
+int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_error_t *err);
+
+/* ---- uploads (batch records: tsr_tile_kind_t, tile.h) */
+
+typedef struct tsr_tile_upload tsr_tile_upload_t;
+
+/* Starts an upload of version B (a midnight) for GroupBy gb. */
+int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
+                          tsr_tile_upload_t **out, tsr_error_t *err);
+/* Adds one batch record: irs[c] is column c's IR (kernel IR blocks, borrowed for the call). */
+int tsr_tile_upload_put(tsr_tile_upload_t *u, const void *key, size_t klen, tsr_tile_kind_t kind,
+                        int64_t start, const void *const *irs, tsr_error_t *err);
+/* Makes the upload the current version atomically and drops the previous one; frees u. */
+int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err);
+/* Drops everything the upload wrote; frees u. The previous version keeps serving. */
+void tsr_tile_upload_abort(tsr_tile_upload_t *u);
+
+/* The current upload version, or INT64_MIN when none. */
+int64_t tsr_tile_store_batch_end(tsr_tile_store_t *s, const char *gb);
+
+/* ---- streaming */
+
+typedef struct tsr_tile_event {
+    const void *key;
+    size_t klen;
+    int64_t ts;
+    uint64_t seq;                   /* row order for FIRST/LAST ties (e.g. the Kafka offset) */
+    const tsr_value_t *inputs;      /* per column */
+    const tsr_value_t *buckets;     /* per column, read for bucketed columns (bucket_slot >= 0);
+                                       NULL: every bucket is null */
+} tsr_tile_event_t;
+
+/* Folds events into stream tiles and raw events, and stores offset_name -> next_offset, in one
+ * atomic write. Events with ts < B (covered by the batch) are skipped and counted in
+ * *skipped. offset_name NULL: no offset. */
+int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
+                         size_t n, const char *offset_name, int64_t next_offset,
+                         uint64_t *skipped, tsr_error_t *err);
+
+/* The stored offset, or -1 when none. */
+int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
+
+/* Compacts the whole store now (merge operands folded into their tiles). Maintenance and
+ * benchmarks; RocksDB also compacts in the background. */
+void tsr_tile_store_compact(tsr_tile_store_t *s);
+
+/* ---- reads */
+
+/* Values of every output (the columns' windows in order) for key at q (q >= B when there is
+ * an upload). Strings/lists/maps are allocated in arena. */
+int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
+                        int64_t q, tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err);
+
+#endif
