@@ -931,6 +931,57 @@ START_TEST(test_unavailable_server) {
 }
 END_TEST
 
+
+/* ---- a Python grpcio client against the C server (PLATFORM-NOTES: /usr/bin/python3) ---- */
+
+static const char PY_CLIENT[] =
+    "import sys, grpc\n"
+    "ch = grpc.insecure_channel(sys.argv[1])\n"
+    "echo = ch.unary_unary('/test.Echo/Echo')\n"
+    "resp, call = echo.with_call(b'hello from python', timeout=5, metadata=(('x-trace', 'py-1'),))\n"
+    "assert resp == b'hello from python', resp\n"
+    "md = dict(call.initial_metadata())\n"
+    "assert md.get('echo-x-trace') == 'py-1', md\n"
+    "assert echo(b'', timeout=5) == b''\n"
+    "try:\n"
+    "    ch.unary_unary('/tessera.v1.Nope/X')(b'x', timeout=5); sys.exit('no error')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e.code()\n"
+    "try:\n"
+    "    ch.unary_unary('/test.Echo/Fail')(b'-5', timeout=5); sys.exit('no error')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.NOT_FOUND and 'ENOTFOUND' in e.details(), e\n"
+    "try:\n"
+    "    ch.unary_unary('/test.Echo/Slow')(b'300', timeout=0.05); sys.exit('no error')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code()\n"
+    "msgs = list(ch.unary_stream('/test.Stream/Count')(b'5', timeout=5))\n"
+    "assert msgs == [b'msg-%d' % i for i in range(5)], msgs\n"
+    "assert ch.unary_unary('/grpc.health.v1.Health/Check')(b'', timeout=5) == b'\\x08\\x01'\n"
+    "print('python interop ok')\n";
+
+START_TEST(test_python_interop) {
+    if (access("/usr/bin/python3", X_OK) != 0 ||
+        system("/usr/bin/python3 -c 'import grpc' >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_python_interop: /usr/bin/python3 with grpcio not found, skipped\n");
+        return;
+    }
+    fx_t f;
+    fx_start(&f, 1);
+    char path[] = "/tmp/tsr_rpc_py_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, PY_CLIENT, sizeof(PY_CLIENT) - 1), (ssize_t)(sizeof(PY_CLIENT) - 1));
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "timeout 20 /usr/bin/python3 %s %s", path, f.target);
+    int rc = system(cmd);
+    unlink(path);
+    ck_assert_msg(rc == 0, "python client failed (%d)", rc);
+    fx_stop(&f);
+}
+END_TEST
+
 static Suite *rpc_suite(void) {
     Suite *s = suite_create("rpc");
     TCase *tc = tcase_create("core");
@@ -951,6 +1002,7 @@ static Suite *rpc_suite(void) {
     tcase_add_test(tc, test_malformed_protobuf_rejected);
     tcase_add_test(tc, test_shutdown_in_flight);
     tcase_add_test(tc, test_unavailable_server);
+    tcase_add_test(tc, test_python_interop);
     suite_add_tcase(s, tc);
     return s;
 }
