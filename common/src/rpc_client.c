@@ -12,10 +12,16 @@
  *     the message is NULL, then {recv status}. Stopping early cancels the call.
  *   Received metadata (initial then trailing) and the status land in the caller's reusable
  *   tsr_rpc_reply_t.
+ *   - async unary: the same six-op batch on the client's own next-CQ, served by one completion
+ *     thread started with the first async call; the callback runs there. Async call records
+ *     (with their reply buffers) are pooled on the client. Freeing the client cancels what is
+ *     in flight and waits for those callbacks.
  *
  * INVARIANTS
  *   1. Every batch is plucked before the call is unref'd; the CQ is empty when destroyed.
  *   2. A failing status returns tsr_rpc_status_to_error(status), never TSR_OK.
+ *   3. An async call is on the `inflight` list (cancellable) only while its grpc_call is alive;
+ *      `n_async` counts calls whose callback has not returned; free waits for it to reach 0.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +29,20 @@
 
 #include "rpc_int.h"
 
+typedef struct rpc_acall rpc_acall_t;
+
 struct tsr_rpc_client {
     grpc_channel *ch;
     char *target;
+    /* async calls */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    grpc_completion_queue *acq;     /* created with the first async call */
+    pthread_t athread;
+    int closing;
+    rpc_acall_t *inflight;          /* doubly linked, cancellable calls */
+    size_t n_async;                 /* started calls whose callback has not returned */
+    rpc_acall_t *afree;             /* pooled records */
 };
 
 tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
@@ -36,6 +53,8 @@ tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
     grpc_init();
     tsr_rpc_client_t *c = tsr_calloc(1, sizeof(*c));
     c->target = tsr_strdup(target);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
     grpc_arg args[1];
     memset(args, 0, sizeof(args));
     args[0].type = GRPC_ARG_INTEGER;
@@ -47,6 +66,8 @@ tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
     grpc_channel_credentials_release(cr);
     if (!c->ch) {
         tsr_error_set(err, TSR_EINVAL, "cannot create a gRPC channel to '%s'", target);
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
         free(c->target);
         free(c);
         grpc_shutdown();
@@ -55,8 +76,13 @@ tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
     return c;
 }
 
+static void async_shutdown(tsr_rpc_client_t *c);
+
 void tsr_rpc_client_free(tsr_rpc_client_t *c) {
     if (!c) return;
+    async_shutdown(c);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     grpc_channel_destroy(c->ch);
     free(c->target);
     free(c);
@@ -115,10 +141,13 @@ typedef struct rpc_cc {
     grpc_status_code status;
     grpc_slice details;
     grpc_byte_buffer *send_bb;
+    int own_cq;
 } rpc_cc_t;
 
+/* Opens a call on shared_cq, or on a fresh pluck CQ when shared_cq is NULL. */
 static int cc_open(tsr_rpc_client_t *c, rpc_cc_t *cc, const char *method,
-                   const tsr_rpc_call_opts_t *opts, tsr_error_t *err) {
+                   const tsr_rpc_call_opts_t *opts, grpc_completion_queue *shared_cq,
+                   tsr_error_t *err) {
     memset(cc, 0, sizeof(*cc));
     if (!method || method[0] != '/')
         return tsr_error_set(err, TSR_EINVAL, "method '%s' must be a path /pkg.Service/Method",
@@ -136,7 +165,8 @@ static int cc_open(tsr_rpc_client_t *c, rpc_cc_t *cc, const char *method,
     if (opts && opts->timeout_ms > 0 && opts->timeout_ms != TSR_RPC_NO_DEADLINE)
         deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                 gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
-    cc->cq = grpc_completion_queue_create_for_pluck(NULL);
+    cc->own_cq = shared_cq == NULL;
+    cc->cq = shared_cq ? shared_cq : grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice msl = grpc_slice_from_copied_string(method);
     cc->call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cc->cq, msl, NULL,
                                         deadline, NULL);
@@ -176,7 +206,7 @@ static int cc_close(rpc_cc_t *cc, const char *method, tsr_rpc_reply_t *reply, ts
     }
     if (cc->send_bb) grpc_byte_buffer_destroy(cc->send_bb);
     if (cc->call) grpc_call_unref(cc->call);
-    if (cc->cq) {
+    if (cc->cq && cc->own_cq) {
         grpc_completion_queue_shutdown(cc->cq);
         grpc_completion_queue_pluck(cc->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         grpc_completion_queue_destroy(cc->cq);
@@ -229,7 +259,7 @@ int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req
     reply_reset(reply);
     rpc_cc_t cc;
     tsr_error_t oerr;
-    int rc = cc_open(c, &cc, method, opts, &oerr);
+    int rc = cc_open(c, &cc, method, opts, NULL, &oerr);
     if (rc) {
         reply->status = TSR_GRPC_INVALID_ARGUMENT;
         snprintf(reply->message, sizeof(reply->message), "%.500s", oerr.msg);
@@ -260,7 +290,7 @@ int tsr_rpc_client_stream(tsr_rpc_client_t *c, const char *method, const void *r
     reply_reset(reply);
     rpc_cc_t cc;
     tsr_error_t oerr;
-    int rc = cc_open(c, &cc, method, opts, &oerr);
+    int rc = cc_open(c, &cc, method, opts, NULL, &oerr);
     if (rc) {
         reply->status = TSR_GRPC_INVALID_ARGUMENT;
         snprintf(reply->message, sizeof(reply->message), "%.500s", oerr.msg);
@@ -305,4 +335,140 @@ int tsr_rpc_client_stream(tsr_rpc_client_t *c, const char *method, const void *r
         cc.details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
     }
     return cc_close(&cc, method, reply, err);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * async unary calls */
+
+struct rpc_acall {
+    rpc_cc_t cc;
+    grpc_byte_buffer *resp_bb;
+    tsr_rpc_reply_t reply;
+    tsr_rpc_done_cb cb;
+    void *ud;
+    char method[256];
+    rpc_acall_t *prev, *next;       /* inflight list, or next = free list link */
+};
+
+static void async_unlink(tsr_rpc_client_t *c, rpc_acall_t *a) {
+    if (a->prev) a->prev->next = a->next;
+    else c->inflight = a->next;
+    if (a->next) a->next->prev = a->prev;
+    a->prev = a->next = NULL;
+}
+
+static void *async_main(void *arg) {
+    tsr_rpc_client_t *c = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(c->acq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                                   NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        rpc_acall_t *a = ev.tag;
+        pthread_mutex_lock(&c->mu);
+        async_unlink(c, a);         /* before the call is unref'd: free may be cancelling */
+        pthread_mutex_unlock(&c->mu);
+        tsr__rpc_bb_read(a->resp_bb, &a->reply.body);
+        a->resp_bb = NULL;
+        tsr_error_t err;
+        tsr_error_clear(&err);
+        int rc = cc_close(&a->cc, a->method, &a->reply, &err);
+        a->cb(a->ud, rc, &a->reply, rc ? err.msg : "");
+        pthread_mutex_lock(&c->mu);
+        a->next = c->afree;
+        c->afree = a;
+        c->n_async--;
+        if (c->n_async == 0) pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return NULL;
+}
+
+int tsr_rpc_client_call_async(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
+                              const tsr_rpc_call_opts_t *opts, tsr_rpc_done_cb cb, void *ud,
+                              tsr_error_t *err) {
+    if (!cb) return tsr_error_set(err, TSR_EINVAL, "%s: async call without a callback", method);
+    pthread_mutex_lock(&c->mu);
+    if (c->closing) {
+        pthread_mutex_unlock(&c->mu);
+        return tsr_error_set(err, TSR_EUNAVAIL, "%s: client is shutting down", method);
+    }
+    if (!c->acq) {
+        c->acq = grpc_completion_queue_create_for_next(NULL);
+        if (pthread_create(&c->athread, NULL, async_main, c) != 0) {
+            grpc_completion_queue_shutdown(c->acq);
+            grpc_completion_queue_destroy(c->acq);
+            c->acq = NULL;
+            pthread_mutex_unlock(&c->mu);
+            return tsr_error_set(err, TSR_ENOMEM, "%s: cannot start the client thread", method);
+        }
+    }
+    rpc_acall_t *a = c->afree;
+    if (a) c->afree = a->next;
+    pthread_mutex_unlock(&c->mu);
+    if (!a) {
+        a = tsr_calloc(1, sizeof(*a));
+        tsr_rpc_reply_init(&a->reply);
+    }
+    a->prev = a->next = NULL;
+    reply_reset(&a->reply);
+    int rc = cc_open(c, &a->cc, method, opts, c->acq, err);
+    if (rc) goto fail;
+    snprintf(a->method, sizeof(a->method), "%s", method);
+    a->cb = cb;
+    a->ud = ud;
+    a->resp_bb = NULL;
+    grpc_op ops[6];
+    size_t k = cc_send_ops(&a->cc, ops, req, n, opts);
+    ops[k].op = GRPC_OP_RECV_MESSAGE;
+    ops[k].data.recv_message.recv_message = &a->resp_bb;
+    k++;
+    cc_status_op(&a->cc, &ops[k++]);
+    pthread_mutex_lock(&c->mu);
+    a->next = c->inflight;
+    if (a->next) a->next->prev = a;
+    c->inflight = a;
+    c->n_async++;
+    pthread_mutex_unlock(&c->mu);
+    if (grpc_call_start_batch(a->cc.call, ops, k, a, NULL) != GRPC_CALL_OK) {
+        pthread_mutex_lock(&c->mu);
+        async_unlink(c, a);
+        c->n_async--;
+        if (c->n_async == 0) pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        tsr_rpc_reply_t scratch;
+        tsr_rpc_reply_init(&scratch);
+        cc_close(&a->cc, method, &scratch, NULL);
+        tsr_rpc_reply_free(&scratch);
+        rc = tsr_error_set(err, TSR_EINTERNAL, "%s: grpc_call_start_batch refused the call",
+                           method);
+        goto fail;
+    }
+    return TSR_OK;
+fail:
+    pthread_mutex_lock(&c->mu);
+    a->next = c->afree;
+    c->afree = a;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static void async_shutdown(tsr_rpc_client_t *c) {
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    for (rpc_acall_t *a = c->inflight; a; a = a->next) grpc_call_cancel(a->cc.call, NULL);
+    while (c->n_async > 0) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    if (c->acq) {
+        grpc_completion_queue_shutdown(c->acq);
+        pthread_join(c->athread, NULL);
+        grpc_completion_queue_destroy(c->acq);
+        c->acq = NULL;
+    }
+    while (c->afree) {
+        rpc_acall_t *a = c->afree;
+        c->afree = a->next;
+        tsr_rpc_reply_free(&a->reply);
+        free(a);
+    }
 }

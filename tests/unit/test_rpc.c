@@ -935,6 +935,135 @@ START_TEST(test_unavailable_server) {
 END_TEST
 
 
+/* ---- async client calls, and the fetcher pattern: deferred handler + async downstream ---- */
+
+typedef struct async_state {
+    atomic_int done, ok, bad;
+    atomic_int last_rc;
+    char last_msg[256];
+} async_state_t;
+
+static void async_echo_cb(void *ud, int rc, const tsr_rpc_reply_t *r, const char *msg) {
+    async_state_t *st = ud;
+    if (rc == 0 && r->body.len >= 5 && memcmp(r->body.data, "async", 5) == 0)
+        atomic_fetch_add(&st->ok, 1);
+    else
+        atomic_fetch_add(&st->bad, 1);
+    atomic_store(&st->last_rc, rc);
+    snprintf(st->last_msg, sizeof(st->last_msg), "%s", msg);
+    atomic_fetch_add(&st->done, 1);
+}
+
+START_TEST(test_async_calls) {
+    fx_t f;
+    fx_start(&f, 1);
+    tsr_error_t err;
+    async_state_t st;
+    memset(&st, 0, sizeof(st));
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        char msg[32];
+        int len = snprintf(msg, sizeof(msg), "async %d", i);
+        ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "/test.Echo/Echo", msg, (size_t)len,
+                                                   &OPTS_5S, async_echo_cb, &st, &err), 0);
+    }
+    wait_count(&st.done, N);
+    ck_assert_int_eq(atomic_load(&st.ok), N);
+    /* unknown method and deadline arrive through the callback */
+    memset(&st, 0, sizeof(st));
+    ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "/test.Nope/X", "async", 5, &OPTS_5S,
+                                               async_echo_cb, &st, &err), 0);
+    wait_count(&st.done, 1);
+    ck_assert_int_eq(atomic_load(&st.last_rc), TSR_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(st.last_msg, "UNIMPLEMENTED"));
+    tsr_rpc_call_opts_t o = {.timeout_ms = 300};
+    ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "/test.Echo/Slow", "1000", 4, &o,
+                                               async_echo_cb, &st, &err), 0);
+    wait_count(&st.done, 2);
+    ck_assert_int_eq(atomic_load(&st.last_rc), TSR_ETIMEOUT);
+    /* a call that cannot start never calls back */
+    ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "bad", "x", 1, NULL, async_echo_cb, &st,
+                                               &err), TSR_EINVAL);
+    ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "/a.B/C", "x", 1, NULL, NULL, NULL, &err),
+                     TSR_EINVAL);
+    sleep_ms(50);
+    ck_assert_int_eq(atomic_load(&st.done), 2);
+    /* freeing the client with calls in flight (no deadline, slow server) cancels them and runs
+     * every callback before returning */
+    for (int i = 0; i < 8 && atomic_load(&g_slow_done) == 0; i++) sleep_ms(100);
+    memset(&st, 0, sizeof(st));
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(tsr_rpc_client_call_async(f.cli, "/test.Echo/Slow", "300", 3, NULL,
+                                                   async_echo_cb, &st, &err), 0);
+    tsr_rpc_client_free(f.cli);
+    ck_assert_int_eq(atomic_load(&st.done), 4);
+    ck_assert_int_eq(atomic_load(&st.ok), 0);
+    tsr_rpc_server_free(f.srv);
+}
+END_TEST
+
+typedef struct proxy {
+    tsr_rpc_client_t *down;
+} proxy_t;
+
+static void proxy_done(void *ud, int rc, const tsr_rpc_reply_t *r, const char *msg) {
+    tsr_rpc_call_finish((tsr_rpc_call_t *)ud, rc, r->body.data, r->body.len, msg);
+}
+
+/* Forwards "/test.Proxy/<M>" to the downstream "/test.Echo/<M>", propagating the deadline. */
+static int h_proxy(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                   tsr_error_t *err) {
+    proxy_t *p = ud;
+    int64_t left = tsr_rpc_call_remaining_ms(call);
+    if (left == 0) return tsr_error_set(err, TSR_ETIMEOUT, "deadline passed before forwarding");
+    char path[64];
+    snprintf(path, sizeof(path), "/test.Echo/%s", strrchr(tsr_rpc_call_method(call), '/') + 1);
+    tsr_rpc_call_opts_t o = {.timeout_ms = left};
+    int rc = tsr_rpc_client_call_async(p->down, path, req, n, &o, proxy_done, call, err);
+    return rc ? rc : TSR_RPC_DEFER;
+}
+
+START_TEST(test_proxy_deferred_async) {
+    fx_t down;
+    fx_start(&down, 1);
+    tsr_error_t err;
+    proxy_t px = {down.cli};
+    tsr_rpc_server_t *up = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(up, "/test.Proxy/Echo", h_proxy, &px, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(up, "/test.Proxy/Slow", h_proxy, &px, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(up, "/test.Proxy/Fail", h_proxy, &px, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_start(up, &err), 0);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", tsr_rpc_server_port(up));
+    tsr_rpc_client_t *cli = tsr_rpc_client_new(target, &err);
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    for (int i = 0; i < 50; i++) {
+        char msg[32];
+        int len = snprintf(msg, sizeof(msg), "via proxy %d", i);
+        ck_assert_int_eq(tsr_rpc_client_call(cli, "/test.Proxy/Echo", msg, (size_t)len, &OPTS_5S,
+                                             &r, &err), 0);
+        ck_assert(r.body.len == (size_t)len && memcmp(r.body.data, msg, (size_t)len) == 0);
+    }
+    /* downstream errors come back with their status and message */
+    int rc = tsr_rpc_client_call(cli, "/test.Proxy/Fail", "-5", 2, &OPTS_5S, &r, &err);
+    ck_assert_int_eq(rc, TSR_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(r.message, "failing on purpose with ENOTFOUND"));
+    /* the deadline is propagated: the downstream handler sees no more than ours */
+    tsr_rpc_call_opts_t o = {.timeout_ms = 400};
+    atomic_store(&g_slow_remaining, -1);
+    rc = tsr_rpc_client_call(cli, "/test.Proxy/Slow", "1000", 4, &o, &r, &err);
+    ck_assert_int_eq(rc, TSR_ETIMEOUT);
+    for (int i = 0; i < 600 && atomic_load(&g_slow_remaining) == -1; i++) sleep_ms(5);
+    long long seen = atomic_load(&g_slow_remaining);
+    ck_assert_msg(seen > 0 && seen <= 420, "downstream saw %lld ms left", seen);
+    tsr_rpc_reply_free(&r);
+    tsr_rpc_client_free(cli);
+    tsr_rpc_server_free(up);
+    fx_stop(&down);
+}
+END_TEST
+
 /* ---- a Python grpcio client against the C server (PLATFORM-NOTES: /usr/bin/python3) ---- */
 
 static const char PY_CLIENT[] =
@@ -1006,6 +1135,8 @@ static Suite *rpc_suite(void) {
     tcase_add_test(tc, test_shutdown_in_flight);
     tcase_add_test(tc, test_unavailable_server);
     tcase_add_test(tc, test_python_interop);
+    tcase_add_test(tc, test_async_calls);
+    tcase_add_test(tc, test_proxy_deferred_async);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -133,7 +133,8 @@ void tsr_rpc_server_stats(const tsr_rpc_server_t *s, tsr_rpc_server_stats_t *out
 /* The method path, NUL-terminated. */
 const char *tsr_rpc_call_method(const tsr_rpc_call_t *c);
 /* Milliseconds left until the client's deadline (0 when passed), or TSR_RPC_NO_DEADLINE.
- * Pass it on as the timeout of downstream calls to propagate the deadline. */
+ * Pass it on as the timeout of downstream calls to propagate the deadline — but check for 0
+ * first and fail with TSR_ETIMEOUT: a timeout_ms of 0 in tsr_rpc_call_opts_t means none. */
 int64_t tsr_rpc_call_remaining_ms(const tsr_rpc_call_t *c);
 /* 1 once the client cancelled, the deadline passed or the server is shutting down (as far as
  * this thread can know: inline unary handlers learn it only from the deadline). */
@@ -163,7 +164,8 @@ typedef struct tsr_rpc_client tsr_rpc_client_t;
 
 /* A channel to target ("127.0.0.1:7070", "dns:///host:port"), insecure, reused by every call
  * (thread-safe: many threads may call at once). Connects lazily. Caller frees with
- * tsr_rpc_client_free after all calls returned. Returns NULL with err filled. */
+ * tsr_rpc_client_free after all blocking calls returned; free cancels async calls still in
+ * flight and waits for their callbacks. Returns NULL with err filled. */
 tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err);
 void tsr_rpc_client_free(tsr_rpc_client_t *c);
 
@@ -198,6 +200,21 @@ const char *tsr_rpc_reply_metadata(const tsr_rpc_reply_t *r, const char *key, si
 int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
                         const tsr_rpc_call_opts_t *opts, tsr_rpc_reply_t *reply,
                         tsr_error_t *err);
+
+/* Completion of an async unary call. Runs on the client's completion thread (one per client,
+ * started with the first async call) and must be quick: finish a deferred server call, start
+ * more async calls, signal a waiter. rc is what tsr_rpc_client_call would return; reply (status,
+ * message, body, metadata) and msg ("<method>: <STATUS>: <message>", "" on success) are
+ * borrowed until the callback returns. */
+typedef void (*tsr_rpc_done_cb)(void *ud, int rc, const tsr_rpc_reply_t *reply, const char *msg);
+
+/* Async unary call. TSR_OK: the call started and cb will run exactly once (also when the client
+ * is freed with the call in flight: then with TSR_EUNAVAIL/CANCELLED). Any other return: the
+ * call did not start, err says why, and cb never runs. req and opts are copied / only read
+ * during this call. Thread-safe; may be called from inside a callback. */
+int tsr_rpc_client_call_async(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
+                              const tsr_rpc_call_opts_t *opts, tsr_rpc_done_cb cb, void *ud,
+                              tsr_error_t *err);
 
 /* Called once per streamed message (msg borrowed until it returns). Return 0 to continue,
  * non-zero to cancel the call (the call then ends with CANCELLED). */
