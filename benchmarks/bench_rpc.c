@@ -4,7 +4,9 @@
  *
  * Measures
  *   1. sequential unary echo: latency p50/p99/p999 and calls/s (one call in flight);
- *   2. throughput with K calls in flight (K client threads sharing one channel, default 16);
+ *   2. throughput with K calls in flight (default 16), two ways: K blocking client threads
+ *      sharing one channel, and K async calls kept in flight from the client's one completion
+ *      thread (tsr_rpc_client_call_async; how a fetcher fans out);
  *   3. a streaming read: messages/s of a server-streaming call (the Watch/stream path).
  * This IS the baseline: bench_fetch compares FetchJoin's p99 with the echo p99 measured in the
  * same run on the same server (issue 4 target: FetchJoin p99 ≤ 3× echo p99). Latency depends
@@ -73,6 +75,27 @@ static void *load_main(void *p) {
     return NULL;
 }
 
+typedef struct async_load {
+    tsr_rpc_client_t *cli;
+    const char *payload;
+    size_t n;
+    double until;
+    atomic_long calls, errors;
+    atomic_int active;
+} async_load_t;
+
+/* Each completion starts the next call until time is up: K calls stay in flight. */
+static void async_cb(void *ud, int rc, const tsr_rpc_reply_t *r, const char *msg) {
+    async_load_t *a = ud;
+    atomic_fetch_add(&a->calls, 1);
+    if (rc) atomic_fetch_add(&a->errors, 1);
+    tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
+    if (now_s() >= a->until ||
+        tsr_rpc_client_call_async(a->cli, "/bench.Echo/Echo", a->payload, a->n, &o, async_cb, a,
+                                  NULL) != TSR_OK)
+        atomic_fetch_sub(&a->active, 1);
+}
+
 static int count_cb(void *ud, const uint8_t *msg, size_t n) {
     (*(long *)ud)++;
     return 0;
@@ -105,7 +128,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_rpc: %s\n", err.msg);
         return 1;
     }
-    const char *stream_count = "200000";
+    const char *stream_count = "50000";
     if (tsr_rpc_server_add_unary(srv, "/bench.Echo/Echo", h_echo, NULL, &err) ||
         tsr_rpc_server_add_stream(srv, "/bench.Echo/Stream", h_stream, (void *)stream_count,
                                   &err) ||
@@ -162,8 +185,29 @@ int main(int argc, char **argv) {
         terr += args[t].errors;
     }
     el = now_s() - t0;
-    printf("  throughput (%d in flight, %.1f s): %ld calls, %.0f calls/s, errors %ld\n", inflight,
-           el, total, (double)total / el, terr);
+    printf("  throughput, %d blocking threads (%.1f s): %ld calls, %.0f calls/s, errors %ld\n",
+           inflight, el, total, (double)total / el, terr);
+
+    async_load_t al = {.cli = cli, .payload = buf, .n = payload, .until = now_s() + seconds};
+    atomic_init(&al.calls, 0);
+    atomic_init(&al.errors, 0);
+    atomic_init(&al.active, inflight);
+    t0 = now_s();
+    for (int t = 0; t < inflight; t++)
+        if (tsr_rpc_client_call_async(cli, "/bench.Echo/Echo", buf, payload, &o, async_cb, &al,
+                                      &err) != TSR_OK) {
+            fprintf(stderr, "bench_rpc: async call: %s\n", err.msg);
+            atomic_fetch_sub(&al.active, 1);
+        }
+    while (atomic_load(&al.active) > 0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    el = now_s() - t0;
+    long acalls = atomic_load(&al.calls), aerr = atomic_load(&al.errors);
+    terr += aerr;
+    printf("  throughput, %d async in flight (%.1f s): %ld calls, %.0f calls/s, errors %ld\n",
+           inflight, el, acalls, (double)acalls / el, aerr);
 
     /* 3. server streaming */
     long got = 0;

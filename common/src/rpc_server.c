@@ -398,18 +398,6 @@ const char *tsr_rpc_call_metadata(const tsr_rpc_call_t *c, const char *key, size
     return NULL;
 }
 
-size_t tsr_rpc_call_metadata_all(const tsr_rpc_call_t *c, tsr_rpc_md_t *out, size_t cap) {
-    /* Keys in received metadata are not NUL-terminated; callers that need the key as a C
-     * string use tsr_rpc_call_metadata. Here key points at the slice bytes. */
-    for (size_t i = 0; i < c->req_md.count && i < cap; i++) {
-        const grpc_metadata *m = &c->req_md.metadata[i];
-        out[i].key = (const char *)GRPC_SLICE_START_PTR(m->key);
-        out[i].value = (const char *)GRPC_SLICE_START_PTR(m->value);
-        out[i].value_len = GRPC_SLICE_LENGTH(m->value);
-    }
-    return c->req_md.count;
-}
-
 int tsr_rpc_call_add_metadata(tsr_rpc_call_t *c, const char *key, const void *value, size_t len,
                               tsr_error_t *err) {
     if (!tsr__rpc_md_key_ok(key))

@@ -141,8 +141,6 @@ int64_t tsr_rpc_call_remaining_ms(const tsr_rpc_call_t *c);
 int tsr_rpc_call_cancelled(const tsr_rpc_call_t *c);
 /* Request metadata value for key (first match), *len set; NULL if absent. Borrowed. */
 const char *tsr_rpc_call_metadata(const tsr_rpc_call_t *c, const char *key, size_t *len);
-/* All request metadata: fills up to cap entries, returns the total count. Borrowed. */
-size_t tsr_rpc_call_metadata_all(const tsr_rpc_call_t *c, tsr_rpc_md_t *out, size_t cap);
 /* Adds response metadata (sent as initial metadata with the first response message, or with
  * the status). Copied. Up to 16 entries; TSR_EINVAL for a bad key or too many / too late. */
 int tsr_rpc_call_add_metadata(tsr_rpc_call_t *c, const char *key, const void *value,
