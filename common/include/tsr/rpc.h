@@ -13,6 +13,9 @@
  *     (fan-out to workers) returns TSR_RPC_DEFER and later calls tsr_rpc_call_finish from any
  *     thread. Server-streaming handlers run on their own thread and send with a blocking
  *     tsr_rpc_call_send (one send in flight at a time, as gRPC requires).
+ *   - Client: one channel per tsr_rpc_client_t shared by all threads. Blocking calls poll on
+ *     the calling thread; async unary calls complete on the client's one completion thread
+ *     (the fetcher's fan-out: a deferred handler finishes its call from the callback).
  *   - Errors: handlers return TSR_OK or a TSR_E* code; the status sent is
  *     tsr_error_grpc_status(code) (the one table in error.h) with the handler's message.
  *     Clients map a received status back to the first TSR code of that table with that status.
@@ -26,6 +29,7 @@
  *     tsr_rpc_call_finish exactly once (also after the client went away — finishing a cancelled
  *     call is harmless). tsr_rpc_server_free waits for every deferred call to be finished.
  *   - A tsr_rpc_call_t and everything read from it are borrowed until the call is finished.
+ *   - tsr_rpc_client_call_async: TSR_OK → the callback runs exactly once; an error → never.
  */
 #ifndef TSR_RPC_H
 #define TSR_RPC_H
