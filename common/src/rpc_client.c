@@ -1,0 +1,474 @@
+/*
+ * rpc_client.c — blocking gRPC client calls over one reused channel.
+ *
+ * DESIGN
+ *   A tsr_rpc_client_t is one grpc_channel (HTTP/2 connection, thread-safe, connected lazily)
+ *   shared by every call and thread. Each call gets its own pluck completion queue, so calls
+ *   from many threads never wait for one another and no client thread is needed; the calling
+ *   thread does the polling (no thread hop on the latency path).
+ *   - unary: one batch of six ops (send initial metadata, send message, send close, recv
+ *     initial metadata, recv message, recv status), plucked.
+ *   - server streaming: {send md, send message, send close, recv md}, then {recv message} until
+ *     the message is NULL, then {recv status}. Stopping early cancels the call.
+ *   Received metadata (initial then trailing) and the status land in the caller's reusable
+ *   tsr_rpc_reply_t.
+ *   - async unary: the same six-op batch on the client's own next-CQ, served by one completion
+ *     thread started with the first async call; the callback runs there. Async call records
+ *     (with their reply buffers) are pooled on the client. Freeing the client cancels what is
+ *     in flight and waits for those callbacks.
+ *
+ * INVARIANTS
+ *   1. Every batch is plucked before the call is unref'd; the CQ is empty when destroyed.
+ *   2. A failing status returns tsr_rpc_status_to_error(status), never TSR_OK.
+ *   3. An async call is on the `inflight` list (cancellable) only while its grpc_call is alive;
+ *      `n_async` counts calls whose callback has not returned; free waits for it to reach 0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc_int.h"
+
+typedef struct rpc_acall rpc_acall_t;
+
+struct tsr_rpc_client {
+    grpc_channel *ch;
+    char *target;
+    /* async calls */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    grpc_completion_queue *acq;     /* created with the first async call */
+    pthread_t athread;
+    int closing;
+    rpc_acall_t *inflight;          /* doubly linked, cancellable calls */
+    size_t n_async;                 /* started calls whose callback has not returned */
+    rpc_acall_t *afree;             /* pooled records */
+};
+
+tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
+    if (!target || !*target) {
+        tsr_error_set(err, TSR_EINVAL, "empty gRPC target (expected host:port)");
+        return NULL;
+    }
+    grpc_init();
+    tsr_rpc_client_t *c = tsr_calloc(1, sizeof(*c));
+    c->target = tsr_strdup(target);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    grpc_arg args[1];
+    memset(args, 0, sizeof(args));
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = 64 << 20;
+    grpc_channel_args cargs = {1, args};
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, cr, &cargs);
+    grpc_channel_credentials_release(cr);
+    if (!c->ch) {
+        tsr_error_set(err, TSR_EINVAL, "cannot create a gRPC channel to '%s'", target);
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c->target);
+        free(c);
+        grpc_shutdown();
+        return NULL;
+    }
+    return c;
+}
+
+static void async_shutdown(tsr_rpc_client_t *c);
+
+void tsr_rpc_client_free(tsr_rpc_client_t *c) {
+    if (!c) return;
+    async_shutdown(c);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    grpc_channel_destroy(c->ch);
+    free(c->target);
+    free(c);
+    grpc_shutdown();
+}
+
+void tsr_rpc_reply_init(tsr_rpc_reply_t *r) {
+    memset(r, 0, sizeof(*r));
+    tsr_buf_init(&r->body);
+    tsr_buf_init(&r->md_store);
+}
+
+void tsr_rpc_reply_free(tsr_rpc_reply_t *r) {
+    tsr_buf_free(&r->body);
+    tsr_buf_free(&r->md_store);
+    r->n_md = 0;
+}
+
+const char *tsr_rpc_reply_metadata(const tsr_rpc_reply_t *r, const char *key, size_t *len) {
+    for (size_t i = 0; i < r->n_md; i++)
+        if (strcmp(r->md[i].key, key) == 0) {
+            if (len) *len = r->md[i].value_len;
+            return r->md[i].value;
+        }
+    return NULL;
+}
+
+/* Copies received metadata into the reply's store (keys and values NUL-terminated). Pointers
+ * are fixed up after all appends, since the store may move while growing. */
+static void reply_take_md(tsr_rpc_reply_t *r, const grpc_metadata_array *a) {
+    for (size_t i = 0; i < a->count && r->n_md < TSR_RPC_REPLY_MD_MAX; i++) {
+        const grpc_metadata *m = &a->metadata[i];
+        tsr_buf_append(&r->md_store, GRPC_SLICE_START_PTR(m->key), GRPC_SLICE_LENGTH(m->key));
+        tsr_buf_putc(&r->md_store, 0);
+        tsr_buf_append(&r->md_store, GRPC_SLICE_START_PTR(m->value), GRPC_SLICE_LENGTH(m->value));
+        tsr_buf_putc(&r->md_store, 0);
+        r->md[r->n_md++].value_len = GRPC_SLICE_LENGTH(m->value);
+    }
+    /* re-point every entry (earlier batches too): keys hold no NUL (legal header names) */
+    size_t pos = 0;
+    for (size_t i = 0; i < r->n_md; i++) {
+        r->md[i].key = (const char *)r->md_store.data + pos;
+        pos += strlen(r->md[i].key) + 1;
+        r->md[i].value = (const char *)r->md_store.data + pos;
+        pos += r->md[i].value_len + 1;
+    }
+}
+
+/* Shared call plumbing. */
+typedef struct rpc_cc {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata md[32];
+    size_t n_md;
+    grpc_metadata_array init_md, trail_md;
+    grpc_status_code status;
+    grpc_slice details;
+    grpc_byte_buffer *send_bb;
+    int own_cq;
+} rpc_cc_t;
+
+/* Opens a call on shared_cq, or on a fresh pluck CQ when shared_cq is NULL. */
+static int cc_open(tsr_rpc_client_t *c, rpc_cc_t *cc, const char *method,
+                   const tsr_rpc_call_opts_t *opts, grpc_completion_queue *shared_cq,
+                   tsr_error_t *err) {
+    memset(cc, 0, sizeof(*cc));
+    if (!method || method[0] != '/')
+        return tsr_error_set(err, TSR_EINVAL, "method '%s' must be a path /pkg.Service/Method",
+                             method ? method : "(null)");
+    size_t n_md = opts ? opts->n_md : 0;
+    if (n_md > sizeof(cc->md) / sizeof(cc->md[0]))
+        return tsr_error_set(err, TSR_EINVAL, "%s: %zu metadata entries (at most 32)", method,
+                             n_md);
+    for (size_t i = 0; i < n_md; i++)
+        if (!tsr__rpc_md_key_ok(opts->md[i].key))
+            return tsr_error_set(err, TSR_EINVAL,
+                                 "%s: metadata key '%s' must be lowercase [0-9a-z_.-] and not "
+                                 "grpc-*", method, opts->md[i].key ? opts->md[i].key : "(null)");
+    gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_REALTIME);
+    if (opts && opts->timeout_ms > 0 && opts->timeout_ms != TSR_RPC_NO_DEADLINE)
+        deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
+    cc->own_cq = shared_cq == NULL;
+    cc->cq = shared_cq ? shared_cq : grpc_completion_queue_create_for_pluck(NULL);
+    grpc_slice msl = grpc_slice_from_copied_string(method);
+    cc->call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cc->cq, msl, NULL,
+                                        deadline, NULL);
+    grpc_slice_unref(msl);
+    for (size_t i = 0; i < n_md; i++) {
+        cc->md[i].key = grpc_slice_from_copied_string(opts->md[i].key);
+        cc->md[i].value = grpc_slice_from_copied_buffer(opts->md[i].value, opts->md[i].value_len);
+    }
+    cc->n_md = n_md;
+    grpc_metadata_array_init(&cc->init_md);
+    grpc_metadata_array_init(&cc->trail_md);
+    cc->details = grpc_empty_slice();
+    return TSR_OK;
+}
+
+static int cc_pluck(rpc_cc_t *cc, void *tag) {
+    grpc_event ev = grpc_completion_queue_pluck(cc->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+/* Fills the reply from the status, returns the TSR code. Releases everything. */
+static int cc_close(rpc_cc_t *cc, const char *method, tsr_rpc_reply_t *reply, tsr_error_t *err) {
+    reply->status = (int)cc->status;
+    size_t dn = GRPC_SLICE_LENGTH(cc->details);
+    if (dn >= sizeof(reply->message)) dn = sizeof(reply->message) - 1;
+    memcpy(reply->message, GRPC_SLICE_START_PTR(cc->details), dn);
+    reply->message[dn] = '\0';
+    reply_take_md(reply, &cc->init_md);
+    reply_take_md(reply, &cc->trail_md);
+    grpc_slice_unref(cc->details);
+    grpc_metadata_array_destroy(&cc->init_md);
+    grpc_metadata_array_destroy(&cc->trail_md);
+    for (size_t i = 0; i < cc->n_md; i++) {
+        grpc_slice_unref(cc->md[i].key);
+        grpc_slice_unref(cc->md[i].value);
+    }
+    if (cc->send_bb) grpc_byte_buffer_destroy(cc->send_bb);
+    if (cc->call) grpc_call_unref(cc->call);
+    if (cc->cq && cc->own_cq) {
+        grpc_completion_queue_shutdown(cc->cq);
+        grpc_completion_queue_pluck(cc->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_completion_queue_destroy(cc->cq);
+    }
+    if (reply->status == TSR_GRPC_OK) return TSR_OK;
+    int rc = tsr_rpc_status_to_error(reply->status);
+    tsr_error_set(err, rc, "%s: %s: %s", method, tsr_rpc_status_name(reply->status),
+                  reply->message);
+    return rc;
+}
+
+static void reply_reset(tsr_rpc_reply_t *r) {
+    r->status = TSR_GRPC_UNKNOWN;
+    r->message[0] = '\0';
+    tsr_buf_clear(&r->body);
+    tsr_buf_clear(&r->md_store);
+    r->n_md = 0;
+}
+
+/* The send half shared by unary and streaming calls: ops[0..3) plus recv initial metadata. */
+static size_t cc_send_ops(rpc_cc_t *cc, grpc_op *ops, const void *req, size_t n,
+                          const tsr_rpc_call_opts_t *opts) {
+    memset(ops, 0, 6 * sizeof(*ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = cc->n_md;
+    ops[0].data.send_initial_metadata.metadata = cc->n_md ? cc->md : NULL;
+    if (opts && opts->wait_for_ready) ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    grpc_slice sl = grpc_slice_from_copied_buffer(req, n);
+    cc->send_bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = cc->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;
+    return 4;
+}
+
+static void cc_status_op(rpc_cc_t *cc, grpc_op *op) {
+    memset(op, 0, sizeof(*op));
+    op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op->data.recv_status_on_client.trailing_metadata = &cc->trail_md;
+    op->data.recv_status_on_client.status = &cc->status;
+    op->data.recv_status_on_client.status_details = &cc->details;
+}
+
+int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
+                        const tsr_rpc_call_opts_t *opts, tsr_rpc_reply_t *reply,
+                        tsr_error_t *err) {
+    reply_reset(reply);
+    rpc_cc_t cc;
+    tsr_error_t oerr;
+    int rc = cc_open(c, &cc, method, opts, NULL, &oerr);
+    if (rc) {
+        reply->status = TSR_GRPC_INVALID_ARGUMENT;
+        snprintf(reply->message, sizeof(reply->message), "%.500s", oerr.msg);
+        if (err) *err = oerr;
+        return rc;
+    }
+    grpc_op ops[6];
+    grpc_byte_buffer *resp_bb = NULL;
+    size_t k = cc_send_ops(&cc, ops, req, n, opts);
+    ops[k].op = GRPC_OP_RECV_MESSAGE;
+    ops[k].data.recv_message.recv_message = &resp_bb;
+    k++;
+    cc_status_op(&cc, &ops[k++]);
+    if (grpc_call_start_batch(cc.call, ops, k, (void *)1, NULL) != GRPC_CALL_OK) {
+        cc.status = GRPC_STATUS_INTERNAL;
+        grpc_slice_unref(cc.details);
+        cc.details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
+    } else {
+        cc_pluck(&cc, (void *)1);
+    }
+    tsr__rpc_bb_read(resp_bb, &reply->body);
+    return cc_close(&cc, method, reply, err);
+}
+
+int tsr_rpc_client_stream(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
+                          const tsr_rpc_call_opts_t *opts, tsr_rpc_stream_cb cb, void *ud,
+                          tsr_rpc_reply_t *reply, tsr_error_t *err) {
+    reply_reset(reply);
+    rpc_cc_t cc;
+    tsr_error_t oerr;
+    int rc = cc_open(c, &cc, method, opts, NULL, &oerr);
+    if (rc) {
+        reply->status = TSR_GRPC_INVALID_ARGUMENT;
+        snprintf(reply->message, sizeof(reply->message), "%.500s", oerr.msg);
+        if (err) *err = oerr;
+        return rc;
+    }
+    grpc_op ops[6];
+    size_t k = cc_send_ops(&cc, ops, req, n, opts);
+    int started = grpc_call_start_batch(cc.call, ops, k, (void *)1, NULL) == GRPC_CALL_OK;
+    if (started && cc_pluck(&cc, (void *)1)) {
+        /* Read until the end of the stream (NULL message) or a failed read. */
+        for (;;) {
+            grpc_byte_buffer *bb = NULL;
+            grpc_op op;
+            memset(&op, 0, sizeof(op));
+            op.op = GRPC_OP_RECV_MESSAGE;
+            op.data.recv_message.recv_message = &bb;
+            if (grpc_call_start_batch(cc.call, &op, 1, (void *)2, NULL) != GRPC_CALL_OK) break;
+            int ok = cc_pluck(&cc, (void *)2);
+            if (!ok || !bb) {
+                if (bb) grpc_byte_buffer_destroy(bb);
+                break;
+            }
+            tsr__rpc_bb_read(bb, &reply->body);
+            if (cb && cb(ud, reply->body.data, reply->body.len) != 0) {
+                grpc_call_cancel(cc.call, NULL);
+                break;
+            }
+        }
+    }
+    tsr_buf_clear(&reply->body);
+    if (started) {
+        grpc_op st;
+        cc_status_op(&cc, &st);
+        if (grpc_call_start_batch(cc.call, &st, 1, (void *)3, NULL) == GRPC_CALL_OK)
+            cc_pluck(&cc, (void *)3);
+        else
+            cc.status = GRPC_STATUS_INTERNAL;
+    } else {
+        cc.status = GRPC_STATUS_INTERNAL;
+        grpc_slice_unref(cc.details);
+        cc.details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
+    }
+    return cc_close(&cc, method, reply, err);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * async unary calls */
+
+struct rpc_acall {
+    rpc_cc_t cc;
+    grpc_byte_buffer *resp_bb;
+    tsr_rpc_reply_t reply;
+    tsr_rpc_done_cb cb;
+    void *ud;
+    char method[256];
+    rpc_acall_t *prev, *next;       /* inflight list, or next = free list link */
+};
+
+static void async_unlink(tsr_rpc_client_t *c, rpc_acall_t *a) {
+    if (a->prev) a->prev->next = a->next;
+    else c->inflight = a->next;
+    if (a->next) a->next->prev = a->prev;
+    a->prev = a->next = NULL;
+}
+
+static void *async_main(void *arg) {
+    tsr_rpc_client_t *c = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(c->acq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                                   NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        rpc_acall_t *a = ev.tag;
+        pthread_mutex_lock(&c->mu);
+        async_unlink(c, a);         /* before the call is unref'd: free may be cancelling */
+        pthread_mutex_unlock(&c->mu);
+        tsr__rpc_bb_read(a->resp_bb, &a->reply.body);
+        a->resp_bb = NULL;
+        tsr_error_t err;
+        tsr_error_clear(&err);
+        int rc = cc_close(&a->cc, a->method, &a->reply, &err);
+        a->cb(a->ud, rc, &a->reply, rc ? err.msg : "");
+        pthread_mutex_lock(&c->mu);
+        a->next = c->afree;
+        c->afree = a;
+        c->n_async--;
+        if (c->n_async == 0) pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return NULL;
+}
+
+int tsr_rpc_client_call_async(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
+                              const tsr_rpc_call_opts_t *opts, tsr_rpc_done_cb cb, void *ud,
+                              tsr_error_t *err) {
+    if (!cb) return tsr_error_set(err, TSR_EINVAL, "%s: async call without a callback", method);
+    pthread_mutex_lock(&c->mu);
+    if (c->closing) {
+        pthread_mutex_unlock(&c->mu);
+        return tsr_error_set(err, TSR_EUNAVAIL, "%s: client is shutting down", method);
+    }
+    if (!c->acq) {
+        c->acq = grpc_completion_queue_create_for_next(NULL);
+        if (pthread_create(&c->athread, NULL, async_main, c) != 0) {
+            grpc_completion_queue_shutdown(c->acq);
+            grpc_completion_queue_destroy(c->acq);
+            c->acq = NULL;
+            pthread_mutex_unlock(&c->mu);
+            return tsr_error_set(err, TSR_ENOMEM, "%s: cannot start the client thread", method);
+        }
+    }
+    rpc_acall_t *a = c->afree;
+    if (a) c->afree = a->next;
+    pthread_mutex_unlock(&c->mu);
+    if (!a) {
+        a = tsr_calloc(1, sizeof(*a));
+        tsr_rpc_reply_init(&a->reply);
+    }
+    a->prev = a->next = NULL;
+    reply_reset(&a->reply);
+    int rc = cc_open(c, &a->cc, method, opts, c->acq, err);
+    if (rc) goto fail;
+    snprintf(a->method, sizeof(a->method), "%s", method);
+    a->cb = cb;
+    a->ud = ud;
+    a->resp_bb = NULL;
+    grpc_op ops[6];
+    size_t k = cc_send_ops(&a->cc, ops, req, n, opts);
+    ops[k].op = GRPC_OP_RECV_MESSAGE;
+    ops[k].data.recv_message.recv_message = &a->resp_bb;
+    k++;
+    cc_status_op(&a->cc, &ops[k++]);
+    pthread_mutex_lock(&c->mu);
+    a->next = c->inflight;
+    if (a->next) a->next->prev = a;
+    c->inflight = a;
+    c->n_async++;
+    pthread_mutex_unlock(&c->mu);
+    if (grpc_call_start_batch(a->cc.call, ops, k, a, NULL) != GRPC_CALL_OK) {
+        pthread_mutex_lock(&c->mu);
+        async_unlink(c, a);
+        c->n_async--;
+        if (c->n_async == 0) pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        tsr_rpc_reply_t scratch;
+        tsr_rpc_reply_init(&scratch);
+        cc_close(&a->cc, method, &scratch, NULL);
+        tsr_rpc_reply_free(&scratch);
+        rc = tsr_error_set(err, TSR_EINTERNAL, "%s: grpc_call_start_batch refused the call",
+                           method);
+        goto fail;
+    }
+    return TSR_OK;
+fail:
+    pthread_mutex_lock(&c->mu);
+    a->next = c->afree;
+    c->afree = a;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static void async_shutdown(tsr_rpc_client_t *c) {
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    for (rpc_acall_t *a = c->inflight; a; a = a->next) grpc_call_cancel(a->cc.call, NULL);
+    while (c->n_async > 0) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    if (c->acq) {
+        grpc_completion_queue_shutdown(c->acq);
+        pthread_join(c->athread, NULL);
+        grpc_completion_queue_destroy(c->acq);
+        c->acq = NULL;
+    }
+    while (c->afree) {
+        rpc_acall_t *a = c->afree;
+        c->afree = a->next;
+        tsr_rpc_reply_free(&a->reply);
+        free(a);
+    }
+}

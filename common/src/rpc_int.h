@@ -1,0 +1,101 @@
+/*
+ * rpc_int.h — what the rpc_*.c files share: the server and call structs, the completion-queue
+ * tag encoding and the health hooks. Only rpc_server.c, rpc_client.c, rpc_health.c and
+ * rpc_status.c include it (tests may, to check internals).
+ *
+ * Tags. A tag is a call context pointer (16-byte aligned from malloc) with the event in its low
+ * bits (RPC_EV_*), or the address of the server's shutdown sentinel.
+ */
+#ifndef TSR_RPC_INT_H
+#define TSR_RPC_INT_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "tsr/rpc.h"
+
+enum {
+    RPC_EV_REQUEST = 0, /* grpc_server_request_call completed */
+    RPC_EV_RECV = 1,    /* the request message arrived */
+    RPC_EV_FINISH = 2,  /* status (and unary response) sent */
+    RPC_EV_CLOSE = 3,   /* recv-close-on-server: the call is over (cancelled flag set) */
+    RPC_EV_SEND = 4,    /* one streamed message sent */
+    RPC_EV_MASK = 7,
+};
+
+#define RPC_OUT_MD_MAX 16
+
+typedef struct rpc_method {
+    char *path;
+    int streaming;
+    tsr_rpc_unary_fn unary;
+    tsr_rpc_stream_fn stream;
+    void *ud;
+} rpc_method_t;
+
+struct tsr_rpc_call {
+    tsr_rpc_server_t *srv;
+    grpc_call *call;                /* NULL while only requested */
+    grpc_call_details details;
+    grpc_metadata_array req_md;
+    grpc_byte_buffer *recv_bb;
+    grpc_byte_buffer *send_bb;      /* the message of the batch in flight, destroyed on its tag */
+    int close_cancelled;            /* written by gRPC on RPC_EV_CLOSE */
+    atomic_int refs;                /* outstanding tags + the processing reference */
+    atomic_int cancelled;
+    const rpc_method_t *method;
+    char path[256];                 /* NUL-terminated method path (truncated) */
+    tsr_buf_t req;                  /* request bytes, reused */
+    tsr_buf_t resp;                 /* unary response bytes, reused */
+    grpc_metadata out_md[RPC_OUT_MD_MAX];
+    size_t n_out_md;
+    int md_sent;                    /* initial metadata went out (streaming first send) */
+    int finished;
+    grpc_slice status_details;
+    /* streaming send handshake between the handler thread and the CQ thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int send_busy, send_ok;
+    struct tsr_rpc_call *next_free;
+};
+
+typedef struct rpc_health rpc_health_t;
+
+struct tsr_rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    int port;
+    int started;
+    atomic_int shutting;
+    tsr_rpc_server_opts_t opts;
+    rpc_method_t *methods;
+    size_t n_methods, cap_methods;
+    pthread_t *threads;
+    int n_threads;
+    pthread_mutex_t mu;             /* free list, live count, shutdown_seen */
+    pthread_cond_t cv;
+    tsr_rpc_call_t *free_list;
+    size_t live;                    /* contexts requested or in a call */
+    int shutdown_seen;
+    atomic_int n_streams;
+    atomic_uint_fast64_t st_calls, st_unimpl, st_failed, st_cancelled;
+    char shutdown_tag;              /* its address is the shutdown tag */
+    rpc_health_t *health;
+};
+
+/* Releases the health state (server free). */
+void tsr__rpc_health_free(rpc_health_t *h);
+/* Wakes Watch handlers so they notice shutdown. */
+void tsr__rpc_health_close(rpc_health_t *h);
+
+/* Copies a received byte buffer into out (cleared first) and destroys it. */
+void tsr__rpc_bb_read(grpc_byte_buffer *bb, tsr_buf_t *out);
+/* Checks a metadata key: lowercase [0-9a-z_.-], not starting with "grpc-". */
+int tsr__rpc_md_key_ok(const char *key);
+
+#endif
