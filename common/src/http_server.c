@@ -464,14 +464,17 @@ int tsr_http_server_start(tsr_http_server_t *srv, tsr_error_t *err) {
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     srv->port = ntohs(sa.sin_port);
 
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    unsigned flags = srv->opt.thread_per_connection
+                         ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC
+                         : MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    int pool = !srv->opt.thread_per_connection && srv->opt.threads > 1;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)srv->opt.idle_timeout_s, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)srv->opt.max_connections, NULL},
-        {srv->opt.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+        {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)srv->opt.threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };

@@ -144,6 +144,11 @@ static int name_ok(const char *s, int allow_colon) {
 const char *tsr_metrics_format_double(double v, char *buf) {
     if (isnan(v)) return strcpy(buf, "NaN");
     if (isinf(v)) return strcpy(buf, v > 0 ? "+Inf" : "-Inf");
+    /* integers print in full ("10", not "1e+01"), as Prometheus' own clients do */
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, 32, "%.0f", v);
+        return buf;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, 32, "%.*g", prec, v);
         if (strtod(buf, NULL) == v) break;
