@@ -3,8 +3,9 @@
  * error bodies, per-connection memory, metrics, /metrics and /health, graceful stop.
  *
  * Design. We open and bind the listening socket ourselves (precise errors, port 0 read back
- * with getsockname) and hand it to MHD, which runs an epoll thread pool (MHD_USE_ITC so the
- * daemon can be quiesced). MHD calls on_access several times per request:
+ * with getsockname) and hand it to MHD, which runs a thread per connection or an epoll thread
+ * pool (http.h), with MHD_USE_ITC so the daemon can be quiesced. MHD calls on_access several
+ * times per request:
  *
  *     first call (*req_cls == NULL)  -> begin: route lookup; 404/405/413/503 answered at once
  *     calls with upload data         -> append to the connection's body buffer (or count it
@@ -17,7 +18,7 @@
  *
  * Invariants.
  *   1. A conn_t lives exactly as long as its TCP connection (NOTIFY_STARTED..CLOSED) and is
- *      touched only by the pool thread serving that connection.
+ *      touched only by the thread serving that connection.
  *   2. A response body is the connection's `out` buffer, given to MHD as PERSISTENT memory:
  *      it is cleared only when the next request on the connection begins, which MHD starts
  *      only after the previous response was sent.
@@ -157,7 +158,7 @@ tsr_http_server_t *tsr_http_server_new(const tsr_http_options_t *opt) {
     if (!srv->opt.threads) srv->opt.threads = 2;
     if (!srv->opt.max_body) srv->opt.max_body = TSR_HTTP_DEFAULT_MAX_BODY;
     if (!srv->opt.idle_timeout_s) srv->opt.idle_timeout_s = 60;
-    if (!srv->opt.max_connections) srv->opt.max_connections = 1024;
+    if (!srv->opt.max_connections) srv->opt.max_connections = 256;
     atomic_init(&srv->state, ST_NEW);
     atomic_init(&srv->inflight, 0);
     atomic_init(&srv->ready, 1);
@@ -464,10 +465,11 @@ int tsr_http_server_start(tsr_http_server_t *srv, tsr_error_t *err) {
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     srv->port = ntohs(sa.sin_port);
 
-    unsigned flags = srv->opt.thread_per_connection
-                         ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC
-                         : MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
-    int pool = !srv->opt.thread_per_connection && srv->opt.threads > 1;
+    int is_pool = srv->opt.mode == TSR_HTTP_POOL;
+    unsigned flags = is_pool
+                         ? MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_TURBO
+                         : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC;
+    int pool = is_pool && srv->opt.threads > 1;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv},

@@ -295,6 +295,7 @@ static void *client_thread(void *p) {
 START_TEST(concurrent_clients) {
     tsr_http_options_t o = {0};
     o.threads = 2;
+    o.mode = (tsr_http_mode_t)_i;
     tsr_http_server_t *srv = start_server(&o, NULL);
     enum { N = 6 };
     pthread_t th[N];
@@ -329,12 +330,12 @@ static void *overlap_client(void *p) {
 
 /* The second client connects only once the first handler runs: its pool thread is busy and
  * cannot accept, so another thread must serve the second connection, concurrently. */
-static void overlap_run(int per_connection) {
+static void overlap_run(tsr_http_mode_t mode) {
     atomic_store(&g_running, 0);
     atomic_store(&g_max_running, 0);
     tsr_http_options_t o = {0};
     o.threads = 2;
-    o.thread_per_connection = per_connection;
+    o.mode = mode;
     tsr_http_server_t *srv = tsr_http_server_new(&o);
     ck_assert_int_eq(tsr_http_server_route(srv, "GET", "/overlap", 0, h_overlap, NULL, NULL), 0);
     ck_assert_int_eq(tsr_http_server_start(srv, NULL), 0);
@@ -349,14 +350,14 @@ static void overlap_run(int per_connection) {
 }
 
 START_TEST(handlers_run_concurrently) {
-    overlap_run(0);
-    overlap_run(1);
+    overlap_run(TSR_HTTP_POOL);
+    overlap_run(TSR_HTTP_PER_CONNECTION);
 }
 END_TEST
 
-START_TEST(thread_per_connection_mode) {
+START_TEST(pool_mode) {
     tsr_http_options_t o = {0};
-    o.thread_per_connection = 1;
+    o.mode = TSR_HTTP_POOL;
     tsr_http_server_t *srv = start_server(&o, NULL);
     enum { N = 4 };
     pthread_t th[N];
@@ -445,8 +446,10 @@ static void *slow_client(void *p) {
     return NULL;
 }
 
-static tsr_http_server_t *slow_server(long ms) {
-    tsr_http_server_t *srv = tsr_http_server_new(NULL);
+static tsr_http_server_t *slow_server(long ms, int mode) {
+    tsr_http_options_t o = {0};
+    o.mode = (tsr_http_mode_t)mode;
+    tsr_http_server_t *srv = tsr_http_server_new(&o);
     ck_assert_int_eq(
         tsr_http_server_route(srv, "GET", "/slow", 0, h_slow, (void *)(intptr_t)ms, NULL), 0);
     ck_assert_int_eq(tsr_http_server_route(srv, "GET", "/hello", 0, h_text, "hi", NULL), 0);
@@ -455,7 +458,7 @@ static tsr_http_server_t *slow_server(long ms) {
 }
 
 START_TEST(graceful_stop_in_flight) {
-    tsr_http_server_t *srv = slow_server(300);
+    tsr_http_server_t *srv = slow_server(300, _i);
     unsigned port = tsr_http_server_port(srv);
     /* an idle keep-alive connection open during the stop */
     int idle = thc_connect(port);
@@ -485,7 +488,7 @@ START_TEST(graceful_stop_in_flight) {
 END_TEST
 
 START_TEST(stop_drain_timeout) {
-    tsr_http_server_t *srv = slow_server(600);
+    tsr_http_server_t *srv = slow_server(600, _i);
     slow_arg_t a = {tsr_http_server_port(srv), 0, ""};
     pthread_t th;
     pthread_create(&th, NULL, slow_client, &a);
@@ -513,7 +516,7 @@ static void *stopper(void *p) {
 }
 
 START_TEST(drain_refuses_new_requests) {
-    tsr_http_server_t *srv = slow_server(400);
+    tsr_http_server_t *srv = slow_server(400, _i);
     unsigned port = tsr_http_server_port(srv);
     int ka = thc_connect(port);
     thc_resp_t r;
@@ -551,7 +554,7 @@ END_TEST
 
 START_TEST(start_and_route_errors) {
     tsr_error_t err;
-    tsr_http_server_t *a = slow_server(1);
+    tsr_http_server_t *a = slow_server(1, 0);
     tsr_http_options_t o = {0};
     o.port = tsr_http_server_port(a);
     tsr_http_server_t *b = tsr_http_server_new(&o);
@@ -593,13 +596,14 @@ int main(void) {
     tcase_add_test(tc, routes);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, keep_alive_and_large_bodies);
-    tcase_add_test(tc, concurrent_clients);
+    tcase_add_loop_test(tc, concurrent_clients, 0, 2);
     tcase_add_test(tc, handlers_run_concurrently);
-    tcase_add_test(tc, thread_per_connection_mode);
+    tcase_add_test(tc, pool_mode);
     tcase_add_test(tc, health_and_metrics);
-    tcase_add_test(tc, graceful_stop_in_flight);
-    tcase_add_test(tc, stop_drain_timeout);
-    tcase_add_test(tc, drain_refuses_new_requests);
+    /* the stop tests run in both threading modes (_i = tsr_http_mode_t) */
+    tcase_add_loop_test(tc, graceful_stop_in_flight, 0, 2);
+    tcase_add_loop_test(tc, stop_drain_timeout, 0, 2);
+    tcase_add_loop_test(tc, drain_refuses_new_requests, 0, 2);
     tcase_add_test(tc, start_and_route_errors);
     suite_add_tcase(s, tc);
     return tsr_test_run(s);

@@ -9,13 +9,13 @@
  *     An exact route wins over a prefix route; among prefixes the longest wins. A GET route
  *     also answers HEAD. Unknown path: 404; known path, other method: 405 with `Allow`; body
  *     above max_body: 413; all with a JSON body {"error":"..."}.
- *   - Threads, two modes (docs/http.md compares them with bench_http):
- *     pool (default): MHD's epoll thread pool, `threads` threads (default 2, one per core of
- *       our machines). A connection stays on the pool thread that accepted it, and requests
- *       of connections on the same thread run one after another.
- *     thread_per_connection: MHD gives each connection its own thread (poll); requests of
- *       different connections always run concurrently; a thread costs ~8 MiB of address
- *       space (not RSS), so max_connections bounds the thread count.
+ *   - Threads, two modes (docs/http.md has the bench_http figures behind the default):
+ *     per-connection (default): MHD gives each connection its own thread (poll). Requests of
+ *       different connections always run concurrently, and a slow request (a 100-entity
+ *       fetch) never delays another connection's. max_connections bounds the thread count.
+ *     pool: MHD's epoll thread pool of `threads` threads. A connection stays on the pool
+ *       thread that accepted it, and requests of connections on one thread run one after
+ *       another; measured slower with 4 clients on our 2-core machines.
  *     Keep-alive is HTTP/1.1's default and MHD's, in both modes.
  *   - Memory: each TCP connection owns a body buffer, a response buffer and an arena, reused
  *     by every request on that connection (reset, not freed), so a keep-alive client costs no
@@ -31,8 +31,8 @@
  * Threading rules.
  *   1. Routes are added before tsr_http_server_start, from one thread; the table is then
  *      read-only and read without locks.
- *   2. Several handlers run at the same time (up to `threads` in pool mode, one per
- *      connection otherwise), each on its own request: a handler must
+ *   2. Several handlers run at the same time (one per connection, or up to `threads` in pool
+ *      mode), each on its own request: a handler must
  *      be safe to call concurrently with itself and with the other handlers (its `ud` is
  *      shared). The request and response objects are the handler's alone during the call.
  *   3. Handlers must not block indefinitely and must not call tsr_http_server_stop/free.
@@ -52,14 +52,19 @@
 
 typedef struct tsr_http_server tsr_http_server_t;
 
+typedef enum tsr_http_mode {
+    TSR_HTTP_PER_CONNECTION = 0,    /* one thread per connection (default) */
+    TSR_HTTP_POOL = 1,              /* epoll thread pool of `threads` threads */
+} tsr_http_mode_t;
+
 typedef struct tsr_http_options {
     const char *bind_addr;  /* IPv4 address, default "127.0.0.1" */
     uint16_t port;          /* 0: a free port, read back with tsr_http_server_port */
-    unsigned threads;       /* pool threads, default 2 (1 = one internal epoll thread) */
-    int thread_per_connection; /* 1: one thread per connection instead of the pool */
+    tsr_http_mode_t mode;   /* threading mode, default TSR_HTTP_PER_CONNECTION */
+    unsigned threads;       /* pool mode: threads, default 2 (1 = one internal epoll thread) */
     size_t max_body;        /* request body limit in bytes, default 16 MiB; beyond: 413 */
     unsigned idle_timeout_s; /* idle keep-alive connections are closed after this, default 60 */
-    unsigned max_connections; /* default 1024 */
+    unsigned max_connections; /* default 256 (in per-connection mode, also the thread cap) */
     tsr_metrics_t *metrics; /* optional: request counters and latency histograms go here
                                (borrowed; must outlive the server) */
 } tsr_http_options_t;
