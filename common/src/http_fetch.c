@@ -3,10 +3,11 @@
  * key rows, response building, and the POST /v1/fetch/{join,groupby}/<name> routes that call
  * the fetcher's callback.
  *
- * Design. The body is parsed with jansson (exact int64, duplicate keys rejected, line and
- * column in errors) and converted at once into tsr_value_t rows in the caller's arena; the
- * jansson tree is freed before returning, so nothing but arena memory outlives the call.
- * Responses are written straight into a tsr_buf_t with tsr_value_to_json.
+ * Design. The body is parsed by tsr_http_json_parse (http_json.c: strict, exact int64,
+ * duplicate keys rejected, line and column in errors) straight into tsr_value_t trees in the
+ * request's arena, and the rows point into that tree: a fetch request allocates nothing
+ * outside its arena, which the server reuses per connection. Responses are written straight
+ * into a tsr_buf_t with tsr_value_to_json.
  *
  * Invariants.
  *   1. Parsing either returns every row or fails with one message naming the row (0-based,
@@ -16,40 +17,18 @@
  */
 #include "http_int.h"
 
-#include <jansson.h>
 #include <string.h>
 
-static const char *jtype(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction or exponent";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "unknown";
-}
-
-/* A scalar JSON value as a tsr_value_t; strings copied into arena. -1 for arrays/objects. */
-static int scalar_value(const json_t *j, tsr_arena_t *arena, tsr_value_t *out) {
-    switch (json_typeof(j)) {
-    case JSON_STRING: {
-        size_t n = json_string_length(j);
-        char *s = tsr_arena_alloc(arena, n + 1);
-        memcpy(s, json_string_value(j), n);
-        s[n] = 0;
-        *out = tsr_value_string(s, n);
-        return 0;
-    }
-    case JSON_INTEGER: *out = tsr_value_long((int64_t)json_integer_value(j)); return 0;
-    case JSON_REAL: *out = tsr_value_double(json_real_value(j)); return 0;
-    case JSON_TRUE: *out = tsr_value_bool(1); return 0;
-    case JSON_FALSE: *out = tsr_value_bool(0); return 0;
-    case JSON_NULL: *out = tsr_value_null(); return 0;
-    default: return -1;
+static const char *vtype(const tsr_value_t *v) {
+    switch (v->kind) {
+    case TSR_MAP: return "an object";
+    case TSR_LIST: return "an array";
+    case TSR_STRING: return "a string";
+    case TSR_LONG: return "an integer";
+    case TSR_DOUBLE: return "a number with a fraction or exponent";
+    case TSR_BOOL: return "a boolean";
+    case TSR_NULL: return "null";
+    default: return "unknown";
     }
 }
 
@@ -62,69 +41,57 @@ int tsr_http_fetch_parse(const char *body, size_t n, tsr_arena_t *arena,
     if (i == n)
         return tsr_error_set(err, TSR_EINVAL,
                              "request body is empty: expected a JSON array of key maps");
-    json_error_t je;
-    json_t *root = json_loadb(body, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return tsr_error_set(err, TSR_EINVAL, "invalid JSON at line %d, column %d: %s", je.line,
-                             je.column, je.text);
-    int rc = 0;
-    if (!json_is_array(root)) {
-        rc = tsr_error_set(err, TSR_EINVAL, "expected a JSON array of key maps, got %s",
-                           jtype(root));
-        goto done;
-    }
-    size_t nr = json_array_size(root);
+    tsr_value_t root;
+    int rc = tsr_http_json_parse(body, n, arena, &root, err);
+    if (rc) return rc;
+    if (root.kind != TSR_LIST)
+        return tsr_error_set(err, TSR_EINVAL, "expected a JSON array of key maps, got %s",
+                             vtype(&root));
+    size_t nr = root.len;
     tsr_http_fetch_row_t *out = tsr_arena_calloc(arena, (nr ? nr : 1) * sizeof *out);
     for (size_t r = 0; r < nr; r++) {
-        json_t *obj = json_array_get(root, r);
-        if (!json_is_object(obj)) {
-            rc = tsr_error_set(err, TSR_EINVAL,
-                               "row %zu: expected a JSON object of key columns, got %s", r,
-                               jtype(obj));
-            goto done;
-        }
-        size_t nk = json_object_size(obj);
-        tsr_value_t *items = tsr_arena_alloc(arena, (2 * nk + 1) * sizeof *items);
+        const tsr_value_t *obj = &root.u.items[r];
+        if (obj->kind != TSR_MAP)
+            return tsr_error_set(err, TSR_EINVAL,
+                                 "row %zu: expected a JSON object of key columns, got %s", r,
+                                 vtype(obj));
+        /* the parser's item array is ours (arena): compact the keys in place, dropping
+         * at_millis */
+        tsr_value_t *items = (tsr_value_t *)obj->u.items;
         size_t k = 0;
-        const char *key;
-        json_t *val;
-        json_object_foreach(obj, key, val) {
-            if (strcmp(key, "at_millis") == 0) {
-                if (json_is_null(val)) continue;
-                if (!json_is_integer(val)) {
-                    rc = tsr_error_set(err, TSR_EINVAL,
-                                       "row %zu: at_millis must be an integer (epoch "
-                                       "milliseconds) or null, got %s",
-                                       r, jtype(val));
-                    goto done;
-                }
+        for (size_t e = 0; e < obj->len; e++) {
+            const tsr_value_t *key = &items[2 * e], *val = &items[2 * e + 1];
+            if (key->len == 9 && memcmp(key->u.s, "at_millis", 9) == 0) {
+                if (val->kind == TSR_NULL) continue;
+                if (val->kind != TSR_LONG)
+                    return tsr_error_set(err, TSR_EINVAL,
+                                         "row %zu: at_millis must be an integer (epoch "
+                                         "milliseconds) or null, got %s",
+                                         r, vtype(val));
                 out[r].has_at_millis = 1;
-                out[r].at_millis = (int64_t)json_integer_value(val);
+                out[r].at_millis = val->u.l;
                 continue;
             }
-            if (scalar_value(val, arena, &items[2 * k + 1]) != 0) {
-                rc = tsr_error_set(err, TSR_EINVAL,
-                                   "row %zu: key \"%.64s\" must be a string, number, boolean or "
-                                   "null, got %s",
-                                   r, key, jtype(val));
-                goto done;
+            if (val->kind == TSR_LIST || val->kind == TSR_MAP)
+                return tsr_error_set(err, TSR_EINVAL,
+                                     "row %zu: key \"%.64s\" must be a string, number, boolean "
+                                     "or null, got %s",
+                                     r, key->u.s, vtype(val));
+            if (k != e) {
+                items[2 * k] = *key;
+                items[2 * k + 1] = *val;
             }
-            size_t kl = strlen(key);
-            items[2 * k] = tsr_value_string(tsr_arena_strndup(arena, key, kl), kl);
             k++;
         }
-        if (k == 0) {
-            rc = tsr_error_set(err, TSR_EINVAL,
-                               "row %zu: no key columns (expected e.g. {\"user_id\": \"u1\"})", r);
-            goto done;
-        }
+        if (k == 0)
+            return tsr_error_set(err, TSR_EINVAL,
+                                 "row %zu: no key columns (expected e.g. {\"user_id\": \"u1\"})",
+                                 r);
         out[r].keys = tsr_value_map(items, k);
     }
     *rows = out;
     *nrows = nr;
-done:
-    json_decref(root);
-    return rc;
+    return 0;
 }
 
 const tsr_value_t *tsr_http_fetch_row_key(const tsr_http_fetch_row_t *row, const char *name) {

@@ -107,6 +107,16 @@ void tsr_http_response_error(tsr_http_response_t *resp, int status, const char *
 /* The HTTP status for a Tessera error code: EINVAL/EPARSE/ETYPE/ECONFIG/EUSAGE 400,
  * ENOTFOUND 404, EEXIST 409, EUNSUPPORTED 501, EUNAVAIL 503, ETIMEOUT 504, others 500. */
 int tsr_http_status_for_error(int code);
+/* Parses one JSON document p[0..n) (need not be NUL-terminated) into a value tree allocated
+ * in arena (borrowed until it is reset): objects -> TSR_MAP (document order), arrays ->
+ * TSR_LIST, integers -> TSR_LONG (exact int64), other numbers -> TSR_DOUBLE, strings ->
+ * TSR_STRING (unescaped, NUL-terminated). Strict RFC 8259: UTF-8 validated, "\u0000", lone
+ * surrogates, duplicate keys, out-of-range numbers and nesting deeper than
+ * TSR_HTTP_JSON_MAX_DEPTH are errors. Returns 0, or TSR_EINVAL with err = "invalid JSON at
+ * line L, column C: what". Allocates nothing outside the arena. */
+#define TSR_HTTP_JSON_MAX_DEPTH 64
+int tsr_http_json_parse(const char *p, size_t n, tsr_arena_t *arena, tsr_value_t *out,
+                        tsr_error_t *err);
 /* Appends s[0..n) as a JSON string (quoted, escaped). */
 void tsr_http_json_string(tsr_buf_t *out, const char *s, size_t n);
 
