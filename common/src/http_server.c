@@ -85,6 +85,7 @@ struct tsr_http_server {
     keep_t *kept;
     route_t unmatched;          /* metrics for 404/405/503 before a route is known */
     tsr_gauge_t *m_conns;
+    int metrics_set_up;         /* families registered (a failed start may be retried) */
 };
 
 void *tsr__http_server_alloc(tsr_http_server_t *srv, size_t n) {
@@ -440,9 +441,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
 int tsr_http_server_start(tsr_http_server_t *srv, tsr_error_t *err) {
     if (atomic_load(&srv->state) != ST_NEW)
         return tsr_error_set(err, TSR_EINVAL, "HTTP server already started");
-    if (srv->opt.metrics) {
+    if (srv->opt.metrics && !srv->metrics_set_up) {
         int rc = setup_metrics(srv, err);
         if (rc) return rc;
+        srv->metrics_set_up = 1;
     }
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
