@@ -62,6 +62,7 @@ typedef struct conn {
     tsr_arena_t arena;
     int active;             /* a request has begun and not completed */
     int too_large;
+    int answered;           /* a response is queued for the current request */
     const route_t *route;
     uint64_t t0;
 } conn_t;
@@ -326,6 +327,7 @@ static enum MHD_Result reply(conn_t *c, int status, const char *content_type, in
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     enum MHD_Result ok = MHD_queue_response(c->mc, (unsigned)status, resp);
     MHD_destroy_response(resp);
+    if (ok == MHD_YES) c->answered = 1;
     return ok;
 }
 
@@ -377,6 +379,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         atomic_fetch_add(&srv->inflight, 1);
         c->t0 = tsr_metrics_now_ns();
         c->too_large = 0;
+        c->answered = 0;
         c->route = NULL;
         tsr_buf_clear(&c->body);
         tsr_buf_clear(&c->out);
@@ -405,6 +408,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         }
         return MHD_YES;
     }
+    if (c->answered) { /* answered at the first call: MHD drops the rest and closes */
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (*upload_size) {
         if (!c->too_large) {
             if (c->body.len + *upload_size > srv->opt.max_body) {
@@ -422,6 +429,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
 
     /* the whole request is in: run the handler */
     const route_t *r = c->route;
+    if (!r) return MHD_NO; /* defensive: only a request answered at its first call lacks one */
     tsr_http_request_t req;
     req.method = method;
     req.path = url;

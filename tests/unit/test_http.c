@@ -447,6 +447,8 @@ static void *slow_client(void *p) {
 }
 
 static tsr_http_server_t *slow_server(long ms, int mode) {
+    atomic_store(&g_slow_started, 0); /* tests also run in one process (CK_FORK=no) */
+    atomic_store(&g_slow_finished, 0);
     tsr_http_options_t o = {0};
     o.mode = (tsr_http_mode_t)mode;
     tsr_http_server_t *srv = tsr_http_server_new(&o);
@@ -552,6 +554,31 @@ START_TEST(drain_refuses_new_requests) {
 }
 END_TEST
 
+/* Clients that vanish mid-request: the in-flight count returns to 0 (or a drain would wait
+ * for nothing) and the server keeps serving. */
+START_TEST(client_aborts) {
+    tsr_http_server_t *srv = start_server(NULL, NULL);
+    unsigned port = tsr_http_server_port(srv);
+    for (int i = 0; i < 50; i++) {
+        int fd = thc_connect(port);
+        ck_assert_int_ge(fd, 0);
+        const char *req = i % 2 ? "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123"
+                                : "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le";
+        ck_assert_int_eq(thc_write_all(fd, req, strlen(req)), 0);
+        close(fd);
+    }
+    long left = -1;
+    for (int i = 0; i < 5000 && (left = tsr_http_server_inflight(srv)) != 0; i++) sleep_ms(1);
+    ck_assert_int_eq(left, 0);
+    thc_resp_t r;
+    ck_assert_int_eq(thc_once(port, "GET", "/hello", NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    thc_resp_free(&r);
+    ck_assert_int_eq(tsr_http_server_stop(srv, 2000), 0);
+    tsr_http_server_free(srv);
+}
+END_TEST
+
 START_TEST(start_and_route_errors) {
     tsr_error_t err;
     tsr_http_server_t *a = slow_server(1, 0);
@@ -604,6 +631,7 @@ int main(void) {
     tcase_add_loop_test(tc, graceful_stop_in_flight, 0, 2);
     tcase_add_loop_test(tc, stop_drain_timeout, 0, 2);
     tcase_add_loop_test(tc, drain_refuses_new_requests, 0, 2);
+    tcase_add_test(tc, client_aborts);
     tcase_add_test(tc, start_and_route_errors);
     suite_add_tcase(s, tc);
     return tsr_test_run(s);
