@@ -21,22 +21,29 @@
  *     by every request on that connection (reset, not freed), so a keep-alive client costs no
  *     allocation per request in this layer (MHD itself allocates its response object).
  *
- * Server states and transitions:
+ * Server states:
  *
- *     NEW --tsr_http_server_start--> RUNNING --tsr_http_server_stop--> DRAINING --> STOPPED
- *      |  (routes may be added)                 (listener closed; requests already       |
- *      |                                         begun finish; new requests on open      |
- *      +-------------------------tsr_http_server_free-------- connections get 503) <-----+
+ *     NEW --start--> RUNNING --stop--> DRAINING --(in flight == 0, or drain_ms)--> STOPPED
+ *      |                                                                             ^
+ *      +--------------------------- stop (never started) -----------------------------+
+ *
+ *     transition          function                  effect
+ *     NEW -> RUNNING      tsr_http_server_start     bind, threads start; routes now frozen
+ *     RUNNING -> DRAINING tsr_http_server_stop      listener closed (new connections refused);
+ *                                                   requests begun finish; requests beginning
+ *                                                   on open connections get 503 + close
+ *     DRAINING -> STOPPED (inside stop)             connections closed, threads joined
+ *     any -> freed        tsr_http_server_free      stop(drain 0) if needed, then release
  *
  * Threading rules.
  *   1. Routes are added before tsr_http_server_start, from one thread; the table is then
  *      read-only and read without locks.
  *   2. Several handlers run at the same time (one per connection, or up to `threads` in pool
- *      mode), each on its own request: a handler must
- *      be safe to call concurrently with itself and with the other handlers (its `ud` is
- *      shared). The request and response objects are the handler's alone during the call.
+ *      mode), each on its own request: a handler must be safe to call concurrently with
+ *      itself and with the other handlers (its `ud` is shared). The request and response
+ *      objects are the handler's alone during the call.
  *   3. Handlers must not block indefinitely and must not call tsr_http_server_stop/free.
- *   4. tsr_http_server_stop returns only after every pool thread has exited: no handler runs
+ *   4. tsr_http_server_stop returns only after every server thread has exited: no handler runs
  *      after it returns. tsr_http_server_set_ready may be called from any thread at any time.
  */
 #ifndef TSR_HTTP_H
