@@ -473,6 +473,9 @@ START_TEST(graceful_stop_in_flight) {
     pthread_create(&th, NULL, slow_client, &a);
     for (int i = 0; i < 5000 && !atomic_load(&g_slow_started); i++) sleep_ms(1);
     ck_assert(atomic_load(&g_slow_started));
+    /* the idle connection's request completes on the server a moment after its client has
+     * read the response: wait (bounded) until only the slow one is in flight */
+    for (int i = 0; i < 5000 && tsr_http_server_inflight(srv) != 1; i++) sleep_ms(1);
     ck_assert_int_eq(tsr_http_server_inflight(srv), 1);
     ck_assert_int_eq(tsr_http_server_stop(srv, 5000), 0);
     ck_assert(atomic_load(&g_slow_finished)); /* no handler after stop returns */
@@ -518,7 +521,7 @@ static void *stopper(void *p) {
 }
 
 START_TEST(drain_refuses_new_requests) {
-    tsr_http_server_t *srv = slow_server(400, _i);
+    tsr_http_server_t *srv = slow_server(1500, _i);
     unsigned port = tsr_http_server_port(srv);
     int ka = thc_connect(port);
     thc_resp_t r;
