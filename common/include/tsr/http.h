@@ -15,7 +15,7 @@
  *       fetch) never delays another connection's. max_connections bounds the thread count.
  *     pool: MHD's epoll thread pool of `threads` threads. A connection stays on the pool
  *       thread that accepted it, and requests of connections on one thread run one after
- *       another; measured slower with 4 clients on our 2-core machines.
+ *       another (head-of-line blocking); never faster than per-connection in bench_http.
  *     Keep-alive is HTTP/1.1's default and MHD's, in both modes.
  *   - Memory: each TCP connection owns a body buffer, a response buffer and an arena, reused
  *     by every request on that connection (reset, not freed), so a keep-alive client costs no
