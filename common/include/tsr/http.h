@@ -15,7 +15,8 @@
  *       fetch) never delays another connection's. max_connections bounds the thread count.
  *     pool: MHD's epoll thread pool of `threads` threads. A connection stays on the pool
  *       thread that accepted it, and requests of connections on one thread run one after
- *       another (head-of-line blocking); never faster than per-connection in bench_http.
+ *       another (head-of-line blocking); in bench_http about as fast when the machine is quiet,
+ *       and well behind per-connection under load.
  *     Keep-alive is HTTP/1.1's default and MHD's, in both modes.
  *   - Memory: each TCP connection owns a body buffer, a response buffer and an arena, reused
  *     by every request on that connection (reset, not freed), so a keep-alive client costs no
