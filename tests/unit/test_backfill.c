@@ -12,6 +12,7 @@
  * doubles within 1e-9 relative.
  */
 #include "tsr_test.h"
+#include "tsr_test_json.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -426,32 +427,6 @@ static tsr_value_t expect(const fspec_t *f, sel_t *s, tsr_arena_t *a) {
     return out;
 }
 
-static tsr_value_t json_to_value(json_t *j, tsr_arena_t *a) {
-    if (!j || json_is_null(j)) return tsr_value_null();
-    if (json_is_integer(j)) return tsr_value_long(json_integer_value(j));
-    if (json_is_real(j)) return tsr_value_double(json_real_value(j));
-    if (json_is_boolean(j)) return tsr_value_bool(json_is_true(j));
-    if (json_is_string(j)) {
-        size_t n = json_string_length(j);
-        return tsr_value_string(tsr_arena_strndup(a, json_string_value(j), n), n);
-    }
-    if (json_is_array(j)) {
-        size_t n = json_array_size(j);
-        tsr_value_t *v = tsr_arena_alloc(a, (n + 1) * sizeof(*v));
-        for (size_t i = 0; i < n; i++) v[i] = json_to_value(json_array_get(j, i), a);
-        return tsr_value_list(v, n);
-    }
-    size_t n = json_object_size(j), i = 0;
-    tsr_value_t *v = tsr_arena_alloc(a, (2 * n + 1) * sizeof(*v));
-    const char *k;
-    json_t *x;
-    json_object_foreach(j, k, x) {
-        v[2 * i] = tsr_value_string(tsr_arena_strdup(a, k), strlen(k));
-        v[2 * i + 1] = json_to_value(x, a);
-        i++;
-    }
-    return tsr_value_map(v, n);
-}
 
 static void assert_same(const char *what, int id, const char *col, tsr_value_t got, tsr_value_t want) {
     /* the writer prints 2.0 for a double 2: compare numbers as numbers of the expected kind */
@@ -579,7 +554,7 @@ START_TEST(test_join_events_left_all_cases) {
                 want = expect(&temporal[f], &s, &a);
             }
             ck_assert_msg(json_object_get(r, col) != NULL, "no column %s", col);
-            assert_same("temporal", i, col, json_to_value(json_object_get(r, col), &a), want);
+            assert_same("temporal", i, col, tsr_test_json_value(json_object_get(r, col), &a), want);
         }
         int64_t midnight = tsr_day_of_ms(l->ts) * DAY;
         for (size_t f = 0; f < N(snapshot); f++) {
@@ -590,7 +565,7 @@ START_TEST(test_join_events_left_all_cases) {
                 select_snapshot(&s, l->key, midnight, spec_ms(&snapshot[f]));
                 want = expect(&snapshot[f], &s, &a);
             }
-            assert_same("snapshot", i, col, json_to_value(json_object_get(r, col), &a), want);
+            assert_same("snapshot", i, col, tsr_test_json_value(json_object_get(r, col), &a), want);
         }
         /* entity parts: the snapshot partition of the day before */
         int64_t sday = tsr_day_of_ms(l->ts) - 1;
@@ -627,7 +602,7 @@ START_TEST(test_join_events_left_all_cases) {
             fspec_t fs = entity[f];
             if (strcmp(fs.col, "val") == 0) fs.col = "amount"; /* same accessor */
             tsr_value_t want = s.n ? expect(&fs, &s, &a) : tsr_value_null();
-            assert_same("entity", i, col, json_to_value(json_object_get(r, col), &a), want);
+            assert_same("entity", i, col, tsr_test_json_value(json_object_get(r, col), &a), want);
         }
         /* passthrough: the last row of that day */
         tsr_value_t want_val = tsr_value_null(), want_cat = tsr_value_null();
@@ -635,12 +610,12 @@ START_TEST(test_join_events_left_all_cases) {
             want_val = tsr_value_double(last_row->val);
             want_cat = tsr_value_string(cats[last_row->cat], 1);
         }
-        assert_same("profile", i, "t_profile_v1_val", json_to_value(json_object_get(r, "t_profile_v1_val"), &a), want_val);
-        assert_same("profile", i, "t_profile_v1_cat", json_to_value(json_object_get(r, "t_profile_v1_cat"), &a), want_cat);
+        assert_same("profile", i, "t_profile_v1_val", tsr_test_json_value(json_object_get(r, "t_profile_v1_val"), &a), want_val);
+        assert_same("profile", i, "t_profile_v1_cat", tsr_test_json_value(json_object_get(r, "t_profile_v1_cat"), &a), want_cat);
         /* derivation */
-        tsr_value_t sum1h = json_to_value(json_object_get(r, "p1_t_temporal_v1_amount_sum_1h"), &a);
+        tsr_value_t sum1h = tsr_test_json_value(json_object_get(r, "p1_t_temporal_v1_amount_sum_1h"), &a);
         tsr_value_t half = sum1h.kind == TSR_NULL ? tsr_value_null() : tsr_value_double(sum1h.u.d / 2);
-        assert_same("derivation", i, "half_sum", json_to_value(json_object_get(r, "half_sum"), &a), half);
+        assert_same("derivation", i, "half_sum", tsr_test_json_value(json_object_get(r, "half_sum"), &a), half);
         (void)nrows_day;
     }
     for (int i = 0; i < nleft; i++) json_decref(rows[i]);
@@ -689,7 +664,7 @@ START_TEST(test_group_by_and_entity_left) {
             for (size_t fi = 0; fi < N(temporal); fi++) {
                 spec_name(&temporal[fi], name, sizeof name);
                 select_temporal(&s, k, (d + 1) * DAY, spec_ms(&temporal[fi]));
-                assert_same("groupby", k, name, json_to_value(json_object_get(j, name), &a),
+                assert_same("groupby", k, name, tsr_test_json_value(json_object_get(j, name), &a),
                             expect(&temporal[fi], &s, &a));
             }
             json_decref(j);
@@ -731,7 +706,7 @@ START_TEST(test_group_by_and_entity_left) {
                 select_temporal(&s, l->key, end, spec_ms(&temporal[fi]));
                 want = expect(&temporal[fi], &s, &a);
             }
-            assert_same("entity-left", i, col, json_to_value(json_object_get(rows[i], col), &a), want);
+            assert_same("entity-left", i, col, tsr_test_json_value(json_object_get(rows[i], col), &a), want);
         }
         const snap_t *last = NULL;
         for (int k = 0; k < nsnap; k++) {
@@ -740,7 +715,7 @@ START_TEST(test_group_by_and_entity_left) {
             if (!last || sn->ts > last->ts || (sn->ts == last->ts && sn->order > last->order)) last = sn;
         }
         tsr_value_t want = last && l->key >= 0 ? tsr_value_double(last->val) : tsr_value_null();
-        assert_same("entity-left", i, "t_profile_v1_val", json_to_value(json_object_get(rows[i], "t_profile_v1_val"), &a), want);
+        assert_same("entity-left", i, "t_profile_v1_val", tsr_test_json_value(json_object_get(rows[i], "t_profile_v1_val"), &a), want);
         json_decref(rows[i]);
     }
     free(rows);
@@ -869,10 +844,10 @@ START_TEST(test_derivations_contextual_ranges) {
             ws = expect(&sum, &sel, &a);
             if (wc.kind != TSR_NULL) wa = tsr_value_double(ws.u.d / (double)wc.u.l);
         }
-        assert_same("ctx", i, "t_d_v1_amount_count_1d", json_to_value(json_object_get(rows[i], "t_d_v1_amount_count_1d"), &a), wc);
-        assert_same("ctx", i, "t_d_v1_amount_sum_1d", json_to_value(json_object_get(rows[i], "t_d_v1_amount_sum_1d"), &a), ws);
-        assert_same("ctx", i, "t_d_v1_avg_1d", json_to_value(json_object_get(rows[i], "t_d_v1_avg_1d"), &a), wa);
-        assert_same("ctx", i, "ext_contextual_id", json_to_value(json_object_get(rows[i], "ext_contextual_id"), &a), tsr_value_long(l->id));
+        assert_same("ctx", i, "t_d_v1_amount_count_1d", tsr_test_json_value(json_object_get(rows[i], "t_d_v1_amount_count_1d"), &a), wc);
+        assert_same("ctx", i, "t_d_v1_amount_sum_1d", tsr_test_json_value(json_object_get(rows[i], "t_d_v1_amount_sum_1d"), &a), ws);
+        assert_same("ctx", i, "t_d_v1_avg_1d", tsr_test_json_value(json_object_get(rows[i], "t_d_v1_avg_1d"), &a), wa);
+        assert_same("ctx", i, "ext_contextual_id", tsr_test_json_value(json_object_get(rows[i], "ext_contextual_id"), &a), tsr_value_long(l->id));
         ck_assert(json_is_null(json_object_get(rows[i], "ext_contextual_missing")));
         json_decref(rows[i]);
     }

@@ -6,6 +6,7 @@
  * with the kernel over exactly the events the SPEC §4 window rule selects. Zero mismatches.
  */
 #include "tsr_test.h"
+#include "tsr_test_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,32 +302,6 @@ static int read_store(void *ud, const char *gb, const void *key, size_t klen, in
     return tsr_tile_store_read(ud, gb, key, klen, q, out, arena, err);
 }
 
-static tsr_value_t json_value(json_t *j, tsr_arena_t *a) {
-    if (!j || json_is_null(j)) return tsr_value_null();
-    if (json_is_integer(j)) return tsr_value_long(json_integer_value(j));
-    if (json_is_real(j)) return tsr_value_double(json_real_value(j));
-    if (json_is_boolean(j)) return tsr_value_bool(json_is_true(j));
-    if (json_is_string(j)) {
-        size_t n = json_string_length(j);
-        return tsr_value_string(tsr_arena_strndup(a, json_string_value(j), n), n);
-    }
-    if (json_is_array(j)) {
-        size_t n = json_array_size(j);
-        tsr_value_t *v = tsr_arena_alloc(a, (n + 1) * sizeof(*v));
-        for (size_t i = 0; i < n; i++) v[i] = json_value(json_array_get(j, i), a);
-        return tsr_value_list(v, n);
-    }
-    size_t n = json_object_size(j), i = 0;
-    tsr_value_t *v = tsr_arena_alloc(a, (2 * n + 1) * sizeof(*v));
-    const char *k;
-    json_t *x;
-    json_object_foreach(j, k, x) {
-        v[2 * i] = tsr_value_string(tsr_arena_strdup(a, k), strlen(k));
-        v[2 * i + 1] = json_value(x, a);
-        i++;
-    }
-    return tsr_value_map(v, n);
-}
 
 START_TEST(test_join_fetch_equals_backfill) {
     tsr_rng_t r = {.s = 9090 + (uint64_t)_i};
@@ -450,8 +425,8 @@ START_TEST(test_join_fetch_equals_backfill) {
         ck_assert_ptr_nonnull(row);
         tsr_arena_reset(&arena);
         const char *names[2] = {"id", "user"};
-        tsr_value_t keys[2] = {json_value(json_object_get(row, "id"), &arena),
-                               json_value(json_object_get(row, "user"), &arena)};
+        tsr_value_t keys[2] = {tsr_test_json_value(json_object_get(row, "id"), &arena),
+                               tsr_test_json_value(json_object_get(row, "user"), &arena)};
         int64_t q = json_integer_value(json_object_get(row, "ts"));
         ck_assert_int_eq(tsr_join_online_fetch(ctx, names, keys, 2, q, read_store, g_store, out, perr, &arena), 0);
         for (size_t pi = 0; pi < tsr_join_online_nparts(jo); pi++) ck_assert_msg(perr[pi] == NULL, "%s", perr[pi]);
@@ -459,7 +434,7 @@ START_TEST(test_join_fetch_equals_backfill) {
             const char *name = tsr_join_online_output(jo, i);
             json_t *jv = json_object_get(row, name);
             ck_assert_msg(jv != NULL, "backfill has no column %s", name);
-            tsr_value_t want = json_value(jv, &arena), got = out[i];
+            tsr_value_t want = tsr_test_json_value(jv, &arena), got = out[i];
             if (got.kind == TSR_LONG && want.kind == TSR_DOUBLE) got = tsr_value_double((double)got.u.l);
             if (want.kind == TSR_LONG && got.kind == TSR_DOUBLE) want = tsr_value_double((double)want.u.l);
             if (!tsr_value_close(&got, &want)) {
