@@ -293,6 +293,15 @@ int64_t tsr_tile_store_batch_end(tsr_tile_store_t *s, const char *gb) {
 
 /* ---- uploads */
 
+/* A key's tail tiles wait here until the key is complete, then are written as suffix
+ * aggregates: the record at (kind, start) holds the merge of every tile of that hop from start
+ * to B, so a fetch reads one batch record per window instead of w / H of them. */
+typedef struct pending_tile {
+    int kind;
+    int64_t start;
+    size_t off, len;            /* encoded tile value in tiles */
+} pending_tile_t;
+
 struct tsr_tile_upload {
     tsr_tile_store_t *s;
     gb_entry_t *g;
@@ -300,6 +309,10 @@ struct tsr_tile_upload {
     rocksdb_writebatch_t *wb;
     size_t pending;
     tsr_buf_t key, val;
+    tsr_buf_t cur;              /* the key whose tail tiles are pending */
+    pending_tile_t *pt;
+    size_t npt, cappt;
+    tsr_buf_t tiles;
 };
 
 #define UPLOAD_FLUSH 4096
@@ -318,6 +331,8 @@ int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end
     u->wb = rocksdb_writebatch_create();
     tsr_buf_init(&u->key);
     tsr_buf_init(&u->val);
+    tsr_buf_init(&u->cur);
+    tsr_buf_init(&u->tiles);
     /* a leftover of a crashed upload of the same version is dropped first */
     tsr_buf_t lo, hi;
     tsr_buf_init(&lo);
@@ -346,19 +361,77 @@ static int upload_flush(tsr_tile_upload_t *u, tsr_error_t *err) {
     return 0;
 }
 
-int tsr_tile_upload_put(tsr_tile_upload_t *u, const void *key, size_t klen, tsr_tile_kind_t kind,
-                        int64_t start, const void *const *irs, tsr_error_t *err) {
-    if (klen > 0xffff) return tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
+static int pt_cmp(const void *a, const void *b) {
+    const pending_tile_t *x = a, *y = b;
+    if (x->kind != y->kind) return x->kind < y->kind ? -1 : 1;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int put_record(tsr_tile_upload_t *u, const void *key, size_t klen, int kind, int64_t start,
+                      const void *v, size_t vl, tsr_error_t *err) {
     key_prefix(&u->key, 'b', u->g->name);
     put_i64(&u->key, u->b);
     put_key(&u->key, key, klen);
-    tsr_buf_putc(&u->key, (int)kind);
+    tsr_buf_putc(&u->key, kind);
     put_i64(&u->key, start);
+    rocksdb_writebatch_put(u->wb, (const char *)u->key.data, u->key.len, v, vl);
+    if (++u->pending >= UPLOAD_FLUSH) return upload_flush(u, err);
+    return 0;
+}
+
+/* Writes the pending key's tail tiles as suffix aggregates, per kind from the last tile back. */
+static int flush_key(tsr_tile_upload_t *u, tsr_error_t *err) {
+    if (u->npt == 0) return 0;
+    gb_entry_t *g = u->g;
+    qsort(u->pt, u->npt, sizeof(pending_tile_t), pt_cmp);
+    void **acc = tsr_calloc(g->ncols ? g->ncols : 1, sizeof(void *));
+    for (size_t c = 0; c < g->ncols; c++) acc[c] = ir_new(g->cols[c].agg);
+    int rc = 0;
+    size_t i = u->npt;
+    while (i > 0 && rc == 0) {
+        int kind = u->pt[i - 1].kind;
+        for (size_t c = 0; c < g->ncols; c++) {
+            tsr_agg_clear(g->cols[c].agg, acc[c]);
+            tsr_agg_init(g->cols[c].agg, acc[c]);
+        }
+        for (; i > 0 && u->pt[i - 1].kind == kind && rc == 0; i--) {
+            const pending_tile_t *t = &u->pt[i - 1];
+            if ((rc = merge_tile(g, acc, u->tiles.data + t->off, t->len)) != 0) {
+                tsr_error_set(err, rc, "upload: corrupt tile");
+                break;
+            }
+            tsr_buf_clear(&u->val);
+            encode_tile(g, (const void *const *)acc, &u->val);
+            rc = put_record(u, u->cur.data, u->cur.len, kind, t->start, u->val.data, u->val.len, err);
+        }
+    }
+    irs_free(g, acc);
+    free(acc);
+    u->npt = 0;
+    tsr_buf_clear(&u->tiles);
+    return rc;
+}
+
+int tsr_tile_upload_put(tsr_tile_upload_t *u, const void *key, size_t klen, tsr_tile_kind_t kind,
+                        int64_t start, const void *const *irs, tsr_error_t *err) {
+    if (klen > 0xffff) return tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
+    if ((int)kind < TSR_TILE_LIFETIME || kind > TSR_TILE_TAIL_1D)
+        return tsr_error_set(err, TSR_EINVAL, "unknown batch record kind %d", (int)kind);
+    if (u->cur.len != klen || (klen && memcmp(u->cur.data, key, klen) != 0)) {
+        int rc = flush_key(u, err);
+        if (rc) return rc;
+        tsr_buf_clear(&u->cur);
+        tsr_buf_append(&u->cur, key, klen);
+    }
     tsr_buf_clear(&u->val);
     encode_tile(u->g, irs, &u->val);
-    rocksdb_writebatch_put(u->wb, (const char *)u->key.data, u->key.len, (const char *)u->val.data,
-                           u->val.len);
-    if (++u->pending >= UPLOAD_FLUSH) return upload_flush(u, err);
+    if (kind == TSR_TILE_LIFETIME) return put_record(u, key, klen, kind, 0, u->val.data, u->val.len, err);
+    if (u->npt == u->cappt) {
+        u->cappt = u->cappt ? 2 * u->cappt : 64;
+        u->pt = tsr_realloc(u->pt, u->cappt * sizeof(pending_tile_t));
+    }
+    u->pt[u->npt++] = (pending_tile_t){(int)kind, start, u->tiles.len, u->val.len};
+    tsr_buf_append(&u->tiles, u->val.data, u->val.len);
     return 0;
 }
 
@@ -366,11 +439,15 @@ static void upload_free(tsr_tile_upload_t *u) {
     rocksdb_writebatch_destroy(u->wb);
     tsr_buf_free(&u->key);
     tsr_buf_free(&u->val);
+    tsr_buf_free(&u->cur);
+    tsr_buf_free(&u->tiles);
+    free(u->pt);
     free(u);
 }
 
 int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
-    int rc = upload_flush(u, err);
+    int rc = flush_key(u, err);
+    if (rc == 0) rc = upload_flush(u, err);
     if (rc) {
         tsr_tile_upload_abort(u);
         return rc;
@@ -531,6 +608,7 @@ typedef struct win_acc {
     size_t ncover;
     void *ir;
     unsigned char want;         /* scratch: the record being read is wanted */
+    unsigned char batch_done;   /* its batch suffix record has been merged */
 } win_acc_t;
 
 static int in_cover(const win_acc_t *w, int64_t start, int64_t len) {
@@ -587,9 +665,11 @@ static int apply_tile(read_ctx_t *rc, const uint8_t *v, size_t vl, int kind_batc
         win_acc_t *w = &rc->acc[i];
         int want;
         if (kind_batch == TSR_TILE_LIFETIME) want = w->w == 0;
-        else if (kind_batch > 0)
-            want = w->w != 0 && tsr_window_hop(w->w) == len && start >= w->s && start < rc->b;
+        else if (kind_batch > 0) /* the first suffix record at or after s holds [s, B) */
+            want = !w->batch_done && w->w != 0 && tsr_window_hop(w->w) == len && start >= w->s &&
+                   start < rc->b;
         else want = in_cover(w, start, len);
+        if (want && kind_batch > 0) w->batch_done = 1;
         w->want = (unsigned char)want;
         any |= want;
     }
@@ -695,16 +775,25 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         tsr_buf_putc(&hi, 0xff);
         rc = scan(s, &lo, &hi, on_batch, &ctx);
     }
-    if (rc == 0) { /* 2. stream tiles (len codes 1..3) of the key */
-        key_prefix(&lo, 't', gb);
-        put_key(&lo, key, klen);
-        ctx.plen = lo.len;
-        tsr_buf_clear(&hi);
-        tsr_buf_append(&hi, lo.data, lo.len);
-        tsr_buf_putc(&hi, 4);
-        if (b == INT64_MIN) {
-            /* no upload: every window reads raw events from its start (stream-only mode) */
-        } else {
+    if (rc == 0 && b != INT64_MIN) {
+        /* 2. stream tiles of the key: per tile length, only from the earliest start any
+         * window's cover uses up to head (without an upload every window reads raw events) */
+        int64_t first[4] = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
+        for (i = 0; i < nacc; i++)
+            for (size_t t = 0; t < acc[i].ncover; t++) {
+                int code = len_code(acc[i].cover[t].len);
+                if (acc[i].cover[t].start < first[code]) first[code] = acc[i].cover[t].start;
+            }
+        for (int code = 1; code <= 3 && rc == 0; code++) {
+            if (first[code] == INT64_MAX) continue;
+            key_prefix(&lo, 't', gb);
+            put_key(&lo, key, klen);
+            ctx.plen = lo.len;
+            tsr_buf_putc(&lo, code);
+            tsr_buf_clear(&hi);
+            tsr_buf_append(&hi, lo.data, lo.len);
+            put_i64(&lo, first[code]);
+            put_i64(&hi, head);
             rc = scan(s, &lo, &hi, on_stream, &ctx);
         }
     }

@@ -16,7 +16,8 @@
  *     'm' gb \0 'B'                        -> B (int64)             current upload version
  *     'm' gb \0 'o' name                   -> next offset (int64)   per consumer partition
  *     'b' gb \0 B K kind start             -> tile value            kind: 0 lifetime,
- *                                                                    1 5m, 2 1h, 3 1d tail tile
+ *                                                                    1 5m, 2 1h, 3 1d suffix:
+ *                                                                    tail tiles start .. B merged
  *     't' gb \0 K len start                -> tile value (merged)   len: 1 5m, 2 1h, 3 1d
  *     'r' gb \0 K ts seq                   -> encoded inputs         raw stream event
  *
@@ -58,7 +59,10 @@ typedef struct tsr_tile_upload tsr_tile_upload_t;
 /* Starts an upload of version B (a midnight) for GroupBy gb. */
 int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
                           tsr_tile_upload_t **out, tsr_error_t *err);
-/* Adds one batch record: irs[c] is column c's IR (kernel IR blocks, borrowed for the call). */
+/* Adds one batch record: irs[c] is column c's IR (kernel IR blocks, borrowed for the call).
+ * A key's records must be put one after another (any order among them): when the key changes
+ * its tail tiles are written as suffix aggregates — the record at (kind, start) holds every
+ * tile of that hop from start to B merged — so a fetch reads one record per window. */
 int tsr_tile_upload_put(tsr_tile_upload_t *u, const void *key, size_t klen, tsr_tile_kind_t kind,
                         int64_t start, const void *const *irs, tsr_error_t *err);
 /* Makes the upload the current version atomically and drops the previous one; frees u. */
