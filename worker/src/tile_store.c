@@ -513,6 +513,56 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
     return rc ? -1 : v;
 }
 
+/* The tiles one stream batch touches, combined in memory: an open-addressing table from the
+ * tile's full RocksDB key to one IR per column. A batch then writes one merge operand per
+ * distinct tile instead of three per event. */
+typedef struct combo {
+    size_t koff, klen;          /* key bytes in keys; klen 0 = empty slot */
+    void **irs;
+} combo_t;
+
+typedef struct combiner {
+    combo_t *slots;
+    size_t cap, n;
+    tsr_buf_t keys;
+} combiner_t;
+
+static void combiner_init(combiner_t *c, size_t events) {
+    c->cap = 64;
+    while (c->cap < 4 * events) c->cap *= 2;
+    c->slots = tsr_calloc(c->cap, sizeof(combo_t));
+    c->n = 0;
+    tsr_buf_init(&c->keys);
+}
+
+static void **combiner_get(combiner_t *c, const gb_entry_t *g, const uint8_t *k, size_t kl) {
+    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
+    size_t i = (size_t)h & (c->cap - 1);
+    for (;; i = (i + 1) & (c->cap - 1)) {
+        combo_t *e = &c->slots[i];
+        if (e->klen == 0) {
+            e->koff = c->keys.len;
+            e->klen = kl;
+            tsr_buf_append(&c->keys, k, kl);
+            e->irs = tsr_calloc(g->ncols ? g->ncols : 1, sizeof(void *));
+            for (size_t col = 0; col < g->ncols; col++) e->irs[col] = ir_new(g->cols[col].agg);
+            c->n++;
+            return e->irs;
+        }
+        if (e->klen == kl && memcmp(c->keys.data + e->koff, k, kl) == 0) return e->irs;
+    }
+}
+
+static void combiner_free(combiner_t *c, const gb_entry_t *g) {
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].klen) {
+            irs_free(g, c->slots[i].irs);
+            free(c->slots[i].irs);
+        }
+    free(c->slots);
+    tsr_buf_free(&c->keys);
+}
+
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err) {
@@ -523,11 +573,12 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
     tsr_buf_t k, v;
     tsr_buf_init(&k);
     tsr_buf_init(&v);
-    void **irs = tsr_calloc(g->ncols ? g->ncols : 1, sizeof(void *));
-    for (size_t c = 0; c < g->ncols; c++) irs[c] = ir_new(g->cols[c].agg);
+    combiner_t cb;
+    combiner_init(&cb, 3 * n);
     uint64_t skip = 0;
     int rc = 0;
     static const int64_t lens[] = {TSR_TILE_5M, TSR_TILE_1H, TSR_TILE_1D};
+    const tsr_value_t nul = tsr_value_null();
     for (size_t i = 0; i < n && rc == 0; i++) {
         const tsr_tile_event_t *e = &ev[i];
         if (e->ts < b) {
@@ -538,25 +589,17 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             rc = tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
             break;
         }
-        /* one merge operand per tile: this event's IR (a later version can combine a batch's
-         * events per tile in memory first) */
-        for (size_t c = 0; c < g->ncols; c++) {
-            const tsr_agg_t *a = g->cols[c].agg;
-            tsr_agg_clear(a, irs[c]);
-            tsr_agg_init(a, irs[c]);
-            /* a bucketed column passes its bucket (the kernel skips a null one) */
-            const tsr_value_t nul = tsr_value_null();
-            const tsr_value_t *bk = g->cols[c].bucket_slot < 0 ? NULL : e->buckets ? &e->buckets[c] : &nul;
-            tsr_agg_update(a, irs[c], &e->inputs[c], bk, e->ts, e->seq);
-        }
-        tsr_buf_clear(&v);
-        encode_tile(g, (const void *const *)irs, &v);
         for (size_t l = 0; l < 3; l++) {
             key_prefix(&k, 't', gb);
             put_key(&k, e->key, e->klen);
             tsr_buf_putc(&k, len_code(lens[l]));
             put_i64(&k, tsr_floor_div(e->ts, lens[l]) * lens[l]);
-            rocksdb_writebatch_merge(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+            void **irs = combiner_get(&cb, g, k.data, k.len);
+            for (size_t c = 0; c < g->ncols; c++) {
+                /* a bucketed column passes its bucket (the kernel skips a null one) */
+                const tsr_value_t *bk = g->cols[c].bucket_slot < 0 ? NULL : e->buckets ? &e->buckets[c] : &nul;
+                tsr_agg_update(g->cols[c].agg, irs[c], &e->inputs[c], bk, e->ts, e->seq);
+            }
         }
         /* the raw event: inputs and buckets per column */
         key_prefix(&k, 'r', gb);
@@ -566,10 +609,17 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
         tsr_buf_clear(&v);
         for (size_t c = 0; c < g->ncols; c++) {
             tsr_value_encode(&e->inputs[c], &v);
-            tsr_value_t nul = tsr_value_null();
             tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &v);
         }
         rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+    }
+    for (size_t i = 0; i < cb.cap && rc == 0; i++) {
+        const combo_t *e = &cb.slots[i];
+        if (!e->klen) continue;
+        tsr_buf_clear(&v);
+        encode_tile(g, (const void *const *)e->irs, &v);
+        rocksdb_writebatch_merge(wb, (const char *)cb.keys.data + e->koff, e->klen,
+                                 (const char *)v.data, v.len);
     }
     if (rc == 0 && offset_name) {
         key_prefix(&k, 'm', gb);
@@ -587,8 +637,7 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             free(e);
         }
     }
-    irs_free(g, irs);
-    free(irs);
+    combiner_free(&cb, g);
     rocksdb_writebatch_destroy(wb);
     tsr_buf_free(&k);
     tsr_buf_free(&v);
