@@ -671,16 +671,19 @@ static int in_cover(const win_acc_t *w, int64_t start, int64_t len) {
 }
 
 /* Iterates keys in [lo, hi) and calls fn for each. */
-static int scan(tsr_tile_store_t *s, const tsr_buf_t *lo, const tsr_buf_t *hi,
+/* Calls fn for each key in [lo, hi), with one iterator shared by all of a read's scans (a
+ * RocksDB iterator costs more to create than a few seeks): the bound is checked here. */
+static int scan(rocksdb_iterator_t *it, const tsr_buf_t *lo, const tsr_buf_t *hi,
                 int (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t), void *ud) {
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi->data, hi->len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
     int rc = 0;
     for (rocksdb_iter_seek(it, (const char *)lo->data, lo->len); rocksdb_iter_valid(it) && rc == 0;
          rocksdb_iter_next(it)) {
         size_t kl, vl;
-        const char *k = rocksdb_iter_key(it, &kl), *v = rocksdb_iter_value(it, &vl);
+        const char *k = rocksdb_iter_key(it, &kl);
+        size_t m = kl < hi->len ? kl : hi->len;
+        int c = memcmp(k, hi->data, m);
+        if (c > 0 || (c == 0 && kl >= hi->len)) break; /* k >= hi */
+        const char *v = rocksdb_iter_value(it, &vl);
         rc = fn(ud, (const uint8_t *)k, kl, (const uint8_t *)v, vl);
     }
     char *e = NULL;
@@ -689,8 +692,6 @@ static int scan(tsr_tile_store_t *s, const tsr_buf_t *lo, const tsr_buf_t *hi,
         free(e);
         rc = TSR_EIO;
     }
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
     return rc;
 }
 
@@ -811,6 +812,7 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
     void **tmp = tsr_calloc(g->ncols ? g->ncols : 1, sizeof(void *));
     for (size_t c = 0; c < g->ncols; c++) tmp[c] = ir_new(g->cols[c].agg);
     read_ctx_t ctx = {g, acc, nacc, 0, b, head, q, tmp, arena};
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
     tsr_buf_t lo, hi;
     tsr_buf_init(&lo);
     tsr_buf_init(&hi);
@@ -822,7 +824,7 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         tsr_buf_clear(&hi);
         tsr_buf_append(&hi, lo.data, lo.len);
         tsr_buf_putc(&hi, 0xff);
-        rc = scan(s, &lo, &hi, on_batch, &ctx);
+        rc = scan(it, &lo, &hi, on_batch, &ctx);
     }
     if (rc == 0 && b != INT64_MIN) {
         /* 2. stream tiles of the key: per tile length, only from the earliest start any
@@ -843,7 +845,7 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
             tsr_buf_append(&hi, lo.data, lo.len);
             put_i64(&lo, first[code]);
             put_i64(&hi, head);
-            rc = scan(s, &lo, &hi, on_stream, &ctx);
+            rc = scan(it, &lo, &hi, on_stream, &ctx);
         }
     }
     if (rc == 0) { /* 3. raw events of q's 5-minute tile (everything, without an upload) */
@@ -855,8 +857,9 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         put_i64(&hi, q);
         if (b != INT64_MIN) put_i64(&lo, head);
         else put_i64(&lo, INT64_MIN);
-        rc = scan(s, &lo, &hi, on_raw, &ctx);
+        rc = scan(it, &lo, &hi, on_raw, &ctx);
     }
+    rocksdb_iter_destroy(it);
     for (i = 0; i < nacc; i++) {
         const tsr_agg_t *a = g->cols[acc[i].col].agg;
         if (rc == 0) out[i] = tsr_agg_finalize(a, acc[i].ir, arena);
