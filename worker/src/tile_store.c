@@ -787,7 +787,12 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
                              (long long)q, (long long)b);
     size_t nacc = 0;
     for (size_t c = 0; c < g->ncols; c++) nacc += g->cols[c].nwin;
-    win_acc_t *acc = tsr_calloc(nacc ? nacc : 1, sizeof(win_acc_t));
+    win_acc_t *acc = tsr_malloc((nacc ? nacc : 1) * sizeof(win_acc_t));
+    /* every IR of this read (one per window, one scratch per column) in one block */
+    size_t irtot = 0;
+    for (size_t c = 0; c < g->ncols; c++)
+        irtot += (g->cols[c].nwin + 1) * tsr_agg_ir_size(g->cols[c].agg);
+    uint8_t *irmem = tsr_malloc(irtot ? irtot : 1), *irp = irmem;
     int64_t head = tsr_floor_div(q, TSR_TILE_5M) * TSR_TILE_5M;
     int64_t floor_b = b == INT64_MIN ? INT64_MIN : b;
     size_t i = 0;
@@ -799,7 +804,12 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
             w->w = g->cols[c].windows[wi];
             w->s = w->w ? tsr_window_start(q, w->w) : INT64_MIN;
             w->from = w->s > floor_b ? w->s : floor_b;
-            w->ir = ir_new(g->cols[c].agg);
+            w->ir = irp;
+            irp += tsr_agg_ir_size(g->cols[c].agg);
+            tsr_agg_init(g->cols[c].agg, w->ir);
+            w->ncover = 0;
+            w->want = 0;
+            w->batch_done = 0;
             if (w->from == INT64_MIN) {
                 /* no upload: the stream is all there is; cover from its first day */
                 w->from = INT64_MIN;
@@ -809,8 +819,12 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
                 if (w->ncover > 96) rc = tsr_error_set(err, TSR_EINTERNAL, "window cover too long");
             }
         }
-    void **tmp = tsr_calloc(g->ncols ? g->ncols : 1, sizeof(void *));
-    for (size_t c = 0; c < g->ncols; c++) tmp[c] = ir_new(g->cols[c].agg);
+    void **tmp = tsr_malloc((g->ncols ? g->ncols : 1) * sizeof(void *));
+    for (size_t c = 0; c < g->ncols; c++) {
+        tmp[c] = irp;
+        irp += tsr_agg_ir_size(g->cols[c].agg);
+        tsr_agg_init(g->cols[c].agg, tmp[c]);
+    }
     read_ctx_t ctx = {g, acc, nacc, 0, b, head, q, tmp, arena};
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
     tsr_buf_t lo, hi;
@@ -864,13 +878,10 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         const tsr_agg_t *a = g->cols[acc[i].col].agg;
         if (rc == 0) out[i] = tsr_agg_finalize(a, acc[i].ir, arena);
         tsr_agg_clear(a, acc[i].ir);
-        free(acc[i].ir);
     }
-    for (size_t c = 0; c < g->ncols; c++) {
-        tsr_agg_clear(g->cols[c].agg, tmp[c]);
-        free(tmp[c]);
-    }
+    for (size_t c = 0; c < g->ncols; c++) tsr_agg_clear(g->cols[c].agg, tmp[c]);
     free(tmp);
+    free(irmem);
     free(acc);
     tsr_buf_free(&lo);
     tsr_buf_free(&hi);
