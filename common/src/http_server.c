@@ -3,7 +3,7 @@
  * error bodies, per-connection memory, metrics, /metrics and /health, graceful stop.
  *
  * Design. We open and bind the listening socket ourselves (precise errors, port 0 read back
- * with getsockname) and hand it to MHD, which runs a thread per connection or an epoll thread
+ * with getsockname) and hand it to MHD, which runs a thread per connection or a poll() thread
  * pool (http.h), with MHD_USE_ITC so the daemon can be quiesced. MHD calls on_access several
  * times per request:
  *
@@ -476,8 +476,12 @@ int tsr_http_server_start(tsr_http_server_t *srv, tsr_error_t *err) {
     srv->port = ntohs(sa.sin_port);
 
     int is_pool = srv->opt.mode == TSR_HTTP_POOL;
+    /* The pool polls with poll(), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon races
+     * with its epoll workers over removing the listen socket from their epoll sets (both call
+     * EPOLL_CTL_DEL; the loser hits MHD_PANIC and aborts the process). With poll, quiescing
+     * only signals the workers through their ITC. */
     unsigned flags = is_pool
-                         ? MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_TURBO
+                         ? MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_TURBO
                          : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC;
     int pool = is_pool && srv->opt.threads > 1;
     struct MHD_OptionItem opts[] = {

@@ -13,7 +13,7 @@
  *     per-connection (default): MHD gives each connection its own thread (poll). Requests of
  *       different connections always run concurrently, and a slow request (a 100-entity
  *       fetch) never delays another connection's. max_connections bounds the thread count.
- *     pool: MHD's epoll thread pool of `threads` threads. A connection stays on the pool
+ *     pool: MHD's poll() thread pool of `threads` threads. A connection stays on the pool
  *       thread that accepted it, and requests of connections on one thread run one after
  *       another (head-of-line blocking); in bench_http about as fast when the machine is quiet,
  *       and well behind per-connection under load.
@@ -62,14 +62,14 @@ typedef struct tsr_http_server tsr_http_server_t;
 
 typedef enum tsr_http_mode {
     TSR_HTTP_PER_CONNECTION = 0,    /* one thread per connection (default) */
-    TSR_HTTP_POOL = 1,              /* epoll thread pool of `threads` threads */
+    TSR_HTTP_POOL = 1,              /* poll() thread pool of `threads` threads */
 } tsr_http_mode_t;
 
 typedef struct tsr_http_options {
     const char *bind_addr;  /* IPv4 address, default "127.0.0.1" */
     uint16_t port;          /* 0: a free port, read back with tsr_http_server_port */
     tsr_http_mode_t mode;   /* threading mode, default TSR_HTTP_PER_CONNECTION */
-    unsigned threads;       /* pool mode: threads, default 2 (1 = one internal epoll thread) */
+    unsigned threads;       /* pool mode: threads, default 2 (1 = one internal poll thread) */
     size_t max_body;        /* request body limit in bytes, default 16 MiB; beyond: 413 */
     unsigned idle_timeout_s; /* idle keep-alive connections are closed after this, default 60 */
     unsigned max_connections; /* default 256 (in per-connection mode, also the thread cap) */
