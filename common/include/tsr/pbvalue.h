@@ -1,0 +1,37 @@
+/*
+ * pbvalue.h — conversions between Tessera values (value.h) and tessera.v1.Value (protobuf-c),
+ * and protobuf-c messages in arenas, for every RPC handler and client.
+ *
+ * Design:
+ *   - Everything a conversion allocates lives in a caller's arena (protobuf-c structs, strings,
+ *     value arrays), so a handler that resets its arena per call allocates nothing per call
+ *     once the arena has grown. tsr_pb_allocator gives protobuf-c an arena-backed allocator
+ *     for unpacking requests the same way (its free is a no-op).
+ *   - Mapping: TSR_NULL <-> null_value (a Value with no kind set also reads as null), BOOL,
+ *     LONG, DOUBLE, STRING <-> the scalar kinds, LIST <-> list_value, MAP <-> map_value (entries
+ *     in the value's order). A map key that is not a string is rendered as its JSON text.
+ */
+#ifndef TSR_PBVALUE_H
+#define TSR_PBVALUE_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "tessera.pb-c.h"
+#include "tsr/mem.h"
+#include "tsr/value.h"
+
+/* A protobuf-c allocator drawing from arena (free is a no-op). Fill *out; borrow arena. */
+void tsr_pb_allocator(tsr_arena_t *arena, ProtobufCAllocator *out);
+
+/* A new tessera.v1.Value holding v (deep copy, in arena). */
+Tessera__V1__Value *tsr_pb_value_new(const tsr_value_t *v, tsr_arena_t *arena);
+
+/* Reads a tessera.v1.Value (NULL reads as null) into *out; strings, lists and maps are copied
+ * into arena. Returns 0, or TSR_EINVAL when it nests deeper than TSR_PB_MAX_DEPTH. */
+#define TSR_PB_MAX_DEPTH 64
+int tsr_pb_value_get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value_t *out);
+
+/* Serializes a message, appending to out. */
+void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out);
+
+#endif

@@ -1,0 +1,138 @@
+/*
+ * pbvalue.c — tsr_value_t <-> tessera.v1.Value, arena-backed (pbvalue.h).
+ */
+#include "tsr/pbvalue.h"
+
+#include <string.h>
+
+#include "tsr/error.h"
+
+static void *arena_alloc(void *ud, size_t n) { return tsr_arena_alloc(ud, n ? n : 1); }
+static void arena_free(void *ud, void *p) {
+    (void)ud;
+    (void)p;
+}
+
+void tsr_pb_allocator(tsr_arena_t *arena, ProtobufCAllocator *out) {
+    out->alloc = arena_alloc;
+    out->free = arena_free;
+    out->allocator_data = arena;
+}
+
+static const char *key_text(const tsr_value_t *k, tsr_arena_t *arena) {
+    if (k->kind == TSR_STRING) return tsr_arena_strndup(arena, k->u.s, k->len);
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_value_to_json(k, &b);
+    char *s = tsr_arena_strndup(arena, (const char *)b.data, b.len);
+    tsr_buf_free(&b);
+    return s;
+}
+
+Tessera__V1__Value *tsr_pb_value_new(const tsr_value_t *v, tsr_arena_t *arena) {
+    Tessera__V1__Value *pv = tsr_arena_alloc(arena, sizeof *pv);
+    tessera__v1__value__init(pv);
+    switch (v->kind) {
+    case TSR_BOOL:
+        pv->kind_case = TESSERA__V1__VALUE__KIND_BOOL_VALUE;
+        pv->bool_value = v->u.b;
+        break;
+    case TSR_LONG:
+        pv->kind_case = TESSERA__V1__VALUE__KIND_LONG_VALUE;
+        pv->long_value = v->u.l;
+        break;
+    case TSR_DOUBLE:
+        pv->kind_case = TESSERA__V1__VALUE__KIND_DOUBLE_VALUE;
+        pv->double_value = v->u.d;
+        break;
+    case TSR_STRING:
+        pv->kind_case = TESSERA__V1__VALUE__KIND_STRING_VALUE;
+        pv->string_value = tsr_arena_strndup(arena, v->u.s, v->len);
+        break;
+    case TSR_LIST: {
+        Tessera__V1__ValueList *l = tsr_arena_alloc(arena, sizeof *l);
+        tessera__v1__value_list__init(l);
+        l->n_items = v->len;
+        l->items = tsr_arena_alloc(arena, (v->len ? v->len : 1) * sizeof *l->items);
+        for (uint32_t i = 0; i < v->len; i++) l->items[i] = tsr_pb_value_new(&v->u.items[i], arena);
+        pv->kind_case = TESSERA__V1__VALUE__KIND_LIST_VALUE;
+        pv->list_value = l;
+        break;
+    }
+    case TSR_MAP: {
+        Tessera__V1__ValueMap *m = tsr_arena_alloc(arena, sizeof *m);
+        tessera__v1__value_map__init(m);
+        m->n_entries = v->len;
+        m->entries = tsr_arena_alloc(arena, (v->len ? v->len : 1) * sizeof *m->entries);
+        for (uint32_t i = 0; i < v->len; i++) {
+            Tessera__V1__MapEntry *e = tsr_arena_alloc(arena, sizeof *e);
+            tessera__v1__map_entry__init(e);
+            e->key = (char *)key_text(&v->u.items[2 * i], arena);
+            e->value = tsr_pb_value_new(&v->u.items[2 * i + 1], arena);
+            m->entries[i] = e;
+        }
+        pv->kind_case = TESSERA__V1__VALUE__KIND_MAP_VALUE;
+        pv->map_value = m;
+        break;
+    }
+    default:
+        pv->kind_case = TESSERA__V1__VALUE__KIND_NULL_VALUE;
+        pv->null_value = TESSERA__V1__NULL_VALUE__NULL_VALUE;
+        break;
+    }
+    return pv;
+}
+
+static int get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value_t *out, int depth) {
+    *out = tsr_value_null();
+    if (!pv) return 0;
+    if (depth > TSR_PB_MAX_DEPTH) return TSR_EINVAL;
+    switch (pv->kind_case) {
+    case TESSERA__V1__VALUE__KIND_BOOL_VALUE: *out = tsr_value_bool(pv->bool_value); break;
+    case TESSERA__V1__VALUE__KIND_LONG_VALUE: *out = tsr_value_long(pv->long_value); break;
+    case TESSERA__V1__VALUE__KIND_DOUBLE_VALUE: *out = tsr_value_double(pv->double_value); break;
+    case TESSERA__V1__VALUE__KIND_STRING_VALUE: {
+        const char *s = pv->string_value ? pv->string_value : "";
+        size_t n = strlen(s);
+        *out = tsr_value_string(tsr_arena_strndup(arena, s, n), n);
+        break;
+    }
+    case TESSERA__V1__VALUE__KIND_LIST_VALUE: {
+        size_t n = pv->list_value ? pv->list_value->n_items : 0;
+        tsr_value_t *items = tsr_arena_alloc(arena, (n ? n : 1) * sizeof *items);
+        for (size_t i = 0; i < n; i++) {
+            int rc = get(pv->list_value->items[i], arena, &items[i], depth + 1);
+            if (rc) return rc;
+        }
+        *out = tsr_value_list(items, n);
+        break;
+    }
+    case TESSERA__V1__VALUE__KIND_MAP_VALUE: {
+        size_t n = pv->map_value ? pv->map_value->n_entries : 0;
+        tsr_value_t *items = tsr_arena_alloc(arena, (n ? 2 * n : 1) * sizeof *items);
+        for (size_t i = 0; i < n; i++) {
+            const Tessera__V1__MapEntry *e = pv->map_value->entries[i];
+            const char *k = e && e->key ? e->key : "";
+            size_t kn = strlen(k);
+            items[2 * i] = tsr_value_string(tsr_arena_strndup(arena, k, kn), kn);
+            int rc = get(e ? e->value : NULL, arena, &items[2 * i + 1], depth + 1);
+            if (rc) return rc;
+        }
+        *out = tsr_value_map(items, n);
+        break;
+    }
+    default: break;
+    }
+    return 0;
+}
+
+int tsr_pb_value_get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value_t *out) {
+    return get(pv, arena, out, 0);
+}
+
+void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    tsr_buf_reserve(out, n);
+    protobuf_c_message_pack(m, out->data + out->len);
+    out->len += n;
+}
