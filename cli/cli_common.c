@@ -1,17 +1,31 @@
 /*
- * cli_common.c — helpers shared by the config commands: the --dialect / --warehouse options
- * and the walk that turns CONF arguments (files or directories) into config files.
+ * cli_common.c — helpers shared by the config commands: the --dialect / --warehouse options,
+ * the walk that turns CONF arguments (files or directories) into config files, and usage errors.
  *
  * Directory walks are sorted by name so output and exit codes are reproducible; hidden
  * entries, README* files and warehouse schema files (_schema.json) are not configs.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli_int.h"
+
+int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "tessera%s%s: ", cmd ? " " : "", cmd ? cmd->name : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "\nRun `tessera %s --help` for usage.\n", cmd->name);
+    else
+        fprintf(stderr, "\nRun `tessera --help` for usage.\n");
+    return tsr_error_exit_code(TSR_EUSAGE);
+}
 
 int tsr_cli_config_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *i,
                           tsr_config_options_t *opt) {

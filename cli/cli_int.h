@@ -11,9 +11,12 @@
 #define TSR_CLI_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "tsr/config.h"
+#include "tsr/mem.h"
+#include "tsr/rpc.h"
 
 typedef struct tsr_cli_cmd {
     const char *name;
@@ -26,6 +29,9 @@ extern const tsr_cli_cmd_t tsr_cmd_validate_def;
 extern const tsr_cli_cmd_t tsr_cmd_columns_def;
 extern const tsr_cli_cmd_t tsr_cmd_backfill_def;
 extern const tsr_cli_cmd_t tsr_cmd_dev_kafka_def, tsr_cmd_produce_def, tsr_cmd_consume_def;
+/* Admin and fetch commands: clients of a running server over gRPC (cli_rpc.c). */
+extern const tsr_cli_cmd_t tsr_cmd_apply_def, tsr_cmd_get_def, tsr_cmd_describe_def,
+    tsr_cmd_delete_def, tsr_cmd_status_def, tsr_cmd_upload_def, tsr_cmd_fetch_def;
 
 /* Prints "tessera <cmd>: <message>" and the usage hint to stderr; returns the usage exit code. */
 int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...)
@@ -46,5 +52,74 @@ int tsr_cli_load_config(const char *path, const tsr_config_options_t *opt, tsr_c
  * Calls cb(path, ud) per config file. Returns 0, or TSR_ENOTFOUND / TSR_EIO when path cannot
  * be read (after printing why). */
 int tsr_cli_walk_configs(const char *path, void (*cb)(const char *file, void *ud), void *ud);
+
+/* ------------------------------------------------------------------------------------------
+ * gRPC client commands (cli_rpc.c)
+ *
+ * Every client command takes --server ADDR (else $TESSERA_SERVER, else 127.0.0.1:7070) and
+ * --timeout-ms MS (the deadline of each call; defaults per command), and the listing ones
+ * -o table|json. A call failing prints one line saying what failed and where, and the command
+ * exits with tsr_error_exit_code of the mapped status (UNAVAILABLE / DEADLINE_EXCEEDED → 4,
+ * NOT_FOUND → 3, INVALID_ARGUMENT and others → 1). */
+
+#define TSR_CLI_DEFAULT_SERVER "127.0.0.1:7070"
+#define TSR_CLI_ADMIN_TIMEOUT_MS 10000          /* admin calls and each fetch call: 10 s */
+#define TSR_CLI_UPLOAD_TIMEOUT_MS 3600000       /* an upload may take minutes: 1 h */
+
+typedef enum tsr_cli_output {
+    TSR_CLI_OUT_TABLE = 0,
+    TSR_CLI_OUT_JSON = 1,
+} tsr_cli_output_t;
+
+typedef struct tsr_cli_client_opts {
+    const char *server;         /* --server; NULL = $TESSERA_SERVER, else the default */
+    int64_t timeout_ms;         /* --timeout-ms; preset by the command to its default */
+    tsr_cli_output_t output;    /* -o / --output */
+} tsr_cli_client_opts_t;
+
+/* An option with a value: "--name V" or "--name=V" (short names: "-o V", "-oV"). Returns 1
+ * when argv[*i] is that option (*val set, *i advanced past the value), 0 when it is not, or
+ * the negative usage exit code after printing a usage error (value missing). */
+int tsr_cli_opt_value(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *i, const char *name,
+                      const char **val);
+/* Parses a non-negative decimal integer option value (usage error otherwise). Returns 0 or
+ * the negative usage exit code. */
+int tsr_cli_parse_count(const tsr_cli_cmd_t *cmd, const char *opt, const char *v, int64_t *out);
+
+/* --server, --timeout-ms and (when with_output) -o/--output. Same returns as
+ * tsr_cli_config_option. */
+int tsr_cli_client_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *i,
+                          tsr_cli_client_opts_t *o, int with_output);
+
+/* One command's connection: a channel to the server and buffers reused by its calls. */
+typedef struct tsr_cli_conn {
+    const tsr_cli_cmd_t *cmd;
+    char server[256];
+    int64_t timeout_ms;
+    tsr_rpc_client_t *client;
+    tsr_rpc_reply_t reply;          /* reply.body holds the last response */
+    tsr_buf_t req;
+} tsr_cli_conn_t;
+
+/* Opens the channel (connects lazily). Returns 0, or an exit code after printing why. */
+int tsr_cli_conn_open(tsr_cli_conn_t *c, const tsr_cli_cmd_t *cmd, const tsr_cli_client_opts_t *o);
+void tsr_cli_conn_close(tsr_cli_conn_t *c);
+
+/* Packs req (a ProtobufCMessage), calls method ("/tessera.v1.AdminService/ApplyConfig") with
+ * the connection's deadline and returns TSR_OK (response bytes in c->reply.body) or the
+ * mapped TSR_E* code after printing "tessera <cmd>: <what>: <why>" to stderr (what may be
+ * NULL). */
+int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const char *what);
+
+/* Epoch milliseconds as "2024-05-02T00:00:00Z" (".123" before the Z when not whole seconds);
+ * 0 prints as "-". buf must hold 32 bytes. Returns buf. */
+const char *tsr_cli_iso_millis(int64_t ms, char *buf, size_t n);
+
+/* "groupby", "join", "stagingquery" for a tessera.v1.ConfigKind; "unknown" otherwise. */
+const char *tsr_cli_kind_name(int kind);
+
+/* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'd buffer (caller frees).
+ * Returns 0, or TSR_ENOTFOUND / TSR_EIO after printing "tessera <cmd>: <path>: <why>". */
+int tsr_cli_read_file(const tsr_cli_cmd_t *cmd, const char *path, char **out, size_t *n);
 
 #endif

@@ -5,7 +5,6 @@
  * Exit codes come from the error table (tsr_error_exit_code): a usage error is
  * tsr_error_exit_code(TSR_EUSAGE) = 2, and so on (SPEC §7).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +19,8 @@ static const tsr_cli_cmd_t *const k_cmds[] = {
     &tsr_cmd_columns_def,
     &tsr_cmd_backfill_def,
     &tsr_cmd_dev_kafka_def, &tsr_cmd_produce_def, &tsr_cmd_consume_def,
+    &tsr_cmd_apply_def, &tsr_cmd_get_def, &tsr_cmd_describe_def, &tsr_cmd_delete_def,
+    &tsr_cmd_status_def, &tsr_cmd_upload_def, &tsr_cmd_fetch_def,
 };
 #define N_CMDS (sizeof k_cmds / sizeof *k_cmds)
 
@@ -41,19 +42,6 @@ static const tsr_cli_cmd_t *find_cmd(const char *name) {
     for (size_t i = 0; i < N_CMDS; i++)
         if (strcmp(k_cmds[i]->name, name) == 0) return k_cmds[i];
     return NULL;
-}
-
-int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "tessera%s%s: ", cmd ? " " : "", cmd ? cmd->name : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (cmd)
-        fprintf(stderr, "\nRun `tessera %s --help` for usage.\n", cmd->name);
-    else
-        fprintf(stderr, "\nRun `tessera --help` for usage.\n");
-    return tsr_error_exit_code(TSR_EUSAGE);
 }
 
 int main(int argc, char **argv) {
