@@ -67,7 +67,7 @@ int tsr_cli_client_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *
     }
     if ((r = tsr_cli_opt_value(cmd, argc, argv, i, "--timeout-ms", &v)) != 0) {
         if (r < 0) return r;
-        int64_t ms;
+        int64_t ms = 0;
         if ((r = tsr_cli_parse_count(cmd, "--timeout-ms", v, &ms)) != 0) return r;
         if (ms == 0) return -tsr_cli_usage_error(cmd, "--timeout-ms must be at least 1");
         o->timeout_ms = ms;
