@@ -26,6 +26,7 @@ extern const tsr_cli_cmd_t tsr_cmd_validate_def;
 extern const tsr_cli_cmd_t tsr_cmd_columns_def;
 extern const tsr_cli_cmd_t tsr_cmd_backfill_def;
 extern const tsr_cli_cmd_t tsr_cmd_dev_kafka_def, tsr_cmd_produce_def, tsr_cmd_consume_def;
+extern const tsr_cli_cmd_t tsr_cmd_serve_def;
 
 /* Prints "tessera <cmd>: <message>" and the usage hint to stderr; returns the usage exit code. */
 int tsr_cli_usage_error(const tsr_cli_cmd_t *cmd, const char *fmt, ...)

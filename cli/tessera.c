@@ -19,6 +19,7 @@ static const tsr_cli_cmd_t *const k_cmds[] = {
     &tsr_cmd_validate_def,
     &tsr_cmd_columns_def,
     &tsr_cmd_backfill_def,
+    &tsr_cmd_serve_def,
     &tsr_cmd_dev_kafka_def, &tsr_cmd_produce_def, &tsr_cmd_consume_def,
 };
 #define N_CMDS (sizeof k_cmds / sizeof *k_cmds)
