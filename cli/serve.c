@@ -10,6 +10,7 @@
 #include "serve_int.h"
 #include "tessera.pb-c.h"
 #include "tsr/batch.h"
+#include "tsr/entity_store.h"
 #include "tsr/http.h"
 #include "tsr/ingest.h"
 #include "tsr/metrics.h"
@@ -38,7 +39,9 @@ typedef struct gb_state {
     char *fp;                       /* definition fingerprint */
     tsr_config_t *conf;             /* owns g */
     const tsr_conf_group_by_t *g;
-    tsr_gb_online_t *plan;          /* long-lived: its kernels are the tile store's */
+    tsr_gb_online_t *plan;          /* long-lived: its kernels are the tile store's; NULL for
+                                       an entity GroupBy (stored values, no tiles) */
+    int entity;
     ingest_slot_t ing[MAX_INGESTS];
     size_t ning;
     tsr_gauge_t *batch_end;
@@ -50,6 +53,10 @@ struct tsr_server {
     int64_t started_ms;
     tsr_registry_t *reg;
     tsr_tile_store_t *store;
+    tsr_entity_store_t *entities;
+    pthread_rwlock_t ent_lock;      /* names of the entity GroupBys, read by every fetch */
+    char **ent_names;
+    size_t nent, capent;
     tsr_serving_t *serving;
     tsr_metrics_t *metrics;
     tsr_metric_family_t *f_msgs, *f_events, *f_bad, *f_late, *f_skipped, *f_lag, *f_batch_end;
@@ -100,9 +107,36 @@ static tsr_arena_t *thread_arena(tsr_server_t *s) {
     return a;
 }
 
-static int tile_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
-                     tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
-    return tsr_tile_store_read(ud, gb, key, klen, q, out, arena, err);
+static int is_entity(tsr_server_t *s, const char *gb) {
+    int yes = 0;
+    pthread_rwlock_rdlock(&s->ent_lock);
+    for (size_t i = 0; i < s->nent && !yes; i++) yes = strcmp(s->ent_names[i], gb) == 0;
+    pthread_rwlock_unlock(&s->ent_lock);
+    return yes;
+}
+
+/* The fetch's read: tiles, or an entity GroupBy's stored base features. */
+static int server_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                       tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    tsr_server_t *s = ud;
+    if (!is_entity(s, gb)) return tsr_tile_store_read(s->store, gb, key, klen, q, out, arena, err);
+    tsr_buf_t v;
+    tsr_buf_init(&v);
+    int rc = tsr_entity_store_get(s->entities, gb, key, klen, &v, err);
+    if (rc == 1) {
+        /* decoded strings point into their bytes: keep them in the request's arena */
+        void *bytes = tsr_arena_alloc(arena, v.len ? v.len : 1);
+        memcpy(bytes, v.data, v.len);
+        tsr_reader_t rd;
+        tsr_reader_init(&rd, bytes, v.len);
+        for (size_t i = 0; tsr_reader_left(&rd) > 0; i++)
+            if (tsr_value_decode(&rd, arena, &out[i]) != 0) {
+                rc = tsr_error_set(err, TSR_ECORRUPT, "%s: corrupt stored entity values", gb);
+                break;
+            }
+    }
+    tsr_buf_free(&v);
+    return rc < 0 ? rc : 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -159,16 +193,23 @@ static void state_free(gb_state_t *st) {
     free(st);
 }
 
-/* The GroupBys of conf that are served from tiles: the GroupBy itself, or a Join's parts. */
-static size_t tile_group_bys(const tsr_config_t *conf, const tsr_conf_group_by_t **out, size_t max) {
+/* The GroupBys a config serves: the GroupBy itself, or a Join's parts. */
+static size_t served_group_bys(const tsr_config_t *conf, const tsr_conf_group_by_t **out, size_t max) {
     size_t n = 0;
-    if (conf->kind == TSR_CONF_GROUP_BY && conf->group_by->has_aggregations) {
+    if (conf->kind == TSR_CONF_GROUP_BY) {
         out[n++] = conf->group_by;
     } else if (conf->kind == TSR_CONF_JOIN) {
-        for (size_t i = 0; i < conf->join->n_parts && n < max; i++)
-            if (conf->join->parts[i].group_by->has_aggregations) out[n++] = conf->join->parts[i].group_by;
+        for (size_t i = 0; i < conf->join->n_parts && n < max; i++) out[n++] = conf->join->parts[i].group_by;
     }
     return n;
+}
+
+/* Entity GroupBys (snapshot sources, or no aggregations) serve stored values, not tiles. */
+static int entity_group_by(const tsr_conf_group_by_t *g) {
+    if (!g->has_aggregations) return 1;
+    for (size_t i = 0; i < g->n_sources; i++)
+        if (g->sources[i].kind != TSR_SOURCE_ENTITIES) return 0;
+    return g->n_sources > 0;
 }
 
 static int load_conf(tsr_server_t *s, const char *text, size_t n, const char *label,
@@ -193,8 +234,7 @@ static int load_conf(tsr_server_t *s, const char *text, size_t n, const char *la
     return rc;
 }
 
-/* A new state for the i-th tile GroupBy of the config in text, or NULL when it is not served
- * from tiles (entity GroupBys). */
+/* A new state for the i-th GroupBy of the config in text. */
 static int state_new(tsr_server_t *s, const char *text, size_t n, const char *label, size_t idx,
                      gb_state_t **out, tsr_error_t *err) {
     *out = NULL;
@@ -202,18 +242,14 @@ static int state_new(tsr_server_t *s, const char *text, size_t n, const char *la
     int rc = load_conf(s, text, n, label, &conf, err);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = tile_group_bys(conf, gbs, 64);
+    size_t ng = served_group_bys(conf, gbs, 64);
     if (idx >= ng) {
         tsr_config_free(conf);
         return tsr_error_set(err, TSR_EINTERNAL, "GroupBy %zu of %s vanished", idx, label);
     }
-    tsr_gb_online_t *plan;
-    rc = tsr_gb_online_build(gbs[idx], s->warehouse, tsr_day_of_ms(now_ms()), &plan, err);
-    if (rc == TSR_EUNSUPPORTED) {
-        tsr_config_free(conf);
-        tsr_error_clear(err);
-        return 0;
-    }
+    tsr_gb_online_t *plan = NULL;
+    int entity = entity_group_by(gbs[idx]);
+    if (!entity) rc = tsr_gb_online_build(gbs[idx], s->warehouse, tsr_day_of_ms(now_ms()), &plan, err);
     if (rc) {
         tsr_config_free(conf);
         return rc;
@@ -224,12 +260,13 @@ static int state_new(tsr_server_t *s, const char *text, size_t n, const char *la
     st->conf = conf;
     st->g = gbs[idx];
     st->plan = plan;
+    st->entity = entity;
     *out = st;
     return 0;
 }
 
 static void state_start_ingests(tsr_server_t *s, gb_state_t *st) {
-    if (!s->kafka) return;
+    if (!s->kafka || st->entity) return;
     size_t nsrc = tsr_gb_online_nsources(st->plan);
     size_t k = 0;
     for (size_t i = 0; i < nsrc && k < MAX_INGESTS; i++) {
@@ -267,8 +304,18 @@ static void state_start_ingests(tsr_server_t *s, gb_state_t *st) {
 
 /* Registers a new state's tiles and adds it. Under s->mu. */
 static int state_commit(tsr_server_t *s, gb_state_t *st, tsr_error_t *err) {
-    int rc = tsr_tile_store_register(s->store, tsr_gb_online_tiles(st->plan), err);
-    if (rc) return rc;
+    if (st->entity) {
+        pthread_rwlock_wrlock(&s->ent_lock);
+        if (s->nent == s->capent) {
+            s->capent = s->capent ? 2 * s->capent : 16;
+            s->ent_names = tsr_realloc(s->ent_names, s->capent * sizeof(char *));
+        }
+        s->ent_names[s->nent++] = tsr_strdup(st->name);
+        pthread_rwlock_unlock(&s->ent_lock);
+    } else {
+        int rc = tsr_tile_store_register(s->store, tsr_gb_online_tiles(st->plan), err);
+        if (rc) return rc;
+    }
     if (s->ngbs == s->capgbs) {
         s->capgbs = s->capgbs ? 2 * s->capgbs : 16;
         s->gbs = tsr_realloc(s->gbs, s->capgbs * sizeof(*s->gbs));
@@ -276,7 +323,8 @@ static int state_commit(tsr_server_t *s, gb_state_t *st, tsr_error_t *err) {
     s->gbs[s->ngbs++] = st;
     const char *lv[1] = {st->name};
     st->batch_end = tsr_metric_gauge(s->f_batch_end, lv);
-    int64_t b = tsr_tile_store_batch_end(s->store, st->name);
+    int64_t b = st->entity ? tsr_entity_store_batch_end(s->entities, st->name)
+                           : tsr_tile_store_batch_end(s->store, st->name);
     tsr_gauge_set(st->batch_end, b == INT64_MIN ? 0 : (double)b);
     state_start_ingests(s, st);
     return 0;
@@ -297,7 +345,7 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
     int rc = load_conf(s, text, n, label, &conf, err);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = tile_group_bys(conf, gbs, 64);
+    size_t ng = served_group_bys(conf, gbs, 64);
     gb_state_t *fresh[64];
     size_t nfresh = 0;
     pthread_mutex_lock(&s->mu);
@@ -536,11 +584,15 @@ static int h_status(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     ADD("worker", 1, "tile store %s/tiles, %zu GroupBys, warehouse %s", s->data_dir, s->ngbs, s->warehouse);
     for (size_t i = 0; i < s->ngbs; i++) {
         gb_state_t *st = s->gbs[i];
-        int64_t b = tsr_tile_store_batch_end(s->store, st->name);
+        int64_t b = st->entity ? tsr_entity_store_batch_end(s->entities, st->name)
+                               : tsr_tile_store_batch_end(s->store, st->name);
         char bs[11] = "none";
         if (b != INT64_MIN) tsr_ds_format(tsr_day_of_ms(b) - 1, bs);
-        ADD(tsr_arena_printf(a, "groupby:%s", st->name), b != INT64_MIN, "upload ds=%s%s", bs,
-            b == INT64_MIN ? " (no upload yet: values cover streamed events only)" : "");
+        ADD(tsr_arena_printf(a, "groupby:%s", st->name), b != INT64_MIN, "%s, upload ds=%s%s",
+            st->entity ? "entity (stored values)" : "tiles", bs,
+            b == INT64_MIN ? (st->entity ? " (no upload yet: values are null)"
+                                         : " (no upload yet: values cover streamed events only)")
+                           : "");
         for (size_t k = 0; k < st->ning; k++) {
             if (!st->ing[k].in) continue;
             tsr_ingest_stats_t is;
@@ -571,6 +623,7 @@ typedef struct upload_job {
 typedef struct upload_sink {
     tsr_server_t *s;
     tsr_tile_upload_t *u;
+    tsr_entity_upload_t *eu;
     tsr_buf_t last;
     uint64_t keys;
     tsr_error_t *err;
@@ -591,6 +644,16 @@ static int upload_put(void *ud, const void *key, size_t klen, tsr_tile_kind_t ki
     return tsr_tile_upload_put(k->u, key, klen, kind, start, irs, k->err);
 }
 
+static int entity_put(void *ud, const void *key, size_t klen, const void *vals, size_t vlen) {
+    upload_sink_t *k = ud;
+    if (__atomic_load_n(&k->s->stopping, __ATOMIC_ACQUIRE)) {
+        tsr_error_set(k->err, TSR_EUNAVAIL, "server is shutting down");
+        return TSR_EUNAVAIL;
+    }
+    k->keys++;
+    return tsr_entity_upload_put(k->eu, key, klen, vals, vlen, k->err);
+}
+
 static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_error_t *err) {
     tsr_server_t *s = j->s;
     int64_t E;
@@ -609,7 +672,7 @@ static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_err
     tsr_reg_entry_free(&e);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = tile_group_bys(conf, gbs, 64);
+    size_t ng = served_group_bys(conf, gbs, 64);
     out->name = j->name;
     out->batch_end_millis = B;
     tsr_backfill_opts_t bo;
@@ -619,28 +682,35 @@ static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_err
     pthread_mutex_lock(&s->upload_mu);
     for (size_t i = 0; i < ng && rc == 0; i++) {
         pthread_mutex_lock(&s->mu);
-        int served = find_state(s, gbs[i]->meta.name) != NULL;
+        gb_state_t *cur = find_state(s, gbs[i]->meta.name);
+        int served = cur != NULL, entity = cur && cur->entity;
         pthread_mutex_unlock(&s->mu);
-        if (!served) continue; /* entity GroupBys: not served from tiles */
+        if (!served) continue;
+        int dup = 0;
+        for (size_t d = 0; d < i; d++) dup |= strcmp(gbs[d]->meta.name, gbs[i]->meta.name) == 0;
+        if (dup) continue;
         double t0 = (double)now_ms();
-        tsr_gb_online_t *plan;
-        rc = tsr_gb_online_build(gbs[i], j->warehouse, E, &plan, err);
-        if (rc == TSR_EUNSUPPORTED) {
-            tsr_error_clear(err);
-            rc = 0;
-            continue;
-        }
-        if (rc) break;
         upload_sink_t k;
         memset(&k, 0, sizeof k);
         k.s = s;
         k.err = err;
         tsr_buf_init(&k.last);
-        rc = tsr_tile_upload_begin(s->store, gbs[i]->meta.name, B, &k.u, err);
-        if (rc == 0) {
-            rc = tsr_batch_compute(plan, B, &bo, upload_put, &k, err);
-            if (rc == 0) rc = tsr_tile_upload_commit(k.u, err);
-            else tsr_tile_upload_abort(k.u);
+        tsr_gb_online_t *plan = NULL;
+        if (entity) {
+            rc = tsr_entity_upload_begin(s->entities, gbs[i]->meta.name, B, &k.eu, err);
+            if (rc == 0) {
+                rc = tsr_entity_batch_compute(gbs[i], E, &bo, entity_put, &k, NULL, err);
+                if (rc == 0) rc = tsr_entity_upload_commit(k.eu, err);
+                else tsr_entity_upload_abort(k.eu);
+            }
+        } else {
+            rc = tsr_gb_online_build(gbs[i], j->warehouse, E, &plan, err);
+            if (rc == 0) rc = tsr_tile_upload_begin(s->store, gbs[i]->meta.name, B, &k.u, err);
+            if (rc == 0) {
+                rc = tsr_batch_compute(plan, B, &bo, upload_put, &k, err);
+                if (rc == 0) rc = tsr_tile_upload_commit(k.u, err);
+                else tsr_tile_upload_abort(k.u);
+            }
         }
         tsr_buf_free(&k.last);
         tsr_gb_online_free(plan);
@@ -831,12 +901,17 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
     s->started_ms = now_ms();
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->upload_mu, NULL);
+    pthread_rwlock_init(&s->ent_lock, NULL);
     pthread_key_create(&s->arena_key, arena_destroy);
     int rc = metrics_init(s, err);
     char path[4096];
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/configs", s->data_dir);
         rc = tsr_registry_open(path, &s->reg, err);
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/entities", s->data_dir);
+        rc = tsr_entity_store_open(path, &s->entities, err);
     }
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/tiles", s->data_dir);
@@ -846,7 +921,7 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
         tsr_server_stop(s);
         return rc;
     }
-    s->serving = tsr_serving_new(tile_read, s->store);
+    s->serving = tsr_serving_new(server_read, s);
     load_registry(s);
 
     char addr[300];
@@ -915,6 +990,10 @@ void tsr_server_stop(tsr_server_t *s) {
     for (size_t i = 0; i < s->ngbs; i++) state_free(s->gbs[i]);
     free(s->gbs);
     tsr_tile_store_close(s->store);
+    tsr_entity_store_close(s->entities);
+    for (size_t i = 0; i < s->nent; i++) free(s->ent_names[i]);
+    free(s->ent_names);
+    pthread_rwlock_destroy(&s->ent_lock);
     tsr_registry_close(s->reg);
     tsr_metrics_free(s->metrics);
     tsr_arena_t *a = pthread_getspecific(s->arena_key);

@@ -7,8 +7,9 @@
  *   (left columns from the request by name, ts = q, ds = date(q), part features, contextual
  *   columns) ──Join derivations──▶ output features
  *
- * Entity GroupBys are not served from tiles yet: such a part reports an error and null
- * features, the rest of the row is served.
+ * Entity GroupBys (snapshot sources) are read through the same callback: their base features
+ * are stored values of the latest upload (no tiles; the caller's read knows the GroupBy by
+ * name), so a fetch at q in day E+1 after an upload of ds E equals the backfill's value.
  */
 #include "offline_int.h"
 
@@ -20,6 +21,7 @@
 
 typedef struct part_tiles {
     int served;
+    int entity;                 /* entity GroupBy: values of the latest upload, no tiles */
     tsr_tile_col_t *cols;
     int64_t **wins;
     tsr_tile_gb_t tiles;
@@ -72,12 +74,13 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
         char clean[256];
         tsr_conf_clean_name(gb->g->meta.name, clean, sizeof clean);
         t->name = tsr_strdup(jp->prefix && jp->prefix[0] ? jp->prefix : clean);
-        t->served = !gb->entity && !gb->passthrough;
-        if (!t->served) continue;
-        t->tiles.ncols = tsr__tile_cols_build(gb, &t->cols, &t->wins);
-        t->tiles.cols = t->cols;
+        t->served = 1;
         t->tiles.name = gb->g->meta.name;
         t->nout = gb->nfeat;
+        t->entity = gb->entity || gb->passthrough;
+        if (t->entity) continue; /* read as stored values, not tiles */
+        t->tiles.ncols = tsr__tile_cols_build(gb, &t->cols, &t->wins);
+        t->tiles.cols = t->cols;
     }
     *out = p;
     return 0;
@@ -85,7 +88,7 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
 
 size_t tsr_join_online_nparts(const tsr_join_online_t *p) { return p->jp.nparts; }
 const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size_t i) {
-    return p->parts[i].served ? &p->parts[i].tiles : NULL;
+    return p->parts[i].served && !p->parts[i].entity ? &p->parts[i].tiles : NULL;
 }
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i) { return p->parts[i].name; }
 size_t tsr_join_online_noutputs(const tsr_join_online_t *p) { return p->jp.deriv.nout; }
@@ -179,12 +182,6 @@ int tsr_join_online_fetch(tsr_join_online_ctx_t *c, const char *const *names,
             if (v->kind == TSR_NULL) null_key = 1;
             else tsr_value_encode(v, &c->key);
         }
-        if (ok && !t->served) {
-            part_errors[i] = tsr_arena_printf(arena, "GroupBy %s is not served online yet "
-                                                     "(entity GroupBys)",
-                                              gb->g->meta.name);
-            ok = 0;
-        }
         tsr_value_t *feat = gbase + gb->nkeys;
         for (size_t f = 0; f < gb->nfeat; f++) feat[f] = tsr_value_null();
         if (ok && !null_key) {
@@ -238,8 +235,9 @@ int tsr_gb_serve_build(const tsr_conf_group_by_t *g, const char *warehouse, int6
         free(p);
         return rc;
     }
-    p->served = !p->plan.entity && !p->plan.passthrough;
-    if (p->served) {
+    p->served = 1;
+    p->tiles.name = g->meta.name;
+    if (!p->plan.entity && !p->plan.passthrough) {
         p->tiles.ncols = tsr__tile_cols_build(&p->plan, &p->cols, &p->wins);
         p->tiles.cols = p->cols;
         p->tiles.name = g->meta.name;
@@ -257,7 +255,9 @@ void tsr_gb_serve_free(tsr_gb_serve_t *p) {
     free(p);
 }
 
-const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p) { return p->served ? &p->tiles : NULL; }
+const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p) {
+    return p->plan.entity || p->plan.passthrough ? NULL : &p->tiles;
+}
 size_t tsr_gb_serve_noutputs(const tsr_gb_serve_t *p) { return p->plan.deriv.nout; }
 const char *tsr_gb_serve_output(const tsr_gb_serve_t *p, size_t i) { return p->plan.deriv.out[i].name; }
 
@@ -298,9 +298,6 @@ int tsr_gb_serve_fetch(tsr_gb_serve_ctx_t *c, const char *const *names, const ts
         if (v->kind == TSR_NULL) null_key = 1;
         else tsr_value_encode(v, &c->key);
     }
-    if (!p->served)
-        return tsr_error_set(err, TSR_EUNSUPPORTED,
-                             "GroupBy %s is not served online yet (entity GroupBys)", gb->g->meta.name);
     tsr_value_t *feat = base + gb->nkeys;
     for (size_t f = 0; f < gb->nfeat; f++) feat[f] = tsr_value_null();
     if (!null_key) {

@@ -6,8 +6,10 @@ compares fetched features with the offline backfill's. Standard library only.
   online_check.py prepare WH DAY EXAMPLES OUT     probe table test.probe (ds=DAY), the test
                                                   Join config OUT/probe_join.json, the stream
                                                   file OUT/stream.jsonl (card_txn ds=DAY, JSON)
-  online_check.py keys BACKFILL_DIR OUT.jsonl     fetch rows {"keys":..,"at_millis":ts}
-  online_check.py compare BACKFILL_DIR FETCHED    FETCHED: one result object per line, in the
+  online_check.py keys BACKFILL_DIR OUT.jsonl [COLS]   fetch rows {"keys":..,"at_millis":ts}
+                                                  (COLS: the left columns sent as keys,
+                                                  default user_id,merchant_id)
+  online_check.py compare BACKFILL_DIR FETCHED [COLS]  FETCHED: one result per line, in the
                                                   order of `keys` (tessera fetch output); exit
                                                   1 on any mismatch of an exact feature
   online_check.py http-fetch ADDR JOIN KEYS OUT   fetch KEYS through POST /v1/fetch/join/JOIN
@@ -119,11 +121,11 @@ def backfill_rows(folder):
     return rows
 
 
-def keys(backfill, out):
+def keys(backfill, out, cols="user_id,merchant_id"):
+    cols = cols.split(",")
     with open(out, "w") as fh:
         for r in backfill_rows(backfill):
-            fh.write(json.dumps({"keys": {"user_id": r["user_id"], "merchant_id": r["merchant_id"]},
-                                 "at_millis": r["ts"]}) + "\n")
+            fh.write(json.dumps({"keys": {c: r[c] for c in cols}, "at_millis": r["ts"]}) + "\n")
 
 
 def same(a, b, approx):
@@ -144,14 +146,14 @@ def same(a, b, approx):
     return a == b
 
 
-def compare(backfill, fetched):
+def compare(backfill, fetched, cols="user_id,merchant_id"):
     rows = backfill_rows(backfill)
     with open(fetched) as fh:
         got = [json.loads(l) for l in fh if l.strip()]
     if len(got) != len(rows):
         print("FAIL: %d fetched results for %d backfill rows" % (len(got), len(rows)))
         return 1
-    skip = {"user_id", "merchant_id", "ts", "ds"}
+    skip = set(cols.split(",")) | {"ts", "ds"}
     exact_bad = approx_bad = values = 0
     shown = 0
     for r, g in zip(rows, got):
@@ -206,9 +208,9 @@ def main():
     if cmd == "prepare":
         prepare(*sys.argv[2:6])
     elif cmd == "keys":
-        keys(*sys.argv[2:4])
+        keys(*sys.argv[2:5])
     elif cmd == "compare":
-        sys.exit(compare(*sys.argv[2:4]))
+        sys.exit(compare(*sys.argv[2:5]))
     elif cmd == "http-fetch":
         http_fetch(*sys.argv[2:6])
     else:

@@ -39,6 +39,19 @@ typedef int (*tsr_batch_sink_fn)(void *ud, const void *key, size_t klen, tsr_til
 int tsr_batch_compute(tsr_gb_online_t *p, int64_t batch_end, const tsr_backfill_opts_t *opts,
                       tsr_batch_sink_fn sink, void *ud, tsr_error_t *err);
 
+/* ---- entity GroupBys (snapshot sources, with or without aggregations; SPEC §4 "SNAPSHOT
+ * accuracy"): online they serve the GroupBy's values for the latest uploaded ds E — what the
+ * GroupBy backfill writes for ds E, before derivations. */
+
+/* Receives one key's base features (the GroupBy's nfeat base values, value-codec encoded). */
+typedef int (*tsr_entity_sink_fn)(void *ud, const void *key, size_t klen, const void *vals,
+                                  size_t vlen);
+/* Computes every key's base features for ds `day` (a day number); *nfeat gets their count.
+ * TSR_EINVAL when g is not an entity GroupBy. */
+int tsr_entity_batch_compute(const tsr_conf_group_by_t *g, int64_t day,
+                             const tsr_backfill_opts_t *opts, tsr_entity_sink_fn sink, void *ud,
+                             size_t *nfeat, tsr_error_t *err);
+
 /* ---- streaming: the same compiled source query over rows read from a topic (SPEC §3
  * "Streams") */
 
