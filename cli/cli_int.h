@@ -29,6 +29,7 @@ extern const tsr_cli_cmd_t tsr_cmd_validate_def;
 extern const tsr_cli_cmd_t tsr_cmd_columns_def;
 extern const tsr_cli_cmd_t tsr_cmd_backfill_def;
 extern const tsr_cli_cmd_t tsr_cmd_dev_kafka_def, tsr_cmd_produce_def, tsr_cmd_consume_def;
+extern const tsr_cli_cmd_t tsr_cmd_serve_def;
 /* Admin and fetch commands: clients of a running server over gRPC (cli_rpc.c). */
 extern const tsr_cli_cmd_t tsr_cmd_apply_def, tsr_cmd_get_def, tsr_cmd_describe_def,
     tsr_cmd_delete_def, tsr_cmd_status_def, tsr_cmd_upload_def, tsr_cmd_fetch_def;

@@ -347,8 +347,9 @@ static int run_fetch(int argc, char **argv) {
     } else {
         rc = fetch_file(&f, keys_file, (size_t)batch);
         fprintf(stderr,
-                "tessera fetch: %llu rows from %s in %llu calls, %llu failed, %.3f s\n",
+                "tessera fetch: %llu rows from %s in %llu call%s, %llu failed, %.3f s\n",
                 (unsigned long long)f.total, keys_file, (unsigned long long)f.calls,
+                f.calls == 1 ? "" : "s",
                 (unsigned long long)f.failed, now_s() - t0);
     }
     tsr_cli_conn_close(&f.conn);

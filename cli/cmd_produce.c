@@ -61,8 +61,13 @@ static int run_produce(int argc, char **argv) {
     const tsr_cli_cmd_t *cmd = &tsr_cmd_produce_def;
     const char *topic = NULL, *file = NULL, *bootstrap = NULL, *keycol = NULL;
     unsigned long long max_bad = 0;
+    int raw = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--raw") == 0) {
+            raw = 1;
+            continue;
+        }
         if (a[0] != '-') return tsr_cli_usage_error(cmd, "unexpected argument '%s'", a);
         if (i + 1 >= argc) return tsr_cli_usage_error(cmd, "%s needs a value (or is unknown)", a);
         const char *v = argv[++i];
@@ -136,6 +141,13 @@ static int run_produce(int argc, char **argv) {
                 why = whybuf;
             }
         }
+        if (why && raw) {
+            /* --raw: sent as written (a test of consumers' bad-message handling), unkeyed
+             * when no key could be read */
+            why = NULL;
+            key = NULL;
+            klen = 0;
+        }
         if (why) {
             if (bad < PRODUCE_MAX_REPORTED)
                 fprintf(stderr, "%s:%llu: %s%s\n", file, lineno, why,
@@ -191,7 +203,7 @@ const tsr_cli_cmd_t tsr_cmd_produce_def = {
     "produce",
     "write the rows of a JSON Lines file to a Kafka topic",
     "usage: tessera produce --topic T --file F.jsonl [--bootstrap ADDR] [--key-column C]\n"
-    "                       [--max-bad-lines N]\n"
+    "                       [--max-bad-lines N] [--raw]\n"
     "\n"
     "Sends each non-blank line of F (a JSON object; '-' reads stdin) as one message whose\n"
     "value is the line's text, waits until every message is acknowledged, and prints the\n"
@@ -206,6 +218,9 @@ const tsr_cli_cmd_t tsr_cmd_produce_def = {
     "  --key-column C      key each message by field C (a line without C is bad)\n"
     "  --max-bad-lines N   skip up to N bad lines (reported as FILE:LINE); default 0: the first\n"
     "                      bad line stops the run (lines before it are already sent)\n"
+    "  --raw               send every non-blank line as written, even when it is not a JSON\n"
+    "                      object (unkeyed when its key cannot be read): for testing how\n"
+    "                      consumers handle bad messages\n"
     "\n"
     "exit: 0 all delivered, 1 error (bad lines, delivery failed), 2 usage, 3 file or topic\n"
     "      not found, 4 broker unavailable or delivery timed out\n",

@@ -18,6 +18,7 @@ static const tsr_cli_cmd_t *const k_cmds[] = {
     &tsr_cmd_validate_def,
     &tsr_cmd_columns_def,
     &tsr_cmd_backfill_def,
+    &tsr_cmd_serve_def,
     &tsr_cmd_dev_kafka_def, &tsr_cmd_produce_def, &tsr_cmd_consume_def,
     &tsr_cmd_apply_def, &tsr_cmd_get_def, &tsr_cmd_describe_def, &tsr_cmd_delete_def,
     &tsr_cmd_status_def, &tsr_cmd_upload_def, &tsr_cmd_fetch_def,

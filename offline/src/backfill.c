@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tsr/batch.h"
 #include "tsr/time.h"
 
 static double now_s(void) {
@@ -489,19 +490,17 @@ static int out_ref_cmp(const void *pa, const void *pb) {
     return a->klen < b->klen ? -1 : a->klen > b->klen;
 }
 
-static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
+/* A GroupBy's rows for ds in [start_day, end_day]: (day, key, encoded base features) for
+ * every key with a non-null feature, in *refs (bytes in keep), sorted by (day, key). */
+static int gb_rows(engine_t *e, gb_plan_t *gbp, out_ref_t **refs_out, size_t *nref_out,
+                   tsr_arena_t *keep, tsr_error_t *err) {
     const tsr_backfill_opts_t *o = e->o;
-    const tsr_conf_group_by_t *g = conf->group_by;
-    gb_plan_t gb;
-    int rc = tsr__gb_plan_build(&gb, g, o->warehouse, o->start_day, o->end_day, err);
-    if (rc) return rc;
+    gb_plan_t gb = *gbp;
+    const tsr_conf_group_by_t *g = gb.g;
+    int rc;
     out_ref_t *refs = NULL;
     size_t nref = 0, capref = 0;
-    char *odir = NULL;
-    tsr_arena_t arena, keep;
-    tsr_arena_init(&arena, 1 << 16);
-    tsr_arena_init(&keep, 1 << 20);
-    if ((rc = check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) goto out;
+    if ((rc = check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) return rc;
 
     /* memory: key-partition ranges, one pass over the sources each (see run_join) */
     size_t npasses = tsr__passes(gb.srcs, gb.nsrc, o->memory_bytes);
@@ -567,7 +566,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
                     capref = capref ? 2 * capref : 1024;
                     refs = tsr_realloc(refs, capref * sizeof(out_ref_t));
                 }
-                uint8_t *k = tsr_arena_alloc(&keep, q->klen + res.len[q->seq]);
+                uint8_t *k = tsr_arena_alloc(keep, q->klen + res.len[q->seq]);
                 memcpy(k, q->p, q->klen);
                 memcpy(k + q->klen, res.res[q->seq], res.len[q->seq]);
                 refs[nref++] = (out_ref_t){q->day, k, k + q->klen, q->klen, res.len[q->seq]};
@@ -577,8 +576,31 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
         stores_free(qs, nparts);
         stores_free(evs, nparts);
     }
+    if (rc == 0 && nref) qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
+    if (rc) {
+        free(refs);
+        refs = NULL;
+        nref = 0;
+    }
+    *refs_out = refs;
+    *nref_out = nref;
+    return rc;
+}
+
+static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
+    const tsr_backfill_opts_t *o = e->o;
+    const tsr_conf_group_by_t *g = conf->group_by;
+    gb_plan_t gb;
+    int rc = tsr__gb_plan_build(&gb, g, o->warehouse, o->start_day, o->end_day, err);
+    if (rc) return rc;
+    out_ref_t *refs = NULL;
+    size_t nref = 0;
+    char *odir = NULL;
+    tsr_arena_t arena, keep;
+    tsr_arena_init(&arena, 1 << 16);
+    tsr_arena_init(&keep, 1 << 20);
+    rc = gb_rows(e, &gb, &refs, &nref, &keep, err);
     if (rc) goto out;
-    if (nref) qsort(refs, nref, sizeof(out_ref_t), out_ref_cmp);
 
     odir = output_dir(o, &g->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
@@ -657,5 +679,40 @@ int tsr_backfill_run(const tsr_config_t *conf, const tsr_backfill_opts_t *opts,
                            "tessera run-staging",
                            conf->file);
     stats->seconds = now_s() - e.t0;
+    return rc;
+}
+
+int tsr_entity_batch_compute(const tsr_conf_group_by_t *g, int64_t day, const tsr_backfill_opts_t *opts,
+                             tsr_entity_sink_fn sink, void *ud, size_t *nfeat, tsr_error_t *err) {
+    tsr_backfill_opts_t o = *opts;
+    if (!o.warehouse) o.warehouse = "./warehouse";
+    o.start_day = o.end_day = day;
+    tsr_backfill_stats_t st;
+    memset(&st, 0, sizeof st);
+    engine_t e;
+    e.o = &o;
+    e.st = &st;
+    e.nthreads = o.parallelism > 0 ? o.parallelism : default_threads();
+    e.nparts = (size_t)e.nthreads * 16;
+    e.t0 = now_s();
+    gb_plan_t gb;
+    int rc = tsr__gb_plan_build(&gb, g, o.warehouse, day, day, err);
+    if (rc) return rc;
+    if (!gb.entity && !gb.passthrough) {
+        tsr__gb_plan_free(&gb);
+        return tsr_error_set(err, TSR_EINVAL, "%s is not an entity GroupBy", g->meta.name);
+    }
+    if (nfeat) *nfeat = gb.nfeat;
+    out_ref_t *refs = NULL;
+    size_t nref = 0;
+    tsr_arena_t keep;
+    tsr_arena_init(&keep, 1 << 20);
+    rc = gb_rows(&e, &gb, &refs, &nref, &keep, err);
+    for (size_t i = 0; i < nref && rc == 0; i++)
+        rc = sink(ud, refs[i].key, refs[i].klen, refs[i].res, refs[i].len);
+    if (rc && err && err->code == 0) tsr_error_set(err, rc, "%s: entity upload stopped", g->meta.name);
+    free(refs);
+    tsr_arena_free(&keep);
+    tsr__gb_plan_free(&gb);
     return rc;
 }

@@ -194,3 +194,85 @@ int tsr_batch_compute(tsr_gb_online_t *p, int64_t batch_end, const tsr_backfill_
     tsr_arena_free(&arena);
     return rc;
 }
+
+/* ---- streaming */
+
+struct tsr_gb_stream {
+    const tsr_gb_online_t *p;
+    const src_plan_t *src;
+    tsr_vm_t *vm;
+    tsr_value_t *out;
+};
+
+size_t tsr_gb_online_nsources(const tsr_gb_online_t *p) { return p->plan.nsrc; }
+
+const char *tsr_gb_online_topic(const tsr_gb_online_t *p, size_t i, char *buf, size_t cap) {
+    const tsr_conf_source_t *s = p->plan.srcs[i].src;
+    if (s->kind != TSR_SOURCE_EVENTS || !s->topic || !s->topic[0]) return NULL;
+    const char *t = s->topic;
+    if (strncmp(t, "kafka://", 8) == 0) t += 8;
+    size_t n = strcspn(t, "/");
+    if (n == 0 || n >= cap) return NULL;
+    memcpy(buf, t, n);
+    buf[n] = 0;
+    return buf;
+}
+
+tsr_gb_stream_t *tsr_gb_stream_new(const tsr_gb_online_t *p, size_t src) {
+    tsr_gb_stream_t *s = tsr_calloc(1, sizeof(*s));
+    s->p = p;
+    s->src = &p->plan.srcs[src];
+    s->vm = tsr_vm_new(s->src->prog);
+    size_t no = tsr_program_noutputs(s->src->prog);
+    s->out = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
+    return s;
+}
+
+void tsr_gb_stream_free(tsr_gb_stream_t *s) {
+    if (!s) return;
+    tsr_vm_free(s->vm);
+    free(s->out);
+    free(s);
+}
+
+size_t tsr_gb_stream_columns(const tsr_gb_stream_t *s, const char *const **names,
+                             const tsr_type_t **types) {
+    *names = (const char *const *)s->src->table->col_names;
+    *types = s->src->table->col_types;
+    return s->src->table->ncols;
+}
+
+int tsr_gb_stream_eval(tsr_gb_stream_t *s, const tsr_value_t *row, tsr_buf_t *keys, size_t *klen,
+                       int64_t *ts, tsr_value_t *inputs, tsr_value_t *buckets, tsr_arena_t *arena) {
+    const src_plan_t *sp = s->src;
+    tsr_value_t *out = s->out;
+    tsr_vm_run(s->vm, row, out);
+    for (size_t i = 0; i < sp->nwhere; i++)
+        if (!tsr_value_truthy(&out[sp->where_out[i]])) return 0;
+    if (sp->ts_out < 0) return 0;
+    int ok;
+    *ts = tsr__ts_of(&out[sp->ts_out], &ok);
+    if (!ok) return 0;
+    size_t k0 = keys->len;
+    for (size_t k = 0; k < sp->nkeys; k++) {
+        if (out[sp->key_out[k]].kind == TSR_NULL) {
+            keys->len = k0;
+            return 0;
+        }
+        tsr_value_encode(&out[sp->key_out[k]], keys);
+    }
+    *klen = keys->len - k0;
+    const tsr_tile_gb_t *t = &s->p->tiles;
+    for (size_t c = 0; c < t->ncols; c++) {
+        const tsr_tile_col_t *col = &t->cols[c];
+        int so = sp->slot_out[col->in_slot];
+        inputs[c] = so >= 0 ? tsr_value_copy(&out[so], arena) : tsr_value_null();
+        if (col->bucket_slot >= 0) {
+            int bo = sp->slot_out[col->bucket_slot];
+            buckets[c] = bo >= 0 ? tsr_value_copy(&out[bo], arena) : tsr_value_null();
+        } else {
+            buckets[c] = tsr_value_null();
+        }
+    }
+    return 1;
+}

@@ -171,15 +171,6 @@ static double now_s(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static int64_t ts_of(const tsr_value_t *v, int *ok) {
-    *ok = 1;
-    if (v->kind == TSR_LONG) return v->u.l;
-    if (v->kind == TSR_DOUBLE && v->u.d == v->u.d && v->u.d > -9.2e18 && v->u.d < 9.2e18)
-        return (int64_t)v->u.d;
-    *ok = 0;
-    return 0;
-}
-
 static int read_file(worker_t *w, size_t fi, tsr_vm_t **vms, tsr_value_t *row, tsr_value_t *out,
                      tsr_buf_t *buf, xstats_t *st, tsr_error_t *err) {
     job_t *job = w->job;
@@ -215,7 +206,7 @@ static int read_file(worker_t *w, size_t fi, tsr_vm_t **vms, tsr_value_t *row, t
         int64_t ts = INT64_MIN; /* no time */
         if (keep && s->ts_out >= 0) {
             int ok;
-            ts = ts_of(&out[s->ts_out], &ok);
+            ts = tsr__ts_of(&out[s->ts_out], &ok);
             if (!ok) {
                 ts = INT64_MIN;
                 keep = !job->need_ts; /* left and entity rows without a time are still rows */

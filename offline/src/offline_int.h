@@ -172,6 +172,16 @@ size_t tsr__tile_cols_build(const gb_plan_t *plan, tsr_tile_col_t **cols, int64_
 
 /* ---- extraction */
 
+/* A row's time from its timeColumn value: a long, or a finite double in range. */
+static inline int64_t tsr__ts_of(const tsr_value_t *v, int *ok) {
+    *ok = 1;
+    if (v->kind == TSR_LONG) return v->u.l;
+    if (v->kind == TSR_DOUBLE && v->u.d == v->u.d && v->u.d > -9.2e18 && v->u.d < 9.2e18)
+        return (int64_t)v->u.d;
+    *ok = 0;
+    return 0;
+}
+
 typedef struct xstats {
     uint64_t rows_read, rows_filtered, bad_rows;
 } xstats_t;

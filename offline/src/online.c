@@ -7,8 +7,9 @@
  *   (left columns from the request by name, ts = q, ds = date(q), part features, contextual
  *   columns) ──Join derivations──▶ output features
  *
- * Entity GroupBys are not served from tiles yet: such a part reports an error and null
- * features, the rest of the row is served.
+ * Entity GroupBys (snapshot sources) are read through the same callback: their base features
+ * are stored values of the latest upload (no tiles; the caller's read knows the GroupBy by
+ * name), so a fetch at q in day E+1 after an upload of ds E equals the backfill's value.
  */
 #include "offline_int.h"
 
@@ -20,6 +21,7 @@
 
 typedef struct part_tiles {
     int served;
+    int entity;                 /* entity GroupBy: values of the latest upload, no tiles */
     tsr_tile_col_t *cols;
     int64_t **wins;
     tsr_tile_gb_t tiles;
@@ -72,12 +74,13 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
         char clean[256];
         tsr_conf_clean_name(gb->g->meta.name, clean, sizeof clean);
         t->name = tsr_strdup(jp->prefix && jp->prefix[0] ? jp->prefix : clean);
-        t->served = !gb->entity && !gb->passthrough;
-        if (!t->served) continue;
-        t->tiles.ncols = tsr__tile_cols_build(gb, &t->cols, &t->wins);
-        t->tiles.cols = t->cols;
+        t->served = 1;
         t->tiles.name = gb->g->meta.name;
         t->nout = gb->nfeat;
+        t->entity = gb->entity || gb->passthrough;
+        if (t->entity) continue; /* read as stored values, not tiles */
+        t->tiles.ncols = tsr__tile_cols_build(gb, &t->cols, &t->wins);
+        t->tiles.cols = t->cols;
     }
     *out = p;
     return 0;
@@ -85,7 +88,7 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
 
 size_t tsr_join_online_nparts(const tsr_join_online_t *p) { return p->jp.nparts; }
 const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size_t i) {
-    return p->parts[i].served ? &p->parts[i].tiles : NULL;
+    return p->parts[i].served && !p->parts[i].entity ? &p->parts[i].tiles : NULL;
 }
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i) { return p->parts[i].name; }
 size_t tsr_join_online_noutputs(const tsr_join_online_t *p) { return p->jp.deriv.nout; }
@@ -179,12 +182,6 @@ int tsr_join_online_fetch(tsr_join_online_ctx_t *c, const char *const *names,
             if (v->kind == TSR_NULL) null_key = 1;
             else tsr_value_encode(v, &c->key);
         }
-        if (ok && !t->served) {
-            part_errors[i] = tsr_arena_printf(arena, "GroupBy %s is not served online yet "
-                                                     "(entity GroupBys)",
-                                              gb->g->meta.name);
-            ok = 0;
-        }
         tsr_value_t *feat = gbase + gb->nkeys;
         for (size_t f = 0; f < gb->nfeat; f++) feat[f] = tsr_value_null();
         if (ok && !null_key) {
@@ -209,5 +206,106 @@ int tsr_join_online_fetch(tsr_join_online_ctx_t *c, const char *const *names,
     tsr__derive(&jp->deriv, c->jvm, base, c->jtmp, out);
     /* values the VMs produced live in their scratch until the next run: copy to the arena */
     for (size_t i = 0; i < jp->deriv.nout; i++) out[i] = tsr_value_copy(&out[i], arena);
+    return 0;
+}
+
+/* ---- a GroupBy on its own */
+
+struct tsr_gb_serve {
+    gb_plan_t plan;
+    int served;
+    tsr_tile_col_t *cols;
+    int64_t **wins;
+    tsr_tile_gb_t tiles;
+};
+
+struct tsr_gb_serve_ctx {
+    const tsr_gb_serve_t *p;
+    tsr_vm_t *vm;
+    tsr_value_t *base, *tmp;
+    tsr_buf_t key;
+};
+
+int tsr_gb_serve_build(const tsr_conf_group_by_t *g, const char *warehouse, int64_t day_hi,
+                       tsr_gb_serve_t **out, tsr_error_t *err) {
+    *out = NULL;
+    tsr_gb_serve_t *p = tsr_calloc(1, sizeof(*p));
+    int rc = tsr__gb_plan_build(&p->plan, g, warehouse, day_hi, day_hi, err);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    p->served = 1;
+    p->tiles.name = g->meta.name;
+    if (!p->plan.entity && !p->plan.passthrough) {
+        p->tiles.ncols = tsr__tile_cols_build(&p->plan, &p->cols, &p->wins);
+        p->tiles.cols = p->cols;
+        p->tiles.name = g->meta.name;
+    }
+    *out = p;
+    return 0;
+}
+
+void tsr_gb_serve_free(tsr_gb_serve_t *p) {
+    if (!p) return;
+    for (size_t c = 0; c < p->tiles.ncols; c++) free(p->wins[c]);
+    free(p->wins);
+    free(p->cols);
+    tsr__gb_plan_free(&p->plan);
+    free(p);
+}
+
+const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p) {
+    return p->plan.entity || p->plan.passthrough ? NULL : &p->tiles;
+}
+size_t tsr_gb_serve_noutputs(const tsr_gb_serve_t *p) { return p->plan.deriv.nout; }
+const char *tsr_gb_serve_output(const tsr_gb_serve_t *p, size_t i) { return p->plan.deriv.out[i].name; }
+
+tsr_gb_serve_ctx_t *tsr_gb_serve_ctx_new(const tsr_gb_serve_t *p) {
+    tsr_gb_serve_ctx_t *c = tsr_calloc(1, sizeof(*c));
+    const deriv_plan_t *d = &p->plan.deriv;
+    c->p = p;
+    if (d->prog) c->vm = tsr_vm_new(d->prog);
+    c->base = tsr_malloc((d->nbase ? d->nbase : 1) * sizeof(tsr_value_t));
+    size_t no = d->prog ? tsr_program_noutputs(d->prog) : 1;
+    c->tmp = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
+    tsr_buf_init(&c->key);
+    return c;
+}
+
+void tsr_gb_serve_ctx_free(tsr_gb_serve_ctx_t *c) {
+    if (!c) return;
+    tsr_vm_free(c->vm);
+    free(c->base);
+    free(c->tmp);
+    tsr_buf_free(&c->key);
+    free(c);
+}
+
+int tsr_gb_serve_fetch(tsr_gb_serve_ctx_t *c, const char *const *names, const tsr_value_t *keys,
+                       size_t nkeys, int64_t q, tsr_tile_read_fn read, void *ud, tsr_value_t *out,
+                       tsr_arena_t *arena, tsr_error_t *err) {
+    const tsr_gb_serve_t *p = c->p;
+    const gb_plan_t *gb = &p->plan;
+    const deriv_plan_t *d = &gb->deriv;
+    tsr_value_t *base = c->base;
+    int null_key = 0;
+    tsr_buf_clear(&c->key);
+    for (size_t k = 0; k < gb->nkeys; k++) {
+        const tsr_value_t *v = find_key(names, keys, nkeys, gb->g->key_columns[k]);
+        if (!v) return tsr_error_set(err, TSR_EINVAL, "missing key column '%s'", gb->g->key_columns[k]);
+        base[k] = *v;
+        if (v->kind == TSR_NULL) null_key = 1;
+        else tsr_value_encode(v, &c->key);
+    }
+    tsr_value_t *feat = base + gb->nkeys;
+    for (size_t f = 0; f < gb->nfeat; f++) feat[f] = tsr_value_null();
+    if (!null_key) {
+        int64_t at = gb->snapshot ? tsr_day_of_ms(q) * TSR_MS_PER_DAY : q;
+        int rc = read(ud, p->tiles.name, c->key.data, c->key.len, at, feat, arena, err);
+        if (rc) return rc;
+    }
+    tsr__derive(d, c->vm, base, c->tmp, out);
+    for (size_t i = 0; i < d->nout; i++) out[i] = tsr_value_copy(&out[i], arena);
     return 0;
 }

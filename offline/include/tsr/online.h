@@ -33,7 +33,8 @@ void tsr_join_online_free(tsr_join_online_t *p);
 
 size_t tsr_join_online_nparts(const tsr_join_online_t *p);
 /* Part i's tile columns (to register with a tile store), or NULL when the part is not served
- * from tiles (entity GroupBys for now: the part then reports an error at fetch time). */
+ * from tiles: an entity GroupBy, whose read returns the stored base features of its latest
+ * upload (the read callback tells them apart by GroupBy name). */
 const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size_t i);
 /* The part's name for `<name>_exception` errors: its prefix, else its GroupBy's clean name. */
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i);
@@ -53,5 +54,26 @@ void tsr_join_online_ctx_free(tsr_join_online_ctx_t *c);
 int tsr_join_online_fetch(tsr_join_online_ctx_t *c, const char *const *names,
                           const tsr_value_t *keys, size_t nkeys, int64_t q, tsr_tile_read_fn read,
                           void *ud, tsr_value_t *out, const char **part_errors, tsr_arena_t *arena);
+
+/* ---- a GroupBy served on its own (FetchGroupBy): its features (after its derivations) under
+ * their own names, keys named by the GroupBy's key columns. */
+typedef struct tsr_gb_serve tsr_gb_serve_t;
+typedef struct tsr_gb_serve_ctx tsr_gb_serve_ctx_t;
+
+int tsr_gb_serve_build(const tsr_conf_group_by_t *g, const char *warehouse, int64_t day_hi,
+                       tsr_gb_serve_t **out, tsr_error_t *err);
+void tsr_gb_serve_free(tsr_gb_serve_t *p);
+/* Its tile columns, or NULL for an entity GroupBy (read as stored values, see above). */
+const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p);
+size_t tsr_gb_serve_noutputs(const tsr_gb_serve_t *p);
+const char *tsr_gb_serve_output(const tsr_gb_serve_t *p, size_t i);
+tsr_gb_serve_ctx_t *tsr_gb_serve_ctx_new(const tsr_gb_serve_t *p);
+void tsr_gb_serve_ctx_free(tsr_gb_serve_ctx_t *c);
+/* Fetches one row at q (midnight of q's day for SNAPSHOT accuracy, as the backfill). A null
+ * key gives null features. Returns 0, or TSR_EINVAL (a key column missing from the request),
+ * or the read's error, with err set. */
+int tsr_gb_serve_fetch(tsr_gb_serve_ctx_t *c, const char *const *names, const tsr_value_t *keys,
+                       size_t nkeys, int64_t q, tsr_tile_read_fn read, void *ud, tsr_value_t *out,
+                       tsr_arena_t *arena, tsr_error_t *err);
 
 #endif

@@ -1,0 +1,70 @@
+/*
+ * serving.h — the fetch side of a server (SPEC §6 "Fetch"): compiled plans per Join and
+ * GroupBy name, and the fetch handlers that answer gRPC FeatureService calls and the HTTP/JSON
+ * endpoints from them. Where tile values come from is the caller's (a tsr_tile_read_fn): the
+ * embedded default reads its local tile store, the cluster fetcher will call workers.
+ *
+ * Design:
+ *   - An item is one applied config compiled for serving (its tsr_config_t, and the Join or
+ *     GroupBy plan). Items are immutable; apply installs a new item under the name and
+ *     requests already running finish on the old one (items are reference-counted), so apply
+ *     never blocks fetches and a fetch never sees half an update.
+ *   - Serving contexts (VMs and scratch) are pooled per item: a fetch borrows one, so steady
+ *     state allocates nothing outside the request's arena.
+ *   - Request errors: unknown name -> TSR_ENOTFOUND; a Join name asked as a GroupBy (or the
+ *     reverse) -> TSR_ENOTFOUND saying what it is; malformed rows -> per-row Failure.
+ *   - Row results: Success with every feature (null ones as null) and a
+ *     "<part>_exception" string for each Join part that failed (Chronon's convention); Failure
+ *     with an error when the row as a whole cannot be served (GroupBy: a missing key column).
+ */
+#ifndef TSR_SERVING_H
+#define TSR_SERVING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tsr/config.h"
+#include "tsr/error.h"
+#include "tsr/http.h"
+#include "tsr/mem.h"
+#include "tsr/online.h"
+
+typedef struct tsr_serving tsr_serving_t;
+typedef struct tsr_serving_item tsr_serving_item_t;
+
+tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud);
+/* Frees every item (no fetch may be running). */
+void tsr_serving_free(tsr_serving_t *s);
+
+/* Compiles conf (ownership taken, also on failure) for serving against the warehouse's table
+ * schemas (read up to day_hi). StagingQuery configs compile to an item that serves nothing. */
+int tsr_serving_prepare(tsr_config_t *conf, const char *warehouse, int64_t day_hi,
+                        tsr_serving_item_t **out, tsr_error_t *err);
+/* Frees an item never installed. */
+void tsr_serving_item_discard(tsr_serving_item_t *it);
+/* Installs it under its name, replacing (and releasing) the previous item of that name. */
+void tsr_serving_install(tsr_serving_t *s, tsr_serving_item_t *it);
+/* Uninstalls name; 0 or TSR_ENOTFOUND. */
+int tsr_serving_remove(tsr_serving_t *s, const char *name);
+size_t tsr_serving_count(tsr_serving_t *s);
+
+/* Handles a FeatureService call: req is a serialized tessera.v1.FetchRequest; the serialized
+ * FetchResponse is appended to resp. join = 1 for FetchJoin, 0 for FetchGroupBy. arena is
+ * per-call scratch (reset by the caller). Returns 0, or TSR_EINVAL (undecodable request) /
+ * TSR_ENOTFOUND with err set. */
+int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
+                         tsr_buf_t *resp, tsr_arena_t *arena, tsr_error_t *err);
+
+/* The HTTP fetch callback (http.h tsr_http_fetch_fn); ud = the tsr_serving_t. */
+int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,
+                           const tsr_http_fetch_row_t *rows, size_t nrows,
+                           tsr_http_fetch_result_t *results, tsr_arena_t *arena,
+                           tsr_error_t *err);
+
+/* Counters since start (relaxed): rows served, rows failed, part exceptions. */
+typedef struct tsr_serving_stats {
+    uint64_t requests, rows, row_failures, part_errors;
+} tsr_serving_stats_t;
+void tsr_serving_stats(tsr_serving_t *s, tsr_serving_stats_t *out);
+
+#endif

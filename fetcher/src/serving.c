@@ -1,0 +1,410 @@
+/*
+ * serving.c — compiled serving items and the fetch handlers (serving.h).
+ */
+#include "tsr/serving.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tessera.pb-c.h"
+#include "tsr/pbvalue.h"
+
+#define POOL_MAX 64
+
+struct tsr_serving_item {
+    char *name;
+    tsr_config_t *conf;
+    int kind;                       /* TSR_CONF_* */
+    tsr_join_online_t *join;
+    tsr_gb_serve_t *gb;
+    size_t nout;
+    const char **out_names;         /* outputs, then (Join) one "<part>_exception" per part */
+    size_t nparts;
+    int refs;                       /* atomic */
+    pthread_mutex_t mu;             /* pool */
+    void *pool[POOL_MAX];
+    size_t npool;
+};
+
+struct tsr_serving {
+    tsr_tile_read_fn read;
+    void *read_ud;
+    pthread_rwlock_t lock;
+    tsr_serving_item_t **items;     /* sorted by name */
+    size_t n, cap;
+    tsr_serving_stats_t st;
+};
+
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- items */
+
+static void item_free(tsr_serving_item_t *it) {
+    for (size_t i = 0; i < it->npool; i++) {
+        if (it->join) tsr_join_online_ctx_free(it->pool[i]);
+        else tsr_gb_serve_ctx_free(it->pool[i]);
+    }
+    for (size_t i = 0; i < it->nparts; i++) free((char *)it->out_names[it->nout + i]);
+    free(it->out_names);
+    tsr_join_online_free(it->join);
+    tsr_gb_serve_free(it->gb);
+    tsr_config_free(it->conf);
+    pthread_mutex_destroy(&it->mu);
+    free(it->name);
+    free(it);
+}
+
+static void item_unref(tsr_serving_item_t *it) {
+    if (it && __atomic_sub_fetch(&it->refs, 1, __ATOMIC_ACQ_REL) == 0) item_free(it);
+}
+
+void tsr_serving_item_discard(tsr_serving_item_t *it) { item_unref(it); }
+
+int tsr_serving_prepare(tsr_config_t *conf, const char *warehouse, int64_t day_hi,
+                        tsr_serving_item_t **out, tsr_error_t *err) {
+    *out = NULL;
+    tsr_serving_item_t *it = tsr_calloc(1, sizeof(*it));
+    pthread_mutex_init(&it->mu, NULL);
+    it->refs = 1;
+    it->conf = conf;
+    it->kind = conf->kind;
+    it->name = tsr_strdup(tsr_config_metadata(conf)->name);
+    int rc = 0;
+    if (conf->kind == TSR_CONF_JOIN) {
+        rc = tsr_join_online_build(conf->join, warehouse, day_hi, &it->join, err);
+        if (rc == 0) {
+            it->nout = tsr_join_online_noutputs(it->join);
+            it->nparts = tsr_join_online_nparts(it->join);
+            it->out_names = tsr_calloc(it->nout + it->nparts + 1, sizeof(char *));
+            for (size_t i = 0; i < it->nout; i++) it->out_names[i] = tsr_join_online_output(it->join, i);
+            for (size_t i = 0; i < it->nparts; i++) {
+                const char *pn = tsr_join_online_part_name(it->join, i);
+                size_t n = strlen(pn) + sizeof "_exception";
+                char *s = tsr_malloc(n);
+                snprintf(s, n, "%s_exception", pn);
+                it->out_names[it->nout + i] = s;
+            }
+        }
+    } else if (conf->kind == TSR_CONF_GROUP_BY) {
+        rc = tsr_gb_serve_build(conf->group_by, warehouse, day_hi, &it->gb, err);
+        if (rc == 0) {
+            it->nout = tsr_gb_serve_noutputs(it->gb);
+            it->out_names = tsr_calloc(it->nout + 1, sizeof(char *));
+            for (size_t i = 0; i < it->nout; i++) it->out_names[i] = tsr_gb_serve_output(it->gb, i);
+        }
+    }
+    if (rc) {
+        tsr_error_prefix(err, "%s: cannot be served", it->name);
+        item_free(it);
+        return rc;
+    }
+    *out = it;
+    return 0;
+}
+
+static void *ctx_get(tsr_serving_item_t *it) {
+    void *c = NULL;
+    pthread_mutex_lock(&it->mu);
+    if (it->npool) c = it->pool[--it->npool];
+    pthread_mutex_unlock(&it->mu);
+    if (c) return c;
+    return it->join ? (void *)tsr_join_online_ctx_new(it->join) : (void *)tsr_gb_serve_ctx_new(it->gb);
+}
+
+static void ctx_put(tsr_serving_item_t *it, void *c) {
+    pthread_mutex_lock(&it->mu);
+    if (it->npool < POOL_MAX) {
+        it->pool[it->npool++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&it->mu);
+    if (!c) return;
+    if (it->join) tsr_join_online_ctx_free(c);
+    else tsr_gb_serve_ctx_free(c);
+}
+
+/* ---------------------------------------------------------------- registry of items */
+
+tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud) {
+    tsr_serving_t *s = tsr_calloc(1, sizeof(*s));
+    s->read = read;
+    s->read_ud = read_ud;
+    pthread_rwlock_init(&s->lock, NULL);
+    return s;
+}
+
+void tsr_serving_free(tsr_serving_t *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) item_unref(s->items[i]);
+    free(s->items);
+    pthread_rwlock_destroy(&s->lock);
+    free(s);
+}
+
+/* Index of name, or -(insertion point) - 1. */
+static long find(const tsr_serving_t *s, const char *name) {
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->items[mid]->name, name);
+        if (c == 0) return (long)mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -(long)lo - 1;
+}
+
+void tsr_serving_install(tsr_serving_t *s, tsr_serving_item_t *it) {
+    tsr_serving_item_t *old = NULL;
+    pthread_rwlock_wrlock(&s->lock);
+    long i = find(s, it->name);
+    if (i >= 0) {
+        old = s->items[i];
+        s->items[i] = it;
+    } else {
+        size_t at = (size_t)(-i - 1);
+        if (s->n == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 16;
+            s->items = tsr_realloc(s->items, s->cap * sizeof(*s->items));
+        }
+        memmove(s->items + at + 1, s->items + at, (s->n - at) * sizeof(*s->items));
+        s->items[at] = it;
+        s->n++;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    item_unref(old);
+}
+
+int tsr_serving_remove(tsr_serving_t *s, const char *name) {
+    tsr_serving_item_t *old = NULL;
+    pthread_rwlock_wrlock(&s->lock);
+    long i = find(s, name);
+    if (i >= 0) {
+        old = s->items[i];
+        memmove(s->items + i, s->items + i + 1, (s->n - (size_t)i - 1) * sizeof(*s->items));
+        s->n--;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (!old) return TSR_ENOTFOUND;
+    item_unref(old);
+    return 0;
+}
+
+size_t tsr_serving_count(tsr_serving_t *s) {
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = s->n;
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}
+
+/* A referenced item of that name and kind, or NULL with err set. */
+static tsr_serving_item_t *acquire(tsr_serving_t *s, int join, const char *name, tsr_error_t *err) {
+    pthread_rwlock_rdlock(&s->lock);
+    long i = find(s, name);
+    tsr_serving_item_t *it = i >= 0 ? s->items[i] : NULL;
+    if (it) __atomic_add_fetch(&it->refs, 1, __ATOMIC_ACQ_REL);
+    pthread_rwlock_unlock(&s->lock);
+    int want = join ? TSR_CONF_JOIN : TSR_CONF_GROUP_BY;
+    if (!it) {
+        tsr_error_set(err, TSR_ENOTFOUND, "no %s named '%s' is applied", join ? "Join" : "GroupBy", name);
+        return NULL;
+    }
+    if (it->kind != want) {
+        tsr_error_set(err, TSR_ENOTFOUND, "'%s' is a %s, not a %s%s", name, tsr_conf_kind_name(it->kind),
+                      join ? "Join" : "GroupBy",
+                      it->kind == TSR_CONF_GROUP_BY ? " (fetch it with FetchGroupBy / --group-by)"
+                      : it->kind == TSR_CONF_JOIN   ? " (fetch it with FetchJoin / --join)"
+                                                    : "");
+        item_unref(it);
+        return NULL;
+    }
+    return it;
+}
+
+void tsr_serving_stats(tsr_serving_t *s, tsr_serving_stats_t *out) {
+    out->requests = __atomic_load_n(&s->st.requests, __ATOMIC_RELAXED);
+    out->rows = __atomic_load_n(&s->st.rows, __ATOMIC_RELAXED);
+    out->row_failures = __atomic_load_n(&s->st.row_failures, __ATOMIC_RELAXED);
+    out->part_errors = __atomic_load_n(&s->st.part_errors, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- one row */
+
+typedef struct row_res {
+    int ok;
+    const char *error;
+    size_t n;                       /* features */
+    const char *const *names;
+    tsr_value_t *vals;
+} row_res_t;
+
+static void fetch_row(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const char *const *names,
+                      const tsr_value_t *keys, size_t nk, int64_t q, row_res_t *r,
+                      tsr_arena_t *arena) {
+    memset(r, 0, sizeof *r);
+    r->names = it->out_names;
+    if (it->join) {
+        r->vals = tsr_arena_alloc(arena, (it->nout + it->nparts + 1) * sizeof(tsr_value_t));
+        const char **perr = tsr_arena_alloc(arena, (it->nparts + 1) * sizeof(char *));
+        int rc = tsr_join_online_fetch(ctx, names, keys, nk, q, s->read, s->read_ud, r->vals, perr, arena);
+        if (rc) {
+            r->error = tsr_arena_printf(arena, "%s", tsr_strerror(rc));
+            return;
+        }
+        r->ok = 1;
+        r->n = it->nout;
+        /* "<part>_exception" entries after the outputs, for the parts that failed */
+        const char **nn = NULL;
+        for (size_t p = 0; p < it->nparts; p++) {
+            if (!perr[p]) continue;
+            __atomic_add_fetch(&s->st.part_errors, 1, __ATOMIC_RELAXED);
+            if (!nn) {
+                nn = tsr_arena_alloc(arena, (it->nout + it->nparts) * sizeof(char *));
+                memcpy(nn, it->out_names, it->nout * sizeof(char *));
+                r->names = nn;
+            }
+            nn[r->n] = it->out_names[it->nout + p];
+            r->vals[r->n++] = tsr_value_string(perr[p], strlen(perr[p]));
+        }
+    } else if (it->gb) {
+        r->vals = tsr_arena_alloc(arena, (it->nout + 1) * sizeof(tsr_value_t));
+        tsr_error_t e;
+        tsr_error_clear(&e);
+        if (tsr_gb_serve_fetch(ctx, names, keys, nk, q, s->read, s->read_ud, r->vals, arena, &e)) {
+            r->error = tsr_arena_strdup(arena, e.msg);
+            return;
+        }
+        r->ok = 1;
+        r->n = it->nout;
+    } else {
+        r->error = "nothing to serve";
+    }
+}
+
+/* ---------------------------------------------------------------- gRPC */
+
+static Tessera__V1__FetchResult__FeaturesEntry *fentry(const char *k, const tsr_value_t *v,
+                                                        tsr_arena_t *arena) {
+    Tessera__V1__FetchResult__FeaturesEntry *e = tsr_arena_alloc(arena, sizeof *e);
+    tessera__v1__fetch_result__features_entry__init(e);
+    e->key = (char *)k;
+    e->value = tsr_pb_value_new(v, arena);
+    return e;
+}
+
+int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
+                         tsr_buf_t *resp, tsr_arena_t *arena, tsr_error_t *err) {
+    ProtobufCAllocator alloc;
+    tsr_pb_allocator(arena, &alloc);
+    Tessera__V1__FetchRequest *rq = tessera__v1__fetch_request__unpack(&alloc, n, req);
+    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed FetchRequest");
+    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
+    if (!it) return TSR_ENOTFOUND;
+    void *ctx = ctx_get(it);
+    Tessera__V1__FetchResponse out;
+    tessera__v1__fetch_response__init(&out);
+    out.n_results = rq->n_rows;
+    out.results = tsr_arena_alloc(arena, (rq->n_rows ? rq->n_rows : 1) * sizeof(*out.results));
+    int64_t now = now_ms();
+    int rc = 0;
+    for (size_t i = 0; i < rq->n_rows && rc == 0; i++) {
+        const Tessera__V1__FetchRow *row = rq->rows[i];
+        Tessera__V1__FetchResult *res = tsr_arena_alloc(arena, sizeof *res);
+        tessera__v1__fetch_result__init(res);
+        out.results[i] = res;
+        size_t nk = row ? row->n_keys : 0;
+        const char **names = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(char *));
+        tsr_value_t *keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(tsr_value_t));
+        res->n_entity_keys = nk;
+        res->entity_keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(*res->entity_keys));
+        for (size_t k = 0; k < nk; k++) {
+            Tessera__V1__FetchResult__EntityKeysEntry *e = tsr_arena_alloc(arena, sizeof *e);
+            tessera__v1__fetch_result__entity_keys_entry__init(e);
+            e->key = row->keys[k]->key;
+            e->value = row->keys[k]->value;
+            res->entity_keys[k] = e;
+        }
+        const char *bad = NULL;
+        for (size_t k = 0; k < nk; k++) {
+            names[k] = row->keys[k]->key ? row->keys[k]->key : "";
+            if (tsr_pb_value_get(row->keys[k]->value, arena, &keys[k])) bad = "key value nests too deep";
+            else if (keys[k].kind == TSR_LIST || keys[k].kind == TSR_MAP)
+                bad = tsr_arena_printf(arena, "key '%s' must be a scalar, got a %s", names[k],
+                                       keys[k].kind == TSR_LIST ? "list" : "map");
+        }
+        __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
+        row_res_t r;
+        if (bad) {
+            memset(&r, 0, sizeof r);
+            r.error = bad;
+        } else {
+            int64_t q = row->at_case == TESSERA__V1__FETCH_ROW__AT_AT_MILLIS ? row->at_millis : now;
+            fetch_row(s, it, ctx, names, keys, nk, q, &r, arena);
+        }
+        if (!r.ok) {
+            __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
+            res->status = TESSERA__V1__ROW_STATUS__FAILURE;
+            res->error = (char *)r.error;
+            continue;
+        }
+        res->n_features = r.n;
+        res->features = tsr_arena_alloc(arena, (r.n ? r.n : 1) * sizeof(*res->features));
+        for (size_t f = 0; f < r.n; f++) res->features[f] = fentry(r.names[f], &r.vals[f], arena);
+    }
+    ctx_put(it, ctx);
+    item_unref(it);
+    if (rc == 0) tsr_pb_pack(&out.base, resp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,
+                           const tsr_http_fetch_row_t *rows, size_t nrows,
+                           tsr_http_fetch_result_t *results, tsr_arena_t *arena,
+                           tsr_error_t *err) {
+    tsr_serving_t *s = ud;
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    tsr_serving_item_t *it = acquire(s, kind == TSR_HTTP_FETCH_JOIN, name, err);
+    if (!it) return TSR_ENOTFOUND;
+    void *ctx = ctx_get(it);
+    int64_t now = now_ms();
+    for (size_t i = 0; i < nrows; i++) {
+        const tsr_value_t *km = &rows[i].keys;
+        size_t nk = km->kind == TSR_MAP ? km->len : 0;
+        const char **names = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(char *));
+        tsr_value_t *keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(tsr_value_t));
+        for (size_t k = 0; k < nk; k++) {
+            const tsr_value_t *kv = &km->u.items[2 * k];
+            names[k] = tsr_arena_strndup(arena, kv->u.s, kv->len);
+            keys[k] = km->u.items[2 * k + 1];
+        }
+        __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
+        row_res_t r;
+        fetch_row(s, it, ctx, names, keys, nk, rows[i].has_at_millis ? rows[i].at_millis : now, &r, arena);
+        if (!r.ok) {
+            __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
+            results[i].ok = 0;
+            results[i].error = r.error;
+            continue;
+        }
+        tsr_value_t *items = tsr_arena_alloc(arena, (2 * r.n + 1) * sizeof(tsr_value_t));
+        for (size_t f = 0; f < r.n; f++) {
+            items[2 * f] = tsr_value_string(r.names[f], strlen(r.names[f]));
+            items[2 * f + 1] = r.vals[f];
+        }
+        results[i].ok = 1;
+        results[i].features = tsr_value_map(items, r.n);
+    }
+    ctx_put(it, ctx);
+    item_unref(it);
+    return 0;
+}

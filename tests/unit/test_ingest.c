@@ -1,0 +1,283 @@
+/*
+ * test_ingest.c — streaming a topic into the tile store (worker/ingest.h) against librdkafka's
+ * mock broker: the source query runs on each message (wheres, selects), bad messages are
+ * counted and skipped without stalling their partition, late events are dropped, events
+ * before the upload's B are skipped, offsets are stored with the tiles so a restart consumes
+ * only what is new, and the values read back equal a brute-force sum over the good events.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tsr/batch.h"
+#include "tsr/config.h"
+#include "tsr/ingest.h"
+#include "tsr/kafka.h"
+#include "tsr/tile_store.h"
+#include "tsr/time.h"
+#include "tsr_test.h"
+
+#define DAY 86400000LL
+
+static char tmp[256];
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char *gb_json =
+    "{\"metaData\": {\"name\": \"t.stream.v1\"}, "
+    "\"sources\": [{\"events\": {\"table\": \"t.ev\", \"topic\": \"kafka://ev/serde=json\", "
+    "\"query\": {\"selects\": {\"user\": \"user\", \"v\": \"v * 2\"}, \"wheres\": [\"v >= 0\"], "
+    "\"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"user\"], \"aggregations\": ["
+    "{\"inputColumn\": \"v\", \"operation\": \"SUM\", \"windows\": [{\"length\": 1, \"timeUnit\": \"DAYS\"}]},"
+    "{\"inputColumn\": \"v\", \"operation\": \"COUNT\"}], \"accuracy\": \"TEMPORAL\"}";
+
+static void setup_warehouse(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/tsr_ingest_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    char p[512];
+    snprintf(p, sizeof p, "%s/wh", tmp);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/wh/t", tmp);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/wh/t/ev", tmp);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/wh/t/ev/_schema.json", tmp);
+    write_file(p, "{\"user\": \"string\", \"v\": \"long\", \"ts\": \"long\"}");
+    snprintf(p, sizeof p, "%s/wh/t/ev/ds=2024-01-01", tmp);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/wh/t/ev/ds=2024-01-01/part-0.csv", tmp);
+    write_file(p, "user,v,ts\n");
+}
+
+static void cleanup(void) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
+static void sleep_ms(int ms) {
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Waits (<= 20 s) until the ingest has consumed n messages. */
+static void wait_messages(tsr_ingest_t *in, uint64_t n) {
+    tsr_ingest_stats_t st;
+    for (int i = 0; i < 400; i++) {
+        tsr_ingest_stats(in, &st);
+        if (st.messages >= n) return;
+        sleep_ms(50);
+    }
+    ck_abort_msg("ingest consumed %llu of %llu messages in 20 s (last error: %s)",
+                 (unsigned long long)st.messages, (unsigned long long)n, st.last_error);
+}
+
+static void send(tsr_kafka_producer_t *p, const char *key, const char *val) {
+    tsr_error_t err;
+    ck_assert_msg(tsr_kafka_producer_send(p, "ev", key, key ? strlen(key) : 0, val, strlen(val), -1, &err) == 0,
+                  "%s", err.msg);
+}
+
+START_TEST(test_stream_into_tiles) {
+    setup_warehouse();
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    const char *topics[] = {"ev"};
+    tsr_kafka_mock_opts_t mo = {2, topics, 1};
+    tsr_kafka_mock_t *m;
+    ck_assert_msg(tsr_kafka_mock_start(&mo, &m, &err) == 0, "%s", err.msg);
+    const char *bs = tsr_kafka_mock_bootstrap(m);
+
+    char wh[400], dir[400];
+    snprintf(wh, sizeof wh, "%s/wh", tmp);
+    snprintf(dir, sizeof dir, "%s/tiles", tmp);
+    tsr_config_options_t co = {0};
+    co.warehouse = wh;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    tsr_config_t *conf;
+    ck_assert_int_eq(tsr_config_load_string(gb_json, strlen(gb_json), "t", &co, &conf, &d), 0);
+    tsr_diag_free(&d);
+    int64_t day0;
+    ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
+    tsr_gb_online_t *plan;
+    ck_assert_msg(tsr_gb_online_build(conf->group_by, wh, day0, &plan, &err) == 0, "%s", err.msg);
+    char topic[64];
+    ck_assert_str_eq(tsr_gb_online_topic(plan, 0, topic, sizeof topic), "ev");
+    tsr_tile_store_t *store;
+    ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(plan), &err), 0);
+    /* an empty upload at B = day0 + 1: events before it are skipped */
+    int64_t B = (day0 + 1) * DAY;
+    tsr_tile_upload_t *u;
+    ck_assert_int_eq(tsr_tile_upload_begin(store, "t.stream.v1", B, &u, &err), 0);
+    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+
+    tsr_kafka_producer_t *p;
+    ck_assert_msg(tsr_kafka_producer_open(bs, &p, &err) == 0, "%s", err.msg);
+    char msg[256];
+    int64_t sum[3] = {0, 0, 0}, cnt[3] = {0, 0, 0};
+    uint64_t n = 0;
+    const char *users[3] = {"a", "b", "c"};
+    int64_t t0 = B + 3600000;
+    for (int i = 0; i < 300; i++) {
+        int k = i % 3;
+        int64_t ts = t0 + i * 1000;
+        snprintf(msg, sizeof msg, "{\"user\": \"%s\", \"v\": %d, \"ts\": %lld}", users[k], i, (long long)ts);
+        send(p, users[k], msg);
+        n++;
+        sum[k] += 2 * i;
+        cnt[k]++;
+    }
+    /* bad: not JSON, wrong type; filtered: v < 0, no user; skipped: before B; late */
+    send(p, "a", "{not json");
+    send(p, "a", "{\"user\": \"a\", \"v\": \"lots\", \"ts\": 1}");
+    snprintf(msg, sizeof msg, "{\"user\": \"a\", \"v\": -5, \"ts\": %lld}", (long long)(t0 + 5000));
+    send(p, "a", msg);
+    snprintf(msg, sizeof msg, "{\"v\": 5, \"ts\": %lld}", (long long)(t0 + 5000));
+    send(p, "b", msg);
+    snprintf(msg, sizeof msg, "{\"user\": \"c\", \"v\": 7, \"ts\": %lld}", (long long)(B - 1000));
+    send(p, "c", msg);
+    snprintf(msg, sizeof msg, "{\"user\": \"c\", \"v\": 9, \"ts\": %lld}", (long long)(t0 - 3 * 3600000));
+    send(p, "c", msg);
+    n += 6;
+    ck_assert_msg(tsr_kafka_producer_flush(p, 10000, &err) == 0, "%s", err.msg);
+
+    tsr_ingest_opts_t io = {0};
+    io.bootstrap = bs;
+    io.store = store;
+    io.plan = plan;
+    io.source = 0;
+    io.allowed_lateness_ms = 3600000;
+    tsr_ingest_t *in;
+    ck_assert_msg(tsr_ingest_start(&io, &in, &err) == 0, "%s", err.msg);
+    wait_messages(in, n);
+    tsr_ingest_stats_t st;
+    tsr_ingest_stats(in, &st);
+    ck_assert_uint_eq(st.messages, n);
+    ck_assert_uint_eq(st.bad, 2);
+    ck_assert_uint_eq(st.filtered, 2);
+    /* the event before B is either late or skipped depending on arrival order: both drop it */
+    ck_assert_uint_eq(st.skipped + st.late, 2);
+    ck_assert_uint_eq(st.events, 300);
+    tsr_ingest_stop(in);
+
+    /* stored offsets: the next message of each partition (-1: a partition never written) */
+    int64_t off = 0;
+    for (int part = 0; part < 2; part++) {
+        char name[16];
+        snprintf(name, sizeof name, "ev/%d", part);
+        int64_t o = tsr_tile_store_offset(store, "t.stream.v1", name);
+        if (o > 0) off += o;
+    }
+    ck_assert_int_eq(off, (int64_t)n);
+
+    /* values at the end of the stream */
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 4096);
+    tsr_value_t out[2];
+    int64_t q = t0 + 300 * 1000;
+    for (int k = 0; k < 3; k++) {
+        tsr_buf_t key;
+        tsr_buf_init(&key);
+        tsr_value_t kv = tsr_value_string(users[k], 1);
+        tsr_value_encode(&kv, &key);
+        ck_assert_int_eq(tsr_tile_store_read(store, "t.stream.v1", key.data, key.len, q, out, &arena, &err), 0);
+        ck_assert_int_eq(out[0].kind, TSR_LONG);
+        ck_assert_int_eq(out[0].u.l, sum[k]);
+        ck_assert_int_eq(out[1].u.l, cnt[k]);
+        tsr_buf_free(&key);
+    }
+
+    /* a restart consumes only the new messages */
+    snprintf(msg, sizeof msg, "{\"user\": \"a\", \"v\": 1000, \"ts\": %lld}", (long long)(q + 1));
+    send(p, "a", msg);
+    ck_assert_msg(tsr_kafka_producer_flush(p, 10000, &err) == 0, "%s", err.msg);
+    ck_assert_msg(tsr_ingest_start(&io, &in, &err) == 0, "%s", err.msg);
+    wait_messages(in, 1);
+    sleep_ms(300);
+    tsr_ingest_stats(in, &st);
+    ck_assert_uint_eq(st.messages, 1);
+    ck_assert_uint_eq(st.events, 1);
+    tsr_ingest_stop(in);
+    tsr_buf_t key;
+    tsr_buf_init(&key);
+    tsr_value_t kv = tsr_value_string("a", 1);
+    tsr_value_encode(&kv, &key);
+    ck_assert_int_eq(tsr_tile_store_read(store, "t.stream.v1", key.data, key.len, q + 2, out, &arena, &err), 0);
+    ck_assert_int_eq(out[0].u.l, sum[0] + 2000);
+    ck_assert_int_eq(out[1].u.l, cnt[0] + 1);
+    tsr_buf_free(&key);
+
+    tsr_arena_free(&arena);
+    tsr_kafka_producer_close(p);
+    tsr_tile_store_close(store);
+    tsr_gb_online_free(plan);
+    tsr_config_free(conf);
+    tsr_kafka_mock_stop(m);
+    cleanup();
+}
+END_TEST
+
+START_TEST(test_waits_for_broker) {
+    /* an unreachable broker: the ingest keeps retrying, says why, and stops promptly */
+    setup_warehouse();
+    tsr_error_t err;
+    char wh[400], dir[400];
+    snprintf(wh, sizeof wh, "%s/wh", tmp);
+    snprintf(dir, sizeof dir, "%s/tiles", tmp);
+    tsr_config_options_t co = {0};
+    co.warehouse = wh;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    tsr_config_t *conf;
+    ck_assert_int_eq(tsr_config_load_string(gb_json, strlen(gb_json), "t", &co, &conf, &d), 0);
+    tsr_diag_free(&d);
+    int64_t day0;
+    tsr_ds_parse("2024-01-01", &day0);
+    tsr_gb_online_t *plan;
+    ck_assert_int_eq(tsr_gb_online_build(conf->group_by, wh, day0, &plan, &err), 0);
+    tsr_tile_store_t *store;
+    ck_assert_int_eq(tsr_tile_store_open(dir, &store, &err), 0);
+    ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(plan), &err), 0);
+    tsr_ingest_opts_t io = {0};
+    io.bootstrap = "127.0.0.1:1";
+    io.store = store;
+    io.plan = plan;
+    tsr_ingest_t *in;
+    ck_assert_int_eq(tsr_ingest_start(&io, &in, &err), 0);
+    tsr_ingest_stats_t st;
+    for (int i = 0; i < 200; i++) {
+        tsr_ingest_stats(in, &st);
+        if (st.last_error[0]) break;
+        sleep_ms(50);
+    }
+    ck_assert_msg(st.last_error[0], "no error reported for an unreachable broker");
+    ck_assert_int_eq(st.connected, 0);
+    tsr_ingest_stop(in);
+    tsr_tile_store_close(store);
+    tsr_gb_online_free(plan);
+    tsr_config_free(conf);
+    cleanup();
+}
+END_TEST
+
+static Suite *ingest_suite(void) {
+    Suite *s = suite_create("ingest");
+    TCase *tc = tcase_create("ingest");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_stream_into_tiles);
+    tcase_add_test(tc, test_waits_for_broker);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tsr_test_run(ingest_suite()); }
