@@ -419,11 +419,12 @@ START_TEST(health_and_metrics) {
 }
 END_TEST
 
-/* Slow handler for the stop tests: sleeps ud milliseconds, then records that it finished. */
-static atomic_int g_slow_started, g_slow_finished;
+/* Slow handler for the stop tests: sleeps ud milliseconds (or until the test releases it),
+ * then records that it finished. */
+static atomic_int g_slow_started, g_slow_finished, g_slow_release;
 static void h_slow(void *ud, const tsr_http_request_t *req, tsr_http_response_t *resp) {
     atomic_store(&g_slow_started, 1);
-    sleep_ms((long)(intptr_t)ud);
+    for (long i = 0; i < (long)(intptr_t)ud && !atomic_load(&g_slow_release); i++) sleep_ms(1);
     tsr_buf_puts(resp->body, "{\"slow\":true}");
     atomic_store(&g_slow_finished, 1);
 }
@@ -449,6 +450,7 @@ static void *slow_client(void *p) {
 static tsr_http_server_t *slow_server(long ms, int mode) {
     atomic_store(&g_slow_started, 0); /* tests also run in one process (CK_FORK=no) */
     atomic_store(&g_slow_finished, 0);
+    atomic_store(&g_slow_release, 0);
     tsr_http_options_t o = {0};
     o.mode = (tsr_http_mode_t)mode;
     tsr_http_server_t *srv = tsr_http_server_new(&o);
@@ -521,7 +523,9 @@ static void *stopper(void *p) {
 }
 
 START_TEST(drain_refuses_new_requests) {
-    tsr_http_server_t *srv = slow_server(1500, _i);
+    /* the slow request holds the drain open until released below (bounded: 20 s), so the
+     * checks in between never race its end on a loaded machine */
+    tsr_http_server_t *srv = slow_server(20000, _i);
     unsigned port = tsr_http_server_port(srv);
     slow_arg_t a = {port, 0, ""};
     pthread_t th;
@@ -550,6 +554,7 @@ START_TEST(drain_refuses_new_requests) {
     ck_assert_int_eq(r.closed, 1);
     ck_assert_str_eq(r.body, "{\"error\":\"server is shutting down\"}");
     thc_resp_free(&r);
+    atomic_store(&g_slow_release, 1);
     pthread_join(st, NULL);
     ck_assert_int_eq(sa.rc, 0);
     pthread_join(th, NULL);
