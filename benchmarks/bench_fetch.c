@@ -556,6 +556,7 @@ static void ol_cb(void *ud, int rc, const tsr_rpc_reply_t *r, const char *msg) {
 typedef struct lat_result {
     long n, errors;
     double rate, p50, p99, p999, max, send_lag;
+    double cpu_us;                  /* server CPU (utime+stime) per call */
 } lat_result_t;
 
 static void summarize(double *lat, long n, long errors, double elapsed, double send_lag,
@@ -585,6 +586,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     atomic_init(&run.errors, 0);
     pthread_mutex_init(&run.mu, NULL);
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
+    double cpu0 = proc_cpu_s(g_server_pid);
     double t0 = now_s() + 0.005, dt = 1.0 / rate;
     for (long i = 0; i < run.n && !g_stop; i++) {
         ol_slot_t *s = &run.slots[i];
@@ -615,6 +617,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
         if (run.slots[i].rc == 0) lat[m++] = run.slots[i].lat;
     double end = run.t_last_done > t0 ? run.t_last_done : now_s();
     summarize(lat, m, atomic_load(&run.errors), end - t0, run.max_send_lag, res);
+    res->cpu_us = (proc_cpu_s(g_server_pid) - cpu0) / (double)(run.started ? run.started : 1) * 1e6;
     if (res->errors) fprintf(stderr, "bench_fetch: %s: %ld errors, first: %s\n", method, res->errors,
                              run.first_error);
     free(lat);
@@ -672,6 +675,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     atomic_init(&run.errors, 0);
     atomic_init(&run.active, k);
     cl_chain_t *ch = tsr_calloc((size_t)k, sizeof *ch);
+    double cpu0 = proc_cpu_s(g_server_pid);
     double t0 = now_s();
     run.until = t0 + seconds;
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
@@ -694,6 +698,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     long m = n - errors < run.cap ? n - errors : run.cap;
     summarize(run.lat, m, errors, el, 0, res);
     res->rate = (double)n / el;
+    res->cpu_us = (proc_cpu_s(g_server_pid) - cpu0) / (double)(n ? n : 1) * 1e6;
     free(run.lat);
     free(ch);
 }
@@ -845,13 +850,13 @@ static void *fresh_producer(void *arg) {
  * output */
 
 static void print_header(void) {
-    printf("%-40s %8s %9s %9s %9s %9s %9s %6s\n", "phase", "calls", "rate/s", "p50 us",
-           "p99 us", "p999 us", "max us", "errors");
+    printf("%-40s %8s %9s %9s %9s %9s %9s %6s %9s\n", "phase", "calls", "rate/s", "p50 us",
+           "p99 us", "p999 us", "max us", "errors", "srvCPU us");
 }
 
 static void print_row(const char *name, const lat_result_t *r) {
-    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld\n", name, r->n, r->rate, r->p50,
-           r->p99, r->p999, r->max, r->errors);
+    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld %9.1f\n", name, r->n, r->rate, r->p50,
+           r->p99, r->p999, r->max, r->errors, r->cpu_us);
 }
 
 static char *self_dir(const char *argv0) {
@@ -1350,7 +1355,9 @@ int main(int argc, char **argv) {
     if (have_batch)
         printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f", O.batch_size, fb.p50, O.batch_size,
                fb.p99);
-    if (have_qps) printf(" echo_max_qps=%.0f fetch1_max_qps=%.0f", qe.rate, qf.rate);
+    if (have_qps)
+        printf(" echo_max_qps=%.0f fetch1_max_qps=%.0f fetch1_server_cpu_us=%.1f", qe.rate, qf.rate,
+               qf.cpu_us);
     if (have_ingest)
         printf(" ingest_eps=%.0f ingest_eps_per_cpu=%.0f ingest_cpu_s=%.2f", ing_eps, ing_eps_cpu,
                ing_cpu);
