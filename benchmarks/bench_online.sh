@@ -19,11 +19,14 @@ done
 bin="$build/benchmarks/bench_fetch"
 [ -x "$bin" ] || { echo "bench_online.sh: $bin not built (cmake --build $build)" >&2; exit 2; }
 out=$(mktemp "${TMPDIR:-/tmp}/bench_online.XXXXXX")
-trap 'rm -f "$out"' EXIT INT TERM
+trap 'rm -f "$out" "$out.run"' EXIT INT TERM
 i=1
 while [ "$i" -le "$runs" ]; do
     echo "== run $i of $runs" >&2
-    "$bin" --quiet "$@" | tee /dev/stderr | grep '^SUMMARY' >> "$out"
+    "$bin" --quiet "$@" > "$out.run" || { cat "$out.run"; rm -f "$out.run"; exit 1; }
+    cat "$out.run"
+    grep '^SUMMARY' "$out.run" >> "$out"
+    rm -f "$out.run"
     i=$((i + 1))
 done
 echo "== medians of $runs runs"
