@@ -443,16 +443,18 @@ static Tessera__V1__ConfigSummary *summary(const tsr_reg_entry_t *e, tsr_arena_t
 
 static int h_fetch_join(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n,
                         tsr_buf_t *resp, tsr_error_t *err) {
-    (void)call;
     tsr_server_t *s = ud;
-    return tsr_serving_fetch_pb(s->serving, 1, req, n, resp, thread_arena(s), err);
+    int64_t left = tsr_rpc_call_remaining_ms(call);
+    if (left == 0) return tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began");
+    return tsr_serving_fetch_pb(s->serving, 1, req, n, left, resp, thread_arena(s), err);
 }
 
 static int h_fetch_gb(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n,
                       tsr_buf_t *resp, tsr_error_t *err) {
-    (void)call;
     tsr_server_t *s = ud;
-    return tsr_serving_fetch_pb(s->serving, 0, req, n, resp, thread_arena(s), err);
+    int64_t left = tsr_rpc_call_remaining_ms(call);
+    if (left == 0) return tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began");
+    return tsr_serving_fetch_pb(s->serving, 0, req, n, left, resp, thread_arena(s), err);
 }
 
 static int h_apply(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,

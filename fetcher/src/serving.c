@@ -298,8 +298,16 @@ static Tessera__V1__FetchResult__FeaturesEntry *fentry(const char *k, const tsr_
     return e;
 }
 
+static int64_t mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
-                         tsr_buf_t *resp, tsr_arena_t *arena, tsr_error_t *err) {
+                         int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
+                         tsr_error_t *err) {
+    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
     ProtobufCAllocator alloc;
     tsr_pb_allocator(arena, &alloc);
     Tessera__V1__FetchRequest *rq = tessera__v1__fetch_request__unpack(&alloc, n, req);
@@ -316,6 +324,11 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
     int64_t now = now_ms();
     int rc = 0;
     for (size_t i = 0; i < rq->n_rows && rc == 0; i++) {
+        if (deadline != INT64_MAX && (i & 7) == 0 && mono_ms() >= deadline) {
+            rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded after %zu of %zu rows", i,
+                               rq->n_rows);
+            break;
+        }
         const Tessera__V1__FetchRow *row = rq->rows[i];
         Tessera__V1__FetchResult *res = tsr_arena_alloc(arena, sizeof *res);
         tessera__v1__fetch_result__init(res);

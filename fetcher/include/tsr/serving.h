@@ -50,10 +50,12 @@ size_t tsr_serving_count(tsr_serving_t *s);
 
 /* Handles a FeatureService call: req is a serialized tessera.v1.FetchRequest; the serialized
  * FetchResponse is appended to resp. join = 1 for FetchJoin, 0 for FetchGroupBy. arena is
- * per-call scratch (reset by the caller). Returns 0, or TSR_EINVAL (undecodable request) /
- * TSR_ENOTFOUND with err set. */
+ * per-call scratch (reset by the caller). timeout_ms: the caller's remaining deadline
+ * (TSR_RPC_NO_DEADLINE-like values >= INT64_MAX / 2 mean none), checked between rows. Returns
+ * 0, or TSR_EINVAL (undecodable request) / TSR_ENOTFOUND / TSR_ETIMEOUT with err set. */
 int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
-                         tsr_buf_t *resp, tsr_arena_t *arena, tsr_error_t *err);
+                         int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
+                         tsr_error_t *err);
 
 /* The HTTP fetch callback (http.h tsr_http_fetch_fn); ud = the tsr_serving_t. */
 int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,

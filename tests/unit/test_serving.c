@@ -1,0 +1,247 @@
+/*
+ * test_serving.c — the fetch handlers over a fake tile read (fetcher/serving.h): a Join's
+ * features come back under their prefixed names after derivations, a missing key column
+ * fails only its part ("<part>_exception"), a GroupBy fetch names features plainly, unknown
+ * names and kind mismatches are NOT_FOUND, bad bytes are INVALID_ARGUMENT, a passed deadline
+ * is DEADLINE_EXCEEDED, replacing an item while it is held is safe, and the HTTP callback
+ * answers the same rows.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tessera.pb-c.h"
+#include "tsr/pbvalue.h"
+#include "tsr/serving.h"
+#include "tsr_test.h"
+
+static char wh[256];
+
+static void setup(void) {
+    snprintf(wh, sizeof wh, "/tmp/tsr_serving_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(wh));
+    char p[512];
+    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", wh, dirs[i]);
+        mkdir(p, 0755);
+    }
+    snprintf(p, sizeof p, "%s/t/ev/_schema.json", wh);
+    FILE *f = fopen(p, "w");
+    fputs("{\"user\": \"string\", \"shop\": \"string\", \"v\": \"long\", \"ts\": \"long\"}", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/t/ev/ds=2024-01-01/part-0.csv", wh);
+    f = fopen(p, "w");
+    fputs("user,shop,v,ts\n", f);
+    fclose(f);
+}
+
+static void teardown(void) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
+#define GB(name, key)                                                                              \
+    "{\"metaData\": {\"name\": \"" name "\"}, \"sources\": [{\"events\": {\"table\": \"t.ev\", "    \
+    "\"topic\": \"ev\", \"query\": {\"selects\": {\"" key "\": \"" key "\", \"v\": \"v\"}, "        \
+    "\"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"" key "\"], \"aggregations\": ["               \
+    "{\"inputColumn\": \"v\", \"operation\": \"SUM\", \"windows\": [{\"length\": 1, \"timeUnit\": " \
+    "\"DAYS\"}]}, {\"inputColumn\": \"v\", \"operation\": \"COUNT\"}]}"
+
+static const char *join_json =
+    "{\"metaData\": {\"name\": \"t.join.v1\"}, \"left\": {\"events\": {\"table\": \"t.ev\", "
+    "\"query\": {\"selects\": {\"user\": \"user\", \"shop\": \"shop\"}, \"timeColumn\": \"ts\"}}}, "
+    "\"joinParts\": [{\"groupBy\": " GB("t.by_user.v1", "user") "}, {\"prefix\": \"s\", \"groupBy\": "
+    GB("t.by_shop.v1", "shop") "}], \"derivations\": [{\"name\": \"*\", \"expression\": \"*\"}, "
+    "{\"name\": \"double_sum\", \"expression\": \"t_by_user_v1_v_sum_1d * 2\"}]}";
+
+/* Fake tiles: SUM = length of the key bytes * 10 + (q % 7), COUNT = 3. */
+static int fake_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                     tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    (void)ud;
+    (void)key;
+    (void)arena;
+    if (strcmp(gb, "t.broken.v1") == 0) return tsr_error_set(err, TSR_EIO, "disk on fire");
+    out[0] = tsr_value_long((int64_t)klen * 10 + q % 7);
+    out[1] = tsr_value_long(3);
+    return 0;
+}
+
+static tsr_config_t *load(const char *json) {
+    tsr_config_options_t o = {0};
+    o.warehouse = wh;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    tsr_config_t *c = NULL;
+    int rc = tsr_config_load_string(json, strlen(json), "t", &o, &c, &d);
+    if (rc) tsr_diag_print(&d, stderr);
+    ck_assert_int_eq(rc, 0);
+    tsr_diag_free(&d);
+    return c;
+}
+
+static void install(tsr_serving_t *s, const char *json) {
+    tsr_serving_item_t *it;
+    tsr_error_t err;
+    ck_assert_msg(tsr_serving_prepare(load(json), wh, 19723, &it, &err) == 0, "%s", err.msg);
+    tsr_serving_install(s, it);
+}
+
+/* Packs a FetchRequest of rows given as "k=v,k=v@q" strings. */
+static void request(const char *name, const char *const *rows, size_t n, tsr_buf_t *out) {
+    tsr_arena_t a;
+    tsr_arena_init(&a, 4096);
+    Tessera__V1__FetchRequest rq;
+    tessera__v1__fetch_request__init(&rq);
+    rq.name = (char *)name;
+    rq.n_rows = n;
+    rq.rows = tsr_arena_alloc(&a, (n ? n : 1) * sizeof(*rq.rows));
+    for (size_t i = 0; i < n; i++) {
+        Tessera__V1__FetchRow *r = tsr_arena_alloc(&a, sizeof *r);
+        tessera__v1__fetch_row__init(r);
+        char *spec = tsr_arena_strdup(&a, rows[i]);
+        char *at = strchr(spec, '@');
+        if (at) {
+            *at = 0;
+            r->at_case = TESSERA__V1__FETCH_ROW__AT_AT_MILLIS;
+            r->at_millis = atoll(at + 1);
+        }
+        r->keys = tsr_arena_alloc(&a, 8 * sizeof(*r->keys));
+        for (char *kv = strtok(spec, ","); kv; kv = strtok(NULL, ",")) {
+            char *eq = strchr(kv, '=');
+            *eq = 0;
+            Tessera__V1__FetchRow__KeysEntry *e = tsr_arena_alloc(&a, sizeof *e);
+            tessera__v1__fetch_row__keys_entry__init(e);
+            e->key = kv;
+            tsr_value_t v = tsr_value_string(eq + 1, strlen(eq + 1));
+            e->value = tsr_pb_value_new(&v, &a);
+            r->keys[r->n_keys++] = e;
+        }
+        rq.rows[i] = r;
+    }
+    tsr_buf_clear(out);
+    tsr_pb_pack(&rq.base, out);
+    tsr_arena_free(&a);
+}
+
+static Tessera__V1__FetchResponse *call(tsr_serving_t *s, int join, const char *name,
+                                        const char *const *rows, size_t n, int64_t timeout,
+                                        int want_rc, tsr_error_t *err) {
+    tsr_buf_t req, resp;
+    tsr_buf_init(&req);
+    tsr_buf_init(&resp);
+    request(name, rows, n, &req);
+    tsr_arena_t a;
+    tsr_arena_init(&a, 4096);
+    int rc = tsr_serving_fetch_pb(s, join, req.data, req.len, timeout, &resp, &a, err);
+    ck_assert_msg(rc == want_rc, "rc %d, want %d: %s", rc, want_rc, err->msg);
+    Tessera__V1__FetchResponse *r = rc ? NULL : tessera__v1__fetch_response__unpack(NULL, resp.len, resp.data);
+    tsr_arena_free(&a);
+    tsr_buf_free(&req);
+    tsr_buf_free(&resp);
+    return r;
+}
+
+static const Tessera__V1__Value *feature(const Tessera__V1__FetchResult *r, const char *name) {
+    for (size_t i = 0; i < r->n_features; i++)
+        if (strcmp(r->features[i]->key, name) == 0) return r->features[i]->value;
+    return NULL;
+}
+
+#define NO_DEADLINE INT64_MAX
+
+START_TEST(test_fetch_join_and_group_by) {
+    setup();
+    tsr_serving_t *s = tsr_serving_new(fake_read, NULL);
+    install(s, join_json);
+    install(s, GB("t.by_user.v1", "user"));
+    ck_assert_uint_eq(tsr_serving_count(s), 2);
+    tsr_error_t err;
+    const char *rows[] = {"user=abc,shop=sh@1000", "user=abcd@1001"};
+    Tessera__V1__FetchResponse *r = call(s, 1, "t.join.v1", rows, 2, NO_DEADLINE, 0, &err);
+    ck_assert_uint_eq(r->n_results, 2);
+    const Tessera__V1__FetchResult *a = r->results[0], *b = r->results[1];
+    ck_assert_int_eq(a->status, TESSERA__V1__ROW_STATUS__SUCCESS);
+    const Tessera__V1__Value *sum = feature(a, "t_by_user_v1_v_sum_1d");
+    const Tessera__V1__Value *dbl = feature(a, "double_sum");
+    ck_assert_ptr_nonnull(sum);
+    ck_assert_ptr_nonnull(dbl);
+    ck_assert_int_eq(dbl->long_value, 2 * sum->long_value);
+    ck_assert_int_eq(sum->long_value % 10, 1000 % 7);
+    ck_assert_ptr_nonnull(feature(a, "s_t_by_shop_v1_v_count"));
+    ck_assert_int_eq(feature(a, "s_t_by_shop_v1_v_count")->long_value, 3);
+    ck_assert_ptr_null(feature(a, "s_exception"));
+    ck_assert_uint_eq(a->n_entity_keys, 2);
+    /* row 2 lacks shop: that part fails alone */
+    ck_assert_int_eq(b->status, TESSERA__V1__ROW_STATUS__SUCCESS);
+    const Tessera__V1__Value *ex = feature(b, "s_exception");
+    ck_assert_ptr_nonnull(ex);
+    ck_assert_ptr_nonnull(strstr(ex->string_value, "missing key column 'shop'"));
+    ck_assert_int_eq(feature(b, "s_t_by_shop_v1_v_count")->kind_case, TESSERA__V1__VALUE__KIND_NULL_VALUE);
+    ck_assert_int_eq(feature(b, "t_by_user_v1_v_count")->long_value, 3);
+    tessera__v1__fetch_response__free_unpacked(r, NULL);
+
+    /* GroupBy: plain names; a missing key fails the row */
+    const char *grows[] = {"user=x@5", "nouser=1"};
+    r = call(s, 0, "t.by_user.v1", grows, 2, NO_DEADLINE, 0, &err);
+    ck_assert_int_eq(r->results[0]->status, TESSERA__V1__ROW_STATUS__SUCCESS);
+    ck_assert_ptr_nonnull(feature(r->results[0], "v_sum_1d"));
+    ck_assert_int_eq(r->results[1]->status, TESSERA__V1__ROW_STATUS__FAILURE);
+    ck_assert_ptr_nonnull(strstr(r->results[1]->error, "missing key column 'user'"));
+    tessera__v1__fetch_response__free_unpacked(r, NULL);
+
+    /* errors */
+    call(s, 1, "no.such", rows, 1, NO_DEADLINE, TSR_ENOTFOUND, &err);
+    ck_assert_ptr_nonnull(strstr(err.msg, "no.such"));
+    call(s, 0, "t.join.v1", rows, 1, NO_DEADLINE, TSR_ENOTFOUND, &err);
+    ck_assert_ptr_nonnull(strstr(err.msg, "is a Join"));
+    call(s, 1, "t.join.v1", rows, 2, 0, TSR_ETIMEOUT, &err);
+    tsr_arena_t ar;
+    tsr_arena_init(&ar, 1024);
+    tsr_buf_t resp;
+    tsr_buf_init(&resp);
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0x02};
+    ck_assert_int_eq(tsr_serving_fetch_pb(s, 1, junk, sizeof junk, NO_DEADLINE, &resp, &ar, &err), TSR_EINVAL);
+
+    /* HTTP callback: same rows */
+    tsr_http_fetch_row_t *hrows;
+    size_t nh;
+    const char *body = "[{\"user\": \"abc\", \"shop\": \"sh\", \"at_millis\": 1000}]";
+    ck_assert_int_eq(tsr_http_fetch_parse(body, strlen(body), &ar, &hrows, &nh, &err), 0);
+    tsr_http_fetch_result_t res[1];
+    memset(res, 0, sizeof res);
+    ck_assert_int_eq(tsr_serving_fetch_http(s, TSR_HTTP_FETCH_JOIN, "t.join.v1", hrows, nh, res, &ar, &err), 0);
+    ck_assert_int_eq(res[0].ok, 1);
+    tsr_buf_clear(&resp);
+    tsr_http_fetch_write_response(hrows, res, nh, &resp);
+    ck_assert_ptr_nonnull(strstr(tsr_buf_cstr(&resp), "\"double_sum\":"));
+    ck_assert_int_eq(tsr_serving_fetch_http(s, TSR_HTTP_FETCH_GROUPBY, "t.join.v1", hrows, nh, res, &ar, &err),
+                     TSR_ENOTFOUND);
+
+    /* replace and remove */
+    install(s, join_json);
+    ck_assert_uint_eq(tsr_serving_count(s), 2);
+    ck_assert_int_eq(tsr_serving_remove(s, "t.by_user.v1"), 0);
+    ck_assert_int_eq(tsr_serving_remove(s, "t.by_user.v1"), TSR_ENOTFOUND);
+    tsr_serving_stats_t st;
+    tsr_serving_stats(s, &st);
+    ck_assert_uint_ge(st.rows, 5);
+    ck_assert_uint_ge(st.part_errors, 1);
+    tsr_buf_free(&resp);
+    tsr_arena_free(&ar);
+    tsr_serving_free(s);
+    teardown();
+}
+END_TEST
+
+static Suite *serving_suite(void) {
+    Suite *s = suite_create("serving");
+    TCase *tc = tcase_create("serving");
+    tcase_add_test(tc, test_fetch_join_and_group_by);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tsr_test_run(serving_suite()); }
