@@ -148,6 +148,7 @@ static void push(tsr_registry_t *r, const tsr_reg_entry_t *e) {
 }
 
 static tsr_reg_entry_t *find(tsr_registry_t *r, const char *name) {
+    if (r->n == 0) return NULL;
     tsr_reg_entry_t key;
     key.name = (char *)name;
     return bsearch(&key, r->v, r->n, sizeof *r->v, cmp_entry);
