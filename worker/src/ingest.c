@@ -42,7 +42,7 @@ struct tsr_ingest {
 
 static void set_error(tsr_ingest_t *in, const char *msg) {
     pthread_mutex_lock(&in->mu);
-    snprintf(in->st.last_error, sizeof in->st.last_error, "%s", msg);
+    snprintf(in->st.last_error, sizeof in->st.last_error, "%.*s", (int)sizeof in->st.last_error - 1, msg);
     pthread_mutex_unlock(&in->mu);
     if (in->o.log) fprintf(in->o.log, "ingest %s <- %s: %s\n", in->tiles->name, in->topic, msg);
 }
