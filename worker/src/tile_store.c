@@ -520,10 +520,12 @@ static int flush_key(tsr_tile_upload_t *u, tsr_error_t *err) {
             size_t j = i;
             while (j < u->npt && u->pt[j].kind == kind) j++;
             tsr_buf_put_uvarint(&u->val, j - i);
+            tsr_buf_clear(&u->tiles); /* the section, aside: it goes out length-prefixed */
             for (; i < j; i++) {
-                tsr_buf_put_svarint(&u->val, u->pt[i].start);
-                tsr_buf_put_bytes(&u->val, u->sfx.data + u->pt[i].off, u->pt[i].len);
+                tsr_buf_put_svarint(&u->tiles, u->pt[i].start);
+                tsr_buf_put_bytes(&u->tiles, u->sfx.data + u->pt[i].off, u->pt[i].len);
             }
+            tsr_buf_put_bytes(&u->val, u->tiles.data, u->tiles.len);
         }
         tsr__key_prefix(&u->key, 'b', g->name, g->nlen);
         tsr__put_i64(&u->key, u->b);

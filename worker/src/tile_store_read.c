@@ -52,8 +52,6 @@ typedef struct read_scratch {
     size_t caprecs;
     uint32_t *masks;            /* [rec * nacc + window] */
     size_t capmasks;
-    tsr_tile_span_t *spans;
-    size_t capspans;
     tsr_buf_t keys;
     const char **kp;
     size_t *kl;
@@ -72,7 +70,6 @@ static void scratch_free(void *p) {
     free(x->irmem);
     free(x->recs);
     free(x->masks);
-    free(x->spans);
     tsr_buf_free(&x->keys);
     free(x->kp);
     free(x->kl);
@@ -139,10 +136,68 @@ static size_t rec_of(read_ctx_t *c, int type, int64_t start) {
     return c->nrec++;
 }
 
-static void want_slot(read_ctx_t *c, size_t win, int type, int64_t start, int slot) {
+static void want_mask(read_ctx_t *c, size_t win, int type, int64_t start, uint32_t mask) {
     size_t r = rec_of(c, type, start);
-    c->x->masks[r * c->nacc + win] |= UINT32_C(1) << slot;
-    c->x->recs[r].any |= UINT32_C(1) << slot;
+    c->x->masks[r * c->nacc + win] |= mask;
+    c->x->recs[r].any |= mask;
+}
+
+static uint32_t bits(int from, int to) { /* bits [from, to) */
+    return (to >= 32 ? ~UINT32_C(0) : (UINT32_C(1) << to) - 1) & ~((UINT32_C(1) << from) - 1);
+}
+
+/* Marks the tiles of tsr_tile_cover(a, b) (a, b multiples of 5 minutes) for window win, a run
+ * at a time instead of a tile at a time: the same greedy cover — at t, a 1d tile when t is a
+ * midnight and it fits, else the 1h tiles from t to the next midnight or the last full hour
+ * before b, else the 5m tiles from t to the next full hour or b — so a window costs a few
+ * steps plus one per whole day. */
+static void want_cover(read_ctx_t *c, size_t win, int64_t a, int64_t b) {
+    int64_t t = a;
+    while (t < b) {
+        int64_t day = tsr_floor_div(t, TSR_TILE_1D) * TSR_TILE_1D;
+        if (t == day && t + TSR_TILE_1D <= b) {
+            want_mask(c, win, TSR__REC_DAY, day, UINT32_C(1) << TSR__DAY_SLOT_ALL);
+            t += TSR_TILE_1D;
+            continue;
+        }
+        int64_t hour = tsr_floor_div(t, TSR_TILE_1H) * TSR_TILE_1H;
+        if (t == hour && t + TSR_TILE_1H <= b) {
+            int64_t end = tsr_floor_div(b, TSR_TILE_1H) * TSR_TILE_1H;
+            if (end > day + TSR_TILE_1D) end = day + TSR_TILE_1D;
+            want_mask(c, win, TSR__REC_DAY, day,
+                      bits((int)((t - day) / TSR_TILE_1H), (int)((end - day) / TSR_TILE_1H)));
+            t = end;
+            continue;
+        }
+        int64_t end = hour + TSR_TILE_1H < b ? hour + TSR_TILE_1H : b;
+        want_mask(c, win, TSR__REC_HOUR, hour,
+                  bits((int)((t - hour) / TSR_TILE_5M), (int)((end - hour) / TSR_TILE_5M)));
+        t = end;
+    }
+}
+
+/* Inline readers for the record walks (the tsr_get_* functions are out of line). */
+static inline int rd_uv(const uint8_t **pp, const uint8_t *end, uint64_t *v) {
+    const uint8_t *p = *pp;
+    uint64_t x = 0;
+    for (int sh = 0; sh < 64 && p < end; sh += 7) {
+        uint8_t b = *p++;
+        x |= (uint64_t)(b & 127) << sh;
+        if (b < 128) {
+            *v = x;
+            *pp = p;
+            return 0;
+        }
+    }
+    return -1;
+}
+static inline int rd_bytes(const uint8_t **pp, const uint8_t *end, const uint8_t **b, size_t *n) {
+    uint64_t l;
+    if (rd_uv(pp, end, &l) || l > (uint64_t)(end - *pp)) return -1;
+    *b = *pp;
+    *n = (size_t)l;
+    *pp += l;
+    return 0;
 }
 
 /* Decodes a tile value once and merges it into every window marked want. */
@@ -170,26 +225,32 @@ static int merge_wanted(read_ctx_t *c, const uint8_t *v, size_t n) {
     return 0;
 }
 
-/* The key's batch record: lifetime tile, then per hop the suffix entries in start order. */
+/* The key's batch record: lifetime tile, then per hop a section (count, byte length) of suffix
+ * entries in start order; a section no window needs is skipped whole. */
 static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
-    tsr_reader_t r;
-    tsr_reader_init(&r, v, n);
-    const uint8_t *p;
+    const uint8_t *p = v, *end = v + n, *tp;
     size_t len;
-    if (tsr_get_bytes(&r, &p, &len)) return TSR_ECORRUPT;
+    if (rd_bytes(&p, end, &tp, &len)) return TSR_ECORRUPT;
     int any = 0;
     for (size_t i = 0; i < c->nacc; i++) {
         c->acc[i].want = c->acc[i].w == 0;
         any |= c->acc[i].want;
     }
-    if (any && len && merge_wanted(c, p, len)) return TSR_ECORRUPT;
+    if (any && len && merge_wanted(c, tp, len)) return TSR_ECORRUPT;
     for (int kind = TSR_TILE_TAIL_5M; kind <= TSR_TILE_TAIL_1D; kind++) {
         int64_t hop = tsr_tile_kind_hop((tsr_tile_kind_t)kind);
         uint64_t cnt;
-        if (tsr_get_uvarint(&r, &cnt)) return TSR_ECORRUPT;
+        const uint8_t *sec;
+        size_t seclen;
+        if (rd_uv(&p, end, &cnt) || rd_bytes(&p, end, &sec, &seclen)) return TSR_ECORRUPT;
+        int need = 0;
+        for (size_t i = 0; i < c->nacc; i++) need |= c->acc[i].hop == hop && c->acc[i].s < c->b;
+        if (!need) continue;
+        const uint8_t *q = sec, *qend = sec + seclen;
         for (uint64_t j = 0; j < cnt; j++) {
-            int64_t start;
-            if (tsr_get_svarint(&r, &start) || tsr_get_bytes(&r, &p, &len)) return TSR_ECORRUPT;
+            uint64_t zz;
+            if (rd_uv(&q, qend, &zz) || rd_bytes(&q, qend, &tp, &len)) return TSR_ECORRUPT;
+            int64_t start = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1); /* zigzag */
             /* the first entry at or after s holds every tail tile of [s, B) */
             any = 0;
             for (size_t i = 0; i < c->nacc; i++) {
@@ -198,7 +259,7 @@ static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
                 if (w->want) w->batch_done = 1;
                 any |= w->want;
             }
-            if (any && merge_wanted(c, p, len)) return TSR_ECORRUPT;
+            if (any && merge_wanted(c, tp, len)) return TSR_ECORRUPT;
         }
     }
     return 0;
@@ -235,14 +296,13 @@ static int apply_raw(read_ctx_t *c, int64_t t0, const uint8_t *v, size_t n) {
 static int apply_slots(read_ctx_t *c, size_t ri, const uint8_t *v, size_t n, int raw_slot) {
     const rec_t *rec = &c->x->recs[ri];
     int hour = rec->type == TSR__REC_HOUR;
-    tsr_reader_t r;
-    tsr_reader_init(&r, v, n);
-    while (tsr_reader_left(&r)) {
-        uint8_t slot;
+    const uint8_t *p = v, *end = v + n;
+    while (p < end) {
+        uint8_t slot = *p++;
         const uint8_t *tp, *rp = NULL;
         size_t tl, rl = 0;
-        if (tsr_get_u8(&r, &slot) || tsr_get_bytes(&r, &tp, &tl)) return TSR_ECORRUPT;
-        if (hour && tsr_get_bytes(&r, &rp, &rl)) return TSR_ECORRUPT;
+        if (rd_bytes(&p, end, &tp, &tl)) return TSR_ECORRUPT;
+        if (hour && rd_bytes(&p, end, &rp, &rl)) return TSR_ECORRUPT;
         if (slot >= (hour ? TSR__HOUR_SLOTS : TSR__DAY_SLOTS)) return TSR_ECORRUPT;
         if (tl && (rec->any >> slot & 1)) {
             const uint32_t *m = c->x->masks + ri * c->nacc;
@@ -346,27 +406,8 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         x->recs[0].klen = x->keys.len - x->recs[0].koff;
         ctx.nrec = 1;
         /* the stream tiles of each window's cover of [from, head) */
-        for (i = 0; i < nacc; i++) {
-            win_acc_t *w = &x->acc[i];
-            if (w->from >= ctx.head) continue;
-            size_t nsp = tsr_tile_cover(w->from, ctx.head, x->spans, x->capspans);
-            if (nsp > x->capspans) {
-                GROW(x->spans, x->capspans, nsp);
-                tsr_tile_cover(w->from, ctx.head, x->spans, x->capspans);
-            }
-            for (size_t t = 0; t < nsp; t++) {
-                const tsr_tile_span_t *sp = &x->spans[t];
-                if (sp->len == TSR_TILE_1D) {
-                    want_slot(&ctx, i, TSR__REC_DAY, sp->start, TSR__DAY_SLOT_ALL);
-                } else if (sp->len == TSR_TILE_1H) {
-                    int64_t d = tsr_floor_div(sp->start, TSR_TILE_1D) * TSR_TILE_1D;
-                    want_slot(&ctx, i, TSR__REC_DAY, d, (int)((sp->start - d) / TSR_TILE_1H));
-                } else {
-                    int64_t h = tsr_floor_div(sp->start, TSR_TILE_1H) * TSR_TILE_1H;
-                    want_slot(&ctx, i, TSR__REC_HOUR, h, (int)((sp->start - h) / TSR_TILE_5M));
-                }
-            }
-        }
+        for (i = 0; i < nacc; i++)
+            if (x->acc[i].from < ctx.head) want_cover(&ctx, i, x->acc[i].from, ctx.head);
         /* the raw events of [head, q) */
         int64_t hh = tsr_floor_div(ctx.head, TSR_TILE_1H) * TSR_TILE_1H;
         size_t head_rec = q > ctx.head ? rec_of(&ctx, TSR__REC_HOUR, hh) : SIZE_MAX;
