@@ -5,13 +5,19 @@
  * (mid-tile, on edges, at event times) — every output equals the kernel over exactly the
  * events tsr_window_contains selects. Also: reopening the store serves the same values and
  * keeps the offset; a new upload replaces the old atomically; an aborted one changes nothing;
- * events before B are skipped.
+ * events before B are skipped. A process killed after streaming (no close, no flush) loses
+ * nothing: the reopened store replays its stream log. Retention: after uploads at B1 then B2
+ * and compaction, no record any read at q >= B2 cannot need remains (keys counted by prefix),
+ * and reads still equal the offline rule.
  */
 #include "tsr_test.h"
 
+#include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tsr/agg.h"
 #include "tsr/tile.h"
@@ -175,29 +181,42 @@ static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nkeys,
     tsr_arena_free(&arena);
 }
 
-START_TEST(test_store_equals_offline) {
-    tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
+static int64_t gen_events(tsr_rng_t *r) {
     snprintf(dir, sizeof dir, "/tmp/tsr_test_tiles_XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     make_aggs();
-    int64_t B = (int64_t)(19500 + tsr_rng_below(&r, 50)) * D1;
+    int64_t B = (int64_t)(19500 + tsr_rng_below(r, 50)) * D1;
     int nkeys = 4;
     nev = 0;
     while (nev < 1500) {
-        int pick = (int)tsr_rng_below(&r, 5);
-        int64_t ts = pick == 0 ? B - tsr_rng_range(&r, 0, 35) * D1
-                     : pick == 1 ? B + tsr_rng_range(&r, -300, 600) * M5
-                                 : B + tsr_rng_range(&r, -35 * D1, 2 * D1);
-        evs[nev].key = (int)tsr_rng_below(&r, (uint64_t)nkeys);
-        evs[nev].ts = nev && tsr_rng_below(&r, 8) == 0 ? evs[nev - 1].ts : ts;
+        int pick = (int)tsr_rng_below(r, 5);
+        int64_t ts = pick == 0 ? B - tsr_rng_range(r, 0, 35) * D1
+                     : pick == 1 ? B + tsr_rng_range(r, -300, 600) * M5
+                                 : B + tsr_rng_range(r, -35 * D1, 2 * D1);
+        evs[nev].key = (int)tsr_rng_below(r, (uint64_t)nkeys);
+        evs[nev].ts = nev && tsr_rng_below(r, 8) == 0 ? evs[nev - 1].ts : ts;
         evs[nev].seq = (uint64_t)nev;
-        int64_t x = tsr_rng_range(&r, -50, 500);
-        int null = tsr_rng_below(&r, 12) == 0;
+        int64_t x = tsr_rng_range(r, -50, 500);
+        int null = tsr_rng_below(r, 12) == 0;
         evs[nev].in[0] = null ? tsr_value_null() : tsr_value_double((double)x / 8.0);
         evs[nev].in[1] = null ? tsr_value_null() : tsr_value_long(x);
         evs[nev].in[2] = null ? tsr_value_null() : tsr_value_long(x);
         nev++;
     }
+    return B;
+}
+
+static void cleanup(void) {
+    for (int c = 0; c < NCOLS; c++) tsr_agg_free(aggs[c]);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_store_equals_offline) {
+    tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    int nkeys = 4;
     tsr_tile_store_t *s = open_store();
     ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == INT64_MIN);
     upload(s, B, nkeys);
@@ -230,10 +249,126 @@ START_TEST(test_store_equals_offline) {
     ck_assert_int_eq(tsr_tile_store_read(s, "nope", "user1", 5, B, out, &a, &err), TSR_ENOTFOUND);
     tsr_arena_free(&a);
     tsr_tile_store_close(s);
-    for (int c = 0; c < NCOLS; c++) tsr_agg_free(aggs[c]);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    cleanup();
+}
+END_TEST
+
+/* kill -9 after streaming: the child never closes (nor flushes) the store; every batch apply
+ * returned is in the WAL (stream log + offset) and the reopened store replays it. */
+START_TEST(test_crash_loses_nothing) {
+    tsr_rng_t r = {.s = 77 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tsr_tile_store_t *s = open_store();
+        upload(s, B, 4);
+        uint64_t skipped = 0;
+        stream(s, B, &skipped);
+        _exit(0); /* no close: like kill -9 */
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    tsr_tile_store_t *s = open_store();
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 120);
+    /* and again after the replayed state was flushed (close) */
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
+ * starting before `before` counted apart. Opens the directory read-only, without the merge
+ * operator: the store must be compacted (no merge operands left). */
+typedef struct key_counts {
+    int meta, batch_old, batch_cur, log, day, hour, stream_before;
+} key_counts_t;
+
+static key_counts_t count_keys(int64_t b_cur, int64_t before) {
+    key_counts_t n = {0};
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(o, dir, 0, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *z = memchr(k, 0, kl);
+        ck_assert_ptr_nonnull(z);
+        size_t at = (size_t)(z - k) + 1;
+        if (k[0] == 'm') n.meta++;
+        else if (k[0] == 'l') n.log++;
+        else if (k[0] == 'b') {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++) v = v << 8 | k[at + (size_t)i];
+            if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
+            else n.batch_old++;
+        } else if (k[0] == 't') {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++) v = v << 8 | k[kl - 8 + (size_t)i];
+            int64_t start = (int64_t)(v ^ (UINT64_C(1) << 63));
+            if (k[kl - 9] == 'D') n.day++;
+            else n.hour++;
+            if (start < before) n.stream_before++;
+        } else {
+            ck_abort_msg("unknown key tag %c", k[0]);
+        }
+    }
+    char *ie = NULL;
+    rocksdb_iter_get_error(it, &ie);
+    ck_assert_msg(ie == NULL, "%s", ie);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    return n;
+}
+
+START_TEST(test_retention) {
+    tsr_rng_t r = {.s = 4242 + (uint64_t)_i};
+    int64_t B1 = gen_events(&r), B2 = B1 + D1;
+    tsr_tile_store_t *s = open_store();
+    upload(s, B1, 4);
+    uint64_t skipped = 0;
+    stream(s, B1, &skipped);
+    tsr_tile_store_compact(s);
+    tsr_tile_store_close(s);
+    key_counts_t n = count_keys(B1, B1);
+    ck_assert_int_gt(n.batch_cur, 0);
+    ck_assert_int_gt(n.day, 1);
+    ck_assert_int_gt(n.hour, 24);
+    ck_assert_int_eq(n.stream_before, 0);
+    ck_assert_int_eq(n.log, 0);
+    int day1 = n.day, hour1 = n.hour;
+
+    /* the next day's upload: its batch covers every event before B2 */
+    s = open_store();
+    upload(s, B2, 4);
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_compact(s); /* merges operands into values ... */
+    tsr_tile_store_compact(s); /* ... which the retention filter sees */
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_close(s);
+    n = count_keys(B2, B2);
+    ck_assert_int_eq(n.batch_old, 0);      /* B1's batch records: deleted at commit */
+    ck_assert_int_gt(n.batch_cur, 0);
+    ck_assert_int_eq(n.stream_before, 0);  /* no day/hour record before B2 */
+    ck_assert_int_lt(n.day, day1);
+    ck_assert_int_lt(n.hour, hour1);
+    ck_assert_int_gt(n.hour, 0);           /* the stream after B2 stays */
+    ck_assert_int_eq(n.log, 0);
+    s = open_store();
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_close(s);
+    cleanup();
 }
 END_TEST
 
@@ -242,6 +377,8 @@ static Suite *tile_store_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
+    tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 2);
+    tcase_add_loop_test(tc, test_retention, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -39,6 +39,9 @@
 #include "tsr/tile.h"
 #include "tsr/window.h"
 
+static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c);
+static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err);
+
 /* ---- registry */
 
 static tsr__ts_gb_t *find_gb(tsr_tile_store_t *s, const char *name, size_t n) {
@@ -319,6 +322,13 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
     if (!s) return;
+    tsr_tile_store_flush(s, NULL); /* a failure leaves the log: the next open replays it */
+    for (size_t i = 0; i < s->ngbs; i++) {
+        pend_free(&s->gbs[i], s->gbs[i].act);
+        pend_free(&s->gbs[i], s->gbs[i].imm);
+        pthread_mutex_destroy(&s->gbs[i].apply_mu);
+        pthread_rwlock_destroy(&s->gbs[i].pend_lock);
+    }
     rocksdb_column_family_handle_destroy(s->cf);
     rocksdb_close(s->db);
     rocksdb_options_destroy(s->opts); /* also destroys the merge operator it owns */
@@ -387,8 +397,26 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         int64_t b;
         if (get_i64_value(s, &k, &b) != 0) b = INT64_MIN;
         __atomic_store_n(&g->batch_end, b, __ATOMIC_RELEASE);
+        pthread_mutex_init(&g->apply_mu, NULL);
+        pthread_rwlock_init(&g->pend_lock, NULL);
+        g->act = g->imm = NULL;
+        tsr__key_prefix(&k, 'm', gb->name, n);
+        tsr_buf_putc(&k, 'F');
+        int64_t gen;
+        g->gen = get_i64_value(s, &k, &gen) == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
         tsr_buf_free(&k);
-        s->ngbs++; /* published last: lock-free readers of the compaction filter see it whole */
+        rc = replay_log(s, g, err);
+        if (rc == 0) s->ngbs++; /* published last: the compaction filter reads gbs unlocked */
+        else {
+            pend_free(g, g->act);
+            pthread_mutex_destroy(&g->apply_mu);
+            pthread_rwlock_destroy(&g->pend_lock);
+            free(g->name);
+            for (size_t c = 0; c < g->ncols; c++) free((void *)g->cols[c].windows);
+            free(g->cols);
+            free(g->ir_off);
+            memset(g, 0, sizeof(*g));
+        }
     }
     pthread_rwlock_unlock(&s->lock);
     return rc;
@@ -659,11 +687,12 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
     return rc ? -1 : v;
 }
 
-/* The records one stream batch touches, combined in memory: an open-addressing table from the
- * record key to an entry; an entry's slots are a list sorted by slot index of nodes holding one
- * tile block (and, in an hour record, a chain of raw events). A batch then writes one merge
- * operand per record instead of several per event. Everything lives in one arena and a few
- * buffers, per batch. */
+/* ---- the write-back table: record key -> slot nodes (tile blocks, raw event chains)
+ *
+ * An open-addressing table from a record key to an entry; an entry's slots are a list sorted
+ * by slot index of nodes holding one tile block (and, in an hour record, a chain of raw
+ * events). Everything lives in one arena and a few growable arrays; entries and nodes are
+ * addressed by index (the arrays move when they grow). */
 typedef struct slot_node {
     uint32_t next;              /* node index + 1; 0 ends */
     uint32_t raw_head, raw_tail; /* offsets + 1 of raw event chunks in raws; 0 = none */
@@ -677,8 +706,7 @@ typedef struct rec_entry {
     uint32_t first;             /* first node + 1 */
 } rec_entry_t;
 
-typedef struct combiner {
-    const tsr__ts_gb_t *g;
+struct tsr__pend {
     uint32_t *table;            /* entry index + 1; 0 empty */
     size_t cap;
     rec_entry_t *ents;
@@ -687,24 +715,78 @@ typedef struct combiner {
     size_t nnodes, capnodes;
     tsr_buf_t keys, raws;
     tsr_arena_t arena;          /* tile blocks */
-} combiner_t;
+    size_t nevents;
+};
 
-static void combiner_init(combiner_t *c, const tsr__ts_gb_t *g, size_t events) {
-    memset(c, 0, sizeof(*c));
-    c->g = g;
-    c->cap = 64;
-    while (c->cap < 4 * events) c->cap *= 2;
+static tsr__pend_t *pend_new(void) {
+    tsr__pend_t *c = tsr_calloc(1, sizeof(*c));
+    c->cap = 1024;
     c->table = tsr_calloc(c->cap, sizeof(uint32_t));
-    c->capents = 2 * events + 8;
+    c->capents = 512;
     c->ents = tsr_malloc(c->capents * sizeof(rec_entry_t));
-    c->capnodes = 3 * events + 8;
+    c->capnodes = 1024;
     c->nodes = tsr_malloc(c->capnodes * sizeof(slot_node_t));
     tsr_buf_init(&c->keys);
     tsr_buf_init(&c->raws);
-    tsr_arena_init(&c->arena, (size_t)64 << 10);
+    tsr_arena_init(&c->arena, (size_t)256 << 10);
+    return c;
 }
 
-static rec_entry_t *combiner_get(combiner_t *c, const uint8_t *k, size_t kl) {
+static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->nnodes; i++) tsr__tile_clear(g, c->nodes[i].blk);
+    free(c->table);
+    free(c->ents);
+    free(c->nodes);
+    tsr_buf_free(&c->keys);
+    tsr_buf_free(&c->raws);
+    tsr_arena_free(&c->arena);
+    free(c);
+}
+
+/* Bytes the table holds (the flush threshold). */
+static size_t pend_bytes(const tsr__pend_t *c) {
+    return c->arena.total + c->raws.len + c->keys.len + c->nnodes * sizeof(slot_node_t) +
+           c->nents * (sizeof(rec_entry_t) + 2 * sizeof(uint32_t));
+}
+
+static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size_t kl) {
+    if (!c || c->nents == 0) return NULL;
+    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
+    for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        uint32_t x = c->table[i];
+        if (x == 0) return NULL;
+        const rec_entry_t *e = &c->ents[x - 1];
+        if (e->hash == h && e->klen == kl && memcmp(c->keys.data + e->koff, k, kl) == 0) return e;
+    }
+}
+
+/* Room for 3 more nodes and 2 more entries (one event): the pointers pend_get and pend_slot
+ * return stay valid while one event is folded in. */
+static void pend_reserve(tsr__pend_t *c) {
+    if (c->nnodes + 3 > c->capnodes) {
+        c->capnodes *= 2;
+        c->nodes = tsr_realloc(c->nodes, c->capnodes * sizeof(slot_node_t));
+    }
+    if (c->nents + 2 > c->capents) {
+        c->capents *= 2;
+        c->ents = tsr_realloc(c->ents, c->capents * sizeof(rec_entry_t));
+    }
+    if (4 * (c->nents + 2) > c->cap) { /* load at most 1/4: short probes */
+        size_t cap = 2 * c->cap;
+        uint32_t *t = tsr_calloc(cap, sizeof(uint32_t));
+        for (size_t e = 0; e < c->nents; e++) {
+            size_t i = (size_t)c->ents[e].hash & (cap - 1);
+            while (t[i]) i = (i + 1) & (cap - 1);
+            t[i] = (uint32_t)(e + 1);
+        }
+        free(c->table);
+        c->table = t;
+        c->cap = cap;
+    }
+}
+
+static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
     uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
     size_t i = (size_t)h & (c->cap - 1);
     for (;; i = (i + 1) & (c->cap - 1)) {
@@ -720,21 +802,8 @@ static rec_entry_t *combiner_get(combiner_t *c, const uint8_t *k, size_t kl) {
     return e;
 }
 
-/* Room for 3 more nodes and 2 more entries: pointers from combiner_get/combiner_slot stay
- * valid while one event is folded in. */
-static void combiner_reserve(combiner_t *c) {
-    if (c->nnodes + 3 > c->capnodes) {
-        c->capnodes = 2 * c->capnodes + 3;
-        c->nodes = tsr_realloc(c->nodes, c->capnodes * sizeof(slot_node_t));
-    }
-    if (c->nents + 2 > c->capents) {
-        c->capents = 2 * c->capents + 2;
-        c->ents = tsr_realloc(c->ents, c->capents * sizeof(rec_entry_t));
-    }
-}
-
-/* The node of slot in e, created (with an empty tile) when missing (after combiner_reserve). */
-static slot_node_t *combiner_slot(combiner_t *c, rec_entry_t *e, int slot) {
+/* The node of slot in e, created (with an empty tile) when missing (after pend_reserve). */
+static slot_node_t *pend_slot(tsr__pend_t *c, const tsr__ts_gb_t *g, rec_entry_t *e, int slot) {
     uint32_t *link = &e->first;
     while (*link && c->nodes[*link - 1].slot < slot) link = &c->nodes[*link - 1].next;
     if (*link && c->nodes[*link - 1].slot == slot) return &c->nodes[*link - 1];
@@ -742,58 +811,67 @@ static slot_node_t *combiner_slot(combiner_t *c, rec_entry_t *e, int slot) {
     n->next = *link;
     n->raw_head = n->raw_tail = 0;
     n->slot = slot;
-    n->blk = tsr_arena_alloc(&c->arena, c->g->ir_size);
-    tsr__tile_init(c->g, n->blk);
+    n->blk = tsr_arena_alloc(&c->arena, g->ir_size);
+    tsr__tile_init(g, n->blk);
     *link = (uint32_t)c->nnodes;
     return n;
 }
 
-static void combiner_free(combiner_t *c) {
-    for (size_t i = 0; i < c->nnodes; i++) tsr__tile_clear(c->g, c->nodes[i].blk);
-    free(c->table);
-    free(c->ents);
-    free(c->nodes);
-    tsr_buf_free(&c->keys);
-    tsr_buf_free(&c->raws);
-    tsr_arena_free(&c->arena);
-}
-
-/* Raw event chunks in raws: u32 next (offset + 1), u32 length, bytes. */
-static void raw_begin(combiner_t *c, slot_node_t *n) {
+/* Folds one event (ts >= B) into the day and hour records of its key; k is scratch. */
+static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_event_t *e, tsr_buf_t *k) {
+    static const tsr_value_t nul = {0};
+    pend_reserve(c);
+    int64_t day = tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D;
+    int64_t hour = tsr_floor_div(e->ts, TSR_TILE_1H) * TSR_TILE_1H;
+    int slot5 = (int)((e->ts - hour) / TSR_TILE_5M);
+    tsr__key_prefix(k, 't', g->name, g->nlen);
+    tsr__put_key(k, e->key, e->klen);
+    size_t base = k->len;
+    tsr_buf_putc(k, TSR__REC_DAY);
+    tsr__put_i64(k, day);
+    rec_entry_t *de = pend_get(c, k->data, k->len);
+    slot_node_t *nh = pend_slot(c, g, de, (int)((hour - day) / TSR_TILE_1H));
+    slot_node_t *nd = pend_slot(c, g, de, TSR__DAY_SLOT_ALL);
+    k->len = base;
+    tsr_buf_putc(k, TSR__REC_HOUR);
+    tsr__put_i64(k, hour);
+    rec_entry_t *he = pend_get(c, k->data, k->len);
+    slot_node_t *n5 = pend_slot(c, g, he, slot5);
+    for (size_t col = 0; col < g->ncols; col++) {
+        const tsr_agg_t *a = g->cols[col].agg;
+        /* a bucketed column passes its bucket (the kernel skips a null one) */
+        const tsr_value_t *bk = g->cols[col].bucket_slot < 0 ? NULL : e->buckets ? &e->buckets[col] : &nul;
+        tsr_agg_update(a, tsr__tile_col(g, n5->blk, col), &e->inputs[col], bk, e->ts, e->seq);
+        tsr_agg_update(a, tsr__tile_col(g, nh->blk, col), &e->inputs[col], bk, e->ts, e->seq);
+        tsr_agg_update(a, tsr__tile_col(g, nd->blk, col), &e->inputs[col], bk, e->ts, e->seq);
+    }
+    /* the raw event, in its 5-minute slot: a chunk u32 next, u32 length, bytes */
     uint32_t at = (uint32_t)c->raws.len;
     uint32_t hdr[2] = {0, 0};
     tsr_buf_append(&c->raws, hdr, sizeof hdr);
-    if (n->raw_tail) memcpy(c->raws.data + n->raw_tail - 1, &(uint32_t){at + 1}, 4);
-    else n->raw_head = at + 1;
-    n->raw_tail = at + 1;
-}
-static void raw_end(combiner_t *c, slot_node_t *n) {
-    uint32_t at = n->raw_tail - 1;
-    uint32_t len = (uint32_t)(c->raws.len - at - 8);
+    tsr_buf_put_uvarint(&c->raws, (uint64_t)(e->ts - hour - (int64_t)slot5 * TSR_TILE_5M));
+    tsr_buf_put_uvarint(&c->raws, e->seq);
+    for (size_t col = 0; col < g->ncols; col++) {
+        tsr_value_encode(&e->inputs[col], &c->raws);
+        if (g->cols[col].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, &c->raws);
+    }
+    uint32_t len = (uint32_t)(c->raws.len - at - 8), link = at + 1;
     memcpy(c->raws.data + at + 4, &len, 4);
+    if (n5->raw_tail) memcpy(c->raws.data + n5->raw_tail - 1, &link, 4);
+    else n5->raw_head = link;
+    n5->raw_tail = link;
+    c->nevents++;
 }
 
-typedef struct ent_ref {
-    const uint8_t *k;
-    uint32_t klen, idx;
-} ent_ref_t;
-
-static int ent_cmp(const void *a, const void *b) {
-    const ent_ref_t *x = a, *y = b;
-    size_t m = x->klen < y->klen ? x->klen : y->klen;
-    int r = memcmp(x->k, y->k, m);
-    return r ? r : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
-/* Encodes entry e's slot list (the merge operand). */
-static void encode_entry(const combiner_t *c, const rec_entry_t *e, int hour, tsr_buf_t *v) {
-    tsr_buf_clear(v);
+/* Appends entry e's slot list (the merge operand format) to v. */
+static void encode_entry(const tsr__ts_gb_t *g, const tsr__pend_t *c, const rec_entry_t *e, tsr_buf_t *v) {
+    int hour = c->keys.data[e->koff + e->klen - 9] == TSR__REC_HOUR;
     for (uint32_t x = e->first; x; x = c->nodes[x - 1].next) {
         const slot_node_t *n = &c->nodes[x - 1];
         tsr_buf_putc(v, n->slot);
         /* the tile, then its uvarint length moved in front of it */
         size_t at = v->len;
-        tsr__tile_encode(c->g, n->blk, v);
+        tsr__tile_encode(g, n->blk, v);
         size_t tl = v->len - at;
         uint8_t hdr[10];
         size_t nh = 0;
@@ -824,81 +902,150 @@ static void encode_entry(const combiner_t *c, const rec_entry_t *e, int hour, ts
     }
 }
 
+void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out) {
+    const rec_entry_t *e = pend_find(p, k, kl);
+    if (e) encode_entry(g, p, e, out);
+}
+
+void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
+                    void (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t), void *ud) {
+    if (!p) return;
+    tsr_buf_t v;
+    tsr_buf_init(&v);
+    for (size_t i = 0; i < p->nents; i++) {
+        const rec_entry_t *e = &p->ents[i];
+        const uint8_t *k = p->keys.data + e->koff;
+        if (e->klen < n || memcmp(k, prefix, n) != 0) continue;
+        tsr_buf_clear(&v);
+        encode_entry(g, p, e, &v);
+        fn(ud, k, e->klen, v.data, v.len);
+    }
+    tsr_buf_free(&v);
+}
+
+/* ---- stream ingest: log, fold, flush */
+
+#define PEND_FLUSH_BYTES ((size_t)48 << 20)
+
+static void log_key(tsr_buf_t *k, const tsr__ts_gb_t *g, int64_t seq) {
+    tsr__key_prefix(k, 'l', g->name, g->nlen);
+    tsr__put_i64(k, seq);
+}
+
+typedef struct ent_ref {
+    const uint8_t *k;
+    uint32_t klen, idx;
+} ent_ref_t;
+
+static int ent_cmp(const void *a, const void *b) {
+    const ent_ref_t *x = a, *y = b;
+    size_t m = x->klen < y->klen ? x->klen : y->klen;
+    int r = memcmp(x->k, y->k, m);
+    return r ? r : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Writes imm (every record a merge operand, in key order), deletes the log records it came
+ * from and sets the flush marker to its generation, in one write; then drops imm. Caller
+ * holds apply_mu. A failed write keeps imm (reads keep merging it) for the next flush. */
+static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, int64_t log_hi, tsr_error_t *err) {
+    tsr__pend_t *c = g->imm;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    tsr_buf_t k, v;
+    tsr_buf_init(&k);
+    tsr_buf_init(&v);
+    ent_ref_t *ord = tsr_malloc((c->nents ? c->nents : 1) * sizeof(ent_ref_t));
+    for (size_t i = 0; i < c->nents; i++)
+        ord[i] = (ent_ref_t){c->keys.data + c->ents[i].koff, c->ents[i].klen, (uint32_t)i};
+    /* in key order: memtable inserts are much cheaper sorted (PLATFORM-NOTES) */
+    qsort(ord, c->nents, sizeof(ent_ref_t), ent_cmp);
+    for (size_t i = 0; i < c->nents; i++) {
+        tsr_buf_clear(&v);
+        encode_entry(g, c, &c->ents[ord[i].idx], &v);
+        rocksdb_writebatch_merge(wb, (const char *)ord[i].k, ord[i].klen, (const char *)v.data, v.len);
+    }
+    free(ord);
+    tsr_buf_t lo;
+    tsr_buf_init(&lo);
+    log_key(&lo, g, INT64_MIN);
+    log_key(&k, g, log_hi);
+    rocksdb_writebatch_delete_range(wb, (const char *)lo.data, lo.len, (const char *)k.data, k.len);
+    tsr__key_prefix(&k, 'm', g->name, g->nlen);
+    tsr_buf_putc(&k, 'F');
+    tsr_buf_clear(&v);
+    tsr__put_be64(&v, g->gen);
+    rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+    char *e = NULL;
+    rocksdb_write(s->db, s->wo, wb, &e);
+    rocksdb_writebatch_destroy(wb);
+    tsr_buf_free(&lo);
+    tsr_buf_free(&k);
+    tsr_buf_free(&v);
+    if (e) {
+        int rc = tsr_error_set(err, TSR_EIO, "tile flush of %s: %s", g->name, e);
+        free(e);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&g->pend_lock);
+    g->imm = NULL;
+    g->log_lo = log_hi;
+    pthread_rwlock_unlock(&g->pend_lock);
+    pend_free(g, c);
+    return 0;
+}
+
+/* Moves act to imm and flushes it (a failed earlier flush first). Caller holds apply_mu. */
+static int flush_pend(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
+    if (g->imm) {
+        int rc = flush_imm(s, g, g->imm_log_hi, err);
+        if (rc) return rc;
+    }
+    if (!g->act || g->act->nents == 0) return 0;
+    pthread_rwlock_wrlock(&g->pend_lock);
+    g->imm = g->act;
+    g->act = NULL;
+    g->gen++;
+    g->imm_log_hi = g->log_next;
+    pthread_rwlock_unlock(&g->pend_lock);
+    return flush_imm(s, g, g->imm_log_hi, err);
+}
+
+
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err) {
     tsr__ts_gb_t *g = tsr__ts_lookup(s, gb, err);
     if (!g) return TSR_ENOTFOUND;
+    for (size_t i = 0; i < n; i++)
+        if (ev[i].klen > 0xffff) return tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
+    pthread_mutex_lock(&g->apply_mu);
     int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
+    const tsr_value_t nul = tsr_value_null();
+    /* 1. the log record: the batch's events (ts >= B), and the offset, in one write */
     tsr_buf_t k, v;
     tsr_buf_init(&k);
     tsr_buf_init(&v);
-    combiner_t cb;
-    combiner_init(&cb, g, n);
-    uint64_t skip = 0;
-    int rc = 0;
-    const tsr_value_t nul = tsr_value_null();
+    uint64_t skip = 0, nlog = 0;
     for (size_t i = 0; i < n; i++) {
         const tsr_tile_event_t *e = &ev[i];
         if (e->ts < b) {
             skip++;
             continue;
         }
-        if (e->klen > 0xffff) {
-            rc = tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
-            break;
-        }
-        int64_t day = tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D;
-        int64_t hour = tsr_floor_div(e->ts, TSR_TILE_1H) * TSR_TILE_1H;
-        int slot5 = (int)((e->ts - hour) / TSR_TILE_5M);
-        combiner_reserve(&cb);
-        tsr__key_prefix(&k, 't', g->name, g->nlen);
-        tsr__put_key(&k, e->key, e->klen);
-        size_t base = k.len;
-        tsr_buf_putc(&k, TSR__REC_DAY);
-        tsr__put_i64(&k, day);
-        rec_entry_t *de = combiner_get(&cb, k.data, k.len);
-        slot_node_t *nh = combiner_slot(&cb, de, (int)((hour - day) / TSR_TILE_1H));
-        slot_node_t *nd = combiner_slot(&cb, de, TSR__DAY_SLOT_ALL);
-        k.len = base;
-        tsr_buf_putc(&k, TSR__REC_HOUR);
-        tsr__put_i64(&k, hour);
-        rec_entry_t *he = combiner_get(&cb, k.data, k.len);
-        slot_node_t *n5 = combiner_slot(&cb, he, slot5);
+        nlog++;
+        tsr__put_key(&v, e->key, e->klen);
+        tsr_buf_put_svarint(&v, e->ts);
+        tsr_buf_put_uvarint(&v, e->seq);
         for (size_t c = 0; c < g->ncols; c++) {
-            const tsr_agg_t *a = g->cols[c].agg;
-            /* a bucketed column passes its bucket (the kernel skips a null one) */
-            const tsr_value_t *bk = g->cols[c].bucket_slot < 0 ? NULL : e->buckets ? &e->buckets[c] : &nul;
-            tsr_agg_update(a, tsr__tile_col(g, n5->blk, c), &e->inputs[c], bk, e->ts, e->seq);
-            tsr_agg_update(a, tsr__tile_col(g, nh->blk, c), &e->inputs[c], bk, e->ts, e->seq);
-            tsr_agg_update(a, tsr__tile_col(g, nd->blk, c), &e->inputs[c], bk, e->ts, e->seq);
+            tsr_value_encode(&e->inputs[c], &v);
+            if (g->cols[c].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &v);
         }
-        /* the raw event, in its 5-minute slot: inputs (and buckets) per column */
-        raw_begin(&cb, n5);
-        tsr_buf_put_uvarint(&cb.raws, (uint64_t)(e->ts - hour - (int64_t)slot5 * TSR_TILE_5M));
-        tsr_buf_put_uvarint(&cb.raws, e->seq);
-        for (size_t c = 0; c < g->ncols; c++) {
-            tsr_value_encode(&e->inputs[c], &cb.raws);
-            if (g->cols[c].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &cb.raws);
-        }
-        raw_end(&cb, n5);
     }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    if (rc == 0) {
-        /* in key order: memtable inserts are much cheaper sorted (PLATFORM-NOTES) */
-        ent_ref_t *ord = tsr_malloc((cb.nents ? cb.nents : 1) * sizeof(ent_ref_t));
-        for (size_t i = 0; i < cb.nents; i++)
-            ord[i] = (ent_ref_t){cb.keys.data + cb.ents[i].koff, cb.ents[i].klen, (uint32_t)i};
-        qsort(ord, cb.nents, sizeof(ent_ref_t), ent_cmp);
-        for (size_t i = 0; i < cb.nents; i++) {
-            const rec_entry_t *e = &cb.ents[ord[i].idx];
-            const uint8_t *key = ord[i].k;
-            encode_entry(&cb, e, key[e->klen - 9] == TSR__REC_HOUR, &v);
-            rocksdb_writebatch_merge(wb, (const char *)key, e->klen, (const char *)v.data, v.len);
-        }
-        free(ord);
+    if (nlog) {
+        log_key(&k, g, g->log_next);
+        rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
     }
-    if (rc == 0 && offset_name) {
+    if (offset_name) {
         tsr__key_prefix(&k, 'm', g->name, g->nlen);
         tsr_buf_putc(&k, 'o');
         tsr_buf_puts(&k, offset_name);
@@ -906,7 +1053,8 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
         tsr__put_i64(&v, next_offset);
         rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
     }
-    if (rc == 0) {
+    int rc = 0;
+    if (nlog || offset_name) {
         char *e = NULL;
         rocksdb_write(s->db, s->wo, wb, &e);
         if (e) {
@@ -914,12 +1062,115 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             free(e);
         }
     }
-    combiner_free(&cb);
     rocksdb_writebatch_destroy(wb);
+    /* 2. fold the logged events into the write-back table (readers see them from here) */
+    if (rc == 0 && nlog) {
+        g->log_next++;
+        pthread_rwlock_wrlock(&g->pend_lock);
+        if (!g->act) g->act = pend_new();
+        for (size_t i = 0; i < n; i++)
+            if (ev[i].ts >= b) pend_fold(g->act, g, &ev[i], &k);
+        size_t bytes = pend_bytes(g->act);
+        pthread_rwlock_unlock(&g->pend_lock);
+        /* 3. flush when the table is large: a record's events then share one operand */
+        if (bytes >= PEND_FLUSH_BYTES) rc = flush_pend(s, g, err);
+    }
+    pthread_mutex_unlock(&g->apply_mu);
     tsr_buf_free(&k);
     tsr_buf_free(&v);
     if (skipped) *skipped += skip;
     return rc;
 }
 
-void tsr_tile_store_compact(tsr_tile_store_t *s) { rocksdb_compact_range(s->db, NULL, 0, NULL, 0); }
+/* Folds the log records of an earlier run back in (at register, before any use). */
+static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
+    tsr_buf_t lo, hi, k;
+    tsr_buf_init(&lo);
+    tsr_buf_init(&hi);
+    tsr_buf_init(&k);
+    log_key(&lo, g, INT64_MIN);
+    tsr_buf_putc(&hi, 'l'); /* 'l' gb \1: past every 'l' gb \0 key */
+    tsr_buf_append(&hi, g->name, g->nlen);
+    tsr_buf_putc(&hi, 1);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_value_t *vals = tsr_malloc(2 * (g->ncols ? g->ncols : 1) * sizeof(tsr_value_t));
+    int rc = 0;
+    int64_t first = INT64_MIN, last = INT64_MIN;
+    int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
+    for (rocksdb_iter_seek(it, (const char *)lo.data, lo.len); rocksdb_iter_valid(it) && rc == 0;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *kk = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *vv = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        if (kl != lo.len) {
+            rc = TSR_ECORRUPT;
+            break;
+        }
+        int64_t seq = tsr__get_i64(kk + kl - 8);
+        if (first == INT64_MIN) first = seq;
+        last = seq;
+        if (!g->act) g->act = pend_new();
+        tsr_reader_t r;
+        tsr_reader_init(&r, vv, vl);
+        while (tsr_reader_left(&r) && rc == 0) {
+            tsr_arena_reset(&arena);
+            uint8_t hb[2];
+            const uint8_t *key = r.p + 2;
+            if (tsr_get_u8(&r, &hb[0]) || tsr_get_u8(&r, &hb[1])) rc = TSR_ECORRUPT;
+            size_t klen = (size_t)hb[0] << 8 | hb[1];
+            tsr_tile_event_t e = {key, klen, 0, 0, vals, vals + g->ncols};
+            uint64_t sq;
+            if (rc || tsr_reader_left(&r) < klen) rc = TSR_ECORRUPT;
+            else r.p += klen;
+            if (rc || tsr_get_svarint(&r, &e.ts) || tsr_get_uvarint(&r, &sq)) rc = TSR_ECORRUPT;
+            e.seq = sq;
+            for (size_t c = 0; c < g->ncols && rc == 0; c++) {
+                vals[g->ncols + c] = tsr_value_null();
+                if (tsr_value_decode(&r, &arena, &vals[c]) ||
+                    (g->cols[c].bucket_slot >= 0 && tsr_value_decode(&r, &arena, &vals[g->ncols + c])))
+                    rc = TSR_ECORRUPT;
+            }
+            if (rc == 0 && e.ts >= b) pend_fold(g->act, g, &e, &k);
+        }
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    if (e) {
+        free(e);
+        rc = TSR_EIO;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    free(vals);
+    tsr_arena_free(&arena);
+    tsr_buf_free(&lo);
+    tsr_buf_free(&hi);
+    tsr_buf_free(&k);
+    if (rc) return tsr_error_set(err, rc, "tile store: corrupt stream log of %s", g->name);
+    g->log_lo = first == INT64_MIN ? 0 : first;
+    g->log_next = first == INT64_MIN ? 0 : last + 1;
+    return 0;
+}
+
+int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err) {
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = s->ngbs;
+    pthread_rwlock_unlock(&s->lock);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        tsr__ts_gb_t *g = &s->gbs[i];
+        pthread_mutex_lock(&g->apply_mu);
+        rc = flush_pend(s, g, err);
+        pthread_mutex_unlock(&g->apply_mu);
+    }
+    return rc;
+}
+
+void tsr_tile_store_compact(tsr_tile_store_t *s) {
+    tsr_tile_store_flush(s, NULL);
+    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+}

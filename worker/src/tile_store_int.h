@@ -34,6 +34,8 @@
 #define TSR__REC_DAY 'D'
 #define TSR__REC_HOUR 'H'
 
+typedef struct tsr__pend tsr__pend_t;
+
 typedef struct tsr__ts_gb {
     char *name;
     size_t nlen;
@@ -43,6 +45,15 @@ typedef struct tsr__ts_gb {
     size_t ir_size;             /* ... of ir_size bytes (one IR per column) */
     int has_bucket;             /* some column is bucketed */
     int64_t batch_end;          /* cached 'm..B'; INT64_MIN when none (atomic) */
+    /* write-back stream state (tile_store.c "Ingest"): */
+    pthread_mutex_t apply_mu;   /* serialises apply / flush of this GroupBy */
+    pthread_rwlock_t pend_lock; /* act, imm, gen: readers shared, fold / swap exclusive */
+    tsr__pend_t *act;           /* folded batches not yet flushed (their log records exist) */
+    tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */
+    uint64_t gen;               /* flush generation of imm ('m' gb \0 'F' holds the last one
+                                   that landed) */
+    int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
+    int64_t imm_log_hi;         /* imm holds the log records below this */
 } tsr__ts_gb_t;
 
 struct tsr_tile_store {
@@ -97,6 +108,14 @@ static inline void tsr__put_key(tsr_buf_t *b, const void *key, size_t klen) {
 /* The entry of GroupBy gb, or NULL (err set when err != NULL). Entries never move or go away
  * while the store is open. */
 tsr__ts_gb_t *tsr__ts_lookup(tsr_tile_store_t *s, const char *gb, tsr_error_t *err);
+
+/* ---- the write-back state, for reads (tile_store.c; caller holds g->pend_lock shared) */
+
+/* Appends pend's slot list for record key k (empty when it has none) to out. */
+void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out);
+/* Calls fn for every record of pend whose key starts with prefix (reads without an upload). */
+void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
+                    void (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t), void *ud);
 
 /* ---- tiles: a block of g->ir_size bytes, column c's IR at g->ir_off[c] */
 

@@ -53,6 +53,7 @@ typedef struct read_scratch {
     uint32_t *masks;            /* [rec * nacc + window] */
     size_t capmasks;
     tsr_buf_t keys;
+    tsr_buf_t pk;               /* unflushed slot lists of one record */
     const char **kp;
     size_t *kl;
     rocksdb_pinnableslice_t **vals;
@@ -71,6 +72,7 @@ static void scratch_free(void *p) {
     free(x->recs);
     free(x->masks);
     tsr_buf_free(&x->keys);
+    tsr_buf_free(&x->pk);
     free(x->kp);
     free(x->kl);
     free(x->vals);
@@ -85,6 +87,7 @@ static read_scratch_t *scratch_get(void) {
     if (!x) {
         x = tsr_calloc(1, sizeof(*x));
         tsr_buf_init(&x->keys);
+        tsr_buf_init(&x->pk);
         pthread_setspecific(scratch_key, x);
     }
     return x;
@@ -316,8 +319,23 @@ static int apply_slots(read_ctx_t *c, size_t ri, const uint8_t *v, size_t n, int
     return 0;
 }
 
-/* No upload: every hour record of the key, raw events only. */
+typedef struct raw_scan {
+    read_ctx_t *c;
+    size_t plen;
+    int rc;
+} raw_scan_t;
+
+static void on_pend_hour(void *ud, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    raw_scan_t *rs = ud;
+    if (rs->rc || kl != rs->plen + 8) return;
+    rs->c->x->recs[0].start = tsr__get_i64(k + rs->plen);
+    rs->rc = apply_slots(rs->c, 0, v, vl, -2);
+}
+
+/* No upload: every hour record of the key, raw events only — stored and unflushed, read at one
+ * snapshot that also tells whether a flush in flight has landed. */
 static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
+    tsr__ts_gb_t *g = c->g;
     read_scratch_t *x = c->x;
     tsr_buf_t lo;
     tsr_buf_init(&lo);
@@ -328,8 +346,30 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
     x->recs[0].type = TSR__REC_HOUR;
     x->recs[0].any = 0;
     c->nrec = 1;
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    pthread_rwlock_rdlock(&g->pend_lock);
+    const tsr__pend_t *imm = g->imm;
+    uint64_t imm_gen = g->gen;
+    const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->db);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap);
     int rc = 0;
+    if (imm) {
+        tsr_buf_t mk;
+        tsr_buf_init(&mk);
+        tsr__key_prefix(&mk, 'm', g->name, g->nlen);
+        tsr_buf_putc(&mk, 'F');
+        char *e = NULL;
+        size_t vl;
+        char *v = rocksdb_get(s->db, ro, (const char *)mk.data, mk.len, &vl, &e);
+        if (e) {
+            free(e);
+            rc = TSR_EIO;
+        }
+        if (v && vl == 8 && tsr__get_be64((const uint8_t *)v) >= imm_gen) imm = NULL;
+        rocksdb_free(v);
+        tsr_buf_free(&mk);
+    }
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
     for (rocksdb_iter_seek(it, (const char *)lo.data, lo.len); rocksdb_iter_valid(it) && rc == 0;
          rocksdb_iter_next(it)) {
         size_t kl, vl;
@@ -347,6 +387,13 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
         rc = TSR_EIO;
     }
     rocksdb_iter_destroy(it);
+    raw_scan_t rs = {c, plen, rc};
+    tsr__pend_scan(g, g->act, lo.data, plen, on_pend_hour, &rs);
+    if (imm) tsr__pend_scan(g, imm, lo.data, plen, on_pend_hour, &rs);
+    rc = rs.rc;
+    pthread_rwlock_unlock(&g->pend_lock);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_release_snapshot(s->db, snap);
     tsr_buf_free(&lo);
     return rc;
 }
@@ -412,6 +459,21 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
         int64_t hh = tsr_floor_div(ctx.head, TSR_TILE_1H) * TSR_TILE_1H;
         size_t head_rec = q > ctx.head ? rec_of(&ctx, TSR__REC_HOUR, hh) : SIZE_MAX;
         int head_slot = (int)((ctx.head - hh) / TSR_TILE_5M);
+        /* the write-back state: held shared until the read is done; when a flush is in
+         * flight (imm), the flush marker read with the records tells whether it landed */
+        pthread_rwlock_rdlock(&g->pend_lock);
+        const tsr__pend_t *imm = g->imm;
+        uint64_t imm_gen = g->gen;
+        size_t marker = SIZE_MAX;
+        if (imm) {
+            GROW(x->recs, x->caprecs, ctx.nrec + 1);
+            marker = ctx.nrec++;
+            x->recs[marker] = (rec_t){'F', 0, x->keys.len, 0, 0};
+            tsr__key_prefix(&ctx.x->pk, 'm', g->name, g->nlen);
+            tsr_buf_putc(&ctx.x->pk, 'F');
+            tsr_buf_append(&x->keys, ctx.x->pk.data, ctx.x->pk.len);
+            x->recs[marker].klen = x->keys.len - x->recs[marker].koff;
+        }
         size_t nrec = ctx.nrec;
         if (nrec > x->capget) {
             x->capget = 2 * nrec;
@@ -425,7 +487,24 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
             x->kl[r] = x->recs[r].klen;
         }
         rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf, nrec, x->kp, x->kl, x->vals, x->errs, 0);
+        if (imm && x->vals[marker]) { /* the flush landed: imm is in the records read */
+            size_t vl;
+            const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(x->vals[marker], &vl);
+            if (vl == 8 && tsr__get_be64(v) >= imm_gen) imm = NULL;
+        }
         for (size_t r = 0; r < nrec; r++) {
+            if (r == marker) {
+                if (x->vals[r]) rocksdb_pinnableslice_destroy(x->vals[r]);
+                free(x->errs[r]);
+                continue;
+            }
+            if (rc == 0 && r > 0) { /* the record's unflushed part */
+                const uint8_t *k = x->keys.data + x->recs[r].koff;
+                tsr_buf_clear(&x->pk);
+                tsr__pend_encode(g, g->act, k, x->recs[r].klen, &x->pk);
+                if (imm) tsr__pend_encode(g, imm, k, x->recs[r].klen, &x->pk);
+                if (x->pk.len) rc = apply_slots(&ctx, r, x->pk.data, x->pk.len, r == head_rec ? head_slot : -1);
+            }
             if (x->errs[r]) {
                 if (rc == 0) rc = tsr_error_set(err, TSR_EIO, "tile store read of %s: %s", gb, x->errs[r]);
                 free(x->errs[r]);
@@ -438,6 +517,7 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
                             : apply_slots(&ctx, r, v, vl, r == head_rec ? head_slot : -1);
             rocksdb_pinnableslice_destroy(x->vals[r]);
         }
+        pthread_rwlock_unlock(&g->pend_lock);
     }
     for (i = 0; i < nacc; i++) {
         const tsr_agg_t *a = g->cols[x->acc[i].col].agg;

@@ -92,6 +92,11 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err);
 
+/* Writes the stream state folded in memory since the last flush as tile records now (apply
+ * does it when that state reaches its size bound; close and compact do it too). Optional: the
+ * batches are durable in the stream log as soon as apply returns. */
+int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err);
+
 /* The stored offset, or -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
 
