@@ -42,6 +42,7 @@ static const int64_t win1[] = {D1, 12 * D1, 0};
 static const int64_t win2[] = {5 * H1, 30 * D1};
 static tsr_tile_col_t cols[NCOLS] = {{NULL, 4, win0, 0, -1}, {NULL, 3, win1, 1, -1}, {NULL, 2, win2, 2, -1}};
 static char dir[256];
+static size_t wb_budget; /* 0: the default write-back budget; 1: flush every batch (background) */
 
 static void make_aggs(void) {
     tsr_agg_spec_t s0 = {TSR_OP_SUM, TSR_DOUBLE, 0, 0, 0, NULL};
@@ -58,6 +59,7 @@ static tsr_tile_store_t *open_store(void) {
     tsr_tile_store_t *s;
     tsr_error_t err;
     ck_assert_msg(tsr_tile_store_open(dir, &s, &err) == 0, "%s", err.msg);
+    if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
     tsr_tile_gb_t gb = {"team.gb.v1", NCOLS, cols};
     ck_assert_msg(tsr_tile_store_register(s, &gb, &err) == 0, "%s", err.msg);
     return s;
@@ -214,6 +216,7 @@ static void cleanup(void) {
 }
 
 START_TEST(test_store_equals_offline) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
     tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
     int64_t B = gen_events(&r);
     int nkeys = 4;
@@ -256,6 +259,7 @@ END_TEST
 /* kill -9 after streaming: the child never closes (nor flushes) the store; every batch apply
  * returned is in the WAL (stream log + offset) and the reopened store replays it. */
 START_TEST(test_crash_loses_nothing) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
     tsr_rng_t r = {.s = 77 + (uint64_t)_i};
     int64_t B = gen_events(&r);
     pid_t pid = fork();
@@ -333,6 +337,7 @@ static key_counts_t count_keys(int64_t b_cur, int64_t before) {
 }
 
 START_TEST(test_retention) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
     tsr_rng_t r = {.s = 4242 + (uint64_t)_i};
     int64_t B1 = gen_events(&r), B2 = B1 + D1;
     tsr_tile_store_t *s = open_store();

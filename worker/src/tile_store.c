@@ -34,13 +34,23 @@
  */
 #include "tile_store_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "tsr/tile.h"
 #include "tsr/window.h"
 
 static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c);
 static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err);
+static void *flusher_main(void *arg);
+
+/* The write-back memory of a store: each GroupBy flushes when its table reaches an equal share
+ * of the budget (at least PEND_MIN_BYTES). The larger the table, the more of a record's events
+ * share one operand: with 100k keys mixed uniformly, a 48 MiB table flushed ~0.7 records per
+ * event, a 256 MiB one ~0.15. */
+#define PEND_BUDGET_BYTES ((size_t)256 << 20)
+#define PEND_MIN_BYTES ((size_t)16 << 20)
 
 /* ---- registry */
 
@@ -316,17 +326,30 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     s->cf = cfh[0];
     s->wo = rocksdb_writeoptions_create();
     s->ro = rocksdb_readoptions_create();
+    s->pend_budget = PEND_BUDGET_BYTES;
+    pthread_mutex_init(&s->fl_mu, NULL);
+    pthread_cond_init(&s->fl_cv, NULL);
+    pthread_cond_init(&s->fl_done_cv, NULL);
+    pthread_create(&s->flusher, NULL, flusher_main, s);
     *out = s;
     return 0;
 }
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
     if (!s) return;
+    pthread_mutex_lock(&s->fl_mu);
+    s->fl_stop = 1;
+    pthread_cond_broadcast(&s->fl_cv);
+    pthread_mutex_unlock(&s->fl_mu);
+    pthread_join(s->flusher, NULL);
     tsr_tile_store_flush(s, NULL); /* a failure leaves the log: the next open replays it */
     for (size_t i = 0; i < s->ngbs; i++) {
         pend_free(&s->gbs[i], s->gbs[i].act);
         pend_free(&s->gbs[i], s->gbs[i].imm);
+        if (s->gbs[i].log_wb) rocksdb_writebatch_destroy(s->gbs[i].log_wb);
+        if (s->gbs[i].flush_wb) rocksdb_writebatch_destroy(s->gbs[i].flush_wb);
         pthread_mutex_destroy(&s->gbs[i].apply_mu);
+        pthread_mutex_destroy(&s->gbs[i].flush_mu);
         pthread_rwlock_destroy(&s->gbs[i].pend_lock);
     }
     rocksdb_column_family_handle_destroy(s->cf);
@@ -343,6 +366,9 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
         free(s->gbs[i].cols);
         free(s->gbs[i].ir_off);
     }
+    pthread_mutex_destroy(&s->fl_mu);
+    pthread_cond_destroy(&s->fl_cv);
+    pthread_cond_destroy(&s->fl_done_cv);
     pthread_rwlock_destroy(&s->lock);
     free(s);
 }
@@ -398,6 +424,7 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         if (get_i64_value(s, &k, &b) != 0) b = INT64_MIN;
         __atomic_store_n(&g->batch_end, b, __ATOMIC_RELEASE);
         pthread_mutex_init(&g->apply_mu, NULL);
+        pthread_mutex_init(&g->flush_mu, NULL);
         pthread_rwlock_init(&g->pend_lock, NULL);
         g->act = g->imm = NULL;
         tsr__key_prefix(&k, 'm', gb->name, n);
@@ -410,6 +437,7 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         else {
             pend_free(g, g->act);
             pthread_mutex_destroy(&g->apply_mu);
+            pthread_mutex_destroy(&g->flush_mu);
             pthread_rwlock_destroy(&g->pend_lock);
             free(g->name);
             for (size_t c = 0; c < g->ncols; c++) free((void *)g->cols[c].windows);
@@ -687,102 +715,75 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
     return rc ? -1 : v;
 }
 
-/* ---- the write-back table: record key -> slot nodes (tile blocks, raw event chains)
+/* ---- the write-back table: record key -> slot nodes
  *
- * An open-addressing table from a record key to an entry; an entry's slots are a list sorted
- * by slot index of nodes holding one tile block (and, in an hour record, a chain of raw
- * events). Everything lives in one arena and a few growable arrays; entries and nodes are
- * addressed by index (the arrays move when they grow). */
+ * An open-addressing table (load <= 1/2) from a record key to an entry; an entry's slots are a
+ * list sorted by slot index of nodes holding one tile block (and, in an hour record, a chain
+ * of raw events); an hour entry points at its day entry, so an event costs one lookup. All of
+ * it lives in one bulk arena (huge pages: few page faults, no copying as it grows) and is
+ * dropped at once after the flush. */
+typedef struct raw_chunk {
+    struct raw_chunk *next;
+    uint32_t len;
+    uint8_t data[];
+} raw_chunk_t;
+
 typedef struct slot_node {
-    uint32_t next;              /* node index + 1; 0 ends */
-    uint32_t raw_head, raw_tail; /* offsets + 1 of raw event chunks in raws; 0 = none */
+    struct slot_node *next;
+    raw_chunk_t *raw_head, *raw_tail;
     int slot;
     void *blk;
 } slot_node_t;
 
 typedef struct rec_entry {
     uint64_t hash;
-    uint32_t koff, klen;        /* record key bytes in keys */
-    uint32_t first;             /* first node + 1 */
+    const uint8_t *key;
+    uint32_t klen;
+    slot_node_t *first;
+    struct rec_entry *day;      /* hour record: the day record of its key */
 } rec_entry_t;
 
 struct tsr__pend {
-    uint32_t *table;            /* entry index + 1; 0 empty */
-    size_t cap;
-    rec_entry_t *ents;
-    size_t nents, capents;
-    slot_node_t *nodes;
-    size_t nnodes, capnodes;
-    tsr_buf_t keys, raws;
-    tsr_arena_t arena;          /* tile blocks */
+    rec_entry_t **table;
+    size_t cap, nents;
+    tsr_arena_t arena;
     size_t nevents;
+    tsr_buf_t scratch;
+    slot_node_t **all;          /* every node, for clearing their tiles */
+    size_t nall, capall;
 };
 
 static tsr__pend_t *pend_new(void) {
     tsr__pend_t *c = tsr_calloc(1, sizeof(*c));
-    c->cap = 1024;
-    c->table = tsr_calloc(c->cap, sizeof(uint32_t));
-    c->capents = 512;
-    c->ents = tsr_malloc(c->capents * sizeof(rec_entry_t));
-    c->capnodes = 1024;
-    c->nodes = tsr_malloc(c->capnodes * sizeof(slot_node_t));
-    tsr_buf_init(&c->keys);
-    tsr_buf_init(&c->raws);
-    tsr_arena_init(&c->arena, (size_t)256 << 10);
+    c->cap = (size_t)1 << 14;
+    c->table = tsr_calloc(c->cap, sizeof(rec_entry_t *));
+    tsr_arena_init_bulk(&c->arena);
+    tsr_buf_init(&c->scratch);
     return c;
 }
 
 static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c) {
     if (!c) return;
-    for (size_t i = 0; i < c->nnodes; i++) tsr__tile_clear(g, c->nodes[i].blk);
+    for (size_t i = 0; i < c->nall; i++) tsr__tile_clear(g, c->all[i]->blk);
+    free(c->all);
     free(c->table);
-    free(c->ents);
-    free(c->nodes);
-    tsr_buf_free(&c->keys);
-    tsr_buf_free(&c->raws);
     tsr_arena_free(&c->arena);
+    tsr_buf_free(&c->scratch);
     free(c);
 }
 
 /* Bytes the table holds (the flush threshold). */
 static size_t pend_bytes(const tsr__pend_t *c) {
-    return c->arena.total + c->raws.len + c->keys.len + c->nnodes * sizeof(slot_node_t) +
-           c->nents * (sizeof(rec_entry_t) + 2 * sizeof(uint32_t));
+    return c->arena.total + c->cap * sizeof(rec_entry_t *) + c->capall * sizeof(slot_node_t *);
 }
 
 static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size_t kl) {
     if (!c || c->nents == 0) return NULL;
     uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
     for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
-        uint32_t x = c->table[i];
-        if (x == 0) return NULL;
-        const rec_entry_t *e = &c->ents[x - 1];
-        if (e->hash == h && e->klen == kl && memcmp(c->keys.data + e->koff, k, kl) == 0) return e;
-    }
-}
-
-/* Room for 3 more nodes and 2 more entries (one event): the pointers pend_get and pend_slot
- * return stay valid while one event is folded in. */
-static void pend_reserve(tsr__pend_t *c) {
-    if (c->nnodes + 3 > c->capnodes) {
-        c->capnodes *= 2;
-        c->nodes = tsr_realloc(c->nodes, c->capnodes * sizeof(slot_node_t));
-    }
-    if (c->nents + 2 > c->capents) {
-        c->capents *= 2;
-        c->ents = tsr_realloc(c->ents, c->capents * sizeof(rec_entry_t));
-    }
-    if (4 * (c->nents + 2) > c->cap) { /* load at most 1/4: short probes */
-        size_t cap = 2 * c->cap;
-        uint32_t *t = tsr_calloc(cap, sizeof(uint32_t));
-        for (size_t e = 0; e < c->nents; e++) {
-            size_t i = (size_t)c->ents[e].hash & (cap - 1);
-            while (t[i]) i = (i + 1) & (cap - 1);
-            t[i] = (uint32_t)(e + 1);
-        }
-        free(c->table);
-        c->table = t;
-        c->cap = cap;
+        const rec_entry_t *e = c->table[i];
+        if (!e) return NULL;
+        if (e->hash == h && e->klen == kl && memcmp(e->key, k, kl) == 0) return e;
     }
 }
 
@@ -790,53 +791,73 @@ static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
     uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
     size_t i = (size_t)h & (c->cap - 1);
     for (;; i = (i + 1) & (c->cap - 1)) {
-        uint32_t x = c->table[i];
-        if (x == 0) break;
-        rec_entry_t *e = &c->ents[x - 1];
-        if (e->hash == h && e->klen == kl && memcmp(c->keys.data + e->koff, k, kl) == 0) return e;
+        rec_entry_t *e = c->table[i];
+        if (!e) break;
+        if (e->hash == h && e->klen == kl && memcmp(e->key, k, kl) == 0) return e;
     }
-    rec_entry_t *e = &c->ents[c->nents++];
-    *e = (rec_entry_t){h, (uint32_t)c->keys.len, (uint32_t)kl, 0};
-    tsr_buf_append(&c->keys, k, kl);
-    c->table[i] = (uint32_t)c->nents;
+    rec_entry_t *e = tsr_arena_alloc(&c->arena, sizeof(rec_entry_t) + kl);
+    uint8_t *kc = (uint8_t *)(e + 1);
+    memcpy(kc, k, kl);
+    *e = (rec_entry_t){h, kc, (uint32_t)kl, NULL, NULL};
+    c->table[i] = e;
+    if (2 * ++c->nents > c->cap) {
+        size_t cap = 2 * c->cap;
+        rec_entry_t **t = tsr_calloc(cap, sizeof(rec_entry_t *));
+        for (size_t j = 0; j < c->cap; j++) {
+            rec_entry_t *x = c->table[j];
+            if (!x) continue;
+            size_t at = (size_t)x->hash & (cap - 1);
+            while (t[at]) at = (at + 1) & (cap - 1);
+            t[at] = x;
+        }
+        free(c->table);
+        c->table = t;
+        c->cap = cap;
+    }
     return e;
 }
 
-/* The node of slot in e, created (with an empty tile) when missing (after pend_reserve). */
+/* The node of slot in e, created (with an empty tile) when missing. */
 static slot_node_t *pend_slot(tsr__pend_t *c, const tsr__ts_gb_t *g, rec_entry_t *e, int slot) {
-    uint32_t *link = &e->first;
-    while (*link && c->nodes[*link - 1].slot < slot) link = &c->nodes[*link - 1].next;
-    if (*link && c->nodes[*link - 1].slot == slot) return &c->nodes[*link - 1];
-    slot_node_t *n = &c->nodes[c->nnodes++];
+    slot_node_t **link = &e->first;
+    while (*link && (*link)->slot < slot) link = &(*link)->next;
+    if (*link && (*link)->slot == slot) return *link;
+    slot_node_t *n = tsr_arena_alloc(&c->arena, sizeof(slot_node_t) + g->ir_size);
     n->next = *link;
-    n->raw_head = n->raw_tail = 0;
+    n->raw_head = n->raw_tail = NULL;
     n->slot = slot;
-    n->blk = tsr_arena_alloc(&c->arena, g->ir_size);
+    n->blk = n + 1;
     tsr__tile_init(g, n->blk);
-    *link = (uint32_t)c->nnodes;
+    *link = n;
+    if (c->nall == c->capall) {
+        c->capall = c->capall ? 2 * c->capall : 4096;
+        c->all = tsr_realloc(c->all, c->capall * sizeof(slot_node_t *));
+    }
+    c->all[c->nall++] = n;
     return n;
 }
 
 /* Folds one event (ts >= B) into the day and hour records of its key; k is scratch. */
 static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_event_t *e, tsr_buf_t *k) {
     static const tsr_value_t nul = {0};
-    pend_reserve(c);
-    int64_t day = tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D;
     int64_t hour = tsr_floor_div(e->ts, TSR_TILE_1H) * TSR_TILE_1H;
     int slot5 = (int)((e->ts - hour) / TSR_TILE_5M);
     tsr__key_prefix(k, 't', g->name, g->nlen);
     tsr__put_key(k, e->key, e->klen);
     size_t base = k->len;
-    tsr_buf_putc(k, TSR__REC_DAY);
-    tsr__put_i64(k, day);
-    rec_entry_t *de = pend_get(c, k->data, k->len);
-    slot_node_t *nh = pend_slot(c, g, de, (int)((hour - day) / TSR_TILE_1H));
-    slot_node_t *nd = pend_slot(c, g, de, TSR__DAY_SLOT_ALL);
-    k->len = base;
     tsr_buf_putc(k, TSR__REC_HOUR);
     tsr__put_i64(k, hour);
     rec_entry_t *he = pend_get(c, k->data, k->len);
+    int64_t day = tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D;
+    if (!he->day) {
+        k->len = base;
+        tsr_buf_putc(k, TSR__REC_DAY);
+        tsr__put_i64(k, day);
+        he->day = pend_get(c, k->data, k->len);
+    }
     slot_node_t *n5 = pend_slot(c, g, he, slot5);
+    slot_node_t *nh = pend_slot(c, g, he->day, (int)((hour - day) / TSR_TILE_1H));
+    slot_node_t *nd = pend_slot(c, g, he->day, TSR__DAY_SLOT_ALL);
     for (size_t col = 0; col < g->ncols; col++) {
         const tsr_agg_t *a = g->cols[col].agg;
         /* a bucketed column passes its bucket (the kernel skips a null one) */
@@ -845,29 +866,29 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
         tsr_agg_update(a, tsr__tile_col(g, nh->blk, col), &e->inputs[col], bk, e->ts, e->seq);
         tsr_agg_update(a, tsr__tile_col(g, nd->blk, col), &e->inputs[col], bk, e->ts, e->seq);
     }
-    /* the raw event, in its 5-minute slot: a chunk u32 next, u32 length, bytes */
-    uint32_t at = (uint32_t)c->raws.len;
-    uint32_t hdr[2] = {0, 0};
-    tsr_buf_append(&c->raws, hdr, sizeof hdr);
-    tsr_buf_put_uvarint(&c->raws, (uint64_t)(e->ts - hour - (int64_t)slot5 * TSR_TILE_5M));
-    tsr_buf_put_uvarint(&c->raws, e->seq);
+    /* the raw event, in its 5-minute slot's chain */
+    tsr_buf_t *r = &c->scratch;
+    tsr_buf_clear(r);
+    tsr_buf_put_uvarint(r, (uint64_t)(e->ts - hour - (int64_t)slot5 * TSR_TILE_5M));
+    tsr_buf_put_uvarint(r, e->seq);
     for (size_t col = 0; col < g->ncols; col++) {
-        tsr_value_encode(&e->inputs[col], &c->raws);
-        if (g->cols[col].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, &c->raws);
+        tsr_value_encode(&e->inputs[col], r);
+        if (g->cols[col].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, r);
     }
-    uint32_t len = (uint32_t)(c->raws.len - at - 8), link = at + 1;
-    memcpy(c->raws.data + at + 4, &len, 4);
-    if (n5->raw_tail) memcpy(c->raws.data + n5->raw_tail - 1, &link, 4);
-    else n5->raw_head = link;
-    n5->raw_tail = link;
+    raw_chunk_t *ch = tsr_arena_alloc(&c->arena, sizeof(raw_chunk_t) + r->len);
+    ch->next = NULL;
+    ch->len = (uint32_t)r->len;
+    memcpy(ch->data, r->data, r->len);
+    if (n5->raw_tail) n5->raw_tail->next = ch;
+    else n5->raw_head = ch;
+    n5->raw_tail = ch;
     c->nevents++;
 }
 
 /* Appends entry e's slot list (the merge operand format) to v. */
-static void encode_entry(const tsr__ts_gb_t *g, const tsr__pend_t *c, const rec_entry_t *e, tsr_buf_t *v) {
-    int hour = c->keys.data[e->koff + e->klen - 9] == TSR__REC_HOUR;
-    for (uint32_t x = e->first; x; x = c->nodes[x - 1].next) {
-        const slot_node_t *n = &c->nodes[x - 1];
+static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t *v) {
+    int hour = e->key[e->klen - 9] == TSR__REC_HOUR;
+    for (const slot_node_t *n = e->first; n; n = n->next) {
         tsr_buf_putc(v, n->slot);
         /* the tile, then its uvarint length moved in front of it */
         size_t at = v->len;
@@ -884,27 +905,19 @@ static void encode_entry(const tsr__ts_gb_t *g, const tsr__pend_t *c, const rec_
         v->len += nh;
         if (!hour) continue;
         size_t rl = 0;
-        for (uint32_t r = n->raw_head; r;) {
-            uint32_t nx, len;
-            memcpy(&nx, c->raws.data + r - 1, 4);
-            memcpy(&len, c->raws.data + r - 1 + 4, 4);
-            rl += len;
-            r = nx;
-        }
+        for (const raw_chunk_t *r = n->raw_head; r; r = r->next) rl += r->len;
         tsr_buf_put_uvarint(v, rl);
-        for (uint32_t r = n->raw_head; r;) {
-            uint32_t nx, len;
-            memcpy(&nx, c->raws.data + r - 1, 4);
-            memcpy(&len, c->raws.data + r - 1 + 4, 4);
-            tsr_buf_append(v, c->raws.data + r - 1 + 8, len);
-            r = nx;
+        tsr_buf_reserve(v, rl);
+        for (const raw_chunk_t *r = n->raw_head; r; r = r->next) {
+            memcpy(v->data + v->len, r->data, r->len);
+            v->len += r->len;
         }
     }
 }
 
 void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out) {
     const rec_entry_t *e = pend_find(p, k, kl);
-    if (e) encode_entry(g, p, e, out);
+    if (e) encode_entry(g, e, out);
 }
 
 void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
@@ -912,12 +925,13 @@ void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *
     if (!p) return;
     tsr_buf_t v;
     tsr_buf_init(&v);
-    for (size_t i = 0; i < p->nents; i++) {
-        const rec_entry_t *e = &p->ents[i];
-        const uint8_t *k = p->keys.data + e->koff;
+    for (size_t i = 0; i < p->cap; i++) {
+        const rec_entry_t *e = p->table[i];
+        if (!e) continue;
+        const uint8_t *k = e->key;
         if (e->klen < n || memcmp(k, prefix, n) != 0) continue;
         tsr_buf_clear(&v);
-        encode_entry(g, p, e, &v);
+        encode_entry(g, e, &v);
         fn(ud, k, e->klen, v.data, v.len);
     }
     tsr_buf_free(&v);
@@ -925,7 +939,12 @@ void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *
 
 /* ---- stream ingest: log, fold, flush */
 
-#define PEND_FLUSH_BYTES ((size_t)48 << 20)
+static size_t pend_limit(tsr_tile_store_t *s) {
+    size_t n = __atomic_load_n(&s->ngbs, __ATOMIC_ACQUIRE);
+    size_t budget = __atomic_load_n(&s->pend_budget, __ATOMIC_RELAXED);
+    size_t share = budget / (n ? n : 1), min = budget < PEND_MIN_BYTES ? budget : PEND_MIN_BYTES;
+    return share > min ? share : min;
+}
 
 static void log_key(tsr_buf_t *k, const tsr__ts_gb_t *g, int64_t seq) {
     tsr__key_prefix(k, 'l', g->name, g->nlen);
@@ -946,21 +965,26 @@ static int ent_cmp(const void *a, const void *b) {
 
 /* Writes imm (every record a merge operand, in key order), deletes the log records it came
  * from and sets the flush marker to its generation, in one write; then drops imm. Caller
- * holds apply_mu. A failed write keeps imm (reads keep merging it) for the next flush. */
-static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, int64_t log_hi, tsr_error_t *err) {
+ * holds g->flush_mu. A failed write keeps imm (reads keep merging it) for a retry. */
+static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr__pend_t *c = g->imm;
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    if (!c) return 0;
+    int64_t log_hi = g->imm_log_hi;
+    if (!g->flush_wb) g->flush_wb = rocksdb_writebatch_create(); /* kept: no regrowth */
+    rocksdb_writebatch_t *wb = g->flush_wb;
+    rocksdb_writebatch_clear(wb);
     tsr_buf_t k, v;
     tsr_buf_init(&k);
     tsr_buf_init(&v);
     ent_ref_t *ord = tsr_malloc((c->nents ? c->nents : 1) * sizeof(ent_ref_t));
-    for (size_t i = 0; i < c->nents; i++)
-        ord[i] = (ent_ref_t){c->keys.data + c->ents[i].koff, c->ents[i].klen, (uint32_t)i};
+    size_t nord = 0;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->table[i]) ord[nord++] = (ent_ref_t){c->table[i]->key, c->table[i]->klen, (uint32_t)i};
     /* in key order: memtable inserts are much cheaper sorted (PLATFORM-NOTES) */
-    qsort(ord, c->nents, sizeof(ent_ref_t), ent_cmp);
-    for (size_t i = 0; i < c->nents; i++) {
+    qsort(ord, nord, sizeof(ent_ref_t), ent_cmp);
+    for (size_t i = 0; i < nord; i++) {
         tsr_buf_clear(&v);
-        encode_entry(g, c, &c->ents[ord[i].idx], &v);
+        encode_entry(g, c->table[ord[i].idx], &v);
         rocksdb_writebatch_merge(wb, (const char *)ord[i].k, ord[i].klen, (const char *)v.data, v.len);
     }
     free(ord);
@@ -976,7 +1000,7 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, int64_t log_hi, tsr_e
     rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
     char *e = NULL;
     rocksdb_write(s->db, s->wo, wb, &e);
-    rocksdb_writebatch_destroy(wb);
+    rocksdb_writebatch_clear(wb);
     tsr_buf_free(&lo);
     tsr_buf_free(&k);
     tsr_buf_free(&v);
@@ -985,30 +1009,102 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, int64_t log_hi, tsr_e
         free(e);
         return rc;
     }
+    pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
     g->imm = NULL;
     g->log_lo = log_hi;
     pthread_rwlock_unlock(&g->pend_lock);
+    pthread_cond_broadcast(&s->fl_done_cv);
+    pthread_mutex_unlock(&s->fl_mu);
     pend_free(g, c);
     return 0;
 }
 
-/* Moves act to imm and flushes it (a failed earlier flush first). Caller holds apply_mu. */
-static int flush_pend(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
-    if (g->imm) {
-        int rc = flush_imm(s, g, g->imm_log_hi, err);
-        if (rc) return rc;
-    }
-    if (!g->act || g->act->nents == 0) return 0;
+/* act becomes imm (a new flush generation). Caller holds apply_mu and fl_mu; imm is NULL. */
+static void swap_act(tsr__ts_gb_t *g) {
     pthread_rwlock_wrlock(&g->pend_lock);
     g->imm = g->act;
     g->act = NULL;
     g->gen++;
     g->imm_log_hi = g->log_next;
     pthread_rwlock_unlock(&g->pend_lock);
-    return flush_imm(s, g, g->imm_log_hi, err);
 }
 
+/* Writes everything folded so far, in the caller's thread. Caller holds apply_mu. */
+static int flush_pend(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
+    pthread_mutex_lock(&g->flush_mu);
+    int rc = flush_imm(s, g, err); /* one the flusher has not written (or failed to) */
+    if (rc == 0 && g->act && g->act->nents) {
+        pthread_mutex_lock(&s->fl_mu);
+        swap_act(g);
+        pthread_mutex_unlock(&s->fl_mu);
+        rc = flush_imm(s, g, err);
+    }
+    pthread_mutex_unlock(&g->flush_mu);
+    return rc;
+}
+
+/* The flusher thread: writes each GroupBy's imm as apply hands it over, so that the consumer
+ * thread only logs and folds. A failed write is retried every 100 ms; apply stops waiting
+ * for it after 10 s and reports the error. */
+static void *flusher_main(void *arg) {
+    tsr_tile_store_t *s = arg;
+    pthread_mutex_lock(&s->fl_mu);
+    while (!s->fl_stop) {
+        tsr__ts_gb_t *g = NULL;
+        for (size_t i = 0; i < s->ngbs && !g; i++)
+            if (s->gbs[i].imm && !s->gbs[i].flush_failed) g = &s->gbs[i];
+        if (!g) {
+            struct timespec t;
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_nsec += 100 * 1000000L;
+            if (t.tv_nsec >= 1000000000L) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->fl_cv, &s->fl_mu, &t);
+            for (size_t i = 0; i < s->ngbs; i++) s->gbs[i].flush_failed = 0; /* retry */
+            continue;
+        }
+        pthread_mutex_unlock(&s->fl_mu);
+        pthread_mutex_lock(&g->flush_mu);
+        tsr_error_t err;
+        int rc = flush_imm(s, g, &err);
+        pthread_mutex_unlock(&g->flush_mu);
+        pthread_mutex_lock(&s->fl_mu);
+        if (rc) {
+            g->flush_failed = 1;
+            snprintf(g->flush_msg, sizeof g->flush_msg, "%.190s", err.msg);
+        }
+    }
+    pthread_mutex_unlock(&s->fl_mu);
+    return NULL;
+}
+
+/* After a fold: hands act to the flusher when it reached the GroupBy's share of the budget;
+ * waits (bounded) while the previous hand-over is still being written and act has grown to
+ * twice its share. Caller holds apply_mu. */
+static int maybe_flush(tsr_tile_store_t *s, tsr__ts_gb_t *g, size_t bytes, tsr_error_t *err) {
+    size_t limit = pend_limit(s);
+    if (bytes < limit) return 0;
+    int rc = 0;
+    pthread_mutex_lock(&s->fl_mu);
+    if (g->imm && bytes >= 2 * limit) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += 10;
+        while (g->imm && rc == 0)
+            if (pthread_cond_timedwait(&s->fl_done_cv, &s->fl_mu, &t) != 0 && g->imm)
+                rc = tsr_error_set(err, TSR_EIO, "tile store: the flush of %s is failing: %s", g->name,
+                                   g->flush_failed ? g->flush_msg : "timed out");
+    }
+    if (!g->imm) {
+        swap_act(g);
+        pthread_cond_signal(&s->fl_cv);
+    }
+    pthread_mutex_unlock(&s->fl_mu);
+    return rc;
+}
 
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
@@ -1040,7 +1136,9 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             if (g->cols[c].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &v);
         }
     }
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    if (!g->log_wb) g->log_wb = rocksdb_writebatch_create(); /* kept, under apply_mu */
+    rocksdb_writebatch_t *wb = g->log_wb;
+    rocksdb_writebatch_clear(wb);
     if (nlog) {
         log_key(&k, g, g->log_next);
         rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
@@ -1062,7 +1160,6 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
             free(e);
         }
     }
-    rocksdb_writebatch_destroy(wb);
     /* 2. fold the logged events into the write-back table (readers see them from here) */
     if (rc == 0 && nlog) {
         g->log_next++;
@@ -1073,7 +1170,7 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
         size_t bytes = pend_bytes(g->act);
         pthread_rwlock_unlock(&g->pend_lock);
         /* 3. flush when the table is large: a record's events then share one operand */
-        if (bytes >= PEND_FLUSH_BYTES) rc = flush_pend(s, g, err);
+        rc = maybe_flush(s, g, bytes, err);
     }
     pthread_mutex_unlock(&g->apply_mu);
     tsr_buf_free(&k);
@@ -1154,6 +1251,10 @@ static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     g->log_lo = first == INT64_MIN ? 0 : first;
     g->log_next = first == INT64_MIN ? 0 : last + 1;
     return 0;
+}
+
+void tsr_tile_store_set_write_back(tsr_tile_store_t *s, size_t bytes) {
+    __atomic_store_n(&s->pend_budget, bytes ? bytes : 1, __ATOMIC_RELAXED);
 }
 
 int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err) {

@@ -46,7 +46,7 @@ typedef struct tsr__ts_gb {
     int has_bucket;             /* some column is bucketed */
     int64_t batch_end;          /* cached 'm..B'; INT64_MIN when none (atomic) */
     /* write-back stream state (tile_store.c "Ingest"): */
-    pthread_mutex_t apply_mu;   /* serialises apply / flush of this GroupBy */
+    pthread_mutex_t apply_mu;   /* serialises apply, and the act -> imm hand-over */
     pthread_rwlock_t pend_lock; /* act, imm, gen: readers shared, fold / swap exclusive */
     tsr__pend_t *act;           /* folded batches not yet flushed (their log records exist) */
     tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */
@@ -54,6 +54,11 @@ typedef struct tsr__ts_gb {
                                    that landed) */
     int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
     int64_t imm_log_hi;         /* imm holds the log records below this */
+    rocksdb_writebatch_t *log_wb;   /* reused, under apply_mu */
+    rocksdb_writebatch_t *flush_wb; /* reused, under flush_mu */
+    pthread_mutex_t flush_mu;   /* serialises writing imm (flusher, or a synchronous flush) */
+    int flush_failed;           /* the flusher's last write of imm failed (under fl_mu) */
+    char flush_msg[200];
 } tsr__ts_gb_t;
 
 struct tsr_tile_store {
@@ -67,6 +72,12 @@ struct tsr_tile_store {
     rocksdb_block_based_table_options_t *table;
     rocksdb_column_family_handle_t *cf; /* the default family, for batched multi-get */
     pthread_rwlock_t lock;      /* guards gbs/ngbs */
+    size_t pend_budget;         /* write-back bytes, shared by the GroupBys */
+    pthread_t flusher;          /* writes handed-over imm tables */
+    pthread_mutex_t fl_mu;      /* guards imm hand-over, fl_stop, flush_failed */
+    pthread_cond_t fl_cv;       /* work for the flusher */
+    pthread_cond_t fl_done_cv;  /* an imm was written */
+    int fl_stop;
     tsr__ts_gb_t gbs[TSR__TS_MAX_GB];
     size_t ngbs;
 };

@@ -97,6 +97,12 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
  * batches are durable in the stream log as soon as apply returns. */
 int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err);
 
+/* Sets the write-back memory bound of the store (default 256 MiB): each GroupBy hands its
+ * folded state to the flusher thread when it reaches an equal share (at least 16 MiB, or the
+ * whole bound when it is smaller). A small bound makes records smaller and more numerous
+ * (tests use 1 to flush every batch). */
+void tsr_tile_store_set_write_back(tsr_tile_store_t *s, size_t bytes);
+
 /* The stored offset, or -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
 
