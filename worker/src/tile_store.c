@@ -10,13 +10,17 @@
  * record with the lifetime IR and every suffix aggregate. A fetch then reads ~3-5 records per
  * (key, GroupBy) with one batched multi-get, whatever q.
  *
- * Ingest. tsr_tile_store_apply folds a Kafka batch in memory first (combiner: one entry per
- * record the batch touches, one tile block per slot), then writes one merge operand per
- * record, sorted by key (memtable inserts are several times cheaper in key order), the raw
- * events inside the hour record's slot, and the partition offset, in one WriteBatch: the
- * write is in the WAL when apply returns (not fsynced: a process crash, kill -9 included,
- * loses nothing written; a machine crash may lose the last unsynced batches, together with
- * their offsets, so the consumer re-reads them: the state stays consistent).
+ * Ingest (write-back). A RocksDB insert at a random key costs a few µs (a skip-list descent
+ * of cache misses): writing each event's records would cap ingest near the raw-put rate. So
+ * tsr_tile_store_apply writes one log record per Kafka batch — its events and the partition
+ * offset in one WriteBatch: in the WAL when apply returns (not fsynced: kill -9 loses nothing;
+ * a machine crash may lose the last batches together with their offsets, so the consumer
+ * re-reads them and the state stays consistent) — and folds the events into an in-memory
+ * table (record key -> slot tiles and raw events). When the table reaches its share of the
+ * write-back budget, the flusher thread writes it as one merge operand per record, sorted by
+ * key, together with the deletion of the log records it covers and a flush marker, in one
+ * WriteBatch. Reads merge the table (and a table being flushed, unless the marker read in the
+ * same multi-get shows it landed); tsr_tile_store_register replays the log after a restart.
  *
  * Merge operator (tessera.tile.merge.v2). Operands and values have one format, the slot list;
  * merging walks the inputs slot by slot: a slot present in one input is copied as bytes, only
@@ -433,7 +437,8 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         g->gen = get_i64_value(s, &k, &gen) == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
         tsr_buf_free(&k);
         rc = replay_log(s, g, err);
-        if (rc == 0) s->ngbs++; /* published last: the compaction filter reads gbs unlocked */
+        if (rc == 0) /* published last: the flusher reads gbs without s->lock */
+            __atomic_store_n(&s->ngbs, s->ngbs + 1, __ATOMIC_RELEASE);
         else {
             pend_free(g, g->act);
             pthread_mutex_destroy(&g->apply_mu);
@@ -967,9 +972,12 @@ static int ent_cmp(const void *a, const void *b) {
  * from and sets the flush marker to its generation, in one write; then drops imm. Caller
  * holds g->flush_mu. A failed write keeps imm (reads keep merging it) for a retry. */
 static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
+    pthread_rwlock_rdlock(&g->pend_lock); /* imm changes under it (and fl_mu) */
     tsr__pend_t *c = g->imm;
-    if (!c) return 0;
     int64_t log_hi = g->imm_log_hi;
+    uint64_t gen = g->gen;
+    pthread_rwlock_unlock(&g->pend_lock);
+    if (!c) return 0;
     if (!g->flush_wb) g->flush_wb = rocksdb_writebatch_create(); /* kept: no regrowth */
     rocksdb_writebatch_t *wb = g->flush_wb;
     rocksdb_writebatch_clear(wb);
@@ -996,7 +1004,7 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr__key_prefix(&k, 'm', g->name, g->nlen);
     tsr_buf_putc(&k, 'F');
     tsr_buf_clear(&v);
-    tsr__put_be64(&v, g->gen);
+    tsr__put_be64(&v, gen);
     rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
     char *e = NULL;
     rocksdb_write(s->db, s->wo, wb, &e);
@@ -1052,7 +1060,8 @@ static void *flusher_main(void *arg) {
     pthread_mutex_lock(&s->fl_mu);
     while (!s->fl_stop) {
         tsr__ts_gb_t *g = NULL;
-        for (size_t i = 0; i < s->ngbs && !g; i++)
+        size_t ngbs = __atomic_load_n(&s->ngbs, __ATOMIC_ACQUIRE);
+        for (size_t i = 0; i < ngbs && !g; i++)
             if (s->gbs[i].imm && !s->gbs[i].flush_failed) g = &s->gbs[i];
         if (!g) {
             struct timespec t;
@@ -1063,7 +1072,7 @@ static void *flusher_main(void *arg) {
                 t.tv_nsec -= 1000000000L;
             }
             pthread_cond_timedwait(&s->fl_cv, &s->fl_mu, &t);
-            for (size_t i = 0; i < s->ngbs; i++) s->gbs[i].flush_failed = 0; /* retry */
+            for (size_t i = 0; i < ngbs; i++) s->gbs[i].flush_failed = 0; /* retry */
             continue;
         }
         pthread_mutex_unlock(&s->fl_mu);
@@ -1163,12 +1172,15 @@ int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_eve
     /* 2. fold the logged events into the write-back table (readers see them from here) */
     if (rc == 0 && nlog) {
         g->log_next++;
-        pthread_rwlock_wrlock(&g->pend_lock);
-        if (!g->act) g->act = pend_new();
-        for (size_t i = 0; i < n; i++)
-            if (ev[i].ts >= b) pend_fold(g->act, g, &ev[i], &k);
-        size_t bytes = pend_bytes(g->act);
-        pthread_rwlock_unlock(&g->pend_lock);
+        size_t bytes = 0;
+        for (size_t i0 = 0; i0 < n; i0 += 64) { /* in chunks: a read waits ~100 µs at most */
+            pthread_rwlock_wrlock(&g->pend_lock);
+            if (!g->act) g->act = pend_new();
+            for (size_t i = i0; i < n && i < i0 + 64; i++)
+                if (ev[i].ts >= b) pend_fold(g->act, g, &ev[i], &k);
+            bytes = pend_bytes(g->act);
+            pthread_rwlock_unlock(&g->pend_lock);
+        }
         /* 3. flush when the table is large: a record's events then share one operand */
         rc = maybe_flush(s, g, bytes, err);
     }

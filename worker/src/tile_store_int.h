@@ -6,7 +6,8 @@
  * Records (layout in tile_store.h and docs/tile-store.md):
  *   tile value   per column: uvarint length + tsr_agg_encode bytes (a "tile": one IR per column)
  *   batch record bytes(lifetime tile, empty when none), then for kind 1..3 (5m, 1h, 1d tails):
- *                uvarint n, n × (svarint start, bytes(suffix tile)) in ascending start
+ *                uvarint n, bytes(section: n × (svarint start, bytes(suffix tile)) in
+ *                ascending start) — a read skips the sections no window needs
  *   day record   'D': slots 0..23 = the 1h tiles of the day, slot 24 = the 1d tile
  *   hour record  'H': slots 0..11 = the 5m tiles of the hour, each with the raw events of that
  *                5 minutes
@@ -14,6 +15,7 @@
  *                u8 slot, bytes(tile value, empty = no tile), and for hour records
  *                bytes(raw events: per event uvarint(ts - slot start), uvarint seq, per column
  *                tsr_value_encode(input) and, for a bucketed column, (bucket))
+ *   log record   per event: K, svarint ts, uvarint seq, per column input (and bucket)
  */
 #ifndef TSR_TILE_STORE_INT_H
 #define TSR_TILE_STORE_INT_H
