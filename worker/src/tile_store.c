@@ -64,10 +64,14 @@ static tsr__ts_gb_t *find_gb(tsr_tile_store_t *s, const char *name, size_t n) {
     return NULL;
 }
 
+/* Lock-free: entries are immutable once published (ngbs is stored with release after the
+ * entry is complete) and never move, so readers on several threads share no written cache
+ * line here. */
 tsr__ts_gb_t *tsr__ts_lookup(tsr_tile_store_t *s, const char *gb, tsr_error_t *err) {
-    pthread_rwlock_rdlock(&s->lock);
-    tsr__ts_gb_t *g = find_gb(s, gb, strlen(gb));
-    pthread_rwlock_unlock(&s->lock);
+    size_t n = strlen(gb), ngbs = __atomic_load_n(&s->ngbs, __ATOMIC_ACQUIRE);
+    tsr__ts_gb_t *g = NULL;
+    for (size_t i = 0; i < ngbs && !g; i++)
+        if (s->gbs[i].nlen == n && memcmp(s->gbs[i].name, gb, n) == 0) g = &s->gbs[i];
     if (!g) tsr_error_set(err, TSR_ENOTFOUND, "GroupBy %s is not registered in the tile store", gb);
     return g;
 }
@@ -77,10 +81,10 @@ static tsr__ts_gb_t *gb_of_key(tsr_tile_store_t *s, const char *key, size_t n) {
     if (n < 2) return NULL;
     const char *z = memchr(key + 1, '\0', n - 1);
     if (!z) return NULL;
-    pthread_rwlock_rdlock(&s->lock);
-    tsr__ts_gb_t *g = find_gb(s, key + 1, (size_t)(z - key - 1));
-    pthread_rwlock_unlock(&s->lock);
-    return g;
+    size_t nl = (size_t)(z - key - 1), ngbs = __atomic_load_n(&s->ngbs, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < ngbs; i++) /* lock-free, as tsr__ts_lookup */
+        if (s->gbs[i].nlen == nl && memcmp(s->gbs[i].name, key + 1, nl) == 0) return &s->gbs[i];
+    return NULL;
 }
 
 /* ---- tiles */
