@@ -287,6 +287,38 @@ START_TEST(test_crash_loses_nothing) {
 }
 END_TEST
 
+/* Before any upload a read folds the key's raw events (stored and still in the write-back
+ * table) and must equal the offline rule as well. */
+START_TEST(test_no_upload) {
+    wb_budget = _i == 1 ? 1 : 0;
+    tsr_rng_t r = {.s = 99 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    nev = 400; /* raw reads are O(events): keep it small */
+    tsr_tile_store_t *s = open_store();
+    tsr_tile_event_t batch[64];
+    char keys[64][16];
+    int nb = 0;
+    for (int i = 0; i < nev; i++) {
+        size_t kl;
+        key_of(evs[i].key, keys[nb], &kl);
+        batch[nb] = (tsr_tile_event_t){keys[nb], kl, evs[i].ts, evs[i].seq, evs[i].in, NULL};
+        if (++nb == 64 || i == nev - 1) {
+            tsr_error_t err;
+            uint64_t skipped = 0;
+            ck_assert_int_eq(tsr_tile_store_apply(s, "team.gb.v1", batch, (size_t)nb, "topic/0", i + 1, &skipped, &err), 0);
+            ck_assert_uint_eq(skipped, 0);
+            nb = 0;
+        }
+    }
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
 /* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
  * starting before `before` counted apart. Opens the directory read-only, without the merge
  * operator: the store must be compacted (no merge operands left). */
@@ -384,6 +416,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 2);
     tcase_add_loop_test(tc, test_retention, 0, 2);
+    tcase_add_loop_test(tc, test_no_upload, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
