@@ -726,9 +726,9 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
 
 /* ---- the write-back table: record key -> slot nodes
  *
- * An open-addressing table (load <= 1/2) from a record key to an entry; an entry's slots are a
- * list sorted by slot index of nodes holding one tile block (and, in an hour record, a chain
- * of raw events); an hour entry points at its day entry, so an event costs one lookup. All of
+ * An open-addressing table (load <= 1/2) from a record key to an entry; an entry has a node per
+ * slot it saw, holding one tile block (and, in an hour record, a chain of raw events); an hour
+ * entry points at its day entry, so an event costs one lookup. All of
  * it lives in one bulk arena (huge pages: few page faults, no copying as it grows) and is
  * dropped at once after the flush. */
 typedef struct raw_chunk {
@@ -738,9 +738,7 @@ typedef struct raw_chunk {
 } raw_chunk_t;
 
 typedef struct slot_node {
-    struct slot_node *next;
     raw_chunk_t *raw_head, *raw_tail;
-    int slot;
     void *blk;
 } slot_node_t;
 
@@ -748,8 +746,9 @@ typedef struct rec_entry {
     uint64_t hash;
     const uint8_t *key;
     uint32_t klen;
-    slot_node_t *first;
+    int nslots;                 /* TSR__DAY_SLOTS or TSR__HOUR_SLOTS */
     struct rec_entry *day;      /* hour record: the day record of its key */
+    slot_node_t *slots[];       /* by slot index; NULL: none */
 } rec_entry_t;
 
 struct tsr__pend {
@@ -804,10 +803,16 @@ static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
         if (!e) break;
         if (e->hash == h && e->klen == kl && memcmp(e->key, k, kl) == 0) return e;
     }
-    rec_entry_t *e = tsr_arena_alloc(&c->arena, sizeof(rec_entry_t) + kl);
-    uint8_t *kc = (uint8_t *)(e + 1);
+    int nslots = k[kl - 9] == TSR__REC_HOUR ? TSR__HOUR_SLOTS : TSR__DAY_SLOTS;
+    size_t sz = sizeof(rec_entry_t) + (size_t)nslots * sizeof(slot_node_t *);
+    rec_entry_t *e = tsr_arena_alloc(&c->arena, sz + kl);
+    memset(e, 0, sz);
+    uint8_t *kc = (uint8_t *)e + sz;
     memcpy(kc, k, kl);
-    *e = (rec_entry_t){h, kc, (uint32_t)kl, NULL, NULL};
+    e->hash = h;
+    e->key = kc;
+    e->klen = (uint32_t)kl;
+    e->nslots = nslots;
     c->table[i] = e;
     if (2 * ++c->nents > c->cap) {
         size_t cap = 2 * c->cap;
@@ -826,18 +831,14 @@ static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
     return e;
 }
 
-/* The node of slot in e, created (with an empty tile) when missing. */
+/* The node of slot in e, created (with an empty tile) when missing: O(1), by index. */
 static slot_node_t *pend_slot(tsr__pend_t *c, const tsr__ts_gb_t *g, rec_entry_t *e, int slot) {
-    slot_node_t **link = &e->first;
-    while (*link && (*link)->slot < slot) link = &(*link)->next;
-    if (*link && (*link)->slot == slot) return *link;
+    if (e->slots[slot]) return e->slots[slot];
     slot_node_t *n = tsr_arena_alloc(&c->arena, sizeof(slot_node_t) + g->ir_size);
-    n->next = *link;
     n->raw_head = n->raw_tail = NULL;
-    n->slot = slot;
     n->blk = n + 1;
     tsr__tile_init(g, n->blk);
-    *link = n;
+    e->slots[slot] = n;
     if (c->nall == c->capall) {
         c->capall = c->capall ? 2 * c->capall : 4096;
         c->all = tsr_realloc(c->all, c->capall * sizeof(slot_node_t *));
@@ -896,9 +897,11 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
 
 /* Appends entry e's slot list (the merge operand format) to v. */
 static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t *v) {
-    int hour = e->key[e->klen - 9] == TSR__REC_HOUR;
-    for (const slot_node_t *n = e->first; n; n = n->next) {
-        tsr_buf_putc(v, n->slot);
+    int hour = e->nslots == TSR__HOUR_SLOTS;
+    for (int slot = 0; slot < e->nslots; slot++) {
+        const slot_node_t *n = e->slots[slot];
+        if (!n) continue;
+        tsr_buf_putc(v, slot);
         /* the tile, then its uvarint length moved in front of it */
         size_t at = v->len;
         tsr__tile_encode(g, n->blk, v);
