@@ -5,10 +5,19 @@
  * GroupBys for one key at the end of the streamed day. Baseline in the same run: 10 RocksDB
  * point gets of the same store's keys (the floor any read plan pays). Prints p50/p99/p999.
  *
- *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact]
- * (--compact: fold merge operands into tiles before reading, the steady state)
+ * A second baseline reads, per GroupBy, the key's batch record (one real ~3 KB record per
+ * GroupBy, random keys: the floor of any plan that reads at least one record per GroupBy).
+ * Besides wall-clock percentiles it prints the mean thread CPU time per fetch, which a busy
+ * shared machine disturbs much less (use it for A/B comparisons).
+ *
+ *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact] [--threads 2]
+ * (--compact: fold merge operands into tiles before reading, the steady state;
+ *  --threads 2: a second thread reads GroupBys 5..9 while the caller reads 0..4, as a fetch
+ *  layer could; the hand-off is a semaphore each way)
  */
+#include <pthread.h>
 #include <rocksdb/c.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +37,12 @@ static double now_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
+static double cpu_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -40,15 +55,77 @@ static uint64_t rnd(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-static void report(const char *what, double *lat, int n) {
+static void report(const char *what, double *lat, int n, double cpu) {
     qsort(lat, (size_t)n, sizeof(double), cmp_d);
-    printf("  %-44s p50 %8.1f us   p99 %8.1f us   p999 %8.1f us\n", what, lat[n / 2],
-           lat[(int)(n * 0.99)], lat[(int)(n * 0.999)]);
+    printf("  %-52s p10 %6.1f  p50 %6.1f  p99 %7.1f  p999 %7.1f us  cpu/fetch %6.1f us\n", what,
+           lat[n / 10], lat[n / 2], lat[(int)(n * 0.99)], lat[(int)(n * 0.999)], cpu / n);
+}
+
+/* --threads 2: the helper reads GroupBys [5, 10) of the current request. */
+typedef struct helper {
+    pthread_t th;
+    sem_t go, done;
+    tsr_tile_store_t *s;
+    char (*names)[32];
+    const char *key;
+    size_t klen;
+    int64_t q;
+    int stop, rc;
+    double cpu;
+} helper_t;
+
+static void *helper_main(void *p) {
+    helper_t *h = p;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_value_t out[16];
+    tsr_error_t err;
+    for (;;) {
+        while (sem_wait(&h->go) != 0) {}
+        if (h->stop) break;
+        double c0 = cpu_us();
+        for (int g = NGB / 2; g < NGB; g++) {
+            tsr_arena_reset(&arena);
+            if (tsr_tile_store_read(h->s, h->names[g], h->key, h->klen, h->q, out, &arena, &err)) h->rc = 1;
+        }
+        h->cpu += cpu_us() - c0;
+        sem_post(&h->done);
+    }
+    tsr_arena_free(&arena);
+    return NULL;
+}
+
+/* One fetch: 10 GroupBys for one key, optionally half of them on the helper. */
+static int fetch(tsr_tile_store_t *s, char (*names)[32], const char *key, size_t kl, int64_t q,
+                 helper_t *h, tsr_arena_t *arena) {
+    tsr_value_t out[16];
+    tsr_error_t err;
+    int upto = NGB;
+    if (h) {
+        h->key = key;
+        h->klen = kl;
+        h->q = q;
+        sem_post(&h->go);
+        upto = NGB / 2;
+    }
+    for (int g = 0; g < upto; g++) {
+        tsr_arena_reset(arena);
+        if (tsr_tile_store_read(s, names[g], key, kl, q, out, arena, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+    }
+    if (h) {
+        while (sem_wait(&h->done) != 0) {}
+        if (h->rc) return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
-    int nkeys = 500, per_key = 100, iters = 3000;
+    int nkeys = 500, per_key = 100, iters = 3000, threads = 1;
     for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0) threads = atoi(argv[i + 1]);
         if (strcmp(argv[i], "--keys") == 0) nkeys = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--events-per-key") == 0) per_key = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--iters") == 0) iters = atoi(argv[i + 1]);
@@ -138,41 +215,57 @@ int main(int argc, char **argv) {
            nstream, stream_s, nstream / stream_s);
 
     double *lat = malloc((size_t)iters * sizeof(double));
-    tsr_value_t out[16];
     tsr_arena_t arena;
     tsr_arena_init(&arena, 0);
-    int64_t q = B + TSR_MS_PER_DAY - 1;
-    for (int it = 0; it < iters; it++) {
-        char key[16];
-        int kl = snprintf(key, sizeof key, "key%d", (int)(rnd(&seed) % (uint64_t)nkeys));
-        double a = now_us();
-        for (int g = 0; g < NGB; g++) {
-            tsr_arena_reset(&arena);
-            if (tsr_tile_store_read(s, names[g], key, (size_t)kl, q, out, &arena, &err)) {
-                fprintf(stderr, "%s\n", err.msg);
-                return 1;
-            }
-        }
-        lat[it] = now_us() - a;
+    helper_t hp = {0}, *h = NULL;
+    if (threads == 2) {
+        h = &hp;
+        h->s = s;
+        h->names = names;
+        sem_init(&h->go, 0, 0);
+        sem_init(&h->done, 0, 0);
+        pthread_create(&h->th, NULL, helper_main, h);
     }
-    printf("results\n");
-    report("tile reads: 10 GroupBys, 1 key, q at day end", lat, iters);
-    q = B + TSR_MS_PER_DAY / 2 + 7 * TSR_MS_PER_MINUTE + 123;
-    for (int it = 0; it < iters; it++) {
+    const struct { const char *what; int64_t q; } phases[] = {
+        {"tile reads: 10 GroupBys, 1 key, q at day end", B + TSR_MS_PER_DAY - 1},
+        {"tile reads: 10 GroupBys, 1 key, q mid-day, mid-tile", B + TSR_MS_PER_DAY / 2 + 7 * TSR_MS_PER_MINUTE + 123},
+    };
+    printf("results (%d reading thread%s)\n", threads == 2 ? 2 : 1, threads == 2 ? "s" : "");
+    /* warm-up: every key once, so that blocks are in the block cache (the steady state) */
+    for (int k = 0; k < nkeys; k++) {
         char key[16];
-        int kl = snprintf(key, sizeof key, "key%d", (int)(rnd(&seed) % (uint64_t)nkeys));
-        double a = now_us();
-        for (int g = 0; g < NGB; g++) {
-            tsr_arena_reset(&arena);
-            tsr_tile_store_read(s, names[g], key, (size_t)kl, q, out, &arena, &err);
-        }
-        lat[it] = now_us() - a;
+        int kl = snprintf(key, sizeof key, "key%d", k);
+        for (size_t ph = 0; ph < 2; ph++)
+            if (fetch(s, names, key, (size_t)kl, phases[ph].q, h, &arena)) return 1;
     }
-    report("tile reads: 10 GroupBys, 1 key, q mid-day, mid-tile", lat, iters);
+    for (size_t ph = 0; ph < 2; ph++) {
+        double cpu = 0;
+        if (h) h->cpu = 0;
+        for (int it = 0; it < iters; it++) {
+            char key[16];
+            int kl = snprintf(key, sizeof key, "key%d", (int)(rnd(&seed) % (uint64_t)nkeys));
+            double a = now_us(), c0 = cpu_us();
+            if (fetch(s, names, key, (size_t)kl, phases[ph].q, h, &arena)) return 1;
+            lat[it] = now_us() - a;
+            cpu += cpu_us() - c0;
+        }
+        report(phases[ph].what, lat, iters, cpu + (h ? h->cpu : 0));
+    }
+    if (h) {
+        h->stop = 1;
+        sem_post(&h->go);
+        pthread_join(h->th, NULL);
+        sem_destroy(&h->go);
+        sem_destroy(&h->done);
+    }
     tsr_tile_store_close(s);
 
     /* baseline: 10 point gets on the same database */
     rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_cache_t *cache = rocksdb_cache_create_lru((size_t)256 << 20); /* as the store's */
+    rocksdb_block_based_table_options_t *tbo = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(tbo, cache);
+    rocksdb_options_set_block_based_table_factory(o, tbo);
     char *e = NULL;
     rocksdb_t *db = rocksdb_open_for_read_only(o, dir, 0, &e);
     if (e) {
@@ -180,22 +273,62 @@ int main(int argc, char **argv) {
         return 1;
     }
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    { /* warm-up, as for the tile reads: one scan loads every block into the cache */
+        rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t n;
+            rocksdb_iter_value(it, &n);
+        }
+        rocksdb_iter_destroy(it);
+    }
+    double cpu = 0;
     for (int it = 0; it < iters; it++) {
-        double a = now_us();
+        double a = now_us(), c0 = cpu_us();
         for (int g = 0; g < NGB; g++) {
             char k[64];
             int kl = snprintf(k, sizeof k, "m%s", names[g]);
             size_t vl;
             k[kl] = '\0';
+            k[kl + 1] = 'B';
             char *v = rocksdb_get(db, ro, k, (size_t)kl + 1 + 1, &vl, &e);
             rocksdb_free(v);
         }
         lat[it] = now_us() - a;
+        cpu += cpu_us() - c0;
     }
-    report("baseline: 10 RocksDB point gets, same store", lat, iters);
+    report("baseline: 10 RocksDB point gets, same store", lat, iters, cpu);
+    /* 10 gets of real records: the key's batch record 'b' gb \0 B K per GroupBy */
+    cpu = 0;
+    for (int it = 0; it < iters; it++) {
+        char key[16];
+        int kl = snprintf(key, sizeof key, "key%d", (int)(rnd(&seed) % (uint64_t)nkeys));
+        double a = now_us(), c0 = cpu_us();
+        for (int g = 0; g < NGB; g++) {
+            char k[96];
+            size_t n = (size_t)snprintf(k, sizeof k, "b%s", names[g]) + 1;
+            uint64_t bb = (uint64_t)B ^ (UINT64_C(1) << 63);
+            for (int i = 0; i < 8; i++) k[n++] = (char)(bb >> (56 - 8 * i));
+            k[n++] = (char)(kl >> 8);
+            k[n++] = (char)(kl & 0xff);
+            memcpy(k + n, key, (size_t)kl);
+            n += (size_t)kl;
+            size_t vl;
+            char *v = rocksdb_get(db, ro, k, n, &vl, &e);
+            if (!v) {
+                fprintf(stderr, "baseline: batch record missing\n");
+                return 1;
+            }
+            rocksdb_free(v);
+        }
+        lat[it] = now_us() - a;
+        cpu += cpu_us() - c0;
+    }
+    report("baseline: 10 gets of the key's batch records", lat, iters, cpu);
     rocksdb_readoptions_destroy(ro);
     rocksdb_close(db);
     rocksdb_options_destroy(o);
+    rocksdb_block_based_options_destroy(tbo);
+    rocksdb_cache_destroy(cache);
     free(lat);
     tsr_arena_free(&arena);
     char cmd[128];

@@ -5,13 +5,19 @@
  * (mid-tile, on edges, at event times) — every output equals the kernel over exactly the
  * events tsr_window_contains selects. Also: reopening the store serves the same values and
  * keeps the offset; a new upload replaces the old atomically; an aborted one changes nothing;
- * events before B are skipped.
+ * events before B are skipped. A process killed after streaming (no close, no flush) loses
+ * nothing: the reopened store replays its stream log. Retention: after uploads at B1 then B2
+ * and compaction, no record any read at q >= B2 cannot need remains (keys counted by prefix),
+ * and reads still equal the offline rule.
  */
 #include "tsr_test.h"
 
+#include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tsr/agg.h"
 #include "tsr/tile.h"
@@ -36,6 +42,7 @@ static const int64_t win1[] = {D1, 12 * D1, 0};
 static const int64_t win2[] = {5 * H1, 30 * D1};
 static tsr_tile_col_t cols[NCOLS] = {{NULL, 4, win0, 0, -1}, {NULL, 3, win1, 1, -1}, {NULL, 2, win2, 2, -1}};
 static char dir[256];
+static size_t wb_budget; /* 0: the default write-back budget; 1: flush every batch (background) */
 
 static void make_aggs(void) {
     tsr_agg_spec_t s0 = {TSR_OP_SUM, TSR_DOUBLE, 0, 0, 0, NULL};
@@ -52,6 +59,7 @@ static tsr_tile_store_t *open_store(void) {
     tsr_tile_store_t *s;
     tsr_error_t err;
     ck_assert_msg(tsr_tile_store_open(dir, &s, &err) == 0, "%s", err.msg);
+    if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
     tsr_tile_gb_t gb = {"team.gb.v1", NCOLS, cols};
     ck_assert_msg(tsr_tile_store_register(s, &gb, &err) == 0, "%s", err.msg);
     return s;
@@ -175,29 +183,43 @@ static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nkeys,
     tsr_arena_free(&arena);
 }
 
-START_TEST(test_store_equals_offline) {
-    tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
+static int64_t gen_events(tsr_rng_t *r) {
     snprintf(dir, sizeof dir, "/tmp/tsr_test_tiles_XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     make_aggs();
-    int64_t B = (int64_t)(19500 + tsr_rng_below(&r, 50)) * D1;
+    int64_t B = (int64_t)(19500 + tsr_rng_below(r, 50)) * D1;
     int nkeys = 4;
     nev = 0;
     while (nev < 1500) {
-        int pick = (int)tsr_rng_below(&r, 5);
-        int64_t ts = pick == 0 ? B - tsr_rng_range(&r, 0, 35) * D1
-                     : pick == 1 ? B + tsr_rng_range(&r, -300, 600) * M5
-                                 : B + tsr_rng_range(&r, -35 * D1, 2 * D1);
-        evs[nev].key = (int)tsr_rng_below(&r, (uint64_t)nkeys);
-        evs[nev].ts = nev && tsr_rng_below(&r, 8) == 0 ? evs[nev - 1].ts : ts;
+        int pick = (int)tsr_rng_below(r, 5);
+        int64_t ts = pick == 0 ? B - tsr_rng_range(r, 0, 35) * D1
+                     : pick == 1 ? B + tsr_rng_range(r, -300, 600) * M5
+                                 : B + tsr_rng_range(r, -35 * D1, 2 * D1);
+        evs[nev].key = (int)tsr_rng_below(r, (uint64_t)nkeys);
+        evs[nev].ts = nev && tsr_rng_below(r, 8) == 0 ? evs[nev - 1].ts : ts;
         evs[nev].seq = (uint64_t)nev;
-        int64_t x = tsr_rng_range(&r, -50, 500);
-        int null = tsr_rng_below(&r, 12) == 0;
+        int64_t x = tsr_rng_range(r, -50, 500);
+        int null = tsr_rng_below(r, 12) == 0;
         evs[nev].in[0] = null ? tsr_value_null() : tsr_value_double((double)x / 8.0);
         evs[nev].in[1] = null ? tsr_value_null() : tsr_value_long(x);
         evs[nev].in[2] = null ? tsr_value_null() : tsr_value_long(x);
         nev++;
     }
+    return B;
+}
+
+static void cleanup(void) {
+    for (int c = 0; c < NCOLS; c++) tsr_agg_free(aggs[c]);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_store_equals_offline) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
+    tsr_rng_t r = {.s = 2024 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    int nkeys = 4;
     tsr_tile_store_t *s = open_store();
     ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == INT64_MIN);
     upload(s, B, nkeys);
@@ -230,10 +252,160 @@ START_TEST(test_store_equals_offline) {
     ck_assert_int_eq(tsr_tile_store_read(s, "nope", "user1", 5, B, out, &a, &err), TSR_ENOTFOUND);
     tsr_arena_free(&a);
     tsr_tile_store_close(s);
-    for (int c = 0; c < NCOLS; c++) tsr_agg_free(aggs[c]);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    cleanup();
+}
+END_TEST
+
+/* kill -9 after streaming: the child never closes (nor flushes) the store; every batch apply
+ * returned is in the WAL (stream log + offset) and the reopened store replays it. */
+START_TEST(test_crash_loses_nothing) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
+    tsr_rng_t r = {.s = 77 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tsr_tile_store_t *s = open_store();
+        upload(s, B, 4);
+        uint64_t skipped = 0;
+        stream(s, B, &skipped);
+        _exit(0); /* no close: like kill -9 */
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    tsr_tile_store_t *s = open_store();
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 120);
+    /* and again after the replayed state was flushed (close) */
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Before any upload a read folds the key's raw events (stored and still in the write-back
+ * table) and must equal the offline rule as well. */
+START_TEST(test_no_upload) {
+    wb_budget = _i == 1 ? 1 : 0;
+    tsr_rng_t r = {.s = 99 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    nev = 400; /* raw reads are O(events): keep it small */
+    tsr_tile_store_t *s = open_store();
+    tsr_tile_event_t batch[64];
+    char keys[64][16];
+    int nb = 0;
+    for (int i = 0; i < nev; i++) {
+        size_t kl;
+        key_of(evs[i].key, keys[nb], &kl);
+        batch[nb] = (tsr_tile_event_t){keys[nb], kl, evs[i].ts, evs[i].seq, evs[i].in, NULL};
+        if (++nb == 64 || i == nev - 1) {
+            tsr_error_t err;
+            uint64_t skipped = 0;
+            ck_assert_int_eq(tsr_tile_store_apply(s, "team.gb.v1", batch, (size_t)nb, "topic/0", i + 1, &skipped, &err), 0);
+            ck_assert_uint_eq(skipped, 0);
+            nb = 0;
+        }
+    }
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
+ * starting before `before` counted apart. Opens the directory read-only, without the merge
+ * operator: the store must be compacted (no merge operands left). */
+typedef struct key_counts {
+    int meta, batch_old, batch_cur, log, day, hour, stream_before;
+} key_counts_t;
+
+static key_counts_t count_keys(int64_t b_cur, int64_t before) {
+    key_counts_t n = {0};
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(o, dir, 0, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *z = memchr(k, 0, kl);
+        ck_assert_ptr_nonnull(z);
+        size_t at = (size_t)(z - k) + 1;
+        if (k[0] == 'm') n.meta++;
+        else if (k[0] == 'l') n.log++;
+        else if (k[0] == 'b') {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++) v = v << 8 | k[at + (size_t)i];
+            if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
+            else n.batch_old++;
+        } else if (k[0] == 't') {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++) v = v << 8 | k[kl - 8 + (size_t)i];
+            int64_t start = (int64_t)(v ^ (UINT64_C(1) << 63));
+            if (k[kl - 9] == 'D') n.day++;
+            else n.hour++;
+            if (start < before) n.stream_before++;
+        } else {
+            ck_abort_msg("unknown key tag %c", k[0]);
+        }
+    }
+    char *ie = NULL;
+    rocksdb_iter_get_error(it, &ie);
+    ck_assert_msg(ie == NULL, "%s", ie);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    return n;
+}
+
+START_TEST(test_retention) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch flushed by the flusher thread */
+    tsr_rng_t r = {.s = 4242 + (uint64_t)_i};
+    int64_t B1 = gen_events(&r), B2 = B1 + D1;
+    tsr_tile_store_t *s = open_store();
+    upload(s, B1, 4);
+    uint64_t skipped = 0;
+    stream(s, B1, &skipped);
+    tsr_tile_store_compact(s);
+    tsr_tile_store_close(s);
+    key_counts_t n = count_keys(B1, B1);
+    ck_assert_int_gt(n.batch_cur, 0);
+    ck_assert_int_gt(n.day, 1);
+    ck_assert_int_gt(n.hour, 24);
+    ck_assert_int_eq(n.stream_before, 0);
+    ck_assert_int_eq(n.log, 0);
+    int day1 = n.day, hour1 = n.hour;
+
+    /* the next day's upload: its batch covers every event before B2 */
+    s = open_store();
+    upload(s, B2, 4);
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_compact(s); /* merges operands into values ... */
+    tsr_tile_store_compact(s); /* ... which the retention filter sees */
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_close(s);
+    n = count_keys(B2, B2);
+    ck_assert_int_eq(n.batch_old, 0);      /* B1's batch records: deleted at commit */
+    ck_assert_int_gt(n.batch_cur, 0);
+    ck_assert_int_eq(n.stream_before, 0);  /* no day/hour record before B2 */
+    ck_assert_int_lt(n.day, day1);
+    ck_assert_int_lt(n.hour, hour1);
+    ck_assert_int_gt(n.hour, 0);           /* the stream after B2 stays */
+    ck_assert_int_eq(n.log, 0);
+    s = open_store();
+    check_reads(s, &r, B2, 4, 60);
+    tsr_tile_store_close(s);
+    cleanup();
 }
 END_TEST
 
@@ -242,6 +414,9 @@ static Suite *tile_store_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
+    tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 2);
+    tcase_add_loop_test(tc, test_retention, 0, 2);
+    tcase_add_loop_test(tc, test_no_upload, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,32 +3,39 @@
  * tiles and raw events from Kafka, Kafka offsets, and the read that answers a fetch.
  *
  * What is stored per GroupBy and key follows tile.h exactly:
- *   batch  (version B, one per upload): the lifetime IR and the tail tiles of each hop
- *   stream (ts >= B): 1d, 1h and 5m tiles, merged in place by a RocksDB merge operator that
- *          runs the aggregation kernel's merge, and the raw events
- *   meta:  the current upload version B, and consumer offsets
- * so a fetch reads O(log) records per (key, GroupBy): the batch records of the key, the tiles
- * of the cover, and one 5-minute tile's raw events — and equals the offline value at q.
+ *   batch  (version B, one per upload): the lifetime IR and the tail tiles of each hop, as
+ *          suffix aggregates (the entry at start = every tail tile from start to B merged)
+ *   stream (ts >= B): 1d, 1h and 5m tiles and the raw events, grouped by what a read needs:
+ *          per key and day the 24 hour tiles and the day tile, per key and hour the 12
+ *          5-minute tiles with their raw events; merged in place by a RocksDB merge operator
+ *          that runs the aggregation kernel's merge
+ *   meta:  the current upload version B, consumer offsets, the write-back flush marker
+ * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
+ * record, the head's hour record — with one batched multi-get, and equals the offline value
+ * at q.
  *
  * Key layout (one column family; big-endian integers, signed ones with the sign bit flipped so
  * byte order is numeric order; K = 2-byte key length + key bytes):
  *
  *     'm' gb \0 'B'                        -> B (int64)             current upload version
  *     'm' gb \0 'o' name                   -> next offset (int64)   per consumer partition
- *     'b' gb \0 B K kind start             -> tile value            kind: 0 lifetime,
- *                                                                    1 5m, 2 1h, 3 1d suffix:
- *                                                                    tail tiles start .. B merged
- *     't' gb \0 K len start                -> tile value (merged)   len: 1 5m, 2 1h, 3 1d
- *     'r' gb \0 K ts seq                   -> encoded inputs         raw stream event
+ *     'm' gb \0 'F'                        -> flush generation      write-back marker
+ *     'b' gb \0 B K                        -> batch record          lifetime + suffixes
+ *     't' gb \0 K 'D' day                  -> day record (merged)   slots 0..23 1h, 24 1d
+ *     't' gb \0 K 'H' hour                 -> hour record (merged)  slots 0..11 5m + raw
+ *     'l' gb \0 seq                        -> logged batch          not yet flushed
  *
- * A tile value is, per aggregation column, a uvarint length and the column's encoded IR
- * (tsr_agg_encode). Uploads write under their own B and then switch 'm..B' in one write:
- * readers see the old upload or the new one, never a half-loaded one; the old version is
- * deleted after the switch. A stream batch (tile merges, raw events, the offset) is one
- * atomic WriteBatch: a crash loses or keeps all of it, never part (exactly-once into the store
- * when the consumer restarts from the stored offset).
+ * Codecs in worker/src/tile_store_int.h, design in docs/tile-store.md. Uploads write under
+ * their own B and then switch 'm..B' in one write: readers see the old upload or the new one,
+ * never a half-loaded one; the old version is deleted in that write. A stream batch is logged
+ * (events and the offset in one atomic WriteBatch: durable in the WAL, exactly-once into the
+ * store when the consumer restarts from the stored offset) and folded into an in-memory
+ * write-back table that a flusher thread writes as tile records (with the log's deletion, in
+ * one write) when it is large; reads merge the unflushed state, and a restart replays the log.
+ * A compaction filter drops stream records before B.
  *
- * Threading: a store may be used from several threads; registration happens before use.
+ * Threading: a store may be used from several threads (apply of one GroupBy is serialised);
+ * registration happens before use. The store runs one flusher thread.
  */
 #ifndef TSR_TILE_STORE_H
 #define TSR_TILE_STORE_H
@@ -91,6 +98,17 @@ typedef struct tsr_tile_event {
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err);
+
+/* Writes the stream state folded in memory since the last flush as tile records now (apply
+ * does it when that state reaches its size bound; close and compact do it too). Optional: the
+ * batches are durable in the stream log as soon as apply returns. */
+int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err);
+
+/* Sets the write-back memory bound of the store (default 256 MiB): each GroupBy hands its
+ * folded state to the flusher thread when it reaches an equal share (at least 16 MiB, or the
+ * whole bound when it is smaller). A small bound makes records smaller and more numerous
+ * (tests use 1 to flush every batch). */
+void tsr_tile_store_set_write_back(tsr_tile_store_t *s, size_t bytes);
 
 /* The stored offset, or -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);

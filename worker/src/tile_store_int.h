@@ -1,0 +1,145 @@
+/*
+ * tile_store_int.h — what tile_store.c (writes, merge operator, retention) and
+ * tile_store_read.c (reads) share: the store struct, the registry entry of a GroupBy, key
+ * building and the record codecs. Not for use outside worker/src/tile_store*.c.
+ *
+ * Records (layout in tile_store.h and docs/tile-store.md):
+ *   tile value   per column: uvarint length + tsr_agg_encode bytes (a "tile": one IR per column)
+ *   batch record bytes(lifetime tile, empty when none), then for kind 1..3 (5m, 1h, 1d tails):
+ *                uvarint n, bytes(section: n × (svarint start, bytes(suffix tile)) in
+ *                ascending start) — a read skips the sections no window needs
+ *   day record   'D': slots 0..23 = the 1h tiles of the day, slot 24 = the 1d tile
+ *   hour record  'H': slots 0..11 = the 5m tiles of the hour, each with the raw events of that
+ *                5 minutes
+ *   slot list    (day/hour record values and merge operands) ascending slot index, each:
+ *                u8 slot, bytes(tile value, empty = no tile), and for hour records
+ *                bytes(raw events: per event uvarint(ts - slot start), uvarint seq, per column
+ *                tsr_value_encode(input) and, for a bucketed column, (bucket))
+ *   log record   per event: K, svarint ts, uvarint seq, per column input (and bucket)
+ */
+#ifndef TSR_TILE_STORE_INT_H
+#define TSR_TILE_STORE_INT_H
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tsr/tile_store.h"
+
+#define TSR__TS_MAX_GB 256
+#define TSR__TS_GB_NAME_MAX 200
+
+#define TSR__DAY_SLOTS 25       /* 24 hour tiles + the day tile */
+#define TSR__DAY_SLOT_ALL 24
+#define TSR__HOUR_SLOTS 12      /* 5-minute tiles of an hour (and their raw events) */
+#define TSR__REC_DAY 'D'
+#define TSR__REC_HOUR 'H'
+
+typedef struct tsr__pend tsr__pend_t;
+
+typedef struct tsr__ts_gb {
+    char *name;
+    size_t nlen;
+    size_t ncols;
+    tsr_tile_col_t *cols;
+    size_t *ir_off;             /* column c's IR at ir_off[c] in a tile block ... */
+    size_t ir_size;             /* ... of ir_size bytes (one IR per column) */
+    int has_bucket;             /* some column is bucketed */
+    int64_t batch_end;          /* cached 'm..B'; INT64_MIN when none (atomic) */
+    /* write-back stream state (tile_store.c "Ingest"): */
+    pthread_mutex_t apply_mu;   /* serialises apply, and the act -> imm hand-over */
+    pthread_rwlock_t pend_lock; /* act, imm, gen: readers shared, fold / swap exclusive */
+    tsr__pend_t *act;           /* folded batches not yet flushed (their log records exist) */
+    tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */
+    uint64_t gen;               /* flush generation of imm ('m' gb \0 'F' holds the last one
+                                   that landed) */
+    int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
+    int64_t imm_log_hi;         /* imm holds the log records below this */
+    rocksdb_writebatch_t *log_wb;   /* reused, under apply_mu */
+    rocksdb_writebatch_t *flush_wb; /* reused, under flush_mu */
+    pthread_mutex_t flush_mu;   /* serialises writing imm (flusher, or a synchronous flush) */
+    int flush_failed;           /* the flusher's last write of imm failed (under fl_mu) */
+    char flush_msg[200];
+} tsr__ts_gb_t;
+
+struct tsr_tile_store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_readoptions_t *ro;
+    rocksdb_mergeoperator_t *merge;
+    rocksdb_compactionfilter_t *cfilter;
+    rocksdb_cache_t *cache;
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_column_family_handle_t *cf; /* the default family, for batched multi-get */
+    pthread_rwlock_t lock;      /* guards gbs/ngbs */
+    size_t pend_budget;         /* write-back bytes, shared by the GroupBys */
+    pthread_t flusher;          /* writes handed-over imm tables */
+    pthread_mutex_t fl_mu;      /* guards imm hand-over, fl_stop, flush_failed */
+    pthread_cond_t fl_cv;       /* work for the flusher */
+    pthread_cond_t fl_done_cv;  /* an imm was written */
+    int fl_stop;
+    tsr__ts_gb_t gbs[TSR__TS_MAX_GB];
+    size_t ngbs;
+};
+
+/* ---- keys: big-endian integers, signed ones with the sign bit flipped */
+
+static inline void tsr__put_be64(tsr_buf_t *b, uint64_t v) {
+    uint8_t x[8];
+    for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (56 - 8 * i));
+    tsr_buf_append(b, x, 8);
+}
+static inline void tsr__put_i64(tsr_buf_t *b, int64_t v) {
+    tsr__put_be64(b, (uint64_t)v ^ (UINT64_C(1) << 63));
+}
+static inline uint64_t tsr__get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+static inline int64_t tsr__get_i64(const uint8_t *p) {
+    return (int64_t)(tsr__get_be64(p) ^ (UINT64_C(1) << 63));
+}
+/* tag gb '\0' */
+static inline void tsr__key_prefix(tsr_buf_t *b, char tag, const char *gb, size_t gblen) {
+    tsr_buf_clear(b);
+    tsr_buf_putc(b, tag);
+    tsr_buf_append(b, gb, gblen);
+    tsr_buf_putc(b, 0);
+}
+/* K: 2-byte length + key bytes */
+static inline void tsr__put_key(tsr_buf_t *b, const void *key, size_t klen) {
+    tsr_buf_putc(b, (int)(klen >> 8));
+    tsr_buf_putc(b, (int)(klen & 0xff));
+    tsr_buf_append(b, key, klen);
+}
+
+/* ---- registry (tile_store.c) */
+
+/* The entry of GroupBy gb, or NULL (err set when err != NULL). Entries never move or go away
+ * while the store is open. */
+tsr__ts_gb_t *tsr__ts_lookup(tsr_tile_store_t *s, const char *gb, tsr_error_t *err);
+
+/* ---- the write-back state, for reads (tile_store.c; caller holds g->pend_lock shared) */
+
+/* Appends pend's slot list for record key k (empty when it has none) to out. */
+void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out);
+/* Calls fn for every record of pend whose key starts with prefix (reads without an upload). */
+void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
+                    void (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t), void *ud);
+
+/* ---- tiles: a block of g->ir_size bytes, column c's IR at g->ir_off[c] */
+
+static inline void *tsr__tile_col(const tsr__ts_gb_t *g, void *blk, size_t c) {
+    return (uint8_t *)blk + g->ir_off[c];
+}
+void tsr__tile_init(const tsr__ts_gb_t *g, void *blk);
+void tsr__tile_clear(const tsr__ts_gb_t *g, void *blk);
+void tsr__tile_encode(const tsr__ts_gb_t *g, const void *blk, tsr_buf_t *out);
+/* Decodes an encoded tile value into tmp (a cleared or init-ed block; left init-ed) and merges
+ * it into dst. 0 or TSR_ECORRUPT. */
+int tsr__tile_merge_encoded(const tsr__ts_gb_t *g, void *dst, void *tmp, const uint8_t *v, size_t n);
+
+#endif
