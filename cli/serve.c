@@ -989,9 +989,10 @@ void tsr_server_stop(tsr_server_t *s) {
     /* ingests finish the batch in hand: what they consumed is stored with its offsets */
     for (size_t i = 0; i < s->ngbs; i++) state_stop_ingests(s->gbs[i]);
     tsr_serving_free(s->serving);
+    /* the store's last flush still runs the GroupBys' kernels: close it before freeing them */
+    tsr_tile_store_close(s->store);
     for (size_t i = 0; i < s->ngbs; i++) state_free(s->gbs[i]);
     free(s->gbs);
-    tsr_tile_store_close(s->store);
     tsr_entity_store_close(s->entities);
     for (size_t i = 0; i < s->nent; i++) free(s->ent_names[i]);
     free(s->ent_names);
