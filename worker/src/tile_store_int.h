@@ -49,6 +49,8 @@ typedef struct tsr__ts_gb {
     int64_t batch_end;          /* cached 'm..B'; INT64_MIN when none (atomic) */
     /* write-back stream state (tile_store.c "Ingest"): */
     pthread_mutex_t apply_mu;   /* serialises apply, and the act -> imm hand-over */
+    int64_t last_apply_ms;      /* monotonic ms of the last apply with events (atomic) */
+    size_t act_bytes;           /* act's size as last measured (atomic; 0 after a hand-over) */
     pthread_rwlock_t pend_lock; /* act, imm, gen: readers shared, fold / swap exclusive */
     tsr__pend_t *act;           /* folded batches not yet flushed (their log records exist) */
     tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */

@@ -9,8 +9,8 @@
  *     store, or at the beginning of the topic when none are stored (events with ts < B are
  *     skipped by the store, so replaying from the start is correct, only slower).
  *   - Each poll's messages are parsed (JSON objects with the source table's raw columns),
- *     evaluated, and applied per partition: one tsr_tile_store_apply per partition per poll,
- *     carrying that partition's next offset. Bad messages (not JSON, wrong types) are counted,
+ *     evaluated, and applied in one write per poll (tsr_tile_store_apply_offsets) carrying
+ *     the next offset of every partition the poll touched. Bad messages (not JSON, wrong types) are counted,
  *     logged (the first few) and skipped; their offsets still advance, so a bad message never
  *     stalls its partition.
  *   - Late events: per partition the consumer tracks the newest event time seen; an event

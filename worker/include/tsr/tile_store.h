@@ -110,6 +110,13 @@ int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err);
  * (tests use 1 to flush every batch). */
 void tsr_tile_store_set_write_back(tsr_tile_store_t *s, size_t bytes);
 
+/* tsr_tile_store_apply with any number of offsets stored in the same write (a consumer's
+ * poll spans partitions: one write for all of them). */
+int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
+                                 size_t n, const char *const *offset_names,
+                                 const int64_t *next_offsets, size_t noffsets, uint64_t *skipped,
+                                 tsr_error_t *err);
+
 /* The stored offset, or -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
 
