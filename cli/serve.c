@@ -924,6 +924,7 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
         return rc;
     }
     s->serving = tsr_serving_new(server_read, s);
+    tsr_serving_set_helper(s->serving, 1); /* large fetches use the second core */
     load_registry(s);
 
     char addr[300];

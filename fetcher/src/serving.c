@@ -4,6 +4,7 @@
 #include "tsr/serving.h"
 
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,9 +29,30 @@ struct tsr_serving_item {
     size_t npool;
 };
 
+#define HELP_MIN_ROWS 16
+
+typedef struct help_job {
+    tsr_serving_item_t *it;
+    const Tessera__V1__FetchRequest *rq;
+    size_t lo, hi;
+    int64_t now, deadline;
+    Tessera__V1__FetchResult **results;
+    int done, rc;
+    tsr_error_t err;
+} help_job_t;
+
 struct tsr_serving {
     tsr_tile_read_fn read;
     void *read_ud;
+    /* the helper thread (tsr_serving_set_helper) */
+    int helper_on;
+    pthread_t helper;
+    pthread_mutex_t h_mu;
+    pthread_cond_t h_cv, h_done_cv;
+    help_job_t *h_job;              /* handed over, not yet taken */
+    int h_busy;                     /* a request owns the helper (and its arena) */
+    int h_stop;
+    tsr_arena_t h_arena;
     pthread_rwlock_t lock;
     tsr_serving_item_t **items;     /* sorted by name */
     size_t n, cap;
@@ -136,11 +158,35 @@ tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud) {
     s->read = read;
     s->read_ud = read_ud;
     pthread_rwlock_init(&s->lock, NULL);
+    pthread_mutex_init(&s->h_mu, NULL);
+    pthread_cond_init(&s->h_cv, NULL);
+    pthread_cond_init(&s->h_done_cv, NULL);
+    tsr_arena_init(&s->h_arena, 1 << 16);
     return s;
+}
+
+static void *helper_main(void *arg);
+
+int tsr_serving_set_helper(tsr_serving_t *s, int on) {
+    if (!on || s->helper_on) return 0;
+    if (pthread_create(&s->helper, NULL, helper_main, s) != 0) return TSR_EINTERNAL;
+    s->helper_on = 1;
+    return 0;
 }
 
 void tsr_serving_free(tsr_serving_t *s) {
     if (!s) return;
+    if (s->helper_on) {
+        pthread_mutex_lock(&s->h_mu);
+        s->h_stop = 1;
+        pthread_cond_broadcast(&s->h_cv);
+        pthread_mutex_unlock(&s->h_mu);
+        pthread_join(s->helper, NULL);
+    }
+    pthread_mutex_destroy(&s->h_mu);
+    pthread_cond_destroy(&s->h_cv);
+    pthread_cond_destroy(&s->h_done_cv);
+    tsr_arena_free(&s->h_arena);
     for (size_t i = 0; i < s->n; i++) item_unref(s->items[i]);
     free(s->items);
     pthread_rwlock_destroy(&s->lock);
@@ -304,35 +350,19 @@ static int64_t mono_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
-                         int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
+/* Rows [lo, hi) of a request into results[lo, hi) (allocated in arena). */
+static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx,
+                         const Tessera__V1__FetchRequest *rq, size_t lo, size_t hi, int64_t now,
+                         int64_t deadline, Tessera__V1__FetchResult **results, tsr_arena_t *arena,
                          tsr_error_t *err) {
-    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
-    ProtobufCAllocator alloc;
-    tsr_pb_allocator(arena, &alloc);
-    Tessera__V1__FetchRequest *rq = tessera__v1__fetch_request__unpack(&alloc, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed FetchRequest");
-    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
-    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
-    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
-    if (!it) return TSR_ENOTFOUND;
-    void *ctx = ctx_get(it);
-    Tessera__V1__FetchResponse out;
-    tessera__v1__fetch_response__init(&out);
-    out.n_results = rq->n_rows;
-    out.results = tsr_arena_alloc(arena, (rq->n_rows ? rq->n_rows : 1) * sizeof(*out.results));
-    int64_t now = now_ms();
-    int rc = 0;
-    for (size_t i = 0; i < rq->n_rows && rc == 0; i++) {
-        if (deadline != INT64_MAX && (i & 7) == 0 && mono_ms() >= deadline) {
-            rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded after %zu of %zu rows", i,
-                               rq->n_rows);
-            break;
-        }
+    for (size_t i = lo; i < hi; i++) {
+        if (deadline != INT64_MAX && ((i - lo) & 7) == 0 && mono_ms() >= deadline)
+            return tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded after %zu of %zu rows", i,
+                                 rq->n_rows);
         const Tessera__V1__FetchRow *row = rq->rows[i];
         Tessera__V1__FetchResult *res = tsr_arena_alloc(arena, sizeof *res);
         tessera__v1__fetch_result__init(res);
-        out.results[i] = res;
+        results[i] = res;
         size_t nk = row ? row->n_keys : 0;
         const char **names = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(char *));
         tsr_value_t *keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(tsr_value_t));
@@ -372,9 +402,87 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
         res->features = tsr_arena_alloc(arena, (r.n ? r.n : 1) * sizeof(*res->features));
         for (size_t f = 0; f < r.n; f++) res->features[f] = fentry(r.names[f], &r.vals[f], arena);
     }
+    return 0;
+}
+
+/* ---- the helper thread: the second half of a large request runs beside the first */
+
+static void *helper_main(void *arg) {
+    tsr_serving_t *s = arg;
+    prctl(PR_SET_NAME, "tsr-fetch-help", 0, 0, 0);
+    pthread_mutex_lock(&s->h_mu);
+    for (;;) {
+        while (!s->h_stop && !s->h_job) pthread_cond_wait(&s->h_cv, &s->h_mu);
+        if (s->h_stop) break;
+        help_job_t *j = s->h_job;
+        pthread_mutex_unlock(&s->h_mu);
+        tsr_arena_reset(&s->h_arena);
+        tsr_error_clear(&j->err);
+        void *ctx = ctx_get(j->it);
+        j->rc = fetch_rows_pb(s, j->it, ctx, j->rq, j->lo, j->hi, j->now, j->deadline, j->results,
+                              &s->h_arena, &j->err);
+        ctx_put(j->it, ctx);
+        pthread_mutex_lock(&s->h_mu);
+        s->h_job = NULL;
+        j->done = 1;
+        pthread_cond_broadcast(&s->h_done_cv);
+    }
+    pthread_mutex_unlock(&s->h_mu);
+    return NULL;
+}
+
+int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
+                         int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
+                         tsr_error_t *err) {
+    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
+    ProtobufCAllocator alloc;
+    tsr_pb_allocator(arena, &alloc);
+    Tessera__V1__FetchRequest *rq = tessera__v1__fetch_request__unpack(&alloc, n, req);
+    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed FetchRequest");
+    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
+    if (!it) return TSR_ENOTFOUND;
+    void *ctx = ctx_get(it);
+    Tessera__V1__FetchResponse out;
+    tessera__v1__fetch_response__init(&out);
+    out.n_results = rq->n_rows;
+    out.results = tsr_arena_alloc(arena, (rq->n_rows ? rq->n_rows : 1) * sizeof(*out.results));
+    int64_t now = now_ms();
+    /* a large request hands its second half to the helper when it is free */
+    size_t mid = rq->n_rows;
+    help_job_t job;
+    int helped = 0;
+    if (s->helper_on && rq->n_rows >= HELP_MIN_ROWS) {
+        pthread_mutex_lock(&s->h_mu);
+        if (!s->h_busy) {
+            s->h_busy = 1;
+            mid = rq->n_rows / 2;
+            job = (help_job_t){it, rq, mid, rq->n_rows, now, deadline, out.results, 0, 0, {0}};
+            s->h_job = &job;
+            helped = 1;
+            pthread_cond_signal(&s->h_cv);
+        }
+        pthread_mutex_unlock(&s->h_mu);
+    }
+    int rc = fetch_rows_pb(s, it, ctx, rq, 0, mid, now, deadline, out.results, arena, err);
+    if (helped) {
+        pthread_mutex_lock(&s->h_mu);
+        while (!job.done) pthread_cond_wait(&s->h_done_cv, &s->h_mu);
+        pthread_mutex_unlock(&s->h_mu);
+        if (rc == 0 && job.rc) {
+            rc = job.rc;
+            *err = job.err;
+        }
+    }
     ctx_put(it, ctx);
+    if (rc == 0) tsr_pb_pack(&out.base, resp);  /* the helper's results live in its arena */
+    if (helped) {
+        pthread_mutex_lock(&s->h_mu);
+        s->h_busy = 0;
+        pthread_mutex_unlock(&s->h_mu);
+    }
     item_unref(it);
-    if (rc == 0) tsr_pb_pack(&out.base, resp);
     return rc;
 }
 

@@ -33,6 +33,10 @@ typedef struct tsr_serving tsr_serving_t;
 typedef struct tsr_serving_item tsr_serving_item_t;
 
 tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud);
+/* With on = 1, starts a helper thread: a gRPC fetch of 16 rows or more hands its second half
+ * to it when it is free, so a large request uses two cores (100-entity requests: about half
+ * the latency on an idle 2-core machine). Returns 0 or TSR_EINTERNAL. */
+int tsr_serving_set_helper(tsr_serving_t *s, int on);
 /* Frees every item (no fetch may be running). */
 void tsr_serving_free(tsr_serving_t *s);
 
