@@ -300,7 +300,7 @@ static int run_produce(int argc, char **argv) {
 
 const tsr_cli_cmd_t tsr_cmd_produce_def = {
     "produce",
-    "write the rows of a JSON Lines file to a Kafka topic",
+    "write the rows of a JSON Lines file or a warehouse partition to a Kafka topic",
     "usage: tessera produce --topic T --file F.jsonl [--bootstrap ADDR] [--key-column C]\n"
     "                       [--max-bad-lines N] [--raw]\n"
     "       tessera produce --topic T --table NS.NAME --ds D [--warehouse DIR] [--bootstrap ADDR]\n"
