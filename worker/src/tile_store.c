@@ -8,7 +8,7 @@
  * read needs: per key and day one record with its 24 hour tiles and the day tile, per key and
  * hour one record with its 12 five-minute tiles and their raw events, and per key one batch
  * record with the lifetime IR and every suffix aggregate. A fetch then reads ~3-5 records per
- * (key, GroupBy) with one batched multi-get, whatever q.
+ * (key, GroupBy) with a pinned get and one batched multi-get, whatever q.
  *
  * Ingest (write-back). A RocksDB insert at a random key costs a few µs (a skip-list descent
  * of cache misses): writing each event's records would cap ingest near the raw-put rate. So
@@ -340,14 +340,15 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     static const char *const cfn[TSR__NCF] = {"default", "meta", "batch", "stream", "log"};
     const rocksdb_options_t *cfo[TSR__NCF];
     for (int f = 0; f < TSR__NCF; f++) cfo[f] = f == TSR__CF_DEFAULT ? s->opts : s->cf_opts[f];
-    s->db = rocksdb_open_column_families(s->opts, dir, TSR__NCF, (const char *const *)cfn, cfo, s->cf, &e);
+    s->db = rocksdb_open_column_families(s->opts, dir, TSR__NCF, (const char *const *)cfn, cfo,
+                                         s->cf, &e);
     if (!e) { /* a store of the one-family layout (before column families) is not read */
         rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
         rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_DEFAULT]);
         rocksdb_iter_seek_to_first(it);
         if (rocksdb_iter_valid(it))
-            e = tsr_strdup("keys in the default column family: a store of the layout before column "
-                       "families (re-create it)");
+            e = tsr_strdup("keys in the default column family: a store of the layout before "
+                           "column families (re-create it)");
         else
             rocksdb_iter_get_error(it, &e);
         rocksdb_iter_destroy(it);
@@ -362,7 +363,8 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
         free(e);
         rocksdb_options_destroy(s->opts);
         for (int f = 0; f < TSR__NCF; f++)
-            if (s->cf_opts[f]) rocksdb_options_destroy(s->cf_opts[f]); /* stream's owns the merge operator */
+            if (s->cf_opts[f]) /* stream's owns the merge operator */
+                rocksdb_options_destroy(s->cf_opts[f]);
         rocksdb_compactionfilter_destroy(s->cfilter);
         rocksdb_block_based_options_destroy(s->table);
         rocksdb_block_based_options_destroy(s->table_log);
@@ -403,7 +405,8 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     rocksdb_close(s->db);
     rocksdb_options_destroy(s->opts);
     for (int f = 0; f < TSR__NCF; f++)
-        if (s->cf_opts[f]) rocksdb_options_destroy(s->cf_opts[f]); /* stream's owns the merge operator */
+        if (s->cf_opts[f]) /* stream's owns the merge operator */
+            rocksdb_options_destroy(s->cf_opts[f]);
     rocksdb_compactionfilter_destroy(s->cfilter);
     rocksdb_block_based_options_destroy(s->table);
     rocksdb_block_based_options_destroy(s->table_log);
@@ -480,7 +483,9 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         tsr__key_prefix(&k, 'm', gb->name, n);
         tsr_buf_putc(&k, 'F');
         int64_t gen;
-        g->gen = get_i64_value(s, TSR__CF_STREAM, &k, &gen) == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
+        g->gen = get_i64_value(s, TSR__CF_STREAM, &k, &gen) == 0
+                     ? (uint64_t)gen ^ (UINT64_C(1) << 63)
+                     : 0;
         tsr_buf_free(&k);
         rc = replay_log(s, g, err);
         if (rc == 0) /* published last: the flusher reads gbs without s->lock */
@@ -564,7 +569,8 @@ int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end
     tsr_buf_init(&lo);
     tsr_buf_init(&hi);
     version_range(&lo, &hi, g, batch_end);
-    rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+    rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                       lo.len, (const char *)hi.data, hi.len);
     tsr_buf_free(&lo);
     tsr_buf_free(&hi);
     *out = u;
@@ -724,7 +730,8 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
         tsr_buf_init(&lo);
         tsr_buf_init(&hi);
         version_range(&lo, &hi, u->g, old);
-        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                           lo.len, (const char *)hi.data, hi.len);
         tsr_buf_free(&lo);
         tsr_buf_free(&hi);
     }
@@ -753,7 +760,8 @@ void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
         tsr_buf_init(&lo);
         tsr_buf_init(&hi);
         version_range(&lo, &hi, u->g, u->b);
-        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                           lo.len, (const char *)hi.data, hi.len);
         char *e = NULL;
         rocksdb_write(u->s->db, u->s->wo, u->wb, &e);
         free(e);
@@ -1076,7 +1084,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     for (size_t i = 0; i < nord; i++) {
         tsr_buf_clear(&v);
         encode_entry(g, c->table[ord[i].idx], &v);
-        rocksdb_writebatch_merge_cf(wb, s->cf[TSR__CF_STREAM], (const char *)ord[i].k, ord[i].klen, (const char *)v.data, v.len);
+        rocksdb_writebatch_merge_cf(wb, s->cf[TSR__CF_STREAM], (const char *)ord[i].k, ord[i].klen,
+                                    (const char *)v.data, v.len);
     }
     free(ord);
     tsr_buf_t lo;
@@ -1089,7 +1098,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr_buf_putc(&k, 'F');
     tsr_buf_clear(&v);
     tsr__put_be64(&v, gen);
-    rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_STREAM], (const char *)k.data, k.len, (const char *)v.data, v.len);
+    rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_STREAM], (const char *)k.data, k.len,
+                              (const char *)v.data, v.len);
     char *e = NULL;
     rocksdb_write(s->db, s->wo, wb, &e);
     rocksdb_writebatch_clear(wb);
@@ -1270,7 +1280,8 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
     rocksdb_writebatch_clear(wb);
     if (nlog) {
         log_key(&k, g, g->log_next);
-        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_LOG], (const char *)k.data, k.len, (const char *)v.data, v.len);
+        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_LOG], (const char *)k.data, k.len,
+                                  (const char *)v.data, v.len);
     }
     for (size_t o = 0; o < noffsets; o++) {
         tsr__key_prefix(&k, 'm', g->name, g->nlen);
@@ -1278,7 +1289,8 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
         tsr_buf_puts(&k, offset_names[o]);
         tsr_buf_clear(&v);
         tsr__put_i64(&v, next_offsets[o]);
-        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_META], (const char *)k.data, k.len, (const char *)v.data, v.len);
+        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_META], (const char *)k.data, k.len,
+                                  (const char *)v.data, v.len);
     }
     int rc = 0;
     if (nlog || noffsets) {
@@ -1406,5 +1418,6 @@ int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err) {
 
 void tsr_tile_store_compact(tsr_tile_store_t *s) {
     tsr_tile_store_flush(s, NULL);
-    for (int f = TSR__CF_META; f < TSR__NCF; f++) rocksdb_compact_range_cf(s->db, s->cf[f], NULL, 0, NULL, 0);
+    for (int f = TSR__CF_META; f < TSR__NCF; f++)
+        rocksdb_compact_range_cf(s->db, s->cf[f], NULL, 0, NULL, 0);
 }

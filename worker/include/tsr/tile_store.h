@@ -9,10 +9,11 @@
  *          per key and day the 24 hour tiles and the day tile, per key and hour the 12
  *          5-minute tiles with their raw events; merged in place by a RocksDB merge operator
  *          that runs the aggregation kernel's merge
- *   meta:  the current upload version B, consumer offsets, the write-back flush marker
+ *   meta:  the current upload version B, consumer offsets, the write-back flush marker (which
+ *          lives in the stream family, below)
  * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
- * record, the head's hour record — with one batched multi-get, and equals the offline value
- * at q.
+ * record, the head's hour record — with a pinned get and one batched multi-get, and equals the
+ * offline value at q.
  *
  * Key layout: one RocksDB column family per access pattern, each tuned for it (keys keep their
  * tag byte; big-endian integers, signed ones with the sign bit flipped so byte order is
