@@ -321,7 +321,9 @@ END_TEST
 
 /* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
  * starting before `before` counted apart. Opens the directory read-only, without the merge
- * operator: the store must be compacted (no merge operands left). */
+ * operator: the store must be compacted (no merge operands left). Every key must be in its
+ * column family (tile_store.h): 'm' B/offsets in meta, 'b' in batch, 't' and the flush marker
+ * 'm..F' in stream, 'l' in log, nothing in default. */
 typedef struct key_counts {
     int meta, batch_old, batch_cur, log, day, hour, stream_before;
 } key_counts_t;
@@ -330,39 +332,51 @@ static key_counts_t count_keys(int64_t b_cur, int64_t before) {
     key_counts_t n = {0};
     rocksdb_options_t *o = rocksdb_options_create();
     char *e = NULL;
-    rocksdb_t *db = rocksdb_open_for_read_only(o, dir, 0, &e);
+    const char *names[5] = {"default", "meta", "batch", "stream", "log"};
+    const rocksdb_options_t *cfo[5] = {o, o, o, o, o};
+    rocksdb_column_family_handle_t *cfh[5] = {NULL};
+    rocksdb_t *db = rocksdb_open_for_read_only_column_families(o, dir, 5, names, cfo, cfh, 0, &e);
     ck_assert_msg(e == NULL, "%s", e);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl;
-        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
-        const uint8_t *z = memchr(k, 0, kl);
-        ck_assert_ptr_nonnull(z);
-        size_t at = (size_t)(z - k) + 1;
-        if (k[0] == 'm') n.meta++;
-        else if (k[0] == 'l') n.log++;
-        else if (k[0] == 'b') {
-            uint64_t v = 0;
-            for (int i = 0; i < 8; i++) v = v << 8 | k[at + (size_t)i];
-            if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
-            else n.batch_old++;
-        } else if (k[0] == 't') {
-            uint64_t v = 0;
-            for (int i = 0; i < 8; i++) v = v << 8 | k[kl - 8 + (size_t)i];
-            int64_t start = (int64_t)(v ^ (UINT64_C(1) << 63));
-            if (k[kl - 9] == 'D') n.day++;
-            else n.hour++;
-            if (start < before) n.stream_before++;
-        } else {
-            ck_abort_msg("unknown key tag %c", k[0]);
+    for (int f = 0; f < 5; f++) {
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cfh[f]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+            const uint8_t *z = memchr(k, 0, kl);
+            ck_assert_ptr_nonnull(z);
+            size_t at = (size_t)(z - k) + 1;
+            int want = k[0] == 'm' ? (at < kl && k[at] == 'F' ? 3 : 1)
+                     : k[0] == 'b' ? 2
+                     : k[0] == 't' ? 3
+                     : k[0] == 'l' ? 4
+                                   : -1;
+            if (want != f) ck_abort_msg("key tag %c in column family %s", k[0], names[f]);
+            if (k[0] == 'm') n.meta++;
+            else if (k[0] == 'l') n.log++;
+            else if (k[0] == 'b') {
+                uint64_t v = 0;
+                for (int i = 0; i < 8; i++) v = v << 8 | k[at + (size_t)i];
+                if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
+                else n.batch_old++;
+            } else if (k[0] == 't') {
+                uint64_t v = 0;
+                for (int i = 0; i < 8; i++) v = v << 8 | k[kl - 8 + (size_t)i];
+                int64_t start = (int64_t)(v ^ (UINT64_C(1) << 63));
+                if (k[kl - 9] == 'D') n.day++;
+                else n.hour++;
+                if (start < before) n.stream_before++;
+            } else {
+                ck_abort_msg("unknown key tag %c", k[0]);
+            }
         }
+        char *ie = NULL;
+        rocksdb_iter_get_error(it, &ie);
+        ck_assert_msg(ie == NULL, "%s", ie);
+        rocksdb_iter_destroy(it);
     }
-    char *ie = NULL;
-    rocksdb_iter_get_error(it, &ie);
-    ck_assert_msg(ie == NULL, "%s", ie);
-    rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    for (int f = 0; f < 5; f++) rocksdb_column_family_handle_destroy(cfh[f]);
     rocksdb_close(db);
     rocksdb_options_destroy(o);
     return n;
@@ -409,6 +423,32 @@ START_TEST(test_retention) {
 }
 END_TEST
 
+/* A directory of the one-family layout (keys in the default column family) is refused, not
+ * read as an empty store. */
+START_TEST(test_old_layout_refused) {
+    tsr_rng_t r = {.s = 77};
+    gen_events(&r);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    static const char k[] = "mteam.gb.v1\0B", v[8] = {0};
+    rocksdb_put(db, wo, k, sizeof k - 1, v, sizeof v, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    tsr_tile_store_t *s = NULL;
+    tsr_error_t err = {0};
+    ck_assert_int_eq(tsr_tile_store_open(dir, &s, &err), TSR_EIO);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err.msg, "default column family") != NULL, "%s", err.msg);
+    cleanup();
+}
+END_TEST
+
 static Suite *tile_store_suite(void) {
     Suite *s = suite_create("tile_store");
     TCase *tc = tcase_create("core");
@@ -417,6 +457,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 2);
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);
+    tcase_add_test(tc, test_old_layout_refused);
     suite_add_tcase(s, tc);
     return s;
 }

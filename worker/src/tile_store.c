@@ -8,7 +8,7 @@
  * read needs: per key and day one record with its 24 hour tiles and the day tile, per key and
  * hour one record with its 12 five-minute tiles and their raw events, and per key one batch
  * record with the lifetime IR and every suffix aggregate. A fetch then reads ~3-5 records per
- * (key, GroupBy) with one batched multi-get, whatever q.
+ * (key, GroupBy) with a pinned get and one batched multi-get, whatever q.
  *
  * Ingest (write-back). A RocksDB insert at a random key costs a few µs (a skip-list descent
  * of cache misses): writing each event's records would cap ingest near the raw-put rate. So
@@ -296,16 +296,14 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     *out = NULL;
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
+    /* the DB (and default family) options: a base every family starts from */
     s->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opts, 1);
-    s->merge = rocksdb_mergeoperator_create(s, op_destroy, op_full_merge, op_partial_merge,
-                                            op_delete, op_name);
-    rocksdb_options_set_merge_operator(s->opts, s->merge);
-    s->cfilter = rocksdb_compactionfilter_create(s, cf_destroy, cf_filter, cf_name);
-    rocksdb_options_set_compaction_filter(s->opts, s->cfilter);
-    /* fetch latency over space: LZ4 (cheap to decompress), a 256 MiB block cache, whole-key
-     * bloom filters (a multi-get asks for records that often do not exist: a key without
-     * events in that hour) and hash indexes inside data blocks (point lookups) */
+    rocksdb_options_set_create_missing_column_families(s->opts, 1);
+    rocksdb_options_set_max_background_jobs(s->opts, 2);
+    /* fetch latency over space: LZ4 (cheap to decompress), a 256 MiB block cache shared by the
+     * families, whole-key bloom filters (a multi-get asks for records that often do not exist:
+     * a key without events in that hour) and hash indexes inside data blocks (point lookups) */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
     s->cache = rocksdb_cache_create_lru((size_t)256 << 20);
     s->table = rocksdb_block_based_options_create();
@@ -314,30 +312,67 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     rocksdb_block_based_options_set_data_block_index_type(
         s->table, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
     rocksdb_block_based_options_set_data_block_hash_ratio(s->table, 0.75);
+    s->table_log = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(s->table_log, s->cache);
     rocksdb_options_set_block_based_table_factory(s->opts, s->table);
-    rocksdb_options_set_max_background_jobs(s->opts, 2);
-    /* the memtable too: a whole-key bloom filter spares the skiplist search for the records a
-     * multi-get asks for and the memtable does not hold (most of them) — that search was the
-     * top of the fetch profile while an upload or recent stream state sat in the memtable */
-    rocksdb_options_set_memtable_whole_key_filtering(s->opts, 1);
-    rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->opts, 0.1);
+    /* meta, batch, stream: point reads and multi-gets. The memtable too gets a whole-key bloom
+     * filter: it spares the skiplist search for the records a multi-get asks for and the
+     * memtable does not hold (most of them) — that search was the top of the fetch profile
+     * while an upload or recent stream state sat in the memtable */
+    for (int f = TSR__CF_META; f <= TSR__CF_STREAM; f++) {
+        s->cf_opts[f] = rocksdb_options_create_copy(s->opts);
+        rocksdb_options_set_memtable_whole_key_filtering(s->cf_opts[f], 1);
+        rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->cf_opts[f], 0.1);
+    }
+    /* meta: a few tiny records per GroupBy and partition, rewritten at every apply */
+    rocksdb_options_set_write_buffer_size(s->cf_opts[TSR__CF_META], (size_t)4 << 20);
+    /* stream: records merged in place, and dropped before B at compaction */
+    s->merge = rocksdb_mergeoperator_create(s, op_destroy, op_full_merge, op_partial_merge,
+                                            op_delete, op_name);
+    rocksdb_options_set_merge_operator(s->cf_opts[TSR__CF_STREAM], s->merge);
+    s->cfilter = rocksdb_compactionfilter_create(s, cf_destroy, cf_filter, cf_name);
+    rocksdb_options_set_compaction_filter(s->cf_opts[TSR__CF_STREAM], s->cfilter);
+    /* log: appended in sequence, read only by a replay's scan, deleted by range at each flush:
+     * no bloom filter, no hash index, no memtable filter */
+    s->cf_opts[TSR__CF_LOG] = rocksdb_options_create_copy(s->opts);
+    rocksdb_options_set_block_based_table_factory(s->cf_opts[TSR__CF_LOG], s->table_log);
     char *e = NULL;
-    const char *cfn[1] = {"default"};
-    const rocksdb_options_t *cfo[1] = {s->opts};
-    rocksdb_column_family_handle_t *cfh[1] = {NULL};
-    s->db = rocksdb_open_column_families(s->opts, dir, 1, cfn, cfo, cfh, &e);
+    static const char *const cfn[TSR__NCF] = {"default", "meta", "batch", "stream", "log"};
+    const rocksdb_options_t *cfo[TSR__NCF];
+    for (int f = 0; f < TSR__NCF; f++) cfo[f] = f == TSR__CF_DEFAULT ? s->opts : s->cf_opts[f];
+    s->db = rocksdb_open_column_families(s->opts, dir, TSR__NCF, (const char *const *)cfn, cfo,
+                                         s->cf, &e);
+    if (!e) { /* a store of the one-family layout (before column families) is not read */
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_DEFAULT]);
+        rocksdb_iter_seek_to_first(it);
+        if (rocksdb_iter_valid(it))
+            e = tsr_strdup("keys in the default column family: a store of the layout before "
+                           "column families (re-create it)");
+        else
+            rocksdb_iter_get_error(it, &e);
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+        if (e) {
+            for (int f = 0; f < TSR__NCF; f++) rocksdb_column_family_handle_destroy(s->cf[f]);
+            rocksdb_close(s->db);
+        }
+    }
     if (e) {
         int rc = tsr_error_set(err, TSR_EIO, "tile store %s: %s", dir, e);
         free(e);
         rocksdb_options_destroy(s->opts);
+        for (int f = 0; f < TSR__NCF; f++)
+            if (s->cf_opts[f]) /* stream's owns the merge operator */
+                rocksdb_options_destroy(s->cf_opts[f]);
         rocksdb_compactionfilter_destroy(s->cfilter);
         rocksdb_block_based_options_destroy(s->table);
+        rocksdb_block_based_options_destroy(s->table_log);
         rocksdb_cache_destroy(s->cache);
         pthread_rwlock_destroy(&s->lock);
         free(s);
         return rc;
     }
-    s->cf = cfh[0];
     s->wo = rocksdb_writeoptions_create();
     s->ro = rocksdb_readoptions_create();
     s->pend_budget = PEND_BUDGET_BYTES;
@@ -366,11 +401,15 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
         pthread_mutex_destroy(&s->gbs[i].flush_mu);
         pthread_rwlock_destroy(&s->gbs[i].pend_lock);
     }
-    rocksdb_column_family_handle_destroy(s->cf);
+    for (int f = 0; f < TSR__NCF; f++) rocksdb_column_family_handle_destroy(s->cf[f]);
     rocksdb_close(s->db);
-    rocksdb_options_destroy(s->opts); /* also destroys the merge operator it owns */
+    rocksdb_options_destroy(s->opts);
+    for (int f = 0; f < TSR__NCF; f++)
+        if (s->cf_opts[f]) /* stream's owns the merge operator */
+            rocksdb_options_destroy(s->cf_opts[f]);
     rocksdb_compactionfilter_destroy(s->cfilter);
     rocksdb_block_based_options_destroy(s->table);
+    rocksdb_block_based_options_destroy(s->table_log);
     rocksdb_cache_destroy(s->cache);
     rocksdb_writeoptions_destroy(s->wo);
     rocksdb_readoptions_destroy(s->ro);
@@ -387,10 +426,10 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     free(s);
 }
 
-static int get_i64_value(tsr_tile_store_t *s, const tsr_buf_t *k, int64_t *out) {
+static int get_i64_value(tsr_tile_store_t *s, int cf, const tsr_buf_t *k, int64_t *out) {
     char *e = NULL;
     size_t vlen;
-    char *v = rocksdb_get(s->db, s->ro, (const char *)k->data, k->len, &vlen, &e);
+    char *v = rocksdb_get_cf(s->db, s->ro, s->cf[cf], (const char *)k->data, k->len, &vlen, &e);
     if (e) {
         free(e);
         return TSR_EIO;
@@ -435,7 +474,7 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         tsr__key_prefix(&k, 'm', gb->name, n);
         tsr_buf_putc(&k, 'B');
         int64_t b;
-        if (get_i64_value(s, &k, &b) != 0) b = INT64_MIN;
+        if (get_i64_value(s, TSR__CF_META, &k, &b) != 0) b = INT64_MIN;
         __atomic_store_n(&g->batch_end, b, __ATOMIC_RELEASE);
         pthread_mutex_init(&g->apply_mu, NULL);
         pthread_mutex_init(&g->flush_mu, NULL);
@@ -444,7 +483,9 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         tsr__key_prefix(&k, 'm', gb->name, n);
         tsr_buf_putc(&k, 'F');
         int64_t gen;
-        g->gen = get_i64_value(s, &k, &gen) == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
+        g->gen = get_i64_value(s, TSR__CF_STREAM, &k, &gen) == 0
+                     ? (uint64_t)gen ^ (UINT64_C(1) << 63)
+                     : 0;
         tsr_buf_free(&k);
         rc = replay_log(s, g, err);
         if (rc == 0) /* published last: the flusher reads gbs without s->lock */
@@ -528,7 +569,8 @@ int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end
     tsr_buf_init(&lo);
     tsr_buf_init(&hi);
     version_range(&lo, &hi, g, batch_end);
-    rocksdb_writebatch_delete_range(u->wb, (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+    rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                       lo.len, (const char *)hi.data, hi.len);
     tsr_buf_free(&lo);
     tsr_buf_free(&hi);
     *out = u;
@@ -601,8 +643,8 @@ static int flush_key(tsr_tile_upload_t *u, tsr_error_t *err) {
         tsr__key_prefix(&u->key, 'b', g->name, g->nlen);
         tsr__put_i64(&u->key, u->b);
         tsr__put_key(&u->key, u->cur.data, u->cur.len);
-        rocksdb_writebatch_put(u->wb, (const char *)u->key.data, u->key.len,
-                               (const char *)u->val.data, u->val.len);
+        rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)u->key.data,
+                                  u->key.len, (const char *)u->val.data, u->val.len);
         if (++u->pending >= UPLOAD_FLUSH) rc = upload_flush(u, err);
     }
     u->npt = 0;
@@ -681,14 +723,15 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     tsr_buf_putc(&u->key, 'B');
     tsr_buf_clear(&u->val);
     tsr__put_i64(&u->val, u->b);
-    rocksdb_writebatch_put(u->wb, (const char *)u->key.data, u->key.len, (const char *)u->val.data,
-                           u->val.len);
+    rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_META], (const char *)u->key.data, u->key.len,
+                              (const char *)u->val.data, u->val.len);
     if (old != INT64_MIN && old != u->b) {
         tsr_buf_t lo, hi;
         tsr_buf_init(&lo);
         tsr_buf_init(&hi);
         version_range(&lo, &hi, u->g, old);
-        rocksdb_writebatch_delete_range(u->wb, (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                           lo.len, (const char *)hi.data, hi.len);
         tsr_buf_free(&lo);
         tsr_buf_free(&hi);
     }
@@ -696,11 +739,12 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     if (rc == 0) __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
     if (rc == 0) {
         /* move the upload out of the memtable into a table file (bloom filters, hash indexes):
-         * fetches then find its records without walking a large skiplist */
+         * fetches then find its records without walking a large skiplist (the batch family:
+         * the stream's memtable is not the upload's business) */
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, 1);
         char *e = NULL;
-        rocksdb_flush(u->s->db, fo, &e);
+        rocksdb_flush_cf(u->s->db, fo, u->s->cf[TSR__CF_BATCH], &e);
         free(e); /* best effort: the upload is durable in the WAL either way */
         rocksdb_flushoptions_destroy(fo);
     }
@@ -716,7 +760,8 @@ void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
         tsr_buf_init(&lo);
         tsr_buf_init(&hi);
         version_range(&lo, &hi, u->g, u->b);
-        rocksdb_writebatch_delete_range(u->wb, (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                           lo.len, (const char *)hi.data, hi.len);
         char *e = NULL;
         rocksdb_write(u->s->db, u->s->wo, u->wb, &e);
         free(e);
@@ -735,7 +780,7 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
     tsr_buf_putc(&k, 'o');
     tsr_buf_puts(&k, offset_name);
     int64_t v;
-    int rc = get_i64_value(s, &k, &v);
+    int rc = get_i64_value(s, TSR__CF_META, &k, &v);
     tsr_buf_free(&k);
     return rc ? -1 : v;
 }
@@ -1039,19 +1084,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     for (size_t i = 0; i < nord; i++) {
         tsr_buf_clear(&v);
         encode_entry(g, c->table[ord[i].idx], &v);
-        rocksdb_writebatch_merge(wb, (const char *)ord[i].k, ord[i].klen, (const char *)v.data, v.len);
+        rocksdb_writebatch_merge_cf(wb, s->cf[TSR__CF_STREAM], (const char *)ord[i].k, ord[i].klen,
+                                    (const char *)v.data, v.len);
     }
     free(ord);
     tsr_buf_t lo;
     tsr_buf_init(&lo);
     log_key(&lo, g, INT64_MIN);
     log_key(&k, g, log_hi);
-    rocksdb_writebatch_delete_range(wb, (const char *)lo.data, lo.len, (const char *)k.data, k.len);
-    tsr__key_prefix(&k, 'm', g->name, g->nlen);
+    rocksdb_writebatch_delete_range_cf(wb, s->cf[TSR__CF_LOG], (const char *)lo.data, lo.len,
+                                       (const char *)k.data, k.len);
+    tsr__key_prefix(&k, 'm', g->name, g->nlen); /* the marker: in the records' family */
     tsr_buf_putc(&k, 'F');
     tsr_buf_clear(&v);
     tsr__put_be64(&v, gen);
-    rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+    rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_STREAM], (const char *)k.data, k.len,
+                              (const char *)v.data, v.len);
     char *e = NULL;
     rocksdb_write(s->db, s->wo, wb, &e);
     rocksdb_writebatch_clear(wb);
@@ -1232,7 +1280,8 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
     rocksdb_writebatch_clear(wb);
     if (nlog) {
         log_key(&k, g, g->log_next);
-        rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_LOG], (const char *)k.data, k.len,
+                                  (const char *)v.data, v.len);
     }
     for (size_t o = 0; o < noffsets; o++) {
         tsr__key_prefix(&k, 'm', g->name, g->nlen);
@@ -1240,7 +1289,8 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
         tsr_buf_puts(&k, offset_names[o]);
         tsr_buf_clear(&v);
         tsr__put_i64(&v, next_offsets[o]);
-        rocksdb_writebatch_put(wb, (const char *)k.data, k.len, (const char *)v.data, v.len);
+        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_META], (const char *)k.data, k.len,
+                                  (const char *)v.data, v.len);
     }
     int rc = 0;
     if (nlog || noffsets) {
@@ -1286,7 +1336,7 @@ static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr_buf_putc(&hi, 1);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_LOG]);
     tsr_arena_t arena;
     tsr_arena_init(&arena, 0);
     tsr_value_t *vals = tsr_malloc(2 * (g->ncols ? g->ncols : 1) * sizeof(tsr_value_t));
@@ -1368,5 +1418,6 @@ int tsr_tile_store_flush(tsr_tile_store_t *s, tsr_error_t *err) {
 
 void tsr_tile_store_compact(tsr_tile_store_t *s) {
     tsr_tile_store_flush(s, NULL);
-    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+    for (int f = TSR__CF_META; f < TSR__NCF; f++)
+        rocksdb_compact_range_cf(s->db, s->cf[f], NULL, 0, NULL, 0);
 }

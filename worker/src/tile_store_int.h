@@ -16,6 +16,11 @@
  *                bytes(raw events: per event uvarint(ts - slot start), uvarint seq, per column
  *                tsr_value_encode(input) and, for a bucketed column, (bucket))
  *   log record   per event: K, svarint ts, uvarint seq, per column input (and bucket)
+ *
+ * Column families (TSR__CF_*; each key keeps its tag byte, so the layout reads the same in
+ * every family): meta ('m..B', 'm..o' offsets), batch ('b'), stream ('t' day/hour records and
+ * the flush marker 'm..F' — written in the same WriteBatch as the records it describes and read
+ * in the same multi-get), log ('l'). The default family stays empty.
  */
 #ifndef TSR_TILE_STORE_INT_H
 #define TSR_TILE_STORE_INT_H
@@ -35,6 +40,16 @@
 #define TSR__HOUR_SLOTS 12      /* 5-minute tiles of an hour (and their raw events) */
 #define TSR__REC_DAY 'D'
 #define TSR__REC_HOUR 'H'
+
+/* column families, in the order they are opened */
+enum {
+    TSR__CF_DEFAULT, /* unused (must exist); a store of the one-family layout has its keys here */
+    TSR__CF_META,    /* 'm' gb \0 'B' upload version, 'm' gb \0 'o' name offsets */
+    TSR__CF_BATCH,   /* 'b' batch records */
+    TSR__CF_STREAM,  /* 't' day/hour records (merge operator, retention filter), 'm' gb \0 'F' */
+    TSR__CF_LOG,     /* 'l' stream log */
+    TSR__NCF
+};
 
 typedef struct tsr__pend tsr__pend_t;
 
@@ -67,14 +82,16 @@ typedef struct tsr__ts_gb {
 
 struct tsr_tile_store {
     rocksdb_t *db;
-    rocksdb_options_t *opts;
+    rocksdb_options_t *opts;    /* the DB's options (and the default family's) */
+    rocksdb_options_t *cf_opts[TSR__NCF]; /* per family; [TSR__CF_DEFAULT] unused */
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
     rocksdb_mergeoperator_t *merge;
     rocksdb_compactionfilter_t *cfilter;
     rocksdb_cache_t *cache;
-    rocksdb_block_based_table_options_t *table;
-    rocksdb_column_family_handle_t *cf; /* the default family, for batched multi-get */
+    rocksdb_block_based_table_options_t *table;     /* bloom filters, hash indexes */
+    rocksdb_block_based_table_options_t *table_log; /* the log's: no filter */
+    rocksdb_column_family_handle_t *cf[TSR__NCF];
     pthread_rwlock_t lock;      /* guards gbs/ngbs */
     size_t pend_budget;         /* write-back bytes, shared by the GroupBys */
     pthread_t flusher;          /* writes handed-over imm tables */

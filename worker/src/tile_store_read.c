@@ -360,7 +360,8 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
         tsr_buf_putc(&mk, 'F');
         char *e = NULL;
         size_t vl;
-        char *v = rocksdb_get(s->db, ro, (const char *)mk.data, mk.len, &vl, &e);
+        char *v = rocksdb_get_cf(s->db, ro, s->cf[TSR__CF_STREAM], (const char *)mk.data, mk.len,
+                                 &vl, &e);
         if (e) {
             free(e);
             rc = TSR_EIO;
@@ -369,7 +370,7 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
         rocksdb_free(v);
         tsr_buf_free(&mk);
     }
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_STREAM]);
     for (rocksdb_iter_seek(it, (const char *)lo.data, lo.len); rocksdb_iter_valid(it) && rc == 0;
          rocksdb_iter_next(it)) {
         size_t kl, vl;
@@ -486,7 +487,15 @@ int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, si
             x->kp[r] = (const char *)x->keys.data + x->recs[r].koff;
             x->kl[r] = x->recs[r].klen;
         }
-        rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf, nrec, x->kp, x->kl, x->vals, x->errs, 0);
+        /* the batch record (batch family: one pinned get), then the stream records and the
+         * marker (stream family — one multi-get, so the marker and the records it describes
+         * are read at one point in time) */
+        x->errs[0] = NULL;
+        x->vals[0] = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], x->kp[0], x->kl[0],
+                                           &x->errs[0]);
+        if (nrec > 1)
+            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], nrec - 1, x->kp + 1,
+                                         x->kl + 1, x->vals + 1, x->errs + 1, 0);
         if (imm && x->vals[marker]) { /* the flush landed: imm is in the records read */
             size_t vl;
             const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(x->vals[marker], &vl);

@@ -9,21 +9,31 @@
  *          per key and day the 24 hour tiles and the day tile, per key and hour the 12
  *          5-minute tiles with their raw events; merged in place by a RocksDB merge operator
  *          that runs the aggregation kernel's merge
- *   meta:  the current upload version B, consumer offsets, the write-back flush marker
+ *   meta:  the current upload version B, consumer offsets, the write-back flush marker (which
+ *          lives in the stream family, below)
  * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
- * record, the head's hour record — with one batched multi-get, and equals the offline value
- * at q.
+ * record, the head's hour record — with a pinned get and one batched multi-get, and equals the
+ * offline value at q.
  *
- * Key layout (one column family; big-endian integers, signed ones with the sign bit flipped so
- * byte order is numeric order; K = 2-byte key length + key bytes):
+ * Key layout: one RocksDB column family per access pattern, each tuned for it (keys keep their
+ * tag byte; big-endian integers, signed ones with the sign bit flipped so byte order is
+ * numeric order; K = 2-byte key length + key bytes):
  *
- *     'm' gb \0 'B'                        -> B (int64)             current upload version
- *     'm' gb \0 'o' name                   -> next offset (int64)   per consumer partition
- *     'm' gb \0 'F'                        -> flush generation      write-back marker
- *     'b' gb \0 B K                        -> batch record          lifetime + suffixes
- *     't' gb \0 K 'D' day                  -> day record (merged)   slots 0..23 1h, 24 1d
- *     't' gb \0 K 'H' hour                 -> hour record (merged)  slots 0..11 5m + raw
- *     'l' gb \0 seq                        -> logged batch          not yet flushed
+ *   meta    'm' gb \0 'B'                  -> B (int64)             current upload version
+ *   (tiny)  'm' gb \0 'o' name             -> next offset (int64)   per consumer partition
+ *   batch   'b' gb \0 B K                  -> batch record          lifetime + suffixes
+ *   (bulk-written per upload, point reads, old versions range-deleted at commit)
+ *   stream  't' gb \0 K 'D' day            -> day record (merged)   slots 0..23 1h, 24 1d
+ *   (merge  't' gb \0 K 'H' hour           -> hour record (merged)  slots 0..11 5m + raw
+ *   op, retention filter, blooms)
+ *           'm' gb \0 'F'                  -> flush generation      write-back marker
+ *   log     'l' gb \0 seq                  -> logged batch          not yet flushed
+ *   (sequential, range-deleted at each flush, no bloom filter)
+ *
+ * The flush marker lives with the records it describes: a read gets it in the same multi-get.
+ * Writes that span families (log record + offsets; upload commit: B + deletion of the old
+ * version; flush: records + log deletion + marker) are one WriteBatch, atomic across families.
+ * The default family stays empty; a store of the earlier one-family layout is refused at open.
  *
  * Codecs in worker/src/tile_store_int.h, design in docs/tile-store.md. Uploads write under
  * their own B and then switch 'm..B' in one write: readers see the old upload or the new one,
