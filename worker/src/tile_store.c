@@ -300,6 +300,11 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     s->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opts, 1);
     rocksdb_options_set_create_missing_column_families(s->opts, 1);
+    /* memtables of all families together (a write buffer manager), and old WAL files recycled
+     * once they hold more than this: the meta family gets a small write per apply and would
+     * otherwise keep every WAL alive until its own memtable fills */
+    rocksdb_options_set_db_write_buffer_size(s->opts, (size_t)192 << 20);
+    rocksdb_options_set_max_total_wal_size(s->opts, (uint64_t)256 << 20);
     rocksdb_options_set_max_background_jobs(s->opts, 2);
     /* fetch latency over space: LZ4 (cheap to decompress), a 256 MiB block cache shared by the
      * families, whole-key bloom filters (a multi-get asks for records that often do not exist:
