@@ -123,7 +123,8 @@ keys=$(echo "$row" | sed 's/^{\("checkout_id":[^,]*,"user_id":[^,]*,"merchant_id
 ts=$(echo "$row" | sed 's/.*"ts":\([0-9]*\).*/\1/')
 echo
 echo "== tessera fetch --join payments.checkout_features.v1 --keys '$keys' --at-millis $ts =="
-"$TESSERA" fetch --join payments.checkout_features.v1 --keys "$keys" --at-millis "$ts"
+online=$("$TESSERA" fetch --join payments.checkout_features.v1 --keys "$keys" --at-millis "$ts")
+echo "$online"
 echo
 echo "== the backfill's row for the same checkout (offline) =="
 echo "$row"
@@ -132,6 +133,16 @@ echo "== the same over HTTP: POST http://$http/v1/fetch/join/payments.checkout_f
 curl -s --max-time 5 -X POST "http://$http/v1/fetch/join/payments.checkout_features.v1" \
     -d "[$(echo "$keys" | sed "s/}\$/,\"at_millis\":$ts}/")]" | cut -c1-300
 echo "..."
+# the two feature maps, as printed (same names, order and number formatting)
+on_feats=$(echo "$online" | sed 's/.*"features":{//; s/}}$//')
+off_feats=$(echo "$row" | sed 's/.*"ds":"[0-9-]*",//; s/}$//')
 echo
-echo "quickstart: done. Online features equal the offline row above (tests/integration/"
-echo "serve_online.sh checks every value). Try: $TESSERA --help, $TESSERA serve --help, docs/serve.md"
+if [ "$on_feats" = "$off_feats" ]; then
+    echo "online == offline: the features fetched online are identical, byte for byte, to the backfill's row."
+else
+    echo "online and offline differ for this checkout (tests/integration/serve_online.sh compares"
+    echo "every value with the tolerance SPEC section 4 allows for doubles and sketches):"
+    diff <(echo "$off_feats" | tr ',' '\n') <(echo "$on_feats" | tr ',' '\n') | head -10 || true
+fi
+echo
+echo "quickstart: done. Try: $TESSERA --help, $TESSERA serve --help, docs/serve.md"
