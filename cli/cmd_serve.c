@@ -19,6 +19,7 @@
 
 #include "cli_int.h"
 #include "serve_int.h"
+#include "tsr/log.h"
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
@@ -66,6 +67,7 @@ static int run(int argc, char **argv) {
     const char *wh = getenv("TESSERA_WAREHOUSE") ? getenv("TESSERA_WAREHOUSE") : "warehouse";
     o.kafka_bootstrap = getenv("TESSERA_KAFKA");
     int quiet = 0;
+    tsr_log_format_t logfmt = isatty(2) ? TSR_LOG_TEXT : TSR_LOG_JSON;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--quiet") == 0) {
@@ -94,6 +96,9 @@ static int run(int argc, char **argv) {
             if (parse_long(v, -1, LONG_MAX, &x))
                 return tsr_cli_usage_error(cmd, "--allowed-lateness-ms must be a number of ms (-1: no limit), got '%s'", v);
             o.allowed_lateness_ms = x == 0 ? -1 : x;
+        } else if (strcmp(a, "--log-format") == 0) {
+            if (tsr_log_format_parse(v, &logfmt) != 0)
+                return tsr_cli_usage_error(cmd, "--log-format must be json or text, got '%s'", v);
         } else if (strcmp(a, "--rpc-threads") == 0) {
             if (parse_long(v, 1, 64, &x)) return tsr_cli_usage_error(cmd, "--rpc-threads must be 1..64, got '%s'", v);
             o.rpc_threads = (int)x;
@@ -111,6 +116,7 @@ static int run(int argc, char **argv) {
     o.data_dir = data_dir;
     o.warehouse = warehouse;
     o.log = quiet ? NULL : stderr;
+    tsr_log_init(quiet ? NULL : stderr, logfmt, TSR_LOG_INFO);
 
     sigset_t set;
     sigemptyset(&set);
@@ -124,7 +130,7 @@ static int run(int argc, char **argv) {
     tsr_server_t *s;
     int rc = tsr_server_start(&o, &s, &err);
     if (rc) {
-        fprintf(stderr, "tessera serve: %s\n", err.msg);
+        fprintf(stderr, "tessera serve: %s\n", err.msg); /* always plain: the user reads it */
         free(data_dir);
         free(warehouse);
         return tsr_error_exit_code(rc);
@@ -132,19 +138,18 @@ static int run(int argc, char **argv) {
     printf("grpc=%s:%d\n", o.bind, tsr_server_grpc_port(s));
     if (o.http_port >= 0) printf("http=%s:%d\n", o.bind, tsr_server_http_port(s));
     fflush(stdout);
-    if (!quiet)
-        fprintf(stderr,
-                "tessera serve: serving gRPC on %s:%d%s%.0d, data %s, warehouse %s, %s%s; stop with "
-                "Ctrl-C or SIGTERM\n",
+    tsr_log(TSR_LOG_INFO, "serve",
+                "serving gRPC on %s:%d%s%.0d, data %s, warehouse %s, %s%s; stop with "
+                "Ctrl-C or SIGTERM",
                 o.bind, tsr_server_grpc_port(s), o.http_port >= 0 ? ", HTTP on port " : "",
                 o.http_port >= 0 ? tsr_server_http_port(s) : 0, data_dir, warehouse,
                 o.kafka_bootstrap ? "streaming from Kafka at " : "no Kafka (no streaming)",
                 o.kafka_bootstrap ? o.kafka_bootstrap : "");
     int sig = 0;
     sigwait(&set, &sig);
-    if (!quiet) fprintf(stderr, "tessera serve: %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    tsr_log(TSR_LOG_INFO, "serve", "%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
     tsr_server_stop(s);
-    if (!quiet) fprintf(stderr, "tessera serve: stopped\n");
+    tsr_log(TSR_LOG_INFO, "serve", "stopped");
     free(data_dir);
     free(warehouse);
     return 0;
@@ -155,7 +160,7 @@ const tsr_cli_cmd_t tsr_cmd_serve_def = {
     "run the online server (worker, fetcher and a local registry in one process)",
     "usage: tessera serve --data-dir DIR [--grpc-port P] [--http-port P] [--warehouse DIR]\n"
     "                     [--kafka-bootstrap ADDR] [--bind ADDR] [--allowed-lateness-ms MS]\n"
-    "                     [--rpc-threads N] [--quiet]\n"
+    "                     [--rpc-threads N] [--log-format json|text] [--quiet]\n"
     "\n"
     "The embedded default (SPEC section 7): applied configs are kept under DIR/configs, tiles\n"
     "in a RocksDB store under DIR/tiles. Serves tessera.v1.FeatureService (FetchJoin,\n"
@@ -180,6 +185,8 @@ const tsr_cli_cmd_t tsr_cmd_serve_def = {
     "                          than this are counted as late and dropped (default 1 day;\n"
     "                          -1: never)\n"
     "  --rpc-threads N         gRPC completion-queue threads (default 2)\n"
+    "  --log-format json|text  log lines on stderr: JSON objects (ts, level, component, msg)\n"
+    "                          or text (default: text on a terminal, json otherwise)\n"
     "  --quiet                 no log lines on stderr\n",
     run,
 };

@@ -13,6 +13,7 @@
 #include "tsr/entity_store.h"
 #include "tsr/http.h"
 #include "tsr/ingest.h"
+#include "tsr/log.h"
 #include "tsr/metrics.h"
 #include "tsr/pbvalue.h"
 #include "tsr/registry.h"
@@ -79,17 +80,10 @@ static int64_t now_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static void logf_(tsr_server_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(tsr_server_t *s, const char *fmt, ...) {
-    if (!s->o.log) return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(s->o.log, "tessera serve: ");
-    vfprintf(s->o.log, fmt, ap);
-    fputc('\n', s->o.log);
-    va_end(ap);
-    fflush(s->o.log);
-}
+#define logf_(s, ...)                                                                              \
+    do {                                                                                           \
+        if ((s)->o.log) tsr_log(TSR_LOG_INFO, "serve", __VA_ARGS__);                               \
+    } while (0)
 
 /* Per-thread scratch for RPC handlers, reset by each call. */
 static void arena_destroy(void *p) {

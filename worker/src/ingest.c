@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "tsr/kafka.h"
+#include "tsr/log.h"
 
 #define LOG_BAD_MAX 10
 #define RETRY_MS 1000
@@ -48,7 +49,7 @@ static void set_error(tsr_ingest_t *in, const char *msg) {
     pthread_mutex_lock(&in->mu);
     snprintf(in->st.last_error, sizeof in->st.last_error, "%.*s", (int)sizeof in->st.last_error - 1, msg);
     pthread_mutex_unlock(&in->mu);
-    if (in->o.log) fprintf(in->o.log, "ingest %s <- %s: %s\n", in->tiles->name, in->topic, msg);
+    if (in->o.log) tsr_log(TSR_LOG_WARN, "ingest", "%s <- %s: %s", in->tiles->name, in->topic, msg);
 }
 
 static int stopping(tsr_ingest_t *in) { return __atomic_load_n(&in->stop, __ATOMIC_ACQUIRE); }
@@ -119,8 +120,8 @@ static int open_consumer(tsr_ingest_t *in, tsr_error_t *err) {
     in->st.last_error[0] = 0;
     pthread_mutex_unlock(&in->mu);
     if (in->o.log)
-        fprintf(in->o.log, "ingest %s <- %s: consuming %d partitions\n", in->tiles->name, in->topic,
-                (int)np);
+        tsr_log(TSR_LOG_INFO, "ingest", "%s <- %s: consuming %d partitions", in->tiles->name,
+                in->topic, (int)np);
     return 0;
 }
 
@@ -156,7 +157,7 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
             uint64_t nbad = in->st.bad + bad;
             pthread_mutex_unlock(&in->mu);
             if (nbad <= LOG_BAD_MAX && in->o.log)
-                fprintf(in->o.log, "ingest %s <- %s: bad message skipped: %s\n", in->tiles->name,
+                tsr_log(TSR_LOG_WARN, "ingest", "%s <- %s: bad message skipped: %s", in->tiles->name,
                         in->topic, e.msg);
             continue;
         }
