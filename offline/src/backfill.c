@@ -67,7 +67,7 @@ static int check_partitions(const src_plan_t *s, int64_t lo, int64_t hi, tsr_err
     return 0;
 }
 
-static int check_gb_partitions(const gb_plan_t *gb, int64_t lo, int64_t hi, tsr_error_t *err) {
+int tsr__check_gb_partitions(const gb_plan_t *gb, int64_t lo, int64_t hi, tsr_error_t *err) {
     for (size_t i = 0; i < gb->nsrc; i++) {
         int64_t l = lo, h = hi;
         int64_t d;
@@ -323,7 +323,7 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     for (size_t p = 0; p < jp.nparts; p++) {
         const gb_plan_t *gb = &jp.parts[p].gb;
         int64_t glo = jp.left_entity || gb->snapshot || gb->entity ? lo - 1 : lo;
-        if ((rc = check_gb_partitions(gb, glo, hi, err)) != 0) goto out;
+        if ((rc = tsr__check_gb_partitions(gb, glo, hi, err)) != 0) goto out;
     }
 
     /* 1. left rows, in row order */
@@ -500,7 +500,7 @@ static int gb_rows(engine_t *e, gb_plan_t *gbp, out_ref_t **refs_out, size_t *nr
     int rc;
     out_ref_t *refs = NULL;
     size_t nref = 0, capref = 0;
-    if ((rc = check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) return rc;
+    if ((rc = tsr__check_gb_partitions(&gb, o->start_day, o->end_day, err)) != 0) return rc;
 
     /* memory: key-partition ranges, one pass over the sources each (see run_join) */
     size_t npasses = tsr__passes(gb.srcs, gb.nsrc, o->memory_bytes);

@@ -150,6 +150,11 @@ int tsr_batch_compute(tsr_gb_online_t *p, int64_t batch_end, const tsr_backfill_
                       tsr_batch_sink_fn sink, void *ud, tsr_error_t *err) {
     if (tsr_floor_div(batch_end, TSR_MS_PER_DAY) * TSR_MS_PER_DAY != batch_end)
         return tsr_error_set(err, TSR_EINVAL, "batch end %lld is not a midnight", (long long)batch_end);
+    /* the upload's own day must be there: a batch "as of" a day the warehouse lacks would
+     * silently miss that day's events */
+    int64_t last = tsr_floor_div(batch_end, TSR_MS_PER_DAY) - 1;
+    int rc0 = tsr__check_gb_partitions(&p->plan, last, last, err);
+    if (rc0) return rc0;
     int nthreads = opts && opts->parallelism > 0 ? opts->parallelism : 2;
     size_t nparts = (size_t)nthreads * 16;
     xctx_t x;

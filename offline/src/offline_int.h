@@ -160,6 +160,9 @@ int tsr__join_plan_build(join_plan_t *p, const tsr_conf_join_t *j, const char *w
                          int64_t day_lo, int64_t day_hi, tsr_error_t *err);
 void tsr__join_plan_free(join_plan_t *p);
 void tsr__deriv_free(deriv_plan_t *d);
+/* Every partition in [lo, hi] of each source table (within its start/endPartition) exists;
+ * else TSR_ENOTFOUND naming the missing folder. */
+int tsr__check_gb_partitions(const gb_plan_t *gb, int64_t lo, int64_t hi, tsr_error_t *err);
 /* Applies a derivation plan: base[0 .. d->nbase) -> out[0 .. d->nout); tmp holds the program's
  * outputs; vm is NULL when d->prog is. NaN and +-Inf derived doubles become null. */
 void tsr__derive(const deriv_plan_t *d, tsr_vm_t *vm, const tsr_value_t *base, tsr_value_t *tmp,
