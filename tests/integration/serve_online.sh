@@ -38,6 +38,8 @@ expect "apply again is unchanged" 0 "$TESSERA" apply -f "$JOIN"
 has out "unchanged" "re-apply reports unchanged"
 expect "upload ds=$E (Join: all its parts)" 0 "$TESSERA" upload "$JOIN" --ds "$E" --warehouse "$WH"
 expect "upload ds=$E (probe Join)" 0 "$TESSERA" upload "$PROBE" --ds "$E" --warehouse "$WH"
+expect "upload of a day the warehouse lacks is NOT_FOUND" 3 "$TESSERA" upload "$JOIN" --ds 2030-01-01 --warehouse "$WH"
+has err "ds=2030-01-01 is missing" "the error names the missing partition"
 expect "produce day $D" 0 "$TESSERA" produce --topic payments.card_txn --file "$TMP/stream.jsonl" \
     --key-column user_id --bootstrap "$BOOTSTRAP"
 wait_consumed "$NSTREAM" && pass "all $NSTREAM messages consumed"
