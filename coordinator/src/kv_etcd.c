@@ -566,10 +566,13 @@ static int w_line(tsr_kv_watch_t *w, const char *s, size_t n) {
     size_t i = 0;
     for (; i < cnt; i++) {
         json_t *ev = json_array_get(evs, i);
-        json_t *t = json_object_get(ev, "type");
-        if (t && !json_is_string(t)) bad = 1;
+        json_t *t = json_object_get(ev, "type");   /* absent for a PUT */
+        if (t && !json_is_string(t)) {
+            bad = 1;
+            break;
+        }
         v[i].type = t && strcmp(json_string_value(t), "DELETE") == 0 ? TSR_KV_DELETE : TSR_KV_PUT;
-        if (bad || parse_kv(json_object_get(ev, "kv"), &v[i].kv)) {
+        if (parse_kv(json_object_get(ev, "kv"), &v[i].kv)) {
             bad = 1;
             break;
         }

@@ -7,7 +7,8 @@
  * Covered: base64 and prefix ends; put/get/range/delete; txn success and conflict (leader
  * election with fencing); lease keep-alive, expiry (fake: manual clock; etcd: TTL 2 s, bounded
  * wait) and revoke; watch delivering puts and deletes in order, live and replayed from a
- * revision; an unreachable endpoint -> TSR_EUNAVAIL quickly; a non-JSON answer -> TSR_ECORRUPT.
+ * revision; an unreachable endpoint -> TSR_EUNAVAIL quickly; a non-JSON answer (unary or in a
+ * watch stream) -> TSR_ECORRUPT.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -456,7 +457,7 @@ static void *garbage_server(void *arg) {
         struct pollfd pc = {c, POLLIN, 0};
         if (poll(&pc, 1, 2000) > 0 && read(c, buf, sizeof buf) > 0) {
             const char *r = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                            "Content-Length: 11\r\nConnection: close\r\n\r\nhello world";
+                            "Content-Length: 12\r\nConnection: close\r\n\r\nhello world\n";
             if (write(c, r, strlen(r)) < 0) break;
         }
         close(c);
@@ -482,6 +483,15 @@ START_TEST(test_malformed) {
     tsr_kv_entry_t *v;
     size_t n;
     ck_assert_int_eq(tsr_kv_range(kv, "/", &v, &n, NULL, &err), TSR_ECORRUPT);
+    /* A watch stream with a line that is not JSON ends with TSR_ECORRUPT on its thread. */
+    seen_t s;
+    seen_init(&s);
+    tsr_kv_watch_t *w;
+    ck_assert_int_eq(tsr_kv_watch(kv, "/", 5, seen_cb, &s, &w, &err), 0);
+    seen_wait(&s, 1);
+    ck_assert_int_eq(s.status, TSR_ECORRUPT);
+    ck_assert_uint_eq(s.n, 0);
+    tsr_kv_watch_stop(kv, w);
     tsr_kv_free(kv);
     shutdown(ls, SHUT_RDWR);
     pthread_join(th, NULL);
