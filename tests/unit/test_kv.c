@@ -6,9 +6,9 @@
  * instance is shared by all tests, and creates its clients inside the forked test process.
  * Covered: base64 and prefix ends; put/get/range/delete; txn success and conflict (leader
  * election with fencing); lease keep-alive, expiry (fake: manual clock; etcd: TTL 2 s, bounded
- * wait) and revoke; watch delivering puts and deletes in order, live and replayed from a
- * revision; an unreachable endpoint -> TSR_EUNAVAIL quickly; a non-JSON answer (unary or in a
- * watch stream) -> TSR_ECORRUPT.
+ * wait; a watcher sees a DELETE) and revoke; watch delivering puts and deletes in order, live
+ * and replayed from a revision; an unreachable endpoint -> TSR_EUNAVAIL quickly; a non-JSON
+ * answer (unary or in a watch stream) -> TSR_ECORRUPT.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -263,60 +263,6 @@ START_TEST(test_txn) {
 }
 END_TEST
 
-START_TEST(test_lease) {
-    tsr_kv_t *kv = mk(_i);
-    tsr_error_t err;
-    int64_t id, ttl;
-    ck_assert_int_eq(tsr_kv_lease_grant(kv, 2, &id, &err), 0);
-    put_ok(kv, "/lease/w1", "alive", id, NULL);
-    put_ok(kv, "/lease/static", "stays", 0, NULL);
-    tsr_kv_entry_t e;
-    int found;
-    ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
-    ck_assert_int_eq(e.lease, id);
-    tsr_kv_entry_free(&e);
-    ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, &ttl, &err), 0);
-    ck_assert_int_eq(ttl, 2);
-    if (tsr_kv_is_fake(kv)) {
-        /* Kept alive at 1.5 s, so still there at 3 s; gone 2 s after the last keep-alive. */
-        tsr_kv_fake_advance(kv, 1500);
-        ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, NULL, &err), 0);
-        tsr_kv_fake_advance(kv, 1500);
-        ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
-        ck_assert_int_eq(found, 1);
-        tsr_kv_entry_free(&e);
-        tsr_kv_fake_advance(kv, 600);
-    }
-    /* Wait (bounded) for the expiry: etcd's TTL is 2 s, checked by the leader periodically. */
-    int64_t t0 = now_ms();
-    do {
-        ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
-        tsr_kv_entry_free(&e);
-        if (found) sleep_ms(100);
-    } while (found && now_ms() - t0 < 10000);
-    ck_assert_msg(!found, "lease key still present after %lld ms", (long long)(now_ms() - t0));
-    ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, NULL, &err), TSR_ENOTFOUND);
-    ck_assert_int_eq(tsr_kv_get(kv, "/lease/static", &e, &found, &err), 0);
-    ck_assert_int_eq(found, 1);
-    tsr_kv_entry_free(&e);
-
-    /* Revoke deletes the keys at once; a second revoke is TSR_ENOTFOUND. */
-    ck_assert_int_eq(tsr_kv_lease_grant(kv, 30, &id, &err), 0);
-    put_ok(kv, "/lease/w2", "a", id, NULL);
-    put_ok(kv, "/lease/w3", "b", id, NULL);
-    ck_assert_int_eq(tsr_kv_lease_revoke(kv, id, &err), 0);
-    tsr_kv_entry_t *v;
-    size_t n;
-    ck_assert_int_eq(tsr_kv_range(kv, "/lease/", &v, &n, NULL, &err), 0);
-    ck_assert_uint_eq(n, 1);
-    ck_assert_str_eq(v[0].key, "/lease/static");
-    tsr_kv_entries_free(v, n);
-    ck_assert_int_eq(tsr_kv_lease_revoke(kv, id, &err), TSR_ENOTFOUND);
-    ck_assert_int_eq(tsr_kv_lease_grant(kv, 0, &id, &err), TSR_EINVAL);
-    tsr_kv_free(kv);
-}
-END_TEST
-
 /* Collects watch events for the tests. */
 typedef struct seen {
     pthread_mutex_t mu;
@@ -361,6 +307,69 @@ static size_t seen_wait(seen_t *s, size_t want) {
     pthread_mutex_unlock(&s->mu);
     return n;
 }
+
+START_TEST(test_lease) {
+    tsr_kv_t *kv = mk(_i);
+    tsr_error_t err;
+    int64_t id, ttl;
+    ck_assert_int_eq(tsr_kv_lease_grant(kv, 2, &id, &err), 0);
+    put_ok(kv, "/lease/w1", "alive", id, NULL);
+    put_ok(kv, "/lease/static", "stays", 0, NULL);
+    tsr_kv_entry_t e;
+    int found;
+    ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
+    ck_assert_int_eq(e.lease, id);
+    tsr_kv_entry_free(&e);
+    ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, &ttl, &err), 0);
+    ck_assert_int_eq(ttl, 2);
+    /* Membership watchers learn of an expiry as a DELETE event. */
+    seen_t s;
+    seen_init(&s);
+    tsr_kv_watch_t *w;
+    ck_assert_int_eq(tsr_kv_watch(kv, "/lease/w", 0, seen_cb, &s, &w, &err), 0);
+    if (tsr_kv_is_fake(kv)) {
+        /* Kept alive at 1.5 s, so still there at 3 s; gone 2 s after the last keep-alive. */
+        tsr_kv_fake_advance(kv, 1500);
+        ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, NULL, &err), 0);
+        tsr_kv_fake_advance(kv, 1500);
+        ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
+        ck_assert_int_eq(found, 1);
+        tsr_kv_entry_free(&e);
+        tsr_kv_fake_advance(kv, 600);
+    }
+    /* Wait (bounded) for the expiry: etcd's TTL is 2 s, checked by the leader periodically. */
+    int64_t t0 = now_ms();
+    do {
+        ck_assert_int_eq(tsr_kv_get(kv, "/lease/w1", &e, &found, &err), 0);
+        tsr_kv_entry_free(&e);
+        if (found) sleep_ms(100);
+    } while (found && now_ms() - t0 < 10000);
+    ck_assert_msg(!found, "lease key still present after %lld ms", (long long)(now_ms() - t0));
+    ck_assert_int_eq(tsr_kv_lease_keepalive(kv, id, NULL, &err), TSR_ENOTFOUND);
+    ck_assert_uint_eq(seen_wait(&s, 1), 1);
+    ck_assert_int_eq(s.type[0], TSR_KV_DELETE);
+    ck_assert_str_eq(s.key[0], "/lease/w1");
+    tsr_kv_watch_stop(kv, w);
+    ck_assert_int_eq(tsr_kv_get(kv, "/lease/static", &e, &found, &err), 0);
+    ck_assert_int_eq(found, 1);
+    tsr_kv_entry_free(&e);
+
+    /* Revoke deletes the keys at once; a second revoke is TSR_ENOTFOUND. */
+    ck_assert_int_eq(tsr_kv_lease_grant(kv, 30, &id, &err), 0);
+    put_ok(kv, "/lease/w2", "a", id, NULL);
+    put_ok(kv, "/lease/w3", "b", id, NULL);
+    ck_assert_int_eq(tsr_kv_lease_revoke(kv, id, &err), 0);
+    tsr_kv_entry_t *v;
+    size_t n;
+    ck_assert_int_eq(tsr_kv_range(kv, "/lease/", &v, &n, NULL, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(v[0].key, "/lease/static");
+    tsr_kv_entries_free(v, n);
+    ck_assert_int_eq(tsr_kv_lease_revoke(kv, id, &err), TSR_ENOTFOUND);
+    ck_assert_int_eq(tsr_kv_lease_grant(kv, 0, &id, &err), TSR_EINVAL);
+    tsr_kv_free(kv);
+}
+END_TEST
 
 static void check_events(seen_t *s, int64_t first_rev) {
     static const struct { int type; const char *key, *val; } want[] = {
