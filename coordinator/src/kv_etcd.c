@@ -282,9 +282,10 @@ static int request(etcd_t *e, const char *call, const char *path, json_t *body, 
     json_error_t je;
     json_t *j = b.p ? json_loadb(b.p, b.n, 0, &je) : NULL;
     if (!json_is_object(j)) {
-        int rc = tsr_error_set(err, TSR_ECORRUPT,
-                               "etcd %s: %s: HTTP %ld with a body that is not a JSON object: %.200s",
-                               e->endpoint, call, status, b.p ? b.p : "(empty)");
+        int rc =
+            tsr_error_set(err, TSR_ECORRUPT,
+                          "etcd %s: %s: HTTP %ld with a body that is not a JSON object: %.200s",
+                          e->endpoint, call, status, b.p ? b.p : "(empty)");
         json_decref(j);
         free(b.p);
         return rc;
@@ -336,7 +337,8 @@ static json_t *put_body(const char *key, const void *val, size_t len, int64_t le
 static int etcd_put(tsr_kv_t *kv, const char *key, const void *val, size_t len, int64_t lease,
                     int64_t *revision, tsr_error_t *err) {
     etcd_t *e = (etcd_t *)kv;
-    if (!key || !*key) return tsr_error_set(err, TSR_EINVAL, "etcd %s: put: empty key", e->endpoint);
+    if (!key || !*key)
+        return tsr_error_set(err, TSR_EINVAL, "etcd %s: put: empty key", e->endpoint);
     json_t *r;
     int rc = request(e, "put", "/v3/kv/put", put_body(key, val, len, lease), &r, err);
     if (rc) return rc;

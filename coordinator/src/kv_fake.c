@@ -252,8 +252,9 @@ static int fake_txn(tsr_kv_t *kv, const tsr_kv_cmp_t *cmp, size_t ncmp, const ts
         for (size_t o = 0; o < nops; o++)
             if (ops[o].type == TSR_KV_PUT && ops[o].lease && !lease_find(f, ops[o].lease)) {
                 pthread_mutex_unlock(&f->mu);
-                return tsr_error_set(err, TSR_ENOTFOUND, "fake kv: txn put %s: lease %lld not found",
-                                     ops[o].key, (long long)ops[o].lease);
+                return tsr_error_set(err, TSR_ENOTFOUND,
+                                     "fake kv: txn put %s: lease %lld not found", ops[o].key,
+                                     (long long)ops[o].lease);
             }
         int writes = 0;
         for (size_t o = 0; o < nops; o++)
@@ -300,8 +301,9 @@ static int fake_lease_keepalive(tsr_kv_t *kv, int64_t id, int64_t *ttl_s, tsr_er
         if (ttl_s) *ttl_s = l->ttl_s;
     }
     pthread_mutex_unlock(&f->mu);
-    if (!l) return tsr_error_set(err, TSR_ENOTFOUND, "fake kv: lease keepalive: lease %lld not found",
-                                 (long long)id);
+    if (!l)
+        return tsr_error_set(err, TSR_ENOTFOUND, "fake kv: lease keepalive: lease %lld not found",
+                             (long long)id);
     return 0;
 }
 
@@ -311,8 +313,9 @@ static int fake_lease_revoke(tsr_kv_t *kv, int64_t id, tsr_error_t *err) {
     int found = lease_find(f, id) != NULL;
     if (found) lease_drop(f, id);
     pthread_mutex_unlock(&f->mu);
-    if (!found) return tsr_error_set(err, TSR_ENOTFOUND, "fake kv: lease revoke: lease %lld not found",
-                                     (long long)id);
+    if (!found)
+        return tsr_error_set(err, TSR_ENOTFOUND, "fake kv: lease revoke: lease %lld not found",
+                             (long long)id);
     return 0;
 }
 
@@ -322,7 +325,8 @@ int tsr_kv_fake_advance(tsr_kv_t *kv, int64_t ms) {
     pthread_mutex_lock(&f->mu);
     f->now_ms += ms;
     for (size_t i = 0; i < f->nleases;) {
-        if (f->leases[i].expires_ms <= f->now_ms) lease_drop(f, f->leases[i].id); /* swaps in last */
+        if (f->leases[i].expires_ms <= f->now_ms)
+            lease_drop(f, f->leases[i].id); /* swaps in last */
         else i++;
     }
     pthread_mutex_unlock(&f->mu);

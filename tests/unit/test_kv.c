@@ -51,7 +51,8 @@ static int free_port(void) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &len)) {
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(s, (struct sockaddr *)&a, &len)) {
         if (s >= 0) close(s);
         return -1;
     }
@@ -99,14 +100,16 @@ START_TEST(test_b64) {
         char *e = tsr__kv_b64_encode(buf, len);
         size_t n;
         char *d = tsr__kv_b64_decode(e, strlen(e), &n);
-        if (!d || n != len || memcmp(d, buf, len)) ck_abort_msg("b64 round trip failed, len %zu", len);
+        if (!d || n != len || memcmp(d, buf, len))
+            ck_abort_msg("b64 round trip failed, len %zu", len);
         free(d);
         free(e);
     }
     size_t n;
     const char *bad[] = {"Zg=", "Zg", "Z===", "Zm9v!A==", "=Zg=", "Zg==Zg=="};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ck_assert_msg(tsr__kv_b64_decode(bad[i], strlen(bad[i]), &n) == NULL, "accepted %s", bad[i]);
+        ck_assert_msg(tsr__kv_b64_decode(bad[i], strlen(bad[i]), &n) == NULL, "accepted %s",
+                      bad[i]);
 
     char *e = tsr__kv_prefix_end("/a/", &n);
     ck_assert_uint_eq(n, 3);
