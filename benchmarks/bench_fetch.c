@@ -1229,6 +1229,7 @@ int main(int argc, char **argv) {
 
     /* ---- ingest */
     double ing_eps = NAN, ing_eps_cpu = NAN, ing_cpu = NAN, ing_wall = NAN, idle_cpu_rate = NAN;
+    double ing_cpu_all = NAN, ing_eps_cpu_all = NAN;
     double ing_first_s = NAN;
     if (phase_on("ingest")) {
         settle();
@@ -1281,19 +1282,36 @@ int main(int argc, char **argv) {
         double t1 = wait_consumed(INGEST_TOPIC, INGEST_GB, 1, (uint64_t)M, 600, 0.02, &got);
         if (got < (uint64_t)M) M = (long)got; /* rates over what was consumed */
         double cpu1 = proc_cpu_s(g_server_pid);
+        /* the tile store folds events into a write-back table and writes it later (when it
+         * fills, or 10 s after the stream goes quiet): wait until the server is back to its
+         * idle CPU rate for 2 s in a row (at most 40 s) and count that deferred work too */
+        double cpu2 = cpu1, t2 = now_s();
+        int quiet = 0;
+        while (quiet < 4 && now_s() - t2 < 40) {
+            check_stop();
+            double ca = proc_cpu_s(g_server_pid), wa = now_s();
+            sleep_s(0.5);
+            double rate = (proc_cpu_s(g_server_pid) - ca) / (now_s() - wa);
+            quiet = rate <= 2 * idle_cpu_rate + 0.02 ? quiet + 1 : 0;
+        }
+        double tail_s = now_s() - t2;
+        cpu2 = proc_cpu_s(g_server_pid) - idle_cpu_rate * tail_s; /* less the idle baseline */
         perf_end();
         tsr_buf_free(&gb);
         ing_wall = t1 - t0;
         ing_cpu = cpu1 - cpu0;
         ing_eps = (double)M / ing_wall;
         ing_eps_cpu = (double)M / ing_cpu;
+        ing_cpu_all = cpu2 - cpu0;
+        ing_eps_cpu_all = (double)M / ing_cpu_all;
         have_ingest = 1;
         printf("ingest %ld events (%d partitions, %ld keys, COUNT/SUM/AVERAGE x 1h/1d/30d): "
                "apply -> all consumed %.2f s (first message after %.2f s) = %.0f events/s; "
-               "server CPU %.2f s = %.0f events per CPU-second (target >= 500000); idle server "
-               "CPU %.3f cores (baseline)\n",
+               "server CPU %.2f s = %.0f events per CPU-second until consumed; %.2f s = %.0f "
+               "events per CPU-second including the deferred write-back flush (target >= "
+               "500000); idle server CPU %.3f cores (baseline)\n",
                M, (int)np, O.ingest_keys, ing_wall, ing_first_s, ing_eps, ing_cpu, ing_eps_cpu,
-               idle_cpu_rate);
+               ing_cpu_all, ing_eps_cpu_all, idle_cpu_rate);
     }
 
     /* ---- freshness */
@@ -1392,8 +1410,9 @@ int main(int argc, char **argv) {
         printf(" echo_max_qps=%.0f fetch1_max_qps=%.0f fetch1_server_cpu_us=%.1f", qe.rate, qf.rate,
                qf.cpu_us);
     if (have_ingest)
-        printf(" ingest_eps=%.0f ingest_eps_per_cpu=%.0f ingest_cpu_s=%.2f", ing_eps, ing_eps_cpu,
-               ing_cpu);
+        printf(" ingest_eps=%.0f ingest_eps_per_cpu=%.0f ingest_cpu_s=%.2f"
+               " ingest_eps_per_cpu_all=%.0f ingest_cpu_all_s=%.2f",
+               ing_eps, ing_eps_cpu, ing_cpu, ing_eps_cpu_all, ing_cpu_all);
     if (have_fresh) printf(" fresh_p50_ms=%.1f fresh_p99_ms=%.1f", fr_p50, fr_p99);
     printf("\n");
     long errors = echo.errors + f1.errors + fb.errors + qe.errors + qf.errors;
