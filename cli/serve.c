@@ -456,10 +456,8 @@ static int h_apply(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n,
     (void)call;
     tsr_server_t *s = ud;
     tsr_arena_t *a = thread_arena(s);
-    ProtobufCAllocator al;
-    tsr_pb_allocator(a, &al);
-    Tessera__V1__ApplyConfigRequest *rq = tessera__v1__apply_config_request__unpack(&al, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed ApplyConfigRequest");
+    Tessera__V1__ApplyConfigRequest *rq = tsr_pb_unpack(&tessera__v1__apply_config_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
     if (!rq->config_json || !rq->config_json[0])
         return tsr_error_set(err, TSR_EINVAL, "ApplyConfigRequest.config_json is empty");
     const char *label = rq->source_name && rq->source_name[0] ? rq->source_name : "config";
@@ -484,10 +482,8 @@ static int h_get(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, t
     (void)call;
     tsr_server_t *s = ud;
     tsr_arena_t *a = thread_arena(s);
-    ProtobufCAllocator al;
-    tsr_pb_allocator(a, &al);
-    Tessera__V1__GetConfigRequest *rq = tessera__v1__get_config_request__unpack(&al, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed GetConfigRequest");
+    Tessera__V1__GetConfigRequest *rq = tsr_pb_unpack(&tessera__v1__get_config_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
     tsr_reg_entry_t e;
     int rc = tsr_registry_get(s->reg, rq->name ? rq->name : "", &e, err);
     if (rc) return rc;
@@ -505,10 +501,8 @@ static int h_list(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, 
     (void)call;
     tsr_server_t *s = ud;
     tsr_arena_t *a = thread_arena(s);
-    ProtobufCAllocator al;
-    tsr_pb_allocator(a, &al);
-    Tessera__V1__ListConfigsRequest *rq = tessera__v1__list_configs_request__unpack(&al, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed ListConfigsRequest");
+    Tessera__V1__ListConfigsRequest *rq = tsr_pb_unpack(&tessera__v1__list_configs_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
     tsr_conf_kind_t kind = rq->kind == TESSERA__V1__CONFIG_KIND__GROUP_BY        ? TSR_CONF_GROUP_BY
                            : rq->kind == TESSERA__V1__CONFIG_KIND__JOIN          ? TSR_CONF_JOIN
                            : rq->kind == TESSERA__V1__CONFIG_KIND__STAGING_QUERY ? TSR_CONF_STAGING_QUERY
@@ -530,10 +524,8 @@ static int h_delete(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     (void)call;
     tsr_server_t *s = ud;
     tsr_arena_t *a = thread_arena(s);
-    ProtobufCAllocator al;
-    tsr_pb_allocator(a, &al);
-    Tessera__V1__DeleteConfigRequest *rq = tessera__v1__delete_config_request__unpack(&al, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed DeleteConfigRequest");
+    Tessera__V1__DeleteConfigRequest *rq = tsr_pb_unpack(&tessera__v1__delete_config_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
     tsr_reg_entry_t e;
     int rc = delete_name(s, rq->name ? rq->name : "", &e, err);
     if (rc) return rc;
@@ -760,10 +752,8 @@ static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     (void)resp;
     tsr_server_t *s = ud;
     tsr_arena_t *a = thread_arena(s);
-    ProtobufCAllocator al;
-    tsr_pb_allocator(a, &al);
-    Tessera__V1__UploadRequest *rq = tessera__v1__upload_request__unpack(&al, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed UploadRequest");
+    Tessera__V1__UploadRequest *rq = tsr_pb_unpack(&tessera__v1__upload_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
     if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "UploadRequest.name is empty");
     if (!rq->ds || !rq->ds[0]) return tsr_error_set(err, TSR_EINVAL, "UploadRequest.ds is empty");
     upload_job_t *j = tsr_calloc(1, sizeof(*j));

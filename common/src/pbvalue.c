@@ -130,6 +130,15 @@ int tsr_pb_value_get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value
     return get(pv, arena, out, 0);
 }
 
+void *tsr_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
+                    tsr_arena_t *arena, tsr_error_t *err) {
+    ProtobufCAllocator al;
+    tsr_pb_allocator(arena, &al);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, &al, n, p);
+    if (!m) tsr_error_set(err, TSR_EINVAL, "malformed %s", d->short_name);
+    return m;
+}
+
 void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out) {
     size_t n = protobuf_c_message_get_packed_size(m);
     tsr_buf_reserve(out, n);

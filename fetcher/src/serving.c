@@ -435,10 +435,8 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
                          int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
                          tsr_error_t *err) {
     int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
-    ProtobufCAllocator alloc;
-    tsr_pb_allocator(arena, &alloc);
-    Tessera__V1__FetchRequest *rq = tessera__v1__fetch_request__unpack(&alloc, n, req);
-    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed FetchRequest");
+    Tessera__V1__FetchRequest *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
+    if (!rq) return TSR_EINVAL;
     if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
     __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
     tsr_serving_item_t *it = acquire(s, join, rq->name, err);

@@ -20,7 +20,6 @@
 #include "tsr/time.h"
 
 typedef struct part_tiles {
-    int served;
     int entity;                 /* entity GroupBy: values of the latest upload, no tiles */
     tsr_tile_col_t *cols;
     int64_t **wins;
@@ -74,7 +73,6 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
         char clean[256];
         tsr_conf_clean_name(gb->g->meta.name, clean, sizeof clean);
         t->name = tsr_strdup(jp->prefix && jp->prefix[0] ? jp->prefix : clean);
-        t->served = 1;
         t->tiles.name = gb->g->meta.name;
         t->nout = gb->nfeat;
         t->entity = gb->entity || gb->passthrough;
@@ -88,7 +86,7 @@ int tsr_join_online_build(const tsr_conf_join_t *j, const char *warehouse, int64
 
 size_t tsr_join_online_nparts(const tsr_join_online_t *p) { return p->jp.nparts; }
 const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size_t i) {
-    return p->parts[i].served && !p->parts[i].entity ? &p->parts[i].tiles : NULL;
+    return p->parts[i].entity ? NULL : &p->parts[i].tiles;
 }
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i) { return p->parts[i].name; }
 size_t tsr_join_online_noutputs(const tsr_join_online_t *p) { return p->jp.deriv.nout; }
@@ -213,7 +211,6 @@ int tsr_join_online_fetch(tsr_join_online_ctx_t *c, const char *const *names,
 
 struct tsr_gb_serve {
     gb_plan_t plan;
-    int served;
     tsr_tile_col_t *cols;
     int64_t **wins;
     tsr_tile_gb_t tiles;
@@ -235,7 +232,6 @@ int tsr_gb_serve_build(const tsr_conf_group_by_t *g, const char *warehouse, int6
         free(p);
         return rc;
     }
-    p->served = 1;
     p->tiles.name = g->meta.name;
     if (!p->plan.entity && !p->plan.passthrough) {
         p->tiles.ncols = tsr__tile_cols_build(&p->plan, &p->cols, &p->wins);

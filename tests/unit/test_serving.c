@@ -204,6 +204,7 @@ START_TEST(test_fetch_join_and_group_by) {
     tsr_buf_init(&resp);
     const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0x02};
     ck_assert_int_eq(tsr_serving_fetch_pb(s, 1, junk, sizeof junk, NO_DEADLINE, &resp, &ar, &err), TSR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "malformed FetchRequest"));
 
     /* HTTP callback: same rows */
     tsr_http_fetch_row_t *hrows;

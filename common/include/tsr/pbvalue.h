@@ -17,6 +17,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "tessera.pb-c.h"
+#include "tsr/error.h"
 #include "tsr/mem.h"
 #include "tsr/value.h"
 
@@ -30,6 +31,11 @@ Tessera__V1__Value *tsr_pb_value_new(const tsr_value_t *v, tsr_arena_t *arena);
  * into arena. Returns 0, or TSR_EINVAL when it nests deeper than TSR_PB_MAX_DEPTH. */
 #define TSR_PB_MAX_DEPTH 64
 int tsr_pb_value_get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value_t *out);
+
+/* Unpacks a message of descriptor d from p[0..n) into arena (the request of a handler).
+ * Returns it, or NULL with err = TSR_EINVAL "malformed <Message>" for bytes that are not one. */
+void *tsr_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
+                    tsr_arena_t *arena, tsr_error_t *err);
 
 /* Serializes a message, appending to out. */
 void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out);
