@@ -338,6 +338,11 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
     tsr_config_t *conf;
     int rc = load_conf(s, text, n, label, &conf, err);
     if (rc) return rc;
+    if (conf->kind == TSR_CONF_JOIN && conf->join->n_parts > 64) {
+        tsr_config_free(conf);
+        return tsr_error_set(err, TSR_EUNSUPPORTED, "%s: a served Join has at most 64 parts",
+                             label);
+    }
     const tsr_conf_group_by_t *gbs[64];
     size_t ng = served_group_bys(conf, gbs, 64);
     gb_state_t *fresh[64];
