@@ -122,6 +122,21 @@ int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const c
     tsr_error_clear(&err);
     int rc = tsr_rpc_client_call(c->client, method, c->req.data, c->req.len, &opts, &c->reply,
                                  &err);
+    /* A coordinator that is not the leader names the leader (docs/cluster.md): ask it once. */
+    static const char k_not_leader[] = "not the leader; leader is ";
+    if (rc != TSR_OK && c->reply.status == TSR_GRPC_UNAVAILABLE &&
+        strncmp(c->reply.message, k_not_leader, sizeof k_not_leader - 1) == 0) {
+        const char *leader = c->reply.message + sizeof k_not_leader - 1;
+        tsr_rpc_client_t *lc = *leader ? tsr_rpc_client_new(leader, &err) : NULL;
+        if (lc) {
+            snprintf(c->server, sizeof c->server, "%s", leader);
+            tsr_rpc_client_free(c->client);
+            c->client = lc;
+            tsr_error_clear(&err);
+            rc = tsr_rpc_client_call(c->client, method, c->req.data, c->req.len, &opts,
+                                     &c->reply, &err);
+        }
+    }
     if (rc == TSR_OK) return TSR_OK;
     const char *m = strrchr(method, '/');
     m = m ? m + 1 : method;

@@ -123,12 +123,140 @@ static int parse_kind(const char *s, int *kind) {
     return -1;
 }
 
+/* Calls method with req and unpacks the answer with desc into arena; NULL after printing why
+ * (*exit_code set). */
+static void *admin_call(tsr_cli_conn_t *conn, const char *method, const void *req,
+                        const ProtobufCMessageDescriptor *desc, tsr_arena_t *arena,
+                        int *exit_code) {
+    int rc = tsr_cli_call(conn, method, req, NULL);
+    if (rc) {
+        *exit_code = tsr_error_exit_code(rc);
+        return NULL;
+    }
+    ProtobufCAllocator pa;
+    void *resp = protobuf_c_message_unpack(desc, arena_pa(arena, &pa), conn->reply.body.len,
+                                           conn->reply.body.data);
+    if (!resp) *exit_code = malformed(conn, desc->short_name);
+    return resp;
+}
+
+/* tessera get workers: the live members the leader coordinator knows. */
+static int list_workers(const tsr_cli_cmd_t *cmd, const tsr_cli_client_opts_t *o) {
+    tsr_cli_conn_t conn;
+    int exit_code = tsr_cli_conn_open(&conn, cmd, o);
+    if (exit_code) return exit_code;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    Tessera__V1__ListWorkersRequest req = TESSERA__V1__LIST_WORKERS_REQUEST__INIT;
+    Tessera__V1__ListWorkersResponse *resp =
+        admin_call(&conn, "/tessera.v1.AdminService/ListWorkers", &req,
+                   &tessera__v1__list_workers_response__descriptor, &arena, &exit_code);
+    char iso[40];
+    if (!resp) {
+        /* exit_code set */
+    } else if (o->output == TSR_CLI_OUT_JSON) {
+        json_t *arr = json_array();
+        for (size_t k = 0; k < resp->n_workers; k++) {
+            const Tessera__V1__WorkerSummary *w = resp->workers[k];
+            json_t *e = json_object();
+            json_object_set_new(e, "id", json_string(w->worker_id ? w->worker_id : ""));
+            json_object_set_new(e, "address", json_string(w->address ? w->address : ""));
+            json_object_set_new(e, "partitions", json_integer(w->partitions));
+            json_object_set_new(e, "lease", json_integer(w->lease_id));
+            json_object_set_new(e, "registeredAtMillis", json_integer(w->registered_at_millis));
+            json_array_append_new(arr, e);
+        }
+        print_json(arr);
+        json_decref(arr);
+    } else if (resp->n_workers == 0) {
+        fprintf(stderr, "No workers found (epoch %lld).\n", (long long)resp->epoch);
+    } else {
+        static const char *const head[] = {"ID", "ADDRESS", "PARTITIONS", "REGISTERED"};
+        size_t n = resp->n_workers;
+        char **cells = tsr_arena_calloc(&arena, n * 4 * sizeof *cells);
+        for (size_t k = 0; k < n; k++) {
+            const Tessera__V1__WorkerSummary *w = resp->workers[k];
+            char **row = cells + k * 4;
+            row[0] = w->worker_id ? w->worker_id : "";
+            row[1] = w->address ? w->address : "";
+            row[2] = tsr_arena_printf(&arena, "%d", (int)w->partitions);
+            row[3] = tsr_arena_strdup(&arena, tsr_cli_iso_millis(w->registered_at_millis, iso, sizeof iso));
+        }
+        print_table(head, 4, cells, n);
+    }
+    tsr_arena_free(&arena);
+    tsr_cli_conn_close(&conn);
+    return exit_code;
+}
+
+/* tessera get partitions [--group-by G]: owner and state of every (GroupBy, partition). */
+static int list_partitions(const tsr_cli_cmd_t *cmd, const tsr_cli_client_opts_t *o,
+                           const char *group_by) {
+    tsr_cli_conn_t conn;
+    int exit_code = tsr_cli_conn_open(&conn, cmd, o);
+    if (exit_code) return exit_code;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    Tessera__V1__ListPartitionsRequest req = TESSERA__V1__LIST_PARTITIONS_REQUEST__INIT;
+    req.group_by = (char *)(group_by ? group_by : "");
+    Tessera__V1__ListPartitionsResponse *resp =
+        admin_call(&conn, "/tessera.v1.AdminService/ListPartitions", &req,
+                   &tessera__v1__list_partitions_response__descriptor, &arena, &exit_code);
+    char iso[40];
+    if (!resp) {
+        /* exit_code set */
+    } else if (o->output == TSR_CLI_OUT_JSON) {
+        json_t *arr = json_array();
+        for (size_t k = 0; k < resp->n_partitions; k++) {
+            const Tessera__V1__PartitionSummary *p = resp->partitions[k];
+            json_t *e = json_object();
+            json_object_set_new(e, "groupBy", json_string(p->group_by ? p->group_by : ""));
+            json_object_set_new(e, "partition", json_integer(p->partition));
+            json_object_set_new(e, "worker", p->worker_id && *p->worker_id
+                                                 ? json_string(p->worker_id) : json_null());
+            json_object_set_new(e, "address", json_string(p->address ? p->address : ""));
+            json_object_set_new(e, "batchEndMillis", json_integer(p->batch_end_millis));
+            json_object_set_new(e, "events", json_integer(p->events));
+            json_object_set_new(e, "lag", json_integer(p->lag));
+            json_array_append_new(arr, e);
+        }
+        print_json(arr);
+        json_decref(arr);
+    } else if (resp->n_partitions == 0) {
+        fprintf(stderr, "No partitions found%s%s.\n", group_by ? " for " : "",
+                group_by ? group_by : "");
+    } else {
+        static const char *const head[] = {"GROUPBY", "PARTITION", "WORKER", "BATCH", "EVENTS", "LAG"};
+        size_t n = resp->n_partitions;
+        char **cells = tsr_arena_calloc(&arena, n * 6 * sizeof *cells);
+        for (size_t k = 0; k < n; k++) {
+            const Tessera__V1__PartitionSummary *p = resp->partitions[k];
+            char **row = cells + k * 6;
+            row[0] = p->group_by ? p->group_by : "";
+            row[1] = tsr_arena_printf(&arena, "%d", (int)p->partition);
+            row[2] = p->worker_id && *p->worker_id ? p->worker_id : "(unassigned)";
+            row[3] = p->batch_end_millis
+                         ? tsr_arena_strdup(&arena, tsr_cli_iso_millis(p->batch_end_millis, iso, sizeof iso))
+                         : "-";
+            row[4] = tsr_arena_printf(&arena, "%lld", (long long)p->events);
+            row[5] = p->lag < 0 ? "-" : tsr_arena_printf(&arena, "%lld", (long long)p->lag);
+        }
+        print_table(head, 6, cells, n);
+    }
+    tsr_arena_free(&arena);
+    tsr_cli_conn_close(&conn);
+    return exit_code;
+}
+
 static int run_get(int argc, char **argv) {
     const tsr_cli_cmd_t *cmd = &tsr_cmd_get_def;
     tsr_cli_client_opts_t o = {.timeout_ms = TSR_CLI_ADMIN_TIMEOUT_MS};
-    const char *what = NULL;
+    const char *what = NULL, *group_by = NULL;
     for (int i = 1; i < argc; i++) {
         int r = tsr_cli_client_option(cmd, argc, argv, &i, &o, 1);
+        if (r < 0) return -r;
+        if (r > 0) continue;
+        r = tsr_cli_opt_value(cmd, argc, argv, &i, "--group-by", &group_by);
         if (r < 0) return -r;
         if (r > 0) continue;
         if (argv[i][0] == '-') return tsr_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
@@ -137,18 +265,12 @@ static int run_get(int argc, char **argv) {
     }
     if (!what) return tsr_cli_usage_error(cmd, "what to list is required: groupbys, joins or configs");
     int kind = 0;
-    if (parse_kind(what, &kind) != 0) {
-        if (strcmp(what, "workers") == 0 || strcmp(what, "partitions") == 0 ||
-            strcmp(what, "jobs") == 0) {
-            fprintf(stderr,
-                    "tessera get: listing %s needs the cluster's admin API, which "
-                    "tessera.v1.AdminService does not have yet\n",
-                    what);
-            return tsr_error_exit_code(TSR_EUNSUPPORTED);
-        }
+    if (strcmp(what, "workers") == 0) return list_workers(cmd, &o);
+    if (strcmp(what, "partitions") == 0) return list_partitions(cmd, &o, group_by);
+    if (group_by) return tsr_cli_usage_error(cmd, "--group-by applies to `get partitions` only");
+    if (parse_kind(what, &kind) != 0)
         return tsr_cli_usage_error(cmd, "cannot list '%s': expected groupbys, joins, "
-                                   "stagingqueries or configs", what);
-    }
+                                   "stagingqueries, configs, workers or partitions", what);
 
     tsr_cli_conn_t conn;
     int rc = tsr_cli_conn_open(&conn, cmd, &o);
@@ -204,14 +326,23 @@ const tsr_cli_cmd_t tsr_cmd_get_def = {
     "list the configs a running server holds (groupbys, joins, configs)",
     "usage: tessera get groupbys|joins|stagingqueries|configs [-o table|json] [--server ADDR]\n"
     "                   [--timeout-ms MS]\n"
+    "       tessera get workers [-o table|json] --server COORDINATOR\n"
+    "       tessera get partitions [--group-by NAME] [-o table|json] --server COORDINATOR\n"
     "\n"
     "Lists the configs applied to the server, sorted by name, with columns\n"
     "NAME KIND TEAM ONLINE VERSION APPLIED (APPLIED in UTC). `configs` lists every kind.\n"
     "With -o json prints a JSON array of objects with the keys name, kind, team, online,\n"
     "version, appliedAtMillis and appliedAt.\n"
     "\n"
+    "In a cluster (docs/cluster.md), `workers` lists the live workers (ID ADDRESS PARTITIONS\n"
+    "REGISTERED) and `partitions` every GroupBy partition with its owner, loaded upload\n"
+    "version, events applied and Kafka lag, as the leader coordinator knows them\n"
+    "(JSON keys: id, address, partitions, lease, registeredAtMillis; groupBy, partition,\n"
+    "worker, address, batchEndMillis, events, lag).\n"
+    "\n"
     "options:\n"
     "  -o, --output FMT    table (default) or json\n"
+    "  --group-by NAME     partitions of one GroupBy only\n"
     "  --server ADDR       host:port (default $TESSERA_SERVER, else 127.0.0.1:7070)\n"
     "  --timeout-ms MS     deadline of the call (default 10000)\n"
     "\n"

@@ -36,6 +36,8 @@ run "apply without -f" 2 "$TESSERA" apply
 run "get without kind" 2 "$TESSERA" get
 run "get unknown kind" 2 "$TESSERA" get gizmos
 run "get -o yaml" 2 "$TESSERA" get joins -o yaml
+run "get joins --group-by" 2 "$TESSERA" get joins --group-by x
+run "get partitions --group-by without value" 2 "$TESSERA" get partitions --group-by
 run "describe without NAME" 2 "$TESSERA" describe
 run "delete two names" 2 "$TESSERA" delete a b
 run "upload without --ds" 2 "$TESSERA" upload x.v1
@@ -54,6 +56,8 @@ if [ "$ms" -lt 5000 ]; then pass "unavailable within the deadline (${ms} ms)"; e
 has err "$NOBODY" "the error names the address"
 TESSERA_SERVER=$NOBODY run "get via TESSERA_SERVER" 4 "$TESSERA" get configs
 has err "server $NOBODY unavailable" "TESSERA_SERVER is used"
+run "get workers, no server" 4 "$TESSERA" get workers --server $NOBODY
+run "get partitions, no server" 4 "$TESSERA" get partitions --group-by g.v1 --server $NOBODY
 run "fetch, no server" 4 "$TESSERA" fetch --join j --keys '{"u":1}' --server $NOBODY
 echo '{"metaData":{"name":"a.v1"}}' >"$TMP/a.json"
 run "apply, no server" 4 "$TESSERA" apply -f "$TMP/a.json" --server $NOBODY
