@@ -778,7 +778,8 @@ void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
 
 /* ---- streaming */
 
-int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name) {
+/* The offset as stored (the last flush's), or -1. */
+static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name) {
     tsr_buf_t k;
     tsr_buf_init(&k);
     tsr__key_prefix(&k, 'm', gb, strlen(gb));
@@ -825,6 +826,11 @@ struct tsr__pend {
     tsr_buf_t scratch;
     slot_node_t **all;          /* every node, for clearing their tiles */
     size_t nall, capall;
+    /* the consumer offsets this table's events reach (written with its records) */
+    char **off_names;
+    int64_t *off_next;
+    size_t noffs, capoffs;
+    int64_t born_ms;            /* monotonic ms of the first fold */
 };
 
 static tsr__pend_t *pend_new(void) {
@@ -833,17 +839,51 @@ static tsr__pend_t *pend_new(void) {
     c->table = tsr_calloc(c->cap, sizeof(rec_entry_t *));
     tsr_arena_init_bulk(&c->arena);
     tsr_buf_init(&c->scratch);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    c->born_ms = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
     return c;
 }
 
 static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c) {
     if (!c) return;
     for (size_t i = 0; i < c->nall; i++) tsr__tile_clear(g, c->all[i]->blk);
+    for (size_t i = 0; i < c->noffs; i++) free(c->off_names[i]);
+    free(c->off_names);
+    free(c->off_next);
     free(c->all);
     free(c->table);
     tsr_arena_free(&c->arena);
     tsr_buf_free(&c->scratch);
     free(c);
+}
+
+/* Records that the table's events reach offset next of name. */
+static void pend_set_offset(tsr__pend_t *c, const char *name, int64_t next) {
+    for (size_t i = 0; i < c->noffs; i++)
+        if (strcmp(c->off_names[i], name) == 0) {
+            c->off_next[i] = next;
+            return;
+        }
+    if (c->noffs == c->capoffs) {
+        c->capoffs = c->capoffs ? 2 * c->capoffs : 16;
+        c->off_names = tsr_realloc(c->off_names, c->capoffs * sizeof(char *));
+        c->off_next = tsr_realloc(c->off_next, c->capoffs * sizeof(int64_t));
+    }
+    c->off_names[c->noffs] = tsr_strdup(name);
+    c->off_next[c->noffs++] = next;
+}
+
+/* The offset of name the table reaches, or -1. */
+static int64_t pend_offset(const tsr__pend_t *c, const char *name) {
+    for (size_t i = 0; c && i < c->noffs; i++)
+        if (strcmp(c->off_names[i], name) == 0) return c->off_next[i];
+    return -1;
+}
+
+/* Whether the table holds anything to write (records or offsets). */
+static int pend_nonempty(const tsr__pend_t *c) {
+    return c && (c->nents || c->noffs);
 }
 
 /* Bytes the table holds (the flush threshold). */
@@ -1018,6 +1058,10 @@ void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *
 /* ---- stream ingest: log, fold, flush */
 
 #define PEND_IDLE_MS 10000
+/* Events folded but not yet written are replayed from Kafka after a crash: bound how far back
+ * that replay goes (and so how long a topic must keep its messages) by writing the table at
+ * least this often. */
+#define PEND_MAX_AGE_MS 10000
 
 static int64_t mono_ms(void) {
     struct timespec t;
@@ -1053,15 +1097,25 @@ static void log_key(tsr_buf_t *k, const tsr__ts_gb_t *g, int64_t seq) {
 }
 
 typedef struct ent_ref {
+    uint64_t head;              /* the 8 key bytes after the GroupBy's common prefix, big-endian */
     const uint8_t *k;
     uint32_t klen, idx;
 } ent_ref_t;
 
+/* Key order. Every key starts with the same 't' gb \0 prefix: comparing the next 8 bytes as an
+ * integer first settles most comparisons without touching the (scattered) keys. */
 static int ent_cmp(const void *a, const void *b) {
     const ent_ref_t *x = a, *y = b;
+    if (x->head != y->head) return x->head < y->head ? -1 : 1;
     size_t m = x->klen < y->klen ? x->klen : y->klen;
     int r = memcmp(x->k, y->k, m);
     return r ? r : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static uint64_t ent_head(const uint8_t *k, size_t klen, size_t skip) {
+    uint64_t h = 0;
+    for (size_t i = 0; i < 8; i++) h = h << 8 | (skip + i < klen ? k[skip + i] : 0);
+    return h;
 }
 
 /* Writes imm (every record a merge operand, in key order), deletes the log records it came
@@ -1082,8 +1136,11 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr_buf_init(&v);
     ent_ref_t *ord = tsr_malloc((c->nents ? c->nents : 1) * sizeof(ent_ref_t));
     size_t nord = 0;
-    for (size_t i = 0; i < c->cap; i++)
-        if (c->table[i]) ord[nord++] = (ent_ref_t){c->table[i]->key, c->table[i]->klen, (uint32_t)i};
+    size_t skip = 2 + g->nlen; /* 't' gb \0 */
+    for (size_t i = 0; i < c->cap; i++) {
+        const rec_entry_t *x = c->table[i];
+        if (x) ord[nord++] = (ent_ref_t){ent_head(x->key, x->klen, skip), x->key, x->klen, (uint32_t)i};
+    }
     /* in key order: memtable inserts are much cheaper sorted (PLATFORM-NOTES) */
     qsort(ord, nord, sizeof(ent_ref_t), ent_cmp);
     for (size_t i = 0; i < nord; i++) {
@@ -1093,6 +1150,16 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
                                     (const char *)v.data, v.len);
     }
     free(ord);
+    /* the consumer offsets these records reach: exactly once into the store */
+    for (size_t o = 0; o < c->noffs; o++) {
+        tsr__key_prefix(&k, 'm', g->name, g->nlen);
+        tsr_buf_putc(&k, 'o');
+        tsr_buf_puts(&k, c->off_names[o]);
+        tsr_buf_clear(&v);
+        tsr__put_i64(&v, c->off_next[o]);
+        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_META], (const char *)k.data, k.len,
+                                  (const char *)v.data, v.len);
+    }
     tsr_buf_t lo;
     tsr_buf_init(&lo);
     log_key(&lo, g, INT64_MIN);
@@ -1142,7 +1209,7 @@ static void swap_act(tsr__ts_gb_t *g) {
 static int flush_pend(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_mutex_lock(&g->flush_mu);
     int rc = flush_imm(s, g, err); /* one the flusher has not written (or failed to) */
-    if (rc == 0 && g->act && g->act->nents) {
+    if (rc == 0 && pend_nonempty(g->act)) {
         pthread_mutex_lock(&s->fl_mu);
         swap_act(g);
         pthread_mutex_unlock(&s->fl_mu);
@@ -1176,7 +1243,7 @@ static void *flusher_main(void *arg) {
                 pthread_mutex_unlock(&s->fl_mu);
                 if (pthread_mutex_trylock(&q->apply_mu) == 0) { /* lock order: apply_mu, fl_mu */
                     pthread_mutex_lock(&s->fl_mu);
-                    if (!q->imm && q->act && q->act->nents) {
+                    if (!q->imm && pend_nonempty(q->act)) {
                         swap_act(q);
                         g = q;
                     } else {
@@ -1220,7 +1287,8 @@ static void *flusher_main(void *arg) {
  * hand-over is still being written it goes on folding, and waits (bounded) only once act
  * reached the whole budget. Caller holds apply_mu. */
 static int maybe_flush(tsr_tile_store_t *s, tsr__ts_gb_t *g, size_t bytes, tsr_error_t *err) {
-    if (!pend_should_flush(s, g, bytes)) return 0;
+    int old = g->act && mono_ms() - g->act->born_ms >= PEND_MAX_AGE_MS;
+    if (!pend_should_flush(s, g, bytes) && !(old && !g->imm)) return 0;
     size_t budget = __atomic_load_n(&s->pend_budget, __ATOMIC_RELAXED);
     int rc = 0;
     pthread_mutex_lock(&s->fl_mu);
@@ -1241,6 +1309,41 @@ static int maybe_flush(tsr_tile_store_t *s, tsr__ts_gb_t *g, size_t bytes, tsr_e
     return rc;
 }
 
+/* Writes the batch's events (ts >= b) as one stream log record. Caller holds apply_mu. */
+static int log_batch(tsr_tile_store_t *s, tsr__ts_gb_t *g, const tsr_tile_event_t *ev, size_t n,
+                     int64_t b, tsr_buf_t *k, tsr_error_t *err) {
+    const tsr_value_t nul = tsr_value_null();
+    tsr_buf_t v;
+    tsr_buf_init(&v);
+    for (size_t i = 0; i < n; i++) {
+        const tsr_tile_event_t *e = &ev[i];
+        if (e->ts < b) continue;
+        tsr__put_key(&v, e->key, e->klen);
+        tsr_buf_put_svarint(&v, e->ts);
+        tsr_buf_put_uvarint(&v, e->seq);
+        for (size_t c = 0; c < g->ncols; c++) {
+            tsr_value_encode(&e->inputs[c], &v);
+            if (g->cols[c].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &v);
+        }
+    }
+    if (!g->log_wb) g->log_wb = rocksdb_writebatch_create(); /* kept, under apply_mu */
+    rocksdb_writebatch_t *wb = g->log_wb;
+    rocksdb_writebatch_clear(wb);
+    log_key(k, g, g->log_next);
+    rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_LOG], (const char *)k->data, k->len,
+                              (const char *)v.data, v.len);
+    char *e = NULL;
+    rocksdb_write(s->db, s->wo, wb, &e);
+    tsr_buf_free(&v);
+    if (e) {
+        int rc = tsr_error_set(err, TSR_EIO, "stream write: %s", e);
+        free(e);
+        return rc;
+    }
+    g->log_next++;
+    return 0;
+}
+
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err) {
@@ -1259,74 +1362,54 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
         if (ev[i].klen > 0xffff) return tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
     pthread_mutex_lock(&g->apply_mu);
     int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
-    const tsr_value_t nul = tsr_value_null();
-    /* 1. the log record: the batch's events (ts >= B), and the offset, in one write */
-    tsr_buf_t k, v;
+    tsr_buf_t k;
     tsr_buf_init(&k);
-    tsr_buf_init(&v);
-    uint64_t skip = 0, nlog = 0;
+    uint64_t skip = 0, nfold = 0;
     for (size_t i = 0; i < n; i++) {
-        const tsr_tile_event_t *e = &ev[i];
-        if (e->ts < b) {
-            skip++;
-            continue;
-        }
-        nlog++;
-        tsr__put_key(&v, e->key, e->klen);
-        tsr_buf_put_svarint(&v, e->ts);
-        tsr_buf_put_uvarint(&v, e->seq);
-        for (size_t c = 0; c < g->ncols; c++) {
-            tsr_value_encode(&e->inputs[c], &v);
-            if (g->cols[c].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[c] : &nul, &v);
-        }
-    }
-    if (!g->log_wb) g->log_wb = rocksdb_writebatch_create(); /* kept, under apply_mu */
-    rocksdb_writebatch_t *wb = g->log_wb;
-    rocksdb_writebatch_clear(wb);
-    if (nlog) {
-        log_key(&k, g, g->log_next);
-        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_LOG], (const char *)k.data, k.len,
-                                  (const char *)v.data, v.len);
-    }
-    for (size_t o = 0; o < noffsets; o++) {
-        tsr__key_prefix(&k, 'm', g->name, g->nlen);
-        tsr_buf_putc(&k, 'o');
-        tsr_buf_puts(&k, offset_names[o]);
-        tsr_buf_clear(&v);
-        tsr__put_i64(&v, next_offsets[o]);
-        rocksdb_writebatch_put_cf(wb, s->cf[TSR__CF_META], (const char *)k.data, k.len,
-                                  (const char *)v.data, v.len);
+        if (ev[i].ts < b) skip++;
+        else nfold++;
     }
     int rc = 0;
-    if (nlog || noffsets) {
-        char *e = NULL;
-        rocksdb_write(s->db, s->wo, wb, &e);
-        if (e) {
-            rc = tsr_error_set(err, TSR_EIO, "stream write: %s", e);
-            free(e);
-        }
-    }
-    /* 2. fold the logged events into the write-back table (readers see them from here) */
-    if (rc == 0 && nlog) {
+    /* 1. durability: with offsets, the source is the log — the events are written with the
+     *    offsets they reach when the table is flushed, and a crash replays them from there;
+     *    without, the batch is logged now (one write) */
+    if (noffsets == 0 && nfold) rc = log_batch(s, g, ev, n, b, &k, err);
+    /* 2. fold into the write-back table (readers see the events from here) */
+    if (rc == 0 && (nfold || noffsets)) {
         __atomic_store_n(&g->last_apply_ms, mono_ms(), __ATOMIC_RELAXED);
-        g->log_next++;
         size_t bytes = 0;
-        for (size_t i0 = 0; i0 < n; i0 += 64) { /* in chunks: a read waits ~100 µs at most */
+        size_t i0 = 0;
+        do { /* in chunks: a read waits ~100 µs at most */
             pthread_rwlock_wrlock(&g->pend_lock);
             if (!g->act) g->act = pend_new();
             for (size_t i = i0; i < n && i < i0 + 64; i++)
                 if (ev[i].ts >= b) pend_fold(g->act, g, &ev[i], &k);
+            if (i0 + 64 >= n)
+                for (size_t o = 0; o < noffsets; o++)
+                    pend_set_offset(g->act, offset_names[o], next_offsets[o]);
             bytes = pend_bytes(g->act);
             pthread_rwlock_unlock(&g->pend_lock);
-        }
-        /* 3. flush when the table is large: a record's events then share one operand */
+            i0 += 64;
+        } while (i0 < n);
+        /* 3. flush when the table is large (a record's events then share one operand) or old */
         rc = maybe_flush(s, g, bytes, err);
     }
     pthread_mutex_unlock(&g->apply_mu);
     tsr_buf_free(&k);
-    tsr_buf_free(&v);
     if (skipped) *skipped += skip;
     return rc;
+}
+
+int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name) {
+    tsr__ts_gb_t *g = tsr__ts_lookup(s, gb, NULL);
+    if (g) { /* what the write-back table reaches is ahead of what is stored */
+        pthread_rwlock_rdlock(&g->pend_lock);
+        int64_t o = pend_offset(g->act, offset_name);
+        if (o < 0) o = pend_offset(g->imm, offset_name);
+        pthread_rwlock_unlock(&g->pend_lock);
+        if (o >= 0) return o;
+    }
+    return stored_offset(s, gb, offset_name);
 }
 
 /* Folds the log records of an earlier run back in (at register, before any use). */

@@ -27,21 +27,24 @@
  *   (merge  't' gb \0 K 'H' hour           -> hour record (merged)  slots 0..11 5m + raw
  *   op, retention filter, blooms)
  *           'm' gb \0 'F'                  -> flush generation      write-back marker
- *   log     'l' gb \0 seq                  -> logged batch          not yet flushed
+ *   log     'l' gb \0 seq                  -> logged batch          not yet flushed (batches
+ *                                                                   applied without offsets)
  *   (sequential, range-deleted at each flush, no bloom filter)
  *
  * The flush marker lives with the records it describes: a read gets it in the same multi-get.
- * Writes that span families (log record + offsets; upload commit: B + deletion of the old
- * version; flush: records + log deletion + marker) are one WriteBatch, atomic across families.
+ * Writes that span families (upload commit: B + deletion of the old version; flush: records +
+ * offsets + log deletion + marker) are one WriteBatch, atomic across families.
  * The default family stays empty; a store of the earlier one-family layout is refused at open.
  *
  * Codecs in worker/src/tile_store_int.h, design in docs/tile-store.md. Uploads write under
  * their own B and then switch 'm..B' in one write: readers see the old upload or the new one,
- * never a half-loaded one; the old version is deleted in that write. A stream batch is logged
- * (events and the offset in one atomic WriteBatch: durable in the WAL, exactly-once into the
- * store when the consumer restarts from the stored offset) and folded into an in-memory
- * write-back table that a flusher thread writes as tile records (with the log's deletion, in
- * one write) when it is large; reads merge the unflushed state, and a restart replays the log.
+ * never a half-loaded one; the old version is deleted in that write. Stream batches are folded
+ * into an in-memory write-back table that a flusher thread writes as tile records when it is
+ * large or 10 s old; reads merge the unflushed state. Kafka is the log: a batch applied with
+ * consumer offsets is written with those offsets at the flush (one atomic WriteBatch), so after
+ * a crash the store holds a prefix of the stream and the offsets it reaches, and the consumer
+ * replays the rest — exactly once. A batch without offsets is logged when applied (durable in
+ * the WAL) and the log is replayed at register.
  * A compaction filter drops stream records before B.
  *
  * Threading: a store may be used from several threads (apply of one GroupBy is serialised);
@@ -102,9 +105,10 @@ typedef struct tsr_tile_event {
                                        NULL: every bucket is null */
 } tsr_tile_event_t;
 
-/* Folds events into stream tiles and raw events, and stores offset_name -> next_offset, in one
- * atomic write. Events with ts < B (covered by the batch) are skipped and counted in
- * *skipped. offset_name NULL: no offset. */
+/* Folds events into stream tiles and raw events. With offset_name, offset_name -> next_offset
+ * is stored with the tiles when they are flushed (atomically; until then a crash loses both and
+ * the consumer replays from the stored offset); without (NULL), the events are logged now.
+ * Events with ts < B (covered by the batch) are skipped and counted in *skipped. */
 int tsr_tile_store_apply(tsr_tile_store_t *s, const char *gb, const tsr_tile_event_t *ev,
                          size_t n, const char *offset_name, int64_t next_offset,
                          uint64_t *skipped, tsr_error_t *err);
@@ -127,7 +131,8 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
                                  const int64_t *next_offsets, size_t noffsets, uint64_t *skipped,
                                  tsr_error_t *err);
 
-/* The stored offset, or -1 when none. */
+/* The offset the store reaches: the write-back table's (not yet flushed), else the stored one;
+ * -1 when none. */
 int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name);
 
 /* Compacts the whole store now (merge operands folded into their tiles). Maintenance and
