@@ -39,6 +39,23 @@ static void take(bound_t *b, size_t w) {
     b->load[w]++;
 }
 
+typedef struct keep {
+    size_t rank;                    /* live workers that score higher than the owner */
+    uint64_t score;
+    size_t g;
+    int32_t p;
+    int w;
+} keep_t;
+
+/* ascending rank, then descending score; ties (practically never) by position */
+static int cmp_keep(const void *a, const void *b) {
+    const keep_t *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->g != y->g) return x->g < y->g ? -1 : 1;
+    return x->p < y->p ? -1 : x->p > y->p;
+}
+
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -63,17 +80,34 @@ void tsr_assign(const char *const *workers, size_t nw, tsr_assign_gb_t *gbs, siz
     b.floor_ = total / nw;
     b.rem = total % nw;
     b.nceil = 0;
-    /* pass 1: previous owners keep what the bound allows */
+    /* pass 1: previous owners keep what the bound allows — first the partitions they own
+     * "naturally" (no live worker scores higher), then by how many outrank them, so that
+     * what a worker gives up is what others have the better claim to (e.g. partitions it
+     * adopted from a worker that has come back) */
+    keep_t *kv = tsr_malloc((total ? total : 1) * sizeof *kv);
+    size_t nk = 0;
     for (size_t g = 0; g < ngb; g++) {
         if (!gbs[g].prev) continue;
         for (int32_t p = 0; p < gbs[g].num_partitions; p++) {
             int w = find_worker(workers, nw, gbs[g].prev[p]);
-            if (w >= 0 && can_take(&b, (size_t)w)) {
-                take(&b, (size_t)w);
-                gbs[g].owners[p] = w;
-            }
+            if (w < 0) continue;
+            kv[nk].score = tsr_assign_score(workers[w], gbs[g].name, p);
+            kv[nk].rank = 0;
+            for (size_t o = 0; o < nw; o++)
+                if ((int)o != w && tsr_assign_score(workers[o], gbs[g].name, p) > kv[nk].score) kv[nk].rank++;
+            kv[nk].g = g;
+            kv[nk].p = p;
+            kv[nk].w = w;
+            nk++;
         }
     }
+    qsort(kv, nk, sizeof *kv, cmp_keep);
+    for (size_t i = 0; i < nk; i++)
+        if (can_take(&b, (size_t)kv[i].w)) {
+            take(&b, (size_t)kv[i].w);
+            gbs[kv[i].g].owners[kv[i].p] = kv[i].w;
+        }
+    free(kv);
     /* pass 2: the rest by rendezvous among workers under the bound */
     for (size_t g = 0; g < ngb; g++) {
         for (int32_t p = 0; p < gbs[g].num_partitions; p++) {

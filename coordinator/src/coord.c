@@ -680,39 +680,76 @@ static int load_stored(tsr_coord_t *c, tsr_error_t *err) {
     return 0;
 }
 
-/* Partition count of a GroupBy, or 0 while unknown (topic missing: retried every second). */
+static topicn_t *find_topic(tsr_coord_t *c, const char *topic, int create) {
+    for (size_t i = 0; i < c->ntopics; i++)
+        if (strcmp(c->topics[i].topic, topic) == 0) return &c->topics[i];
+    if (!create) return NULL;
+    c->topics = tsr_realloc(c->topics, (c->ntopics + 1) * sizeof *c->topics);
+    topicn_t *t = &c->topics[c->ntopics++];
+    memset(t, 0, sizeof *t);
+    t->topic = tsr_strdup(topic);
+    t->last_try = INT64_MIN;
+    return t;
+}
+
+/* Partition count of a GroupBy, or 0 while unknown (lookup_topics fills the cache). */
 static int32_t gb_partitions(tsr_coord_t *c, const gbinfo_t *g) {
     if (!g->topic || !c->o.topic_partitions) return c->o.default_partitions;
-    topicn_t *t = NULL;
-    for (size_t i = 0; i < c->ntopics; i++)
-        if (strcmp(c->topics[i].topic, g->topic) == 0) t = &c->topics[i];
-    if (!t) {
-        c->topics = tsr_realloc(c->topics, (c->ntopics + 1) * sizeof *c->topics);
-        t = &c->topics[c->ntopics++];
-        memset(t, 0, sizeof *t);
-        t->topic = tsr_strdup(g->topic);
-        t->last_try = INT64_MIN;
-    }
-    if (t->n > 0) return t->n;
+    topicn_t *t = find_topic(c, g->topic, 0);
+    return t ? t->n : 0;
+}
+
+/* Looks up the partition counts of topics not known yet (each at most once a second). The
+ * lookup (a Kafka metadata request, up to seconds) runs with c->mu released, so that
+ * KeepAlives are not held up by a slow broker. Under c->mu on entry and exit. */
+static void lookup_topics(tsr_coord_t *c) {
+    if (!c->o.topic_partitions) return;
     int64_t tn = now(c);
-    if (t->last_try != INT64_MIN && tn - t->last_try < TOPIC_RETRY_MS) return 0;
-    t->last_try = tn;
-    tsr_error_t err;
-    tsr_error_clear(&err);
-    int32_t n = 0;
-    int rc = c->o.topic_partitions(c->o.topic_ud, g->topic, &n, &err);
-    if (rc == 0 && n > 0) {
-        t->n = n;
-        free(t->error);
-        t->error = NULL;
-        tsr_log(TSR_LOG_INFO, "coordinator", "topic %s has %d partitions", g->topic, (int)n);
-        return n;
+    char **due = NULL;
+    size_t nd = 0;
+    for (size_t i = 0; i < c->ngbs; i++) {
+        if (!c->gbs[i].topic) continue;
+        topicn_t *t = find_topic(c, c->gbs[i].topic, 1);
+        if (t->n > 0 || (t->last_try != INT64_MIN && tn - t->last_try < TOPIC_RETRY_MS)) continue;
+        t->last_try = tn;
+        due = tsr_realloc(due, (nd + 1) * sizeof *due);
+        due[nd++] = tsr_strdup(t->topic);
     }
-    if (!t->error) tsr_log(TSR_LOG_WARN, "coordinator", "GroupBy %s stays unassigned: topic %s: %s",
-                           g->name, g->topic, rc ? err.msg : "no partitions");
-    free(t->error);
-    t->error = tsr_strdup(rc ? err.msg : "no partitions");
-    return 0;
+    if (!nd) return;
+    int32_t *n = tsr_calloc(nd, sizeof *n);
+    char **msg = tsr_calloc(nd, sizeof *msg);
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < nd; i++) {
+        tsr_error_t err;
+        tsr_error_clear(&err);
+        int rc = c->o.topic_partitions(c->o.topic_ud, due[i], &n[i], &err);
+        if (rc || n[i] <= 0) {
+            n[i] = 0;
+            msg[i] = tsr_strdup(rc ? err.msg : "the topic has no partitions");
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < nd; i++) {
+        topicn_t *t = c->leader ? find_topic(c, due[i], 1) : NULL;
+        if (t && n[i] > 0) {
+            t->n = n[i];
+            free(t->error);
+            t->error = NULL;
+            tsr_log(TSR_LOG_INFO, "coordinator", "topic %s has %d partitions", due[i], (int)n[i]);
+        } else if (t) {
+            if (!t->error || strcmp(t->error, msg[i]) != 0)
+                tsr_log(TSR_LOG_WARN, "coordinator", "GroupBys streamed from topic %s stay unassigned: %s",
+                        due[i], msg[i]);
+            free(t->error);
+            t->error = msg[i];
+            msg[i] = NULL;
+        }
+        free(msg[i]);
+        free(due[i]);
+    }
+    free(due);
+    free(n);
+    free(msg);
 }
 
 static const char *topic_error(tsr_coord_t *c, const char *topic) {
@@ -1095,6 +1132,8 @@ static void tick_locked(tsr_coord_t *c) {
         memmove(c->status + i, c->status + i + 1, (c->nstatus - i - 1) * sizeof *c->status);
         c->nstatus--;
     }
+    lookup_topics(c);               /* may release c->mu for a while */
+    if (!c->leader) return;
     if (reassign(c, &err)) {
         tsr_log(TSR_LOG_WARN, "coordinator", "assignment: %s", err.msg);
         return;

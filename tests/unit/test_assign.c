@@ -143,6 +143,7 @@ START_TEST(test_assign_join_leave) {
     size_t worst_join = 0, sum_join = 0, sum_join_min = 0, worst_leave_extra = 0, sum_leave = 0,
            sum_leave_min = 0;
     double worst_join_ratio = 0;
+    size_t sum_back = 0, sum_back_of = 0;
     for (int c = 0; c < 500; c++) {
         memset(&s, 0, sizeof s);
         random_gbs(&s);
@@ -203,7 +204,27 @@ START_TEST(test_assign_join_leave) {
         if (moved - own > worst_leave_extra) worst_leave_extra = moved - own;
         sum_leave += moved;
         sum_leave_min += own;
+
+        /* the departed worker comes back: it gets (mostly) its old partitions back */
+        static const char *before[MAXG][MAXP];
+        memcpy(before, s.prev, sizeof before);
+        save_prev(&s);
+        set_workers(&s, ids, n + 1);
+        run(&s, 1, &moved);
+        check_balance(&s);
+        size_t back = 0, now_owned = 0;
+        for (size_t g = 0; g < s.ng; g++)
+            for (int32_t p = 0; p < s.np[g]; p++) {
+                if (strcmp(s.workers[s.owners[g][p]], gone_id) != 0) continue;
+                now_owned++;
+                back += before[g][p] && strcmp(before[g][p], gone_id) == 0;
+            }
+        sum_back += back;
+        sum_back_of += now_owned;
     }
+    printf("assign rejoin: the returning worker got %zu of its %zu partitions back (%.1f%%)\n",
+           sum_back, sum_back_of, 100.0 * (double)sum_back / (double)(sum_back_of ? sum_back_of : 1));
+    ck_assert_uint_ge(sum_back * 10, sum_back_of * 7);
     printf("assign join: moved %zu partitions in all vs %zu minimum (ratio %.3f, worst case +%zu, "
            "worst ratio %.2f); leave: moved %zu vs %zu owned by the departed (worst extra %zu)\n",
            sum_join, sum_join_min, (double)sum_join / (double)sum_join_min, worst_join,

@@ -8,15 +8,17 @@
  *     or ceil(T/W) partitions: at most T mod W workers may reach the ceiling. So every worker
  *     is within one of the average, whatever the history.
  *   - Stickiness first. A partition whose previous owner is still live stays with it while
- *     that owner is under the bound (partitions visited in a fixed order: GroupBys as given,
- *     partitions ascending). So a worker that joins takes only about T/(W+1) partitions from
- *     the others, and a worker that leaves moves only its own partitions (plus the few that
- *     the tighter bound displaces).
+ *     that owner is under the bound; candidates are visited by how many live workers
+ *     outrank their owner (0 first), so an owner over the bound gives up the partitions that
+ *     others have the better rendezvous claim to. So a worker that joins takes only about
+ *     T/(W+1) partitions from the others, a worker that leaves moves only its own partitions
+ *     (plus the few that the tighter bound displaces), and a worker that leaves and comes
+ *     back gets most of its old partitions back (it outranks whoever adopted them).
  *   - Rendezvous for the rest. Every partition not kept goes to the worker with the highest
  *     score hash(worker, GroupBy, partition) among those under the bound. Without previous
  *     owners the result is plain bounded rendezvous hashing: deterministic, independent of
  *     the order in which workers joined.
- *   - No allocation visible to the caller; O(T * W) time.
+ *   - No allocation visible to the caller; O(T * W + T log T) time (T * W scores in each pass).
  */
 #ifndef TSR_ASSIGN_H
 #define TSR_ASSIGN_H
