@@ -1333,6 +1333,26 @@ static int require_leader(tsr_coord_t *c, tsr_error_t *err) {
                          c->leader_addr[0] ? c->leader_addr : "unknown (election in progress)");
 }
 
+/* Under c->mu, leading: a worker that has seen a newer epoch than ours means another replica
+ * was elected; confirm in etcd and step down if so. */
+static int check_seen_epoch(tsr_coord_t *c, int64_t seen, tsr_error_t *err) {
+    if (seen <= c->epoch) return 0;
+    char lk[512];
+    key(c, lk, sizeof lk, "leader");
+    tsr_kv_entry_t le;
+    int found = 0;
+    int rc = tsr_kv_get(c->o.kv, lk, &le, &found, err);
+    if (rc) return rc;
+    int64_t cur = found ? le.mod_revision : 0;
+    if (found) tsr_kv_entry_free(&le);
+    if (cur == c->epoch) return 0;  /* the worker's epoch is bogus; we still lead */
+    char why[128];
+    snprintf(why, sizeof why, "a worker has seen epoch %lld (ours %lld)", (long long)seen, (long long)c->epoch);
+    step_down(c, why);
+    return tsr_error_set(err, TSR_EUNAVAIL, "not the leader; leader is %s (%s)",
+                         c->leader_addr[0] ? c->leader_addr : "unknown", why);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Workers */
 
@@ -1374,10 +1394,12 @@ int tsr_coord_register_worker(tsr_coord_t *c, const char *id, const char *addr,
     return rc;
 }
 
-int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, const tsr_coord_pstate_t *ps,
-                        size_t nps, int64_t *ttl_ms, int64_t *epoch, tsr_error_t *err) {
+int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, int64_t seen_epoch,
+                        const tsr_coord_pstate_t *ps, size_t nps, int64_t *ttl_ms, int64_t *epoch,
+                        tsr_error_t *err) {
     pthread_mutex_lock(&c->mu);
     int rc = require_leader(c, err);
+    if (rc == 0) rc = check_seen_epoch(c, seen_epoch, err);
     if (rc == 0) {
         member_t *m = find_member(c, id ? id : "");
         if (m && m->lease != lease) m = NULL;
@@ -1425,9 +1447,10 @@ int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, const tsr
 
 int tsr_coord_report_shard(tsr_coord_t *c, const char *worker, const char *job_id, int32_t shard,
                            int32_t attempt, int ok, const char *error, int64_t keys,
-                           tsr_error_t *err) {
+                           int64_t seen_epoch, tsr_error_t *err) {
     pthread_mutex_lock(&c->mu);
     int rc = require_leader(c, err);
+    if (rc == 0) rc = check_seen_epoch(c, seen_epoch, err);
     job_t *j = NULL;
     for (size_t i = 0; rc == 0 && i < c->njobs; i++)
         if (strcmp(c->jobs[i]->id, job_id ? job_id : "") == 0) j = c->jobs[i];

@@ -104,7 +104,7 @@ static int h_keepalive(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_
     }
     Tessera__V1__KeepAliveResponse out;
     tessera__v1__keep_alive_response__init(&out);
-    int rc = tsr_coord_keepalive(r->c, rq->worker_id, rq->lease_id, ps, rq->n_partitions, &out.lease_ttl_ms,
+    int rc = tsr_coord_keepalive(r->c, rq->worker_id, rq->lease_id, rq->epoch, ps, rq->n_partitions, &out.lease_ttl_ms,
                                  &out.epoch, err);
     if (rc == 0) tsr_pb_pack(&out.base, resp);
     tsr_arena_free(&a);
@@ -116,7 +116,7 @@ static int h_report(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     tsr_coord_rpc_t *r = ud;
     UNPACK(Tessera__V1__ReportShardRequest, tessera__v1__report_shard_request__descriptor);
     int rc = tsr_coord_report_shard(r->c, rq->worker_id, rq->job_id, rq->shard, rq->attempt, rq->ok, rq->error,
-                                    rq->keys, err);
+                                    rq->keys, rq->epoch, err);
     if (rc == 0) {
         Tessera__V1__ReportShardResponse out;
         tessera__v1__report_shard_response__init(&out);

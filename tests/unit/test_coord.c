@@ -139,7 +139,7 @@ static int64_t reg(tsr_coord_t *c, const char *w, const char *addr) {
 static int alive(tsr_coord_t *c, const char *w, int64_t lease, const tsr_coord_pstate_t *ps, size_t n) {
     int64_t ttl, epoch;
     tsr_error_t err;
-    return tsr_coord_keepalive(c, w, lease, ps, n, &ttl, &epoch, &err);
+    return tsr_coord_keepalive(c, w, lease, 0, ps, n, &ttl, &epoch, &err);
 }
 
 static int64_t mod_rev(tsr_kv_t *kv, const char *k) {
@@ -226,6 +226,39 @@ START_TEST(test_coord_failover) {
     int64_t e3 = 0;
     ck_assert(tsr_coord_is_leader(a, &e3));
     ck_assert_int_gt(e3, e2);
+    tsr_coord_free(a);
+    tsr_coord_free(b);
+    tsr_kv_free(kv);
+}
+END_TEST
+
+/* a worker that has seen a newer epoch makes a stale leader check etcd and step down */
+START_TEST(test_coord_seen_epoch) {
+    tsr_kv_t *kv = tsr_kv_fake_new();
+    clk_t ca = {0}, cb = {0};
+    tsr_coord_t *a = mk(kv, "a", "a:1", &ca, NULL), *b = mk(kv, "b", "b:1", &cb, NULL);
+    tsr_coord_tick(a);
+    tsr_coord_tick(b);
+    int64_t l1 = reg(a, "w1", "h:1");
+    int64_t e1 = 0, e2 = 0, ttl, ep;
+    tsr_error_t err;
+    ck_assert(tsr_coord_is_leader(a, &e1));
+    /* a bogus higher epoch while a still leads in etcd changes nothing */
+    ck_assert_int_eq(tsr_coord_keepalive(a, "w1", l1, e1 + 100, NULL, 0, &ttl, &ep, &err), 0);
+    ck_assert(tsr_coord_is_leader(a, NULL));
+    for (int s = 0; s < 7; s++) {
+        tsr_kv_fake_advance(kv, 1000);
+        cb.ms += 1000;
+        ck_assert_int_eq(tsr_kv_lease_keepalive(kv, l1, NULL, &err), 0);
+        tsr_coord_tick(b);
+    }
+    ck_assert(tsr_coord_is_leader(b, &e2));
+    ck_assert(tsr_coord_is_leader(a, NULL));     /* a has not noticed yet */
+    ck_assert_int_eq(tsr_coord_keepalive(a, "w1", l1, e2, NULL, 0, &ttl, &ep, &err), TSR_EUNAVAIL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not the leader"));
+    ck_assert(!tsr_coord_is_leader(a, NULL));
+    ck_assert_int_eq(tsr_coord_keepalive(b, "w1", l1, e2, NULL, 0, &ttl, &ep, &err), 0);
+    ck_assert_int_eq(ep, e2);
     tsr_coord_free(a);
     tsr_coord_free(b);
     tsr_kv_free(kv);
@@ -340,7 +373,7 @@ START_TEST(test_coord_membership) {
     ck_assert_uint_eq(owned(a, "w3", "t.by_user.v1"), 0);
     tsr_error_t err;
     int64_t ttl, epoch;
-    ck_assert_int_eq(tsr_coord_keepalive(a, "w3", lease[2], NULL, 0, &ttl, &epoch, &err), TSR_ENOTFOUND);
+    ck_assert_int_eq(tsr_coord_keepalive(a, "w3", lease[2], 0, NULL, 0, &ttl, &epoch, &err), TSR_ENOTFOUND);
     ck_assert_ptr_nonnull(strstr(err.msg, "register again"));
     /* w3 comes back: it takes only what the bound needs */
     reg(a, "w3", "h:3");
@@ -455,17 +488,17 @@ START_TEST(test_coord_upload) {
     tessera__v1__assignment__free_unpacked(a1, NULL);
     tessera__v1__assignment__free_unpacked(a2, NULL);
 
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh1, 1, 1, NULL, 10, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh1, 1, 1, NULL, 10, 0, &err), 0);
     /* w2 fails its shard: it goes to w1 (attempt 2); a stale report changes nothing */
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w2", job, sh2, 1, 0, "disk full", 0, &err), 0);
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w2", job, sh2, 1, 1, NULL, 5, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w2", job, sh2, 1, 0, "disk full", 0, 0, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w2", job, sh2, 1, 1, NULL, 5, 0, &err), 0);
     a1 = assignment(a, "w1");
     s1 = only_shard(a1);
     ck_assert_int_eq(s1->shard, sh2);
     ck_assert_int_eq(s1->attempt, 2);
     tessera__v1__assignment__free_unpacked(a1, NULL);
     ck_assert_int_eq(mod_rev(kv, "/tessera/uploads/t.by_user.v1"), 0);
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 2, 1, NULL, 7, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 2, 1, NULL, 7, 0, &err), 0);
     ck_assert_int_gt(mod_rev(kv, "/tessera/uploads/t.by_user.v1"), 0);
     ck_assert_int_eq(u.calls, 0);
     /* the owners see the committed batch in their assignment and report loading it */
@@ -510,9 +543,9 @@ START_TEST(test_coord_upload) {
         }
     tessera__v1__assignment__free_unpacked(a1, NULL);
     ck_assert(found);
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 2, 0, "boom", 0, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 2, 0, "boom", 0, 0, &err), 0);
     ck_assert_int_eq(u2.calls, 0);
-    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 3, 0, "boom again", 0, &err), 0);
+    ck_assert_int_eq(tsr_coord_report_shard(a, "w1", job, sh2, 3, 0, "boom again", 0, 0, &err), 0);
     ck_assert_int_eq(u2.calls, 1);
     ck_assert_int_eq(u2.rc, TSR_EIO);
     ck_assert_ptr_nonnull(strstr(u2.msg, "failed 3 times"));
@@ -543,6 +576,7 @@ static Suite *coord_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_coord_failover);
+    tcase_add_test(tc, test_coord_seen_epoch);
     tcase_add_test(tc, test_coord_configs);
     tcase_add_test(tc, test_coord_membership);
     tcase_add_test(tc, test_coord_topic_partitions);

@@ -112,14 +112,18 @@ typedef struct tsr_coord_pstate {
 } tsr_coord_pstate_t;
 
 /* Renews the worker's lease and records its report. TSR_ENOTFOUND when the lease expired or
- * the worker is not registered with that lease (the worker must register again). */
-int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, const tsr_coord_pstate_t *ps,
-                        size_t nps, int64_t *ttl_ms, int64_t *epoch, tsr_error_t *err);
+ * the worker is not registered with that lease (the worker must register again).
+ * seen_epoch: the highest epoch the worker has seen; above ours, the replica checks etcd and
+ * steps down (TSR_EUNAVAIL) if another replica leads. */
+int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, int64_t seen_epoch,
+                        const tsr_coord_pstate_t *ps, size_t nps, int64_t *ttl_ms, int64_t *epoch,
+                        tsr_error_t *err);
 
-/* A shard finished. Reports of a stale attempt or another worker are ignored (TSR_OK). */
+/* A shard finished. Reports of a stale attempt or another worker are ignored (TSR_OK).
+ * seen_epoch as for tsr_coord_keepalive. */
 int tsr_coord_report_shard(tsr_coord_t *c, const char *worker, const char *job_id, int32_t shard,
                            int32_t attempt, int ok, const char *error, int64_t keys,
-                           tsr_error_t *err);
+                           int64_t seen_epoch, tsr_error_t *err);
 
 /* Serialized tessera.v1.Assignment of worker (appended to out), *revision (may be NULL) = the
  * revision it reflects. */
