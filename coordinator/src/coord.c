@@ -131,6 +131,8 @@ struct tsr_coord {
     int64_t lease, lease_renewed;   /* own lease; 0 = none */
     int leader;
     int64_t epoch, verified_at;     /* last time leadership was confirmed in etcd */
+    int stale;                      /* stepped down; leader caches not freed yet (reap()) */
+    char stale_why[256];
     char leader_addr[256];
     int64_t rev;
 
@@ -138,6 +140,8 @@ struct tsr_coord {
     tsr_reg_entry_t *configs;
     int64_t *config_rev;            /* mod_revision per config */
     size_t nconfigs;
+    int64_t *seen_rev;              /* mod_revision of every configs/ key of the last range */
+    size_t nseen;
     gbinfo_t *gbs;
     size_t ngbs;
     member_t *members;
@@ -213,8 +217,12 @@ static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
     j->cb = NULL;
 }
 
-/* Unlocks c->mu and runs the queued callbacks. */
+static void reap(tsr_coord_t *c);
+
+/* Frees the caches of a replica that stepped down, unlocks c->mu and runs the queued
+ * callbacks. */
 static void unlock_and_flush(tsr_coord_t *c) {
+    reap(c);
     done_cb_t *v = c->done;
     size_t n = c->ndone;
     c->done = NULL;
@@ -234,9 +242,11 @@ static void unlock_and_flush(tsr_coord_t *c) {
 static void free_configs(tsr_coord_t *c) {
     tsr_reg_entries_free(c->configs, c->nconfigs);
     free(c->config_rev);
+    free(c->seen_rev);
     c->configs = NULL;
     c->config_rev = NULL;
-    c->nconfigs = 0;
+    c->seen_rev = NULL;
+    c->nconfigs = c->nseen = 0;
     for (size_t i = 0; i < c->ngbs; i++) {
         free(c->gbs[i].name);
         free(c->gbs[i].fp);
@@ -323,6 +333,9 @@ static void free_leader_state(tsr_coord_t *c, const char *why) {
     c->njobs = 0;
 }
 
+/* Leaves the leader role at once; the caches are freed later by reap(), at the end of the
+ * public call, because callers deep in a loop (jobs_check → job_write → fenced) may still
+ * hold pointers into them. Until then nothing writes: fenced() and require_leader() refuse. */
 static void step_down(tsr_coord_t *c, const char *why) {
     if (!c->leader) return;
     tsr_log(TSR_LOG_WARN, "coordinator", "%s: stepping down as leader (epoch %lld): %s", c->id,
@@ -330,8 +343,15 @@ static void step_down(tsr_coord_t *c, const char *why) {
     c->leader = 0;
     c->epoch = 0;
     c->leader_addr[0] = 0;
-    free_leader_state(c, why);
+    c->stale = 1;
+    snprintf(c->stale_why, sizeof c->stale_why, "%s", why);
     bump(c);
+}
+
+static void reap(tsr_coord_t *c) {
+    if (!c->stale || c->leader) return;
+    c->stale = 0;
+    free_leader_state(c, c->stale_why);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -509,8 +529,8 @@ static int refresh_configs(tsr_coord_t *c, tsr_error_t *err) {
     size_t n;
     int rc = tsr_kv_range(c->o.kv, pk, &v, &n, NULL, err);
     if (rc) return rc;
-    int same = n == c->nconfigs;
-    for (size_t i = 0; same && i < n; i++) same = v[i].mod_revision == c->config_rev[i];
+    int same = n == c->nseen;
+    for (size_t i = 0; same && i < n; i++) same = v[i].mod_revision == c->seen_rev[i];
     if (same) {
         tsr_kv_entries_free(v, n);
         return 0;
@@ -518,19 +538,16 @@ static int refresh_configs(tsr_coord_t *c, tsr_error_t *err) {
     free_configs(c);
     c->configs = tsr_calloc(n ? n : 1, sizeof *c->configs);
     c->config_rev = tsr_calloc(n ? n : 1, sizeof *c->config_rev);
+    c->seen_rev = tsr_calloc(n ? n : 1, sizeof *c->seen_rev);
+    c->nseen = n;
     for (size_t i = 0; i < n; i++) {
+        c->seen_rev[i] = v[i].mod_revision;
         tsr_error_t e;
         if (tsr_reg_entry_decode(v[i].val, v[i].val_len, v[i].key, &c->configs[c->nconfigs], &e)) {
             tsr_log(TSR_LOG_WARN, "coordinator", "%s", e.msg);
             continue;
         }
         c->config_rev[c->nconfigs++] = v[i].mod_revision;
-    }
-    /* keep the revision list aligned with n so that "same" compares like with like */
-    if (c->nconfigs != n) {
-        free(c->config_rev);
-        c->config_rev = tsr_calloc(n ? n : 1, sizeof *c->config_rev);
-        for (size_t i = 0; i < n; i++) c->config_rev[i] = -1;
     }
     tsr_kv_entries_free(v, n);
     derive_gbs(c);
@@ -1051,6 +1068,7 @@ static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
 }
 
 static void become_leader(tsr_coord_t *c, int64_t epoch) {
+    reap(c);
     c->leader = 1;
     c->epoch = epoch;
     c->verified_at = now(c);
