@@ -159,7 +159,12 @@ if wait_leader "$F" 5; then pass "replica $F leads ${WAITED_MS} ms after the oth
 FPID=$(eval echo \$C${F}_PID)
 kill -TERM "$FPID"
 for _ in $(seq 100); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.1; done
-wait "$FPID"; eval "C${F}_PID="
+wait "$FPID"; rc=$?
+eval "C${F}_PID="
+[ $rc -eq 0 ] && pass "the last replica exits 0 after SIGTERM" || fail "last replica: exit $rc"
+if grep -l "AddressSanitizer\|LeakSanitizer\|runtime error" "$TMP"/c*.err >/dev/null 2>&1; then
+    fail "sanitizer reports in the coordinators' logs"; grep -h -A5 "Sanitizer\|runtime error" "$TMP"/c*.err | head -30
+fi
 kill -TERM "$ETCD_PID"; for _ in $(seq 50); do kill -0 "$ETCD_PID" 2>/dev/null || break; sleep 0.1; done
 wait "$ETCD_PID" 2>/dev/null; ETCD_PID=
 if [ $fails -eq 0 ]; then echo "coordinator_etcd: all passed"; exit 0; fi
