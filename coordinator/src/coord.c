@@ -117,7 +117,11 @@ typedef struct done_cb {            /* an upload callback to run outside the loc
 struct tsr_coord {
     tsr_coord_opts_t o;
     char *id, *advertise, *prefix, *warehouse;
-    int64_t ttl_ms, ttl_s;
+    int64_t ttl_ms, ttl_s;          /* worker leases */
+    int64_t own_ttl_ms, own_ttl_s;  /* the replica's lease: half the workers' (at least 1 s), so
+                                       that a failover completes before the workers' leases
+                                       run out */
+    int64_t grace_until;            /* a new leader keeps the stored assignments until then */
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* revision changes, stop */
     pthread_cond_t wake;            /* the loop: a watch fired */
@@ -130,7 +134,7 @@ struct tsr_coord {
     /* replica */
     int64_t lease, lease_renewed;   /* own lease; 0 = none */
     int leader;
-    int64_t epoch, verified_at;     /* last time leadership was confirmed in etcd */
+    int64_t epoch;
     int stale;                      /* stepped down; leader caches not freed yet (reap()) */
     char stale_why[256];
     char leader_addr[256];
@@ -775,8 +779,12 @@ static const char *topic_error(tsr_coord_t *c, const char *topic) {
     return NULL;
 }
 
-/* Recomputes every assignment with the stored owners as history; writes what changed. */
+/* Recomputes every assignment with the stored owners as history; writes what changed.
+ * A new leader that found stored assignments waits one worker-lease TTL first: workers whose
+ * leases ran out during the failover re-register under their stable ids meanwhile, so the
+ * membership and thus the assignment come out unchanged. */
 static int reassign(tsr_coord_t *c, tsr_error_t *err) {
+    if (now(c) < c->grace_until) return 0;
     size_t ng = c->ngbs;
     tsr_assign_gb_t *in = tsr_calloc(ng ? ng : 1, sizeof *in);
     const char **workers = tsr_calloc(c->nmembers ? c->nmembers : 1, sizeof(char *));
@@ -1039,14 +1047,20 @@ static void jobs_check(tsr_coord_t *c) {
 /* ------------------------------------------------------------------------------------------
  * Replica: own lease, campaign, leadership check */
 
+/* Leadership guard: our lease was renewed less than 2/3 of its TTL ago, so it cannot have
+ * expired (and nobody else can have been elected) — a replica paused or cut off from etcd
+ * stops acting as leader before its lease could run out. Renewals come every TTL/3. */
+static int lease_fresh(tsr_coord_t *c) {
+    return c->lease && now(c) - c->lease_renewed < c->own_ttl_ms * 2 / 3;
+}
+
 static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
     int64_t tn = now(c);
     if (c->lease) {
-        if (tn - c->lease_renewed < c->ttl_ms / 3) return 0;
+        if (tn - c->lease_renewed < c->own_ttl_ms / 3) return 0;
         int rc = tsr_kv_lease_keepalive(c->o.kv, c->lease, NULL, err);
         if (rc == 0) {
             c->lease_renewed = tn;
-            if (c->leader) c->verified_at = tn;
             return 0;
         }
         if (rc != TSR_ENOTFOUND) return rc;
@@ -1054,7 +1068,7 @@ static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
         c->lease = 0;
         step_down(c, "own lease expired");
     }
-    int rc = tsr_kv_lease_grant(c->o.kv, c->ttl_s, &c->lease, err);
+    int rc = tsr_kv_lease_grant(c->o.kv, c->own_ttl_s, &c->lease, err);
     if (rc) return rc;
     c->lease_renewed = tn;
     char ck[512];
@@ -1071,7 +1085,6 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
     reap(c);
     c->leader = 1;
     c->epoch = epoch;
-    c->verified_at = now(c);
     snprintf(c->leader_addr, sizeof c->leader_addr, "%s", c->advertise);
     tsr_error_t err;
     if (load_stored(c, &err)) {
@@ -1088,6 +1101,7 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
         tsr_kv_txn(c->o.kv, &cmp, 1, &op, 1, &ok, NULL, &err);
         return;
     }
+    c->grace_until = c->nas ? now(c) + c->ttl_ms : 0;
     tsr_log(TSR_LOG_INFO, "coordinator", "%s: leader at epoch %lld (%zu stored assignments)", c->id,
             (long long)epoch, c->nas);
     bump(c);
@@ -1097,9 +1111,8 @@ static void tick_locked(tsr_coord_t *c) {
     if (c->resigned || c->stopping) return;
     tsr_error_t err;
     tsr_error_clear(&err);
-    int64_t tn = now(c);
     if (ensure_lease(c, &err)) {
-        if (c->leader && tn - c->verified_at > c->ttl_ms) step_down(c, "no contact with etcd for a lease TTL");
+        if (c->leader && !lease_fresh(c)) step_down(c, "no contact with etcd for most of the lease TTL");
         return;
     }
     char lk[512];
@@ -1107,7 +1120,7 @@ static void tick_locked(tsr_coord_t *c) {
     tsr_kv_entry_t le;
     int found = 0;
     if (tsr_kv_get(c->o.kv, lk, &le, &found, &err)) {
-        if (c->leader && tn - c->verified_at > c->ttl_ms) step_down(c, "no contact with etcd for a lease TTL");
+        if (c->leader && !lease_fresh(c)) step_down(c, "no contact with etcd for most of the lease TTL");
         return;
     }
     if (found) {
@@ -1118,7 +1131,6 @@ static void tick_locked(tsr_coord_t *c) {
             snprintf(c->leader_addr, sizeof c->leader_addr, "%s", addr);
         if (j) json_decref(j);
         if (c->leader && le.mod_revision != c->epoch) step_down(c, "the leader key changed");
-        else if (c->leader) c->verified_at = tn;
         tsr_kv_entry_free(&le);
     } else {
         if (c->leader) step_down(c, "the leader key is gone");
@@ -1187,6 +1199,8 @@ int tsr_coord_new(const tsr_coord_opts_t *o, tsr_coord_t **out, tsr_error_t *err
     if (c->o.default_partitions <= 0) c->o.default_partitions = 8;
     c->ttl_s = (c->o.lease_ttl_ms + 999) / 1000;
     c->ttl_ms = c->ttl_s * 1000;
+    c->own_ttl_s = c->ttl_s / 2 > 1 ? c->ttl_s / 2 : 1;
+    c->own_ttl_ms = c->own_ttl_s * 1000;
     c->rev = 1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
@@ -1344,8 +1358,7 @@ int64_t tsr_coord_wait(tsr_coord_t *c, int64_t rev, int64_t timeout_ms) {
 
 /* Under c->mu: TSR_OK when leading (and the lease-based guard holds), else the redirect. */
 static int require_leader(tsr_coord_t *c, tsr_error_t *err) {
-    if (c->leader && now(c) - c->verified_at > c->ttl_ms)
-        step_down(c, "no confirmation from etcd for a lease TTL");
+    if (c->leader && !lease_fresh(c)) step_down(c, "own lease not renewed for most of its TTL");
     if (c->leader) return 0;
     return tsr_error_set(err, TSR_EUNAVAIL, "not the leader; leader is %s",
                          c->leader_addr[0] ? c->leader_addr : "unknown (election in progress)");

@@ -182,8 +182,9 @@ START_TEST(test_coord_failover) {
     int64_t arev = mod_rev(kv, "/tessera/assign/t.by_user.v1");
     ck_assert_int_gt(arev, 0);
 
-    /* a pauses (its clock and ticks stop); the workers keep their leases alive */
-    for (int s = 0; s < 7; s++) {
+    /* a pauses (its clock and ticks stop); the workers keep their leases alive; b takes over
+     * once a's lease (half the workers' TTL: 2 s) has run out */
+    for (int s = 0; s < 7 && !tsr_coord_is_leader(b, NULL); s++) {
         ck_assert_int_eq(tsr_kv_fake_advance(kv, 1000), 0);
         cb.ms += 1000;
         ck_assert_int_eq(tsr_kv_lease_keepalive(kv, l1, NULL, &err), 0);
@@ -206,6 +207,23 @@ START_TEST(test_coord_failover) {
     tessera__v1__assignment__free_unpacked(as, NULL);
     /* the worker's keepalive works with the new leader (leases live in etcd) */
     ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
+    /* a worker whose lease ran out during the failover re-registers within the new leader's
+     * grace period (one worker TTL): the assignment does not move */
+    ck_assert_int_eq(tsr_kv_lease_revoke(kv, l2, &err), 0);
+    tsr_coord_tick(b);
+    ck_assert_uint_eq(owned(b, "w2", "t.by_user.v1"), m2);
+    ck_assert_int_eq(alive(b, "w2", l2, NULL, 0), TSR_ENOTFOUND);
+    l2 = reg(b, "w2", "h:2");
+    for (int s = 0; s < 6; s++) {
+        ck_assert_int_eq(tsr_kv_fake_advance(kv, 1000), 0);
+        cb.ms += 1000;
+        ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
+        ck_assert_int_eq(alive(b, "w2", l2, NULL, 0), 0);
+        tsr_coord_tick(b);
+    }
+    ck_assert_uint_eq(owned(b, "w1", "t.by_user.v1"), m1);
+    ck_assert_uint_eq(owned(b, "w2", "t.by_user.v1"), m2);
+    ck_assert_int_eq(mod_rev(kv, "/tessera/assign/t.by_user.v1"), arev);
 
     /* a wakes up believing it leads: its fenced write is refused and it steps down */
     ck_assert(tsr_coord_is_leader(a, NULL));
