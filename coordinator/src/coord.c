@@ -1685,10 +1685,11 @@ int tsr_coord_apply(tsr_coord_t *c, const char *text, size_t n, const char *labe
         tsr_config_free(conf);
         return tsr_error_set(err, TSR_EINVAL, "%s: metaData.name '%s' contains '/'", label, md->name);
     }
-    /* compile for serving as the fetchers will (the item is discarded) */
+    /* compile for serving as the fetchers will (the item is discarded); that reads the
+     * tables' schemas, so it needs the warehouse (tsr_serving_prepare does not take NULL) */
     tsr_config_t *conf2 = NULL;
-    rc = load_conf(c->warehouse, text, n, label, &conf2, err);
-    if (rc == 0) {
+    if (c->warehouse) rc = load_conf(c->warehouse, text, n, label, &conf2, err);
+    if (rc == 0 && conf2) {
         tsr_serving_item_t *item = NULL;
         rc = tsr_serving_prepare(conf2, c->warehouse, tsr_day_of_ms(now(c)), &item, err);
         tsr_serving_item_discard(item);
