@@ -121,7 +121,8 @@ struct tsr_coord {
     int64_t own_ttl_ms, own_ttl_s;  /* the replica's lease: half the workers' (at least 1 s), so
                                        that a failover completes before the workers' leases
                                        run out */
-    int64_t grace_until;            /* a new leader keeps the stored assignments until then */
+    int64_t grace_until;
+    int64_t last_warn;              /* rate limit of "etcd unreachable" lines */            /* a new leader keeps the stored assignments until then */
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* revision changes, stop */
     pthread_cond_t wake;            /* the loop: a watch fired */
@@ -1113,6 +1114,11 @@ static void tick_locked(tsr_coord_t *c) {
     tsr_error_clear(&err);
     if (ensure_lease(c, &err)) {
         if (c->leader && !lease_fresh(c)) step_down(c, "no contact with etcd for most of the lease TTL");
+        int64_t tn = now(c);
+        if (tn - c->last_warn >= 5000) {     /* at most one line per 5 s while etcd is away */
+            c->last_warn = tn;
+            tsr_log(TSR_LOG_WARN, "coordinator", "%s: %s", c->id, err.msg);
+        }
         return;
     }
     char lk[512];
