@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tsr/assign.h"
 #include "tsr_test.h"
@@ -280,6 +281,49 @@ START_TEST(test_assign_edges) {
 }
 END_TEST
 
+/* Cost: 64 GroupBys x 64 partitions over 16 workers, fresh and with history (one worker
+ * joined). Printed, not asserted (shared machine). */
+START_TEST(test_assign_cost) {
+    enum { G = 64, P = 64, W = 17 };
+    static char names[G][16], wids[W][16];
+    static int32_t owners[G][P];
+    static const char *prev[G][P];
+    const char *workers[W];
+    tsr_assign_gb_t gbs[G];
+    for (int i = 0; i < W; i++) {
+        snprintf(wids[i], sizeof wids[i], "worker-%02d", i);
+        workers[i] = wids[i];
+    }
+    for (int g = 0; g < G; g++) {
+        snprintf(names[g], sizeof names[g], "gb_%02d.v1", g);
+        gbs[g] = (tsr_assign_gb_t){names[g], P, NULL, owners[g]};
+    }
+    struct timespec t0, t1;
+    double fresh = 1e9, hist = 1e9;
+    for (int rep = 0; rep < 5; rep++) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tsr_assign(workers, W - 1, gbs, G, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (ms < fresh) fresh = ms;
+        for (int g = 0; g < G; g++) {
+            for (int p = 0; p < P; p++) prev[g][p] = workers[owners[g][p]];
+            gbs[g].prev = prev[g];
+        }
+        size_t moved;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tsr_assign(workers, W, gbs, G, &moved);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (ms < hist) hist = ms;
+        if (moved != (size_t)(G * P) / W) ck_abort_msg("join moved %zu, minimum %d", moved, G * P / W);
+        for (int g = 0; g < G; g++) gbs[g].prev = NULL;
+    }
+    printf("assign cost: %d partitions over %d workers: %.2f ms fresh (plain bounded rendezvous), "
+           "%.2f ms with history on a join (best of 5)\n", G * P, W - 1, fresh, hist);
+}
+END_TEST
+
 static Suite *assign_suite(void) {
     Suite *s = suite_create("assign");
     TCase *tc = tcase_create("assign");
@@ -287,6 +331,7 @@ static Suite *assign_suite(void) {
     tcase_add_test(tc, test_assign_join_leave);
     tcase_add_test(tc, test_assign_deterministic);
     tcase_add_test(tc, test_assign_edges);
+    tcase_add_test(tc, test_assign_cost);
     suite_add_tcase(s, tc);
     return s;
 }
