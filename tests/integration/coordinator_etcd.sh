@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # coordinator_etcd.sh — two tessera-coordinator replicas on a real etcd (loopback, free ports,
 # temp dir, everything stopped by PID): exactly one leads and the other redirects with the
-# leader's address; configs applied through the leader; kill -9 of the leader → the other
-# takes over within a few seconds (lease TTL 2 s) and still holds the configs; a SIGSTOP'd
+# leader's address; configs applied through the leader; uploads refused with clear errors
+# (missing ds partition, no workers); kill -9 of the leader → the other takes over within a
+# few seconds (replica lease 1 s) and still holds the configs; a SIGSTOP'd
 # leader that resumes after losing its lease refuses calls instead of acting on stale
 # leadership (fencing); SIGTERM resigns at once and exits 0. Skipped when /usr/bin/etcd is
 # missing.
@@ -109,7 +110,17 @@ else fail "follower: exit $rc"; sed 's/^/    | /' "$TMP/err"; fi
 grep -q "different definition" "$TMP/out" "$TMP/err" && pass "a changed GroupBy definition is refused" \
     || { fail "changed definition accepted"; sed 's/^/    | /' "$TMP/out" "$TMP/err"; }
 
-# kill -9 the leader: the other takes over (its lease TTL is 2 s)
+# uploads: the ds partition must exist; without live workers the GroupBy is not assigned
+"$TESSERA" upload t.a.v1 --ds 2024-01-05 --server "$LADDR" --timeout-ms 5000 >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 3 ] && grep -q "ds=2024-01-05 is missing" "$TMP/err" && pass "upload of a missing partition: exit 3 naming it" \
+    || { fail "upload missing ds: exit $rc"; sed 's/^/    | /' "$TMP/err"; }
+"$TESSERA" upload t.a.v1 --ds 2024-01-01 --server "$LADDR" --timeout-ms 5000 >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 4 ] && grep -q "no live workers" "$TMP/err" && pass "upload without workers: exit 4 (no live workers)" \
+    || { fail "upload without workers: exit $rc"; sed 's/^/    | /' "$TMP/err"; }
+
+# kill -9 the leader: the other takes over (replica lease = half of --lease-ttl: 1 s)
 kill -KILL "$(eval echo \$C${L}_PID)"
 wait "$(eval echo \$C${L}_PID)" 2>/dev/null
 eval "C${L}_PID="
