@@ -46,8 +46,9 @@ typedef struct member {
     int64_t lease, registered_at;
 } member_t;
 
-typedef struct wstatus {            /* last KeepAlive report of a worker */
+typedef struct wstatus {            /* last KeepAlive report of a worker (status/<id>) */
     char *id;
+    char *written;                  /* the JSON last stored in status/<id> */
     tsr_coord_pstate_t *ps;         /* group_by strings owned */
     size_t nps;
 } wstatus_t;
@@ -281,6 +282,67 @@ static void wstatus_free(wstatus_t *w) {
     for (size_t i = 0; i < w->nps; i++) free((char *)w->ps[i].group_by);
     free(w->ps);
     free(w->id);
+    free(w->written);
+}
+
+/* Replaces the in-memory report of worker id (creating it). */
+static wstatus_t *status_set(tsr_coord_t *c, const char *id, const tsr_coord_pstate_t *ps, size_t nps) {
+    wstatus_t *w = NULL;
+    for (size_t i = 0; i < c->nstatus; i++)
+        if (strcmp(c->status[i].id, id) == 0) w = &c->status[i];
+    if (!w) {
+        c->status = tsr_realloc(c->status, (c->nstatus + 1) * sizeof *c->status);
+        w = &c->status[c->nstatus++];
+        memset(w, 0, sizeof *w);
+        w->id = tsr_strdup(id);
+    } else {
+        for (size_t i = 0; i < w->nps; i++) free((char *)w->ps[i].group_by);
+        free(w->ps);
+    }
+    w->ps = tsr_calloc(nps ? nps : 1, sizeof *w->ps);
+    w->nps = nps;
+    for (size_t i = 0; i < nps; i++) {
+        w->ps[i] = ps[i];
+        w->ps[i].group_by = tsr_strdup(ps[i].group_by ? ps[i].group_by : "");
+    }
+    return w;
+}
+
+static char *status_json(const wstatus_t *w) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < w->nps; i++)
+        json_array_append_new(a, json_pack("{s:s, s:i, s:I, s:I, s:I, s:I}", "group_by", w->ps[i].group_by,
+                                           "partition", (int)w->ps[i].partition, "batch_end_millis",
+                                           (json_int_t)w->ps[i].batch_end_ms, "events", (json_int_t)w->ps[i].events,
+                                           "lag", (json_int_t)w->ps[i].lag, "next_offset",
+                                           (json_int_t)w->ps[i].next_offset));
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+/* Parses a status/<id> value into the in-memory reports (a malformed one is skipped). */
+static void status_load(tsr_coord_t *c, const char *id, const char *val, size_t len) {
+    json_error_t je;
+    json_t *a = json_loadb(val, len, 0, &je);
+    if (!a || !json_is_array(a)) {
+        if (a) json_decref(a);
+        return;
+    }
+    size_t n = json_array_size(a), k = 0;
+    tsr_coord_pstate_t *ps = tsr_calloc(n ? n : 1, sizeof *ps);
+    for (size_t i = 0; i < n; i++) {
+        const char *g = NULL;
+        int p = 0;
+        json_int_t b = 0, ev = 0, lag = -1, off = -1;
+        if (json_unpack(json_array_get(a, i), "{s:s, s:i, s?I, s?I, s?I, s?I}", "group_by", &g, "partition", &p,
+                        "batch_end_millis", &b, "events", &ev, "lag", &lag, "next_offset", &off) == 0)
+            ps[k++] = (tsr_coord_pstate_t){g, p, b, ev, lag, off};
+    }
+    wstatus_t *w = status_set(c, id, ps, k);
+    w->written = tsr_strndup(val, len);
+    free(ps);
+    json_decref(a);
 }
 
 static void job_free(job_t *j) {
@@ -676,6 +738,12 @@ static int load_stored(tsr_coord_t *c, tsr_error_t *err) {
         }
         json_decref(j);
     }
+    tsr_kv_entries_free(v, n);
+    key(c, pk, sizeof pk, "status/");
+    plen = strlen(pk);
+    rc = tsr_kv_range(c->o.kv, pk, &v, &n, NULL, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) status_load(c, v[i].key + plen, v[i].val, v[i].val_len);
     tsr_kv_entries_free(v, n);
     key(c, pk, sizeof pk, "uploads/");
     plen = strlen(pk);
@@ -1082,6 +1150,33 @@ static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
     return rc;
 }
 
+/* Jobs are not resumed by a new leader (their Upload calls ended with the old one): records
+ * of finished jobs are deleted, unfinished ones marked "abandoned". */
+static void jobs_abandon(tsr_coord_t *c) {
+    char pk[512];
+    key(c, pk, sizeof pk, "jobs/");
+    tsr_kv_entry_t *v;
+    size_t n;
+    tsr_error_t err;
+    if (tsr_kv_range(c->o.kv, pk, &v, &n, NULL, &err)) return;
+    for (size_t i = 0; i < n && c->leader; i++) {
+        json_error_t je;
+        json_t *j = json_loadb(v[i].val, v[i].val_len, 0, &je);
+        const char *st = j ? json_string_value(json_object_get(j, "state")) : NULL;
+        if (!st || strcmp(st, "done") == 0 || strcmp(st, "failed") == 0 || strcmp(st, "abandoned") == 0) {
+            tsr_kv_op_t op = {TSR_KV_DELETE, v[i].key, NULL, 0, 0, 0};
+            fenced(c, NULL, 0, &op, 1, &err);
+        } else {
+            json_object_set_new(j, "state", json_string("abandoned"));
+            char *sv = json_dumps(j, JSON_COMPACT);
+            fenced_put(c, v[i].key, sv, &err);
+            free(sv);
+        }
+        if (j) json_decref(j);
+    }
+    tsr_kv_entries_free(v, n);
+}
+
 static void become_leader(tsr_coord_t *c, int64_t epoch) {
     reap(c);
     c->leader = 1;
@@ -1103,6 +1198,7 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
         return;
     }
     c->grace_until = c->nas ? now(c) + c->ttl_ms : 0;
+    jobs_abandon(c);
     tsr_log(TSR_LOG_INFO, "coordinator", "%s: leader at epoch %lld (%zu stored assignments)", c->id,
             (long long)epoch, c->nas);
     bump(c);
@@ -1158,12 +1254,18 @@ static void tick_locked(tsr_coord_t *c) {
         tsr_log(TSR_LOG_WARN, "coordinator", "refresh: %s", err.msg);
         return;
     }
-    /* statuses of departed workers are dropped */
+    /* reports of departed workers are dropped (memory and status/<id>) */
     for (size_t i = 0; i < c->nstatus;) {
-        if (find_member(c, c->status[i].id)) {
+        /* (during the grace period a worker may still re-register) */
+        if (find_member(c, c->status[i].id) || now(c) < c->grace_until) {
             i++;
             continue;
         }
+        char sk[512];
+        key(c, sk, sizeof sk, "status/%s", c->status[i].id);
+        tsr_kv_op_t op = {TSR_KV_DELETE, sk, NULL, 0, 0, 0};
+        tsr_error_t e2;
+        if (fenced(c, NULL, 0, &op, 1, &e2)) return;
         wstatus_free(&c->status[i]);
         memmove(c->status + i, c->status + i + 1, (c->nstatus - i - 1) * sizeof *c->status);
         c->nstatus--;
@@ -1456,24 +1558,20 @@ int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, int64_t s
             tsr_error_set(err, TSR_ENOTFOUND, "lease %lld of worker %s expired: register again", (long long)lease, id);
     }
     if (rc == 0) {
-        wstatus_t *w = NULL;
-        for (size_t i = 0; i < c->nstatus; i++)
-            if (strcmp(c->status[i].id, id) == 0) w = &c->status[i];
-        if (!w) {
-            c->status = tsr_realloc(c->status, (c->nstatus + 1) * sizeof *c->status);
-            w = &c->status[c->nstatus++];
-            memset(w, 0, sizeof *w);
-            w->id = tsr_strdup(id);
-        } else {
-            for (size_t i = 0; i < w->nps; i++) free((char *)w->ps[i].group_by);
-            free(w->ps);
+        wstatus_t *w = status_set(c, id, ps, nps);
+        /* kept in etcd too (status/<id>), so that a new leader knows what workers hold */
+        char *js = status_json(w);
+        if (!w->written || strcmp(js, w->written) != 0) {
+            char sk[512];
+            key(c, sk, sizeof sk, "status/%s", id);
+            tsr_error_t e2;
+            if (fenced_put(c, sk, js, &e2) == 0) {
+                free(w->written);
+                w->written = js;
+                js = NULL;
+            }
         }
-        w->ps = tsr_calloc(nps ? nps : 1, sizeof *w->ps);
-        w->nps = nps;
-        for (size_t i = 0; i < nps; i++) {
-            w->ps[i] = ps[i];
-            w->ps[i].group_by = tsr_strdup(ps[i].group_by ? ps[i].group_by : "");
-        }
+        free(js);
         *ttl_ms = c->ttl_ms;
         *epoch = c->epoch;
         jobs_check(c);

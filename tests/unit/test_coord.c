@@ -153,6 +153,21 @@ static int64_t mod_rev(tsr_kv_t *kv, const char *k) {
     return r;
 }
 
+typedef struct upres {
+    int calls, rc;
+    int64_t keys, b;
+    char msg[1024];
+} upres_t;
+
+static void up_cb(void *ud, int rc, const tsr_coord_upload_result_t *r, const char *msg) {
+    upres_t *u = ud;
+    u->calls++;
+    u->rc = rc;
+    u->keys = r->keys;
+    u->b = r->batch_end_ms;
+    snprintf(u->msg, sizeof u->msg, "%s", msg);
+}
+
 START_TEST(test_coord_failover) {
     tsr_kv_t *kv = tsr_kv_fake_new();
     clk_t ca = {1000000}, cb = {1000000};
@@ -181,6 +196,14 @@ START_TEST(test_coord_failover) {
     ck_assert_int_eq(__builtin_popcountll(m1), 4);
     int64_t arev = mod_rev(kv, "/tessera/assign/t.by_user.v1");
     ck_assert_int_gt(arev, 0);
+    /* a report (kept in status/w1) and an upload in flight when the leader goes */
+    tsr_coord_pstate_t ps = {"t.by_user.v1", __builtin_ctzll(m1), 4242, 9, 0, 17};
+    ck_assert_int_eq(alive(a, "w1", l1, &ps, 1), 0);
+    upres_t u = {0};
+    char job[64], jk[128];
+    ck_assert_int_eq(tsr_coord_upload(a, "t.by_user.v1", "2024-01-01", NULL, INT64_MAX, up_cb, &u, job, &err), 0);
+    snprintf(jk, sizeof jk, "/tessera/jobs/%s", job);
+    ck_assert_int_gt(mod_rev(kv, jk), 0);
 
     /* a pauses (its clock and ticks stop); the workers keep their leases alive; b takes over
      * once a's lease (half the workers' TTL: 2 s) has run out */
@@ -205,6 +228,22 @@ START_TEST(test_coord_failover) {
     Tessera__V1__Assignment *as = assignment(b, "w1");
     ck_assert_int_eq(as->epoch, e2);
     tessera__v1__assignment__free_unpacked(as, NULL);
+    /* the new leader knows the reports; the old job is marked abandoned */
+    tsr_buf_t lb;
+    tsr_buf_init(&lb);
+    ck_assert_int_eq(tsr_coord_list_partitions(b, "t.by_user.v1", &lb, &err), 0);
+    Tessera__V1__ListPartitionsResponse *lp = tessera__v1__list_partitions_response__unpack(NULL, lb.len, lb.data);
+    int seen = 0;
+    for (size_t i = 0; i < lp->n_partitions; i++) seen += lp->partitions[i]->batch_end_millis == 4242;
+    ck_assert_int_eq(seen, 1);
+    tessera__v1__list_partitions_response__free_unpacked(lp, NULL);
+    tsr_buf_free(&lb);
+    tsr_kv_entry_t je;
+    int jfound;
+    ck_assert_int_eq(tsr_kv_get(kv, jk, &je, &jfound, &err), 0);
+    ck_assert(jfound);
+    ck_assert_ptr_nonnull(strstr(je.val, "\"abandoned\""));
+    tsr_kv_entry_free(&je);
     /* the worker's keepalive works with the new leader (leases live in etcd) */
     ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
     /* a worker whose lease ran out during the failover re-registers within the new leader's
@@ -230,6 +269,8 @@ START_TEST(test_coord_failover) {
     const char *g2 = GB("t.by_shop.v1", "shop");
     ck_assert_int_eq(tsr_coord_apply(a, g2, strlen(g2), "t", 0, NULL, &cr, &un, &err), TSR_EUNAVAIL);
     ck_assert(!tsr_coord_is_leader(a, NULL));
+    ck_assert_int_eq(u.calls, 1);                /* the deposed leader's upload fails */
+    ck_assert_int_eq(u.rc, TSR_EUNAVAIL);
     ck_assert_int_eq(tsr_coord_get_config(b, "t.by_shop.v1", &e, &err), TSR_ENOTFOUND);
     ca.ms = cb.ms;
     tsr_coord_tick(a);
@@ -452,21 +493,6 @@ START_TEST(test_coord_topic_partitions) {
     tsr_kv_free(kv);
 }
 END_TEST
-
-typedef struct upres {
-    int calls, rc;
-    int64_t keys, b;
-    char msg[1024];
-} upres_t;
-
-static void up_cb(void *ud, int rc, const tsr_coord_upload_result_t *r, const char *msg) {
-    upres_t *u = ud;
-    u->calls++;
-    u->rc = rc;
-    u->keys = r->keys;
-    u->b = r->batch_end_ms;
-    snprintf(u->msg, sizeof u->msg, "%s", msg);
-}
 
 static Tessera__V1__ShardTask *only_shard(Tessera__V1__Assignment *a) {
     ck_assert_uint_eq(a->n_shards, 1);

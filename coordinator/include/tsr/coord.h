@@ -33,7 +33,10 @@
  *     commits uploads/<gb>; the job's callback runs when every owner reports (KeepAlive) that
  *     it loaded that batch, or with an error (a shard failed 3 times, the deadline passed,
  *     leadership was lost). Jobs are kept in memory and mirrored to jobs/<id>; a new leader
- *     does not resume them (the client retries the upload).
+ *     does not resume them (the client retries the upload): it marks unfinished records
+ *     "abandoned" and deletes finished ones.
+ *   - Worker reports (KeepAlive partition states) are kept in memory and in status/<id>
+ *     (written when they change), so a new leader starts with them.
  *   - One mutex guards the cache; etcd calls are made under it (each is bounded: 5 s), so calls
  *     are serialised. Snapshots carry a revision that grows on every change; tsr_coord_wait
  *     blocks (bounded) until it moves.
