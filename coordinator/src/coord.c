@@ -859,7 +859,6 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     const char **workers = tsr_calloc(c->nmembers ? c->nmembers : 1, sizeof(char *));
     for (size_t i = 0; i < c->nmembers; i++) workers[i] = c->members[i].id;
     size_t nin = 0;
-    size_t *gi_of = tsr_calloc(ng ? ng : 1, sizeof *gi_of);
     for (size_t i = 0; i < ng; i++) {
         int32_t np = gb_partitions(c, &c->gbs[i]);
         if (np <= 0) continue;
@@ -868,7 +867,6 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
         in[nin].num_partitions = np;
         in[nin].prev = cur && cur->nparts == np ? (const char *const *)cur->owners : NULL;
         in[nin].owners = tsr_calloc((size_t)np, sizeof(int32_t));
-        gi_of[nin] = i;
         nin++;
     }
     tsr_assign(workers, c->nmembers, in, nin, NULL);
@@ -925,7 +923,6 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     for (size_t k = 0; k < nin; k++) free(in[k].owners);
     free(in);
     free(workers);
-    free(gi_of);
     if (changed && c->leader) bump(c);
     return rc;
 }
