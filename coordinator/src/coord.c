@@ -130,6 +130,9 @@ struct tsr_coord {
     int wake_flag, stopping, resigned;
     pthread_t thread;
     int thread_started;
+    pthread_t topic_thread;         /* Kafka metadata lookups, off the loop thread */
+    int topic_thread_started;
+    pthread_cond_t topic_cv;
     tsr_kv_watch_t *w_leader, *w_workers;
     int watch_broken;
 
@@ -791,7 +794,9 @@ static int32_t gb_partitions(tsr_coord_t *c, const gbinfo_t *g) {
 
 /* Looks up the partition counts of topics not known yet (each at most once a second). The
  * lookup (a Kafka metadata request, up to seconds) runs with c->mu released, so that
- * KeepAlives are not held up by a slow broker. Under c->mu on entry and exit. */
+ * KeepAlives are not held up by a slow broker. Under c->mu on entry and exit. Runs on its own
+ * thread once the coordinator is started (a slow broker must not delay the renewal of the
+ * replica's lease), inline in tsr_coord_tick otherwise (tests). */
 static void lookup_topics(tsr_coord_t *c) {
     if (!c->o.topic_partitions) return;
     int64_t tn = now(c);
@@ -1267,8 +1272,12 @@ static void tick_locked(tsr_coord_t *c) {
         memmove(c->status + i, c->status + i + 1, (c->nstatus - i - 1) * sizeof *c->status);
         c->nstatus--;
     }
-    lookup_topics(c);               /* may release c->mu for a while */
-    if (!c->leader) return;
+    if (!c->topic_thread_started) {
+        lookup_topics(c);           /* may release c->mu for a while */
+        if (!c->leader) return;
+    } else {
+        pthread_cond_signal(&c->topic_cv);
+    }
     if (reassign(c, &err)) {
         tsr_log(TSR_LOG_WARN, "coordinator", "assignment: %s", err.msg);
         return;
@@ -1310,6 +1319,7 @@ int tsr_coord_new(const tsr_coord_opts_t *o, tsr_coord_t **out, tsr_error_t *err
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     pthread_cond_init(&c->wake, NULL);
+    pthread_cond_init(&c->topic_cv, NULL);
     *out = c;
     return 0;
 }
@@ -1373,10 +1383,51 @@ static void *loop_main(void *arg) {
     return NULL;
 }
 
+static void *topic_main(void *arg) {
+    tsr_coord_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stopping) {
+        size_t before = 0;
+        for (size_t i = 0; i < c->ntopics; i++) before += c->topics[i].n > 0;
+        if (c->leader) lookup_topics(c);
+        size_t after = 0;
+        for (size_t i = 0; i < c->ntopics; i++) after += c->topics[i].n > 0;
+        if (after != before) {      /* new counts: let the loop assign at once */
+            c->wake_flag = 1;
+            pthread_cond_signal(&c->wake);
+        }
+        if (c->stopping) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += LOOP_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->topic_cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
 int tsr_coord_start(tsr_coord_t *c, tsr_error_t *err) {
     if (c->thread_started) return tsr_error_set(err, TSR_EINVAL, "coordinator already started");
-    if (pthread_create(&c->thread, NULL, loop_main, c) != 0)
+    if (c->o.topic_partitions) {
+        pthread_mutex_lock(&c->mu);
+        c->topic_thread_started = pthread_create(&c->topic_thread, NULL, topic_main, c) == 0;
+        pthread_mutex_unlock(&c->mu);
+        if (!c->topic_thread_started) return tsr_error_set(err, TSR_EUNAVAIL, "cannot start the topic thread");
+    }
+    if (pthread_create(&c->thread, NULL, loop_main, c) != 0) {
+        pthread_mutex_lock(&c->mu);
+        c->stopping = 1;
+        pthread_cond_broadcast(&c->topic_cv);
+        pthread_mutex_unlock(&c->mu);
+        if (c->topic_thread_started) pthread_join(c->topic_thread, NULL);
+        c->topic_thread_started = 0;
+        c->stopping = 0;
         return tsr_error_set(err, TSR_EUNAVAIL, "cannot start the coordinator thread");
+    }
     c->thread_started = 1;
     return 0;
 }
@@ -1407,8 +1458,10 @@ void tsr_coord_free(tsr_coord_t *c) {
     c->stopping = 1;
     pthread_cond_broadcast(&c->wake);
     pthread_cond_broadcast(&c->cv);
+    pthread_cond_broadcast(&c->topic_cv);
     pthread_mutex_unlock(&c->mu);
     if (c->thread_started) pthread_join(c->thread, NULL);
+    if (c->topic_thread_started) pthread_join(c->topic_thread, NULL);
     pthread_mutex_lock(&c->mu);
     c->leader = 0;
     free_leader_state(c, "the coordinator stopped");
@@ -1416,6 +1469,7 @@ void tsr_coord_free(tsr_coord_t *c) {
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->wake);
+    pthread_cond_destroy(&c->topic_cv);
     free(c->id);
     free(c->advertise);
     free(c->prefix);

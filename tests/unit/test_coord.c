@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cluster.pb-c.h"
 #include "tessera.pb-c.h"
@@ -152,6 +153,69 @@ static int64_t mod_rev(tsr_kv_t *kv, const char *k) {
     tsr_kv_entry_free(&e);
     return r;
 }
+
+/* With the background loop, a slow topic lookup (a broker that takes 800 ms) runs on its own
+ * thread: calls are not held up meanwhile, and the GroupBy is assigned once it answers. */
+typedef struct slow_topics {
+    int32_t n;
+} slow_topics_t;
+
+static int slow_topic_fn(void *ud, const char *topic, int32_t *out, tsr_error_t *err) {
+    (void)topic;
+    (void)err;
+    struct timespec ts = {0, 800 * 1000000L};
+    nanosleep(&ts, NULL);
+    *out = ((slow_topics_t *)ud)->n;
+    return 0;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+START_TEST(test_coord_topic_thread) {
+    tsr_kv_t *kv = tsr_kv_fake_new();
+    slow_topics_t st = {6};
+    tsr_coord_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.kv = kv;
+    o.id = "a";
+    o.advertise = "a:1";
+    o.warehouse = wh;
+    o.topic_partitions = slow_topic_fn;
+    o.topic_ud = &st;
+    tsr_coord_t *a;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_coord_new(&o, &a, &err), 0);
+    ck_assert_int_eq(tsr_coord_start(a, &err), 0);
+    for (int i = 0; i < 300 && !tsr_coord_is_leader(a, NULL); i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert(tsr_coord_is_leader(a, NULL));
+    apply_ok(a, GB("t.by_user.v1", "user"), 1, 0, 1);
+    int64_t l1 = reg(a, "w1", "h:1");
+    int64_t worst = 0, t_assigned = -1, t0 = mono_ms();
+    while (mono_ms() - t0 < 5000) {
+        int64_t c0 = mono_ms();
+        ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
+        if (mono_ms() - c0 > worst) worst = mono_ms() - c0;
+        if (owned(a, "w1", "t.by_user.v1") == 0x3f) {
+            t_assigned = mono_ms() - t0;
+            break;
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_msg(t_assigned >= 0, "not assigned within 5 s");
+    ck_assert_msg(worst < 300, "a KeepAlive waited %lld ms behind the topic lookup", (long long)worst);
+    tsr_coord_resign(a);
+    tsr_coord_free(a);
+    tsr_kv_free(kv);
+}
+END_TEST
 
 typedef struct upres {
     int calls, rc;
@@ -624,6 +688,7 @@ static Suite *coord_suite(void) {
     tcase_add_test(tc, test_coord_configs);
     tcase_add_test(tc, test_coord_membership);
     tcase_add_test(tc, test_coord_topic_partitions);
+    tcase_add_test(tc, test_coord_topic_thread);
     tcase_add_test(tc, test_coord_upload);
     suite_add_tcase(s, tc);
     return s;
