@@ -2127,8 +2127,12 @@ int tsr_coord_status(tsr_coord_t *c, const char *version, int64_t started_at_ms,
         cs->detail = tsr_arena_strdup(&a, d_);                                     \
         m.components[m.n_components++] = cs;                                       \
     } while (0)
-    ADD("coordinator", 1, "%s leads at epoch %lld (%s); %zu workers, %zu GroupBys assigned", c->id,
-        (long long)c->epoch, c->advertise, c->nmembers, c->nas);
+    if (strcmp(c->id, c->advertise) == 0)
+        ADD("coordinator", 1, "%s leads at epoch %lld; %zu workers, %zu GroupBys assigned", c->id,
+            (long long)c->epoch, c->nmembers, c->nas);
+    else
+        ADD("coordinator", 1, "%s (%s) leads at epoch %lld; %zu workers, %zu GroupBys assigned", c->id,
+            c->advertise, (long long)c->epoch, c->nmembers, c->nas);
     for (size_t i = 0; i < c->nmembers; i++) {
         char nm[300];
         snprintf(nm, sizeof nm, "worker:%s", c->members[i].id);
