@@ -72,12 +72,48 @@ static char *entry_path(const tsr_registry_t *r, const char *name, const char *s
     return p;
 }
 
-static int write_entry(tsr_registry_t *r, const tsr_reg_entry_t *e, tsr_error_t *err) {
+void tsr_reg_entry_encode(const tsr_reg_entry_t *e, tsr_buf_t *out) {
     json_t *h = json_pack("{s:s, s:i, s:s, s:b, s:I, s:I}", "name", e->name, "kind", (int)e->kind,
                           "team", e->team ? e->team : "", "online", e->online, "version",
                           (json_int_t)e->version, "applied_at_millis", (json_int_t)e->applied_at_ms);
     char *line = json_dumps(h, JSON_COMPACT);
     json_decref(h);
+    tsr_buf_puts(out, line);
+    tsr_buf_append(out, "\n", 1);
+    tsr_buf_append(out, e->text, e->text_len);
+    free(line);
+}
+
+int tsr_reg_entry_decode(const char *s, size_t n, const char *label, tsr_reg_entry_t *e,
+                         tsr_error_t *err) {
+    memset(e, 0, sizeof *e);
+    const char *nl = memchr(s, '\n', n);
+    json_error_t je;
+    json_t *h = nl ? json_loadb(s, (size_t)(nl - s), 0, &je) : NULL;
+    const char *name = NULL, *team = "";
+    json_int_t kind = 0, version = 0, at = 0;
+    int online = 0;
+    if (!h || json_unpack(h, "{s:s, s:I, s?s, s?b, s:I, s:I}", "name", &name, "kind", &kind, "team",
+                          &team, "online", &online, "version", &version, "applied_at_millis", &at)) {
+        if (h) json_decref(h);
+        return tsr_error_set(err, TSR_ECORRUPT, "%s: not a registry entry (bad header line)", label);
+    }
+    e->name = tsr_strdup(name);
+    e->team = tsr_strdup(team);
+    e->kind = (tsr_conf_kind_t)kind;
+    e->online = online;
+    e->version = version;
+    e->applied_at_ms = at;
+    e->text_len = n - (size_t)(nl + 1 - s);
+    e->text = tsr_strndup(nl + 1, e->text_len);
+    json_decref(h);
+    return 0;
+}
+
+static int write_entry(tsr_registry_t *r, const tsr_reg_entry_t *e, tsr_error_t *err) {
+    tsr_buf_t rec;
+    tsr_buf_init(&rec);
+    tsr_reg_entry_encode(e, &rec);
     char *path = entry_path(r, e->name, ".entry");
     char *tmp = entry_path(r, e->name, ".entry.tmp");
     int rc = 0;
@@ -85,14 +121,13 @@ static int write_entry(tsr_registry_t *r, const tsr_reg_entry_t *e, tsr_error_t 
     if (!f) {
         rc = tsr_error_set(err, TSR_EIO, "%s: %s", tmp, strerror(errno));
     } else {
-        fprintf(f, "%s\n", line);
-        fwrite(e->text, 1, e->text_len, f);
+        fwrite(rec.data, 1, rec.len, f);
         if (fflush(f) != 0 || fsync(fileno(f)) != 0) rc = tsr_error_set(err, TSR_EIO, "%s: %s", tmp, strerror(errno));
         if (fclose(f) != 0 && rc == 0) rc = tsr_error_set(err, TSR_EIO, "%s: %s", tmp, strerror(errno));
         if (rc == 0 && rename(tmp, path) != 0) rc = tsr_error_set(err, TSR_EIO, "%s: %s", path, strerror(errno));
         if (rc) unlink(tmp);
     }
-    free(line);
+    tsr_buf_free(&rec);
     free(path);
     free(tmp);
     return rc;
@@ -108,30 +143,9 @@ static int read_entry(const char *path, tsr_reg_entry_t *e, tsr_error_t *err) {
     size_t k;
     while ((k = fread(chunk, 1, sizeof chunk, f)) > 0) tsr_buf_append(&b, chunk, k);
     fclose(f);
-    const char *s = tsr_buf_cstr(&b);
-    const char *nl = memchr(s, '\n', b.len);
-    json_error_t je;
-    json_t *h = nl ? json_loadb(s, (size_t)(nl - s), 0, &je) : NULL;
-    const char *name = NULL, *team = "";
-    json_int_t kind = 0, version = 0, at = 0;
-    int online = 0;
-    if (!h || json_unpack(h, "{s:s, s:I, s?s, s?b, s:I, s:I}", "name", &name, "kind", &kind, "team",
-                          &team, "online", &online, "version", &version, "applied_at_millis", &at)) {
-        if (h) json_decref(h);
-        tsr_buf_free(&b);
-        return tsr_error_set(err, TSR_ECORRUPT, "%s: not a registry entry (bad header line)", path);
-    }
-    e->name = tsr_strdup(name);
-    e->team = tsr_strdup(team);
-    e->kind = (tsr_conf_kind_t)kind;
-    e->online = online;
-    e->version = version;
-    e->applied_at_ms = at;
-    e->text_len = b.len - (size_t)(nl + 1 - s);
-    e->text = tsr_strndup(nl + 1, e->text_len);
-    json_decref(h);
+    int rc = tsr_reg_entry_decode(tsr_buf_cstr(&b), b.len, path, e, err);
     tsr_buf_free(&b);
-    return 0;
+    return rc;
 }
 
 static int cmp_entry(const void *a, const void *b) {

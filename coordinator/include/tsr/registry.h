@@ -19,6 +19,7 @@
 
 #include "tsr/config.h"
 #include "tsr/error.h"
+#include "tsr/mem.h"
 
 typedef struct tsr_registry tsr_registry_t;
 
@@ -52,6 +53,13 @@ size_t tsr_registry_list(tsr_registry_t *r, tsr_conf_kind_t kind, tsr_reg_entry_
 size_t tsr_registry_count(tsr_registry_t *r);
 
 void tsr_reg_entry_free(tsr_reg_entry_t *e);
+
+/* The record format, shared with the coordinator's registry in etcd (coord.h): the JSON header
+ * line, '\n', then the text. encode appends to out; decode fills *e (caller frees with
+ * tsr_reg_entry_free) or fails with TSR_ECORRUPT "<label>: not a registry entry ...". */
+void tsr_reg_entry_encode(const tsr_reg_entry_t *e, tsr_buf_t *out);
+int tsr_reg_entry_decode(const char *s, size_t n, const char *label, tsr_reg_entry_t *e,
+                         tsr_error_t *err);
 void tsr_reg_entries_free(tsr_reg_entry_t *v, size_t n);
 
 #endif
