@@ -129,6 +129,8 @@ int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const c
         const char *leader = c->reply.message + sizeof k_not_leader - 1;
         tsr_rpc_client_t *lc = *leader ? tsr_rpc_client_new(leader, &err) : NULL;
         if (lc) {
+            fprintf(stderr, "tessera %s: %s is not the leader; asking the leader %s\n",
+                    c->cmd->name, c->server, leader);
             snprintf(c->server, sizeof c->server, "%s", leader);
             tsr_rpc_client_free(c->client);
             c->client = lc;

@@ -95,11 +95,11 @@ L=$LEADER; F=$((3 - L))
 LADDR=$(eval echo \$C$L); FADDR=$(eval echo \$C$F)
 pass "replica $L leads ($LADDR)"
 
-# the follower redirects
+# the follower redirects (UNAVAILABLE naming the leader); the CLI follows it once and says so
 "$TESSERA" status --server "$FADDR" --timeout-ms 2000 >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -eq 4 ] && grep -qF "not the leader; leader is $LADDR" "$TMP/err"; then
-    pass "follower answers UNAVAILABLE naming the leader (exit 4)"
+if [ $rc -eq 0 ] && grep -qF "$FADDR is not the leader; asking the leader $LADDR" "$TMP/err"; then
+    pass "follower names the leader and the CLI asks it (exit 0)"
 else fail "follower: exit $rc"; sed 's/^/    | /' "$TMP/err"; fi
 
 # configs through the leader
@@ -141,7 +141,7 @@ start_coord "$L"
 LADDR2=$(eval echo \$C$L)
 sleep 0.5
 "$TESSERA" status --server "$LADDR2" --timeout-ms 2000 >"$TMP/out" 2>"$TMP/err"
-[ $? -eq 4 ] && grep -qF "leader is $FADDR" "$TMP/err" && pass "the restarted replica follows" \
+[ $? -eq 0 ] && grep -qF "is not the leader; asking the leader $FADDR" "$TMP/err" && pass "the restarted replica follows" \
     || { fail "restarted replica"; sed 's/^/    | /' "$TMP/err"; }
 
 # fencing: SIGSTOP the leader past its lease; the other takes over; the resumed one refuses
@@ -152,8 +152,8 @@ if wait_leader "$L" 15; then pass "replica $L took over from the paused leader";
 kill -CONT "$FPID"
 "$TESSERA" apply -f "$TMP/b.json" --server "$FADDR" --timeout-ms 3000 >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -ne 0 ] && grep -q "not the leader" "$TMP/out" "$TMP/err"; then
-    pass "the resumed old leader refuses (exit $rc: $(grep -ho 'not the leader[^"]*' "$TMP/out" "$TMP/err" | head -1))"
+if grep -qF "$FADDR is not the leader; asking the leader $LADDR2" "$TMP/err"; then
+    pass "the resumed old leader refuses and names the new one (exit $rc: $(grep -ho 'not the leader[^"]*' "$TMP/err" | head -1))"
 else fail "resumed old leader: exit $rc"; sed 's/^/    | /' "$TMP/out" "$TMP/err"; fi
 sleep 0.5
 [ "$(leader_of)" = "$L" ] && pass "still exactly one leader after the pause" || fail "leader after resume"
