@@ -565,6 +565,7 @@ typedef struct fake {
     int registers, keepalives, watches, reports, reports_ok;
     int64_t report_keys;
     size_t last_report_parts;
+    int expire;                     /* answer the next KeepAlive with NOT_FOUND */
     char leader[64];                /* follower: where the leader is */
     tsr_rpc_server_t *srv;
 } fake_t;
@@ -601,8 +602,11 @@ static int h_keepalive(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_
     pthread_mutex_lock(&f->mu);
     f->keepalives++;
     f->last_report_parts = rq->n_partitions;
+    int expire = f->expire;
+    f->expire = 0;
     pthread_mutex_unlock(&f->mu);
     tessera__v1__keep_alive_request__free_unpacked(rq, NULL);
+    if (expire) return tsr_error_set(err, TSR_ENOTFOUND, "lease 42 has expired");
     Tessera__V1__KeepAliveResponse out;
     tessera__v1__keep_alive_response__init(&out);
     out.lease_ttl_ms = 600;
@@ -858,6 +862,28 @@ START_TEST(test_end_to_end_fake_coordinator) {
     ck_assert_uint_gt(st.stale_assignments, 0);
     ck_assert(tsr_worker_owns(w, "t.stream.v1", 0));
     ck_assert(!tsr_worker_owns(w, "t.stream.v1", 1));
+
+    /* the lease expires: every partition is withdrawn, the worker registers again and takes
+     * what the next snapshot gives it */
+    pack_assignment(&a, 7, 3, own, 2, B, updir, tp, 2);
+    fake_set(&leader, &a);
+    int regs = fake_get(&leader, &leader.registers);
+    pthread_mutex_lock(&leader.mu);
+    leader.expire = 1;
+    pthread_mutex_unlock(&leader.mu);
+    for (i = 0; i < 200; i++) {
+        tsr_worker_stats(w, &st);
+        if (st.lease_losses > 0) break;
+        sleep_ms(20);
+    }
+    ck_assert_uint_eq(st.lease_losses, 1);
+    for (i = 0; i < 400 && fake_get(&leader, &leader.registers) == regs; i++) sleep_ms(50);
+    ck_assert_int_gt(fake_get(&leader, &leader.registers), regs);
+    for (i = 0; i < 400 && !tsr_worker_owns(w, "t.stream.v1", 2); i++) sleep_ms(50);
+    ck_assert_msg(i < 400, "partitions not owned again after re-registering");
+    tsr_worker_stats(w, &st);
+    ck_assert_int_eq(st.revision, 3);
+    ck_assert_uint_eq(st.shards_ok, 2);
 
     tsr_rpc_reply_free(&r);
     tsr_buf_free(&rb);
