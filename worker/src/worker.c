@@ -33,7 +33,6 @@
 #define CALL_TIMEOUT_MS 3000
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
-#define MAX_CLIENTS 16
 
 #define M_REGISTER "/tessera.v1.CoordinatorService/RegisterWorker"
 #define M_KEEPALIVE "/tessera.v1.CoordinatorService/KeepAlive"
@@ -79,11 +78,11 @@ struct tsr_worker {
     char **addrs;
     size_t naddr, cur;
     char *leader;                   /* redirect target, NULL = addrs[cur] */
-    struct {
+    struct client {
         char *addr;
         tsr_rpc_client_t *c;
-    } cl[MAX_CLIENTS];
-    size_t ncl;
+    } *cl;
+    size_t ncl, capcl;
     int64_t lease_id;               /* atomic; 0 = not registered */
     int64_t ttl_ms;                 /* atomic */
     int relogin;                    /* atomic: the lease is gone, register again */
@@ -524,17 +523,18 @@ int tsr_worker_run_shard(tsr_worker_t *w, const uint8_t *msg, size_t n, uint64_t
 /* ------------------------------------------------------------------------------------------
  * coordinator calls */
 
+/* The cached client of addr (under c_mu). Clients are never freed before stop: a call may be
+ * in flight on any of them, and the set of addresses seen (the list plus leaders it redirected
+ * to) stays small. */
 static tsr_rpc_client_t *client_for(tsr_worker_t *w, const char *addr) {
     for (size_t i = 0; i < w->ncl; i++)
         if (strcmp(w->cl[i].addr, addr) == 0) return w->cl[i].c;
     tsr_error_t e;
     tsr_rpc_client_t *c = tsr_rpc_client_new(addr, &e);
     if (!c) return NULL;
-    if (w->ncl == MAX_CLIENTS) { /* only redirect targets beyond the list: drop the oldest */
-        tsr_rpc_client_free(w->cl[w->naddr].c);
-        free(w->cl[w->naddr].addr);
-        memmove(&w->cl[w->naddr], &w->cl[w->naddr + 1], (MAX_CLIENTS - w->naddr - 1) * sizeof w->cl[0]);
-        w->ncl--;
+    if (w->ncl == w->capcl) {
+        w->capcl = w->capcl ? 2 * w->capcl : 8;
+        w->cl = tsr_realloc(w->cl, w->capcl * sizeof *w->cl);
     }
     w->cl[w->ncl].addr = tsr_strdup(addr);
     w->cl[w->ncl].c = c;
@@ -567,6 +567,7 @@ static int coord_failed(tsr_worker_t *w, const char *target, const tsr_rpc_reply
             leader[strcspn(leader, " ;,\n")] = 0;
         }
     }
+    if (!strchr(leader, ':')) leader[0] = 0; /* "leader is unknown": no address to follow */
     pthread_mutex_lock(&w->c_mu);
     int redirected = 0;
     if (leader[0] && strcmp(leader, target) != 0) {
@@ -981,7 +982,6 @@ int tsr_worker_start(const tsr_worker_opts_t *o, tsr_worker_t **out, tsr_error_t
             w->addrs[w->naddr++] = tsr_strdup(t);
         }
         free(list);
-        if (w->naddr > MAX_CLIENTS / 2) w->naddr = MAX_CLIENTS / 2;
     }
     int rc = mkdir_p(w->data_dir, err);
     if (rc == 0) rc = load_id(w, err);
@@ -1074,6 +1074,7 @@ void tsr_worker_stop(tsr_worker_t *w) {
         tsr_rpc_client_free(w->cl[i].c);
         free(w->cl[i].addr);
     }
+    free(w->cl);
     for (size_t i = 0; i < w->naddr; i++) free(w->addrs[i]);
     free(w->addrs);
     free(w->leader);
