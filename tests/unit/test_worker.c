@@ -456,14 +456,14 @@ END_TEST
 /* ------------------------------------------------------------------------------------------
  * assignments */
 
-/* A packed Assignment: one GroupBy (t.stream.v1 from gb_json) with parts, optional upload. */
-static void pack_assignment(tsr_buf_t *out, int64_t epoch, int64_t rev, const int32_t *parts, size_t n,
-                            int64_t batch_end, const char *upload_dir, Tessera__V1__ShardTask **shards,
-                            size_t nshards) {
+/* A packed Assignment: one GroupBy (name from config) with parts, optional upload. */
+static void pack_assignment_of(tsr_buf_t *out, const char *name, const char *config, int64_t epoch,
+                               int64_t rev, const int32_t *parts, size_t n, int64_t batch_end,
+                               const char *upload_dir, Tessera__V1__ShardTask **shards, size_t nshards) {
     Tessera__V1__AssignedGroupBy ag;
     tessera__v1__assigned_group_by__init(&ag);
-    ag.name = "t.stream.v1";
-    ag.config_json = (char *)gb_json;
+    ag.name = (char *)name;
+    ag.config_json = (char *)config;
     ag.part_index = -1;
     ag.num_partitions = 4;
     ag.n_partitions = n;
@@ -482,6 +482,123 @@ static void pack_assignment(tsr_buf_t *out, int64_t epoch, int64_t rev, const in
     tsr_buf_clear(out);
     tsr_pb_pack(&a.base, out);
 }
+
+/* The same for t.stream.v1 (gb_json). */
+static void pack_assignment(tsr_buf_t *out, int64_t epoch, int64_t rev, const int32_t *parts, size_t n,
+                            int64_t batch_end, const char *upload_dir, Tessera__V1__ShardTask **shards,
+                            size_t nshards) {
+    pack_assignment_of(out, "t.stream.v1", gb_json, epoch, rev, parts, n, batch_end, upload_dir, shards,
+                       nshards);
+}
+
+static const char *ent_json =
+    "{\"metaData\": {\"name\": \"t.ent.v1\"}, \"sources\": [{\"entities\": {\"snapshotTable\": "
+    "\"t.snap\", \"query\": {\"selects\": {\"user\": \"user\", \"score\": \"score\"}}}}], "
+    "\"keyColumns\": [\"user\"]}";
+
+START_TEST(test_entity_shard_and_load) {
+    /* an entity GroupBy: shard into part files, load through the entity store, read */
+    setup_warehouse();
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    char p[600];
+    snprintf(p, sizeof p, "%s/t/snap", wh);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/t/snap/_schema.json", wh);
+    write_file(p, "{\"user\": \"string\", \"score\": \"long\"}");
+    snprintf(p, sizeof p, "%s/t/snap/ds=2024-01-01", wh);
+    mkdir(p, 0755);
+    tsr_buf_t csv;
+    tsr_buf_init(&csv);
+    tsr_buf_puts(&csv, "user,score\n");
+    for (int k = 0; k < NUSERS; k++) tsr_buf_printf(&csv, "u%d,%d\n", k, 10 * k + 1);
+    snprintf(p, sizeof p, "%s/t/snap/ds=2024-01-01/part-0.csv", wh);
+    write_file(p, tsr_buf_cstr(&csv));
+    snprintf(p, sizeof p, "%s/t/snap/ds=2024-01-02", wh);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/t/snap/ds=2024-01-02/part-0.csv", wh);
+    write_file(p, tsr_buf_cstr(&csv));
+    tsr_buf_free(&csv);
+
+    char data[400], updir[400];
+    snprintf(data, sizeof data, "%s/w", tmp);
+    snprintf(updir, sizeof updir, "%s/up/t.ent.v1", tmp);
+    tsr_worker_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.listen = "127.0.0.1:0";
+    o.data_dir = data;
+    o.warehouse = wh;
+    o.id = "w-ent";
+    tsr_worker_t *w;
+    ck_assert_msg(tsr_worker_start(&o, &w, &err) == 0, "%s", err.msg);
+    int32_t all[4] = {0, 1, 2, 3};
+    Tessera__V1__ShardTask t;
+    tessera__v1__shard_task__init(&t);
+    t.job_id = "up-ent";
+    t.group_by = "t.ent.v1";
+    t.config_json = (char *)ent_json;
+    t.part_index = -1;
+    t.num_partitions = 4;
+    t.n_partitions = 4;
+    t.partitions = all;
+    t.ds = "2024-01-01";
+    t.batch_end_millis = B;
+    t.out_dir = updir;
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_pb_pack(&t.base, &b);
+    uint64_t keys = 0;
+    ck_assert_msg(tsr_worker_run_shard(w, b.data, b.len, &keys, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(keys, NUSERS);
+    pack_assignment_of(&b, "t.ent.v1", ent_json, 1, 1, all, 4, B, updir, NULL, 0);
+    ck_assert_msg(tsr_worker_apply_assignment(w, b.data, b.len, &err) == 0, "%s", err.msg);
+    tsr_worker_stats_t st;
+    tsr_worker_stats(w, &st);
+    ck_assert_uint_eq(st.loads, 1);
+    ck_assert_uint_eq(st.load_failures, 0);
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 4096);
+    tsr_buf_t key;
+    tsr_buf_init(&key);
+    for (int k = 0; k < NUSERS; k++) {
+        encode_user(k, &key);
+        tsr_value_t *vals;
+        size_t nv;
+        ck_assert_msg(tsr_host_read_values(tsr_worker_host(w), "t.ent.v1", key.data, key.len, B, &vals, &nv,
+                                           &arena, &err) == 0, "%s", err.msg);
+        int found = 0;
+        for (size_t i = 0; i < nv; i++) found |= vals[i].kind == TSR_LONG && vals[i].u.l == 10 * k + 1;
+        ck_assert_msg(found, "user %d: score not among %zu values", k, nv);
+    }
+    /* a damaged part file: the next upload version is refused whole, the loaded one serves */
+    char path[600], next[400];
+    snprintf(next, sizeof next, "%s/up/t.ent.v1.next", tmp);
+    t.out_dir = next;
+    t.ds = "2024-01-02";
+    t.batch_end_millis = B + DAY;
+    tsr_buf_clear(&b);
+    tsr_pb_pack(&t.base, &b);
+    ck_assert_int_eq(tsr_worker_run_shard(w, b.data, b.len, &keys, &err), 0);
+    tsr_partfile_path(next, 2, path, sizeof path);
+    ck_assert_int_eq(truncate(path, 20), 0);
+    pack_assignment_of(&b, "t.ent.v1", ent_json, 2, 1, all, 4, B + DAY, next, NULL, 0);
+    ck_assert_int_eq(tsr_worker_apply_assignment(w, b.data, b.len, &err), 0);
+    tsr_worker_stats(w, &st);
+    ck_assert_uint_eq(st.loads, 2);
+    ck_assert_uint_eq(st.load_failures, 1);
+    ck_assert_int_eq(tsr_entity_store_batch_end(tsr_host_entity_store(tsr_worker_host(w)), "t.ent.v1"), B);
+    encode_user(3, &key);
+    tsr_value_t *vals;
+    size_t nv;
+    ck_assert_int_eq(tsr_host_read_values(tsr_worker_host(w), "t.ent.v1", key.data, key.len, B, &vals, &nv, &arena, &err), 0);
+    ck_assert_uint_gt(nv, 0);
+    tsr_buf_free(&key);
+    tsr_arena_free(&arena);
+    tsr_buf_free(&b);
+    tsr_worker_stop(w);
+    cleanup();
+}
+END_TEST
 
 START_TEST(test_reconcile_epoch_fencing) {
     setup_warehouse();
@@ -911,6 +1028,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_partfile_refuses_damage);
     tcase_add_test(tc, test_ingest_partition_subset);
     tcase_add_test(tc, test_reconcile_epoch_fencing);
+    tcase_add_test(tc, test_entity_shard_and_load);
     tcase_add_test(tc, test_end_to_end_fake_coordinator);
     suite_add_tcase(s, tc);
     return s;
