@@ -997,7 +997,10 @@ int tsr_worker_start(const tsr_worker_opts_t *o, tsr_worker_t **out, tsr_error_t
         rc = tsr_host_open(&ho, &w->host, err);
     }
     if (rc == 0) {
-        w->rpc = tsr_rpc_server_new(w->listen, NULL, err);
+        tsr_rpc_server_opts_t ro;
+        memset(&ro, 0, sizeof ro);
+        ro.cq_threads = 2; /* reads run inline on CQ threads: two, as serve does */
+        w->rpc = tsr_rpc_server_new(w->listen, &ro, err);
         if (!w->rpc) rc = err ? err->code : TSR_EIO;
     }
     if (rc == 0) rc = tsr_rpc_server_add_unary(w->rpc, M_READ, h_read, w, err);
