@@ -297,7 +297,7 @@ int tsr_host_add(tsr_host_t *h, tsr_host_gb_t *st, tsr_error_t *err) {
         const tsr_tile_gb_t *tiles = tsr_gb_online_tiles(st->plan);
         int rc = tsr_tile_store_register(h->store, tiles, err);
         if (rc) return rc;
-        for (size_t c = 0; c < tiles->ncols; c++) nout += tiles->cols[c].nwin ? tiles->cols[c].nwin : 1;
+        for (size_t c = 0; c < tiles->ncols; c++) nout += tiles->cols[c].nwin; /* what tsr_tile_store_read fills */
     }
     pthread_rwlock_wrlock(&h->ent_lock);
     if (h->nent == h->capent) {
