@@ -491,6 +491,120 @@ static void pack_assignment(tsr_buf_t *out, int64_t epoch, int64_t rev, const in
                        nshards);
 }
 
+
+/* Produces n events (user u<i % 8>, v = base + i) keyed by user; counts per partition. */
+static void produce_events(tsr_kafka_producer_t *p, int base, int n, int64_t t0, int64_t *per_part) {
+    tsr_error_t err;
+    char msg[256], u[16];
+    for (int i = 0; i < n; i++) {
+        int k = i % NUSERS;
+        user_name(k, u);
+        snprintf(msg, sizeof msg, "{\"user\": \"%s\", \"v\": %d, \"ts\": %lld}", u, base + i,
+                 (long long)(t0 + (base + i) * 1000LL));
+        if (tsr_kafka_producer_send(p, "ev", u, strlen(u), msg, strlen(msg), -1, &err) != 0)
+            ck_abort_msg("%s", err.msg);
+        per_part[tsr_partition_of_text(u, strlen(u), 4)]++;
+    }
+    ck_assert_msg(tsr_kafka_producer_flush(p, 10000, &err) == 0, "%s", err.msg);
+}
+
+/* Waits (<= 20 s) until the stored offset of ev/<part> reaches want. */
+static void wait_offset(tsr_worker_t *w, int part, int64_t want) {
+    char name[16];
+    snprintf(name, sizeof name, "ev/%d", part);
+    int64_t o = -1;
+    for (int i = 0; i < 400; i++) {
+        o = tsr_tile_store_offset(tsr_host_tile_store(tsr_worker_host(w)), "t.stream.v1", name);
+        if (o >= want) return;
+        sleep_ms(50);
+    }
+    ck_abort_msg("offset of %s is %lld, want %lld", name, (long long)o, (long long)want);
+}
+
+START_TEST(test_worker_streams_owned_partitions) {
+    /* the worker consumes exactly the Kafka partitions it owns; a lost partition is not
+     * written after the reconcile returns */
+    setup_warehouse();
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    const char *topics[] = {"ev"};
+    tsr_kafka_mock_opts_t mo = {4, topics, 1};
+    tsr_kafka_mock_t *m;
+    ck_assert_msg(tsr_kafka_mock_start(&mo, &m, &err) == 0, "%s", err.msg);
+    char data[400];
+    snprintf(data, sizeof data, "%s/w", tmp);
+    tsr_worker_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.listen = "127.0.0.1:0";
+    o.data_dir = data;
+    o.warehouse = wh;
+    o.id = "w-stream";
+    o.kafka_bootstrap = tsr_kafka_mock_bootstrap(m);
+    o.allowed_lateness_ms = -1;
+    tsr_worker_t *w;
+    ck_assert_msg(tsr_worker_start(&o, &w, &err) == 0, "%s", err.msg);
+    tsr_kafka_producer_t *p;
+    ck_assert_msg(tsr_kafka_producer_open(tsr_kafka_mock_bootstrap(m), &p, &err) == 0, "%s", err.msg);
+    int64_t per[4] = {0, 0, 0, 0};
+    int64_t t0 = B + 3600000;
+    produce_events(p, 0, 200, t0, per);
+    ck_assert_int_gt(per[0] + per[2], 0);
+
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    int32_t p02[2] = {0, 2}, p1[1] = {1};
+    pack_assignment(&b, 1, 1, p02, 2, 0, NULL, NULL, 0);
+    ck_assert_int_eq(tsr_worker_apply_assignment(w, b.data, b.len, &err), 0);
+    if (per[0]) wait_offset(w, 0, per[0]);
+    if (per[2]) wait_offset(w, 2, per[2]);
+    tsr_tile_store_t *store = tsr_host_tile_store(tsr_worker_host(w));
+    ck_assert_int_eq(tsr_tile_store_offset(store, "t.stream.v1", "ev/1"), -1);
+    ck_assert_int_eq(tsr_tile_store_offset(store, "t.stream.v1", "ev/3"), -1);
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 4096);
+    tsr_buf_t key, scratch;
+    tsr_buf_init(&key);
+    tsr_buf_init(&scratch);
+    for (int k = 0; k < NUSERS; k++) {
+        encode_user(k, &key);
+        int part = tsr_partition_of_key(key.data, key.len, 1, 4, &scratch);
+        tsr_value_t *vals;
+        size_t nv;
+        ck_assert_int_eq(tsr_host_read_values(tsr_worker_host(w), "t.stream.v1", key.data, key.len,
+                                              t0 + 300 * 1000, &vals, &nv, &arena, &err), 0);
+        ck_assert_uint_eq(nv, 2);
+        if (part == 0 || part == 2) {
+            ck_assert_int_eq(vals[1].kind, TSR_LONG);
+            ck_assert_int_eq(vals[1].u.l, 200 / NUSERS);
+        } else {
+            ck_assert_int_eq(vals[1].kind, TSR_NULL);
+        }
+    }
+
+    /* partitions 0 and 2 move away, 1 arrives: nothing more is written for 0 and 2 */
+    pack_assignment(&b, 1, 2, p1, 1, 0, NULL, NULL, 0);
+    ck_assert_int_eq(tsr_worker_apply_assignment(w, b.data, b.len, &err), 0);
+    int64_t o0 = tsr_tile_store_offset(store, "t.stream.v1", "ev/0");
+    int64_t o2 = tsr_tile_store_offset(store, "t.stream.v1", "ev/2");
+    int64_t more[4] = {0, 0, 0, 0};
+    produce_events(p, 200, 80, t0, more);
+    if (per[1] + more[1]) wait_offset(w, 1, per[1] + more[1]);
+    sleep_ms(300);
+    ck_assert_int_eq(tsr_tile_store_offset(store, "t.stream.v1", "ev/0"), o0);
+    ck_assert_int_eq(tsr_tile_store_offset(store, "t.stream.v1", "ev/2"), o2);
+    ck_assert_int_eq(tsr_tile_store_offset(store, "t.stream.v1", "ev/3"), -1);
+
+    tsr_buf_free(&key);
+    tsr_buf_free(&scratch);
+    tsr_arena_free(&arena);
+    tsr_buf_free(&b);
+    tsr_kafka_producer_close(p);
+    tsr_worker_stop(w);
+    tsr_kafka_mock_stop(m);
+    cleanup();
+}
+END_TEST
+
 static const char *ent_json =
     "{\"metaData\": {\"name\": \"t.ent.v1\"}, \"sources\": [{\"entities\": {\"snapshotTable\": "
     "\"t.snap\", \"query\": {\"selects\": {\"user\": \"user\", \"score\": \"score\"}}}}], "
@@ -1029,6 +1143,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_ingest_partition_subset);
     tcase_add_test(tc, test_reconcile_epoch_fencing);
     tcase_add_test(tc, test_entity_shard_and_load);
+    tcase_add_test(tc, test_worker_streams_owned_partitions);
     tcase_add_test(tc, test_end_to_end_fake_coordinator);
     suite_add_tcase(s, tc);
     return s;
