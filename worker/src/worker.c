@@ -65,6 +65,7 @@ struct tsr_worker {
 
     pthread_mutex_t mu;
     int64_t epoch, revision;
+    int fenced;                     /* partitions withdrawn since the last reconcile */
     tsr_worker_stats_t st;          /* under mu (registered, lease: atomics below) */
     char **seen_shards;             /* "job/shard/attempt" queued once */
     size_t nseen, capseen;
@@ -185,6 +186,7 @@ static void own_set(tsr_worker_t *w, const char *name, int32_t total, const int3
 
 /* Withdraws every partition and stops every ingest (lease lost, or shutdown). Under mu. */
 static void fence_all(tsr_worker_t *w) {
+    w->fenced = 1; /* the next snapshot reconciles even if it is the one already applied */
     pthread_rwlock_wrlock(&w->own_lock);
     for (size_t i = 0; i < w->nown; i++) w->own[i].n = 0;
     pthread_rwlock_unlock(&w->own_lock);
@@ -349,6 +351,13 @@ int tsr_worker_apply_assignment(tsr_worker_t *w, const uint8_t *msg, size_t n, t
         return 1;
     }
     int changed = a->epoch != w->epoch || a->revision != w->revision;
+    if (!changed && !w->fenced && w->st.assignments) {
+        /* the snapshot a re-opened watch starts with: nothing to do (its shards are queued) */
+        pthread_mutex_unlock(&w->mu);
+        tessera__v1__assignment__free_unpacked(a, NULL);
+        return 0;
+    }
+    w->fenced = 0;
     w->epoch = a->epoch;
     w->revision = a->revision;
     w->st.assignments++;

@@ -11,7 +11,8 @@
  *
  * Reconcile of an Assignment snapshot (tsr_worker_apply_assignment):
  *   1. epoch < highest seen → ignored and counted (a deposed leader's commands are rejected);
- *      within an epoch an older revision is ignored too.
+ *      within an epoch an older revision is ignored too; the epoch and revision already
+ *      applied is skipped (a re-opened watch starts with it) unless the lease was lost since.
  *   2. per AssignedGroupBy: compile it if new (config_json + part_index; a changed definition
  *      under a hosted name is refused and logged); partitions lost are withdrawn from reads and
  *      their ingest stopped first (fencing: nothing is written for them after this returns);
