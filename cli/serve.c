@@ -11,6 +11,7 @@
 #include "tessera.pb-c.h"
 #include "tsr/batch.h"
 #include "tsr/entity_store.h"
+#include "tsr/host.h"
 #include "tsr/http.h"
 #include "tsr/ingest.h"
 #include "tsr/log.h"
@@ -26,47 +27,23 @@
 #define TSR_VERSION "0.1.0"
 #endif
 
-#define MAX_INGESTS 8
-
-typedef struct ingest_slot {
-    tsr_ingest_t *in;
-    tsr_counter_t *messages, *events, *bad, *late, *skipped;
-    tsr_gauge_t *lag;
-    tsr_ingest_stats_t last;        /* counters already added to the metrics */
-} ingest_slot_t;
-
-typedef struct gb_state {
-    char *name;
-    char *fp;                       /* definition fingerprint */
-    tsr_config_t *conf;             /* owns g */
-    const tsr_conf_group_by_t *g;
-    tsr_gb_online_t *plan;          /* long-lived: its kernels are the tile store's; NULL for
-                                       an entity GroupBy (stored values, no tiles) */
-    int entity;
-    ingest_slot_t ing[MAX_INGESTS];
-    size_t ning;
-    tsr_gauge_t *batch_end;
-} gb_state_t;
+/* GroupBy states (per-GroupBy config, plan, tiles, ingests) live in the host (worker/host.h),
+ * which `tessera-worker` shares. */
+typedef tsr_host_gb_t gb_state_t;
+#define MAX_INGESTS TSR_HOST_MAX_INGESTS
 
 struct tsr_server {
     tsr_server_opts_t o;
     char *data_dir, *warehouse, *bind, *kafka;
     int64_t started_ms;
     tsr_registry_t *reg;
-    tsr_tile_store_t *store;
-    tsr_entity_store_t *entities;
-    pthread_rwlock_t ent_lock;      /* names of the entity GroupBys, read by every fetch */
-    char **ent_names;
-    size_t nent, capent;
+    tsr_host_t *host;               /* tile and entity stores, GroupBy states (under mu) */
     tsr_serving_t *serving;
     tsr_metrics_t *metrics;
-    tsr_metric_family_t *f_msgs, *f_events, *f_bad, *f_late, *f_skipped, *f_lag, *f_batch_end;
     tsr_counter_t *c_rows, *c_row_fail, *c_part_err, *c_requests;
     tsr_serving_stats_t last_serving;
     tsr_gauge_t *g_configs;
     pthread_mutex_t mu;             /* GroupBy states, apply/delete */
-    gb_state_t **gbs;
-    size_t ngbs, capgbs;
     pthread_mutex_t upload_mu;      /* one upload at a time */
     int stopping;                   /* atomic */
     tsr_rpc_server_t *rpc;
@@ -101,227 +78,21 @@ static tsr_arena_t *thread_arena(tsr_server_t *s) {
     return a;
 }
 
-static int is_entity(tsr_server_t *s, const char *gb) {
-    int yes = 0;
-    pthread_rwlock_rdlock(&s->ent_lock);
-    for (size_t i = 0; i < s->nent && !yes; i++) yes = strcmp(s->ent_names[i], gb) == 0;
-    pthread_rwlock_unlock(&s->ent_lock);
-    return yes;
-}
-
 /* The fetch's read: tiles, or an entity GroupBy's stored base features. */
 static int server_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
                        tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
     tsr_server_t *s = ud;
-    if (!is_entity(s, gb)) return tsr_tile_store_read(s->store, gb, key, klen, q, out, arena, err);
-    tsr_buf_t v;
-    tsr_buf_init(&v);
-    int rc = tsr_entity_store_get(s->entities, gb, key, klen, &v, err);
-    if (rc == 1) {
-        /* decoded strings point into their bytes: keep them in the request's arena */
-        void *bytes = tsr_arena_alloc(arena, v.len ? v.len : 1);
-        memcpy(bytes, v.data, v.len);
-        tsr_reader_t rd;
-        tsr_reader_init(&rd, bytes, v.len);
-        for (size_t i = 0; tsr_reader_left(&rd) > 0; i++)
-            if (tsr_value_decode(&rd, arena, &out[i]) != 0) {
-                rc = tsr_error_set(err, TSR_ECORRUPT, "%s: corrupt stored entity values", gb);
-                break;
-            }
-    }
-    tsr_buf_free(&v);
-    return rc < 0 ? rc : 0;
+    return tsr_host_read(s->host, gb, key, klen, q, out, arena, err);
 }
 
 /* ------------------------------------------------------------------------------------------
  * GroupBy states */
 
-/* Everything the tiles and the stream evaluation depend on. */
-static char *fingerprint(const tsr_conf_group_by_t *g) {
-    tsr_buf_t b;
-    tsr_buf_init(&b);
-    for (size_t i = 0; i < g->n_keys; i++) tsr_buf_printf(&b, "k:%s;", g->key_columns[i]);
-    for (size_t i = 0; i < g->n_sources; i++) {
-        const tsr_conf_source_t *src = &g->sources[i];
-        const tsr_conf_query_t *q = &src->query;
-        tsr_buf_printf(&b, "s:%d:%s:%s:%s;", (int)src->kind, src->table ? src->table : "",
-                       src->topic ? src->topic : "", q->time_column ? q->time_column : "");
-        for (size_t k = 0; k < q->n_selects; k++)
-            tsr_buf_printf(&b, "sel:%s=%s;", q->selects[k].key, q->selects[k].value);
-        for (size_t k = 0; k < q->n_wheres; k++) tsr_buf_printf(&b, "w:%s;", q->wheres[k]);
-    }
-    for (size_t i = 0; i < g->n_aggs; i++) {
-        const tsr_conf_aggregation_t *a = &g->aggs[i];
-        tsr_buf_printf(&b, "a:%s:%d:%lld:%u;", a->input_column, (int)a->op, (long long)a->k,
-                       (unsigned)a->input_type);
-        for (size_t k = 0; k < a->n_percentiles; k++) tsr_buf_printf(&b, "p:%.17g;", a->percentiles[k]);
-        for (size_t k = 0; k < a->n_windows; k++)
-            tsr_buf_printf(&b, "win:%lld:%d;", (long long)a->windows[k].length, (int)a->windows[k].unit);
-        for (size_t k = 0; k < a->n_buckets; k++) tsr_buf_printf(&b, "b:%s;", a->buckets[k]);
-    }
-    char *s = tsr_strdup(tsr_buf_cstr(&b));
-    tsr_buf_free(&b);
-    return s;
-}
-
-static gb_state_t *find_state(tsr_server_t *s, const char *name) {
-    for (size_t i = 0; i < s->ngbs; i++)
-        if (strcmp(s->gbs[i]->name, name) == 0) return s->gbs[i];
-    return NULL;
-}
-
-static void state_stop_ingests(gb_state_t *st) {
-    for (size_t i = 0; i < st->ning; i++) {
-        tsr_ingest_stop(st->ing[i].in);
-        st->ing[i].in = NULL;
-    }
-}
-
-static void state_free(gb_state_t *st) {
-    if (!st) return;
-    state_stop_ingests(st);
-    tsr_gb_online_free(st->plan);
-    tsr_config_free(st->conf);
-    free(st->name);
-    free(st->fp);
-    free(st);
-}
-
-/* The GroupBys a config serves: the GroupBy itself, or a Join's parts. */
-static size_t served_group_bys(const tsr_config_t *conf, const tsr_conf_group_by_t **out, size_t max) {
-    size_t n = 0;
-    if (conf->kind == TSR_CONF_GROUP_BY) {
-        out[n++] = conf->group_by;
-    } else if (conf->kind == TSR_CONF_JOIN) {
-        for (size_t i = 0; i < conf->join->n_parts && n < max; i++) out[n++] = conf->join->parts[i].group_by;
-    }
-    return n;
-}
-
-/* Entity GroupBys (snapshot sources, or no aggregations) serve stored values, not tiles. */
-static int entity_group_by(const tsr_conf_group_by_t *g) {
-    if (!g->has_aggregations) return 1;
-    for (size_t i = 0; i < g->n_sources; i++)
-        if (g->sources[i].kind != TSR_SOURCE_ENTITIES) return 0;
-    return g->n_sources > 0;
-}
+static gb_state_t *find_state(tsr_server_t *s, const char *name) { return tsr_host_find(s->host, name); }
 
 static int load_conf(tsr_server_t *s, const char *text, size_t n, const char *label,
                      tsr_config_t **out, tsr_error_t *err) {
-    tsr_config_options_t opt;
-    memset(&opt, 0, sizeof opt);
-    opt.warehouse = s->warehouse;
-    tsr_diag_t d;
-    tsr_diag_init(&d);
-    int rc = tsr_config_load_string(text, n, label, &opt, out, &d);
-    if (rc) {
-        tsr_config_free(*out);
-        *out = NULL;
-        tsr_buf_t b;
-        tsr_buf_init(&b);
-        for (size_t i = 0; i < d.n && b.len < 800; i++) tsr_buf_printf(&b, "%s%s", i ? "; " : "", d.items[i].text);
-        if (d.n == 0) tsr_buf_puts(&b, tsr_strerror(rc));
-        tsr_error_set(err, rc, "%s", tsr_buf_cstr(&b));
-        tsr_buf_free(&b);
-    }
-    tsr_diag_free(&d);
-    return rc;
-}
-
-/* A new state for the i-th GroupBy of the config in text. */
-static int state_new(tsr_server_t *s, const char *text, size_t n, const char *label, size_t idx,
-                     gb_state_t **out, tsr_error_t *err) {
-    *out = NULL;
-    tsr_config_t *conf;
-    int rc = load_conf(s, text, n, label, &conf, err);
-    if (rc) return rc;
-    const tsr_conf_group_by_t *gbs[64];
-    size_t ng = served_group_bys(conf, gbs, 64);
-    if (idx >= ng) {
-        tsr_config_free(conf);
-        return tsr_error_set(err, TSR_EINTERNAL, "GroupBy %zu of %s vanished", idx, label);
-    }
-    tsr_gb_online_t *plan = NULL;
-    int entity = entity_group_by(gbs[idx]);
-    if (!entity) rc = tsr_gb_online_build(gbs[idx], s->warehouse, tsr_day_of_ms(now_ms()), &plan, err);
-    if (rc) {
-        tsr_config_free(conf);
-        return rc;
-    }
-    gb_state_t *st = tsr_calloc(1, sizeof(*st));
-    st->name = tsr_strdup(gbs[idx]->meta.name);
-    st->fp = fingerprint(gbs[idx]);
-    st->conf = conf;
-    st->g = gbs[idx];
-    st->plan = plan;
-    st->entity = entity;
-    *out = st;
-    return 0;
-}
-
-static void state_start_ingests(tsr_server_t *s, gb_state_t *st) {
-    if (!s->kafka || st->entity) return;
-    size_t nsrc = tsr_gb_online_nsources(st->plan);
-    size_t k = 0;
-    for (size_t i = 0; i < nsrc && k < MAX_INGESTS; i++) {
-        char topic[256];
-        if (!tsr_gb_online_topic(st->plan, i, topic, sizeof topic)) continue;
-        ingest_slot_t *slot = &st->ing[k++];
-        if (slot->in) continue;
-        tsr_ingest_opts_t io;
-        memset(&io, 0, sizeof io);
-        io.bootstrap = s->kafka;
-        io.store = s->store;
-        io.plan = st->plan;
-        io.source = i;
-        io.allowed_lateness_ms = s->o.allowed_lateness_ms;
-        io.log = s->o.log;
-        tsr_error_t e;
-        tsr_error_clear(&e);
-        if (tsr_ingest_start(&io, &slot->in, &e)) {
-            logf_(s, "%s: cannot stream %s: %s", st->name, topic, e.msg);
-            continue;
-        }
-        if (!slot->messages) {
-            const char *lv[2] = {st->name, topic};
-            slot->messages = tsr_metric_counter(s->f_msgs, lv);
-            slot->events = tsr_metric_counter(s->f_events, lv);
-            slot->bad = tsr_metric_counter(s->f_bad, lv);
-            slot->late = tsr_metric_counter(s->f_late, lv);
-            slot->skipped = tsr_metric_counter(s->f_skipped, lv);
-            slot->lag = tsr_metric_gauge(s->f_lag, lv);
-        }
-        logf_(s, "streaming %s from topic %s", st->name, topic);
-    }
-    if (k > st->ning) st->ning = k;
-}
-
-/* Registers a new state's tiles and adds it. Under s->mu. */
-static int state_commit(tsr_server_t *s, gb_state_t *st, tsr_error_t *err) {
-    if (st->entity) {
-        pthread_rwlock_wrlock(&s->ent_lock);
-        if (s->nent == s->capent) {
-            s->capent = s->capent ? 2 * s->capent : 16;
-            s->ent_names = tsr_realloc(s->ent_names, s->capent * sizeof(char *));
-        }
-        s->ent_names[s->nent++] = tsr_strdup(st->name);
-        pthread_rwlock_unlock(&s->ent_lock);
-    } else {
-        int rc = tsr_tile_store_register(s->store, tsr_gb_online_tiles(st->plan), err);
-        if (rc) return rc;
-    }
-    if (s->ngbs == s->capgbs) {
-        s->capgbs = s->capgbs ? 2 * s->capgbs : 16;
-        s->gbs = tsr_realloc(s->gbs, s->capgbs * sizeof(*s->gbs));
-    }
-    s->gbs[s->ngbs++] = st;
-    const char *lv[1] = {st->name};
-    st->batch_end = tsr_metric_gauge(s->f_batch_end, lv);
-    int64_t b = st->entity ? tsr_entity_store_batch_end(s->entities, st->name)
-                           : tsr_tile_store_batch_end(s->store, st->name);
-    tsr_gauge_set(st->batch_end, b == INT64_MIN ? 0 : (double)b);
-    state_start_ingests(s, st);
-    return 0;
+    return tsr_host_load_conf(s->host, text, n, label, out, err);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -344,14 +115,14 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
                              label);
     }
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = served_group_bys(conf, gbs, 64);
+    size_t ng = tsr_host_served_group_bys(conf, gbs, 64);
     gb_state_t *fresh[64];
     size_t nfresh = 0;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < ng && rc == 0; i++) {
         gb_state_t *st = find_state(s, gbs[i]->meta.name);
         if (st) {
-            char *fp = fingerprint(gbs[i]);
+            char *fp = tsr_host_fingerprint(gbs[i]);
             if (strcmp(fp, st->fp) != 0)
                 rc = tsr_error_set(err, TSR_ECONFIG,
                                    "GroupBy %s is already served with a different definition (keys, "
@@ -365,7 +136,7 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
         for (size_t k = 0; k < nfresh; k++) dup |= strcmp(fresh[k]->name, gbs[i]->meta.name) == 0;
         if (dup) continue;
         gb_state_t *ns;
-        rc = state_new(s, text, n, label, i, &ns, err);
+        rc = tsr_host_gb_new(s->host, text, n, label, (int)i, &ns, err);
         if (rc == 0 && ns) fresh[nfresh++] = ns;
     }
     tsr_serving_item_t *item = NULL;
@@ -394,18 +165,18 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
     }
     if (rc == 0 && !dry_run) {
         for (size_t k = 0; k < nfresh && rc == 0; k++) {
-            rc = state_commit(s, fresh[k], err);
+            rc = tsr_host_add(s->host, fresh[k], err);
             if (rc == 0) fresh[k] = NULL;
         }
         tsr_serving_install(s->serving, item);
         item = NULL;
         /* a GroupBy applied again after a delete streams again */
         gb_state_t *st = find_state(s, name);
-        if (st) state_start_ingests(s, st);
+        if (st) tsr_host_gb_start_ingests(s->host, st);
     }
     pthread_mutex_unlock(&s->mu);
     tsr_serving_item_discard(item);
-    for (size_t k = 0; k < nfresh; k++) state_free(fresh[k]);
+    for (size_t k = 0; k < nfresh; k++) tsr_host_gb_free(fresh[k]);
     tsr_config_free(conf);
     if (rc) tsr_reg_entry_free(&res->entry);
     return rc;
@@ -417,7 +188,7 @@ static int delete_name(tsr_server_t *s, const char *name, tsr_reg_entry_t *out, 
     if (rc == 0) {
         tsr_serving_remove(s->serving, name);
         gb_state_t *st = find_state(s, name);
-        if (st) state_stop_ingests(st); /* its tiles stay; applying it again resumes streaming */
+        if (st) tsr_host_gb_stop_ingests(st); /* its tiles stay; applying it again resumes streaming */
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -557,7 +328,8 @@ static int h_status(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     out.started_at_millis = s->started_ms;
     out.configs = (int64_t)tsr_registry_count(s->reg);
     pthread_mutex_lock(&s->mu);
-    size_t cap = 2 + s->ngbs * (MAX_INGESTS + 1);
+    size_t ngbs = tsr_host_count(s->host);
+    size_t cap = 2 + ngbs * (MAX_INGESTS + 1);
     out.components = tsr_arena_alloc(a, cap * sizeof(*out.components));
     Tessera__V1__ComponentStatus *c;
 #define ADD(nm, ok, ...)                                                                           \
@@ -574,11 +346,10 @@ static int h_status(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     ADD("fetcher", 1, "%zu configs served, %llu rows fetched, %llu failed rows, %llu part errors",
         tsr_serving_count(s->serving), (unsigned long long)ss.rows,
         (unsigned long long)ss.row_failures, (unsigned long long)ss.part_errors);
-    ADD("worker", 1, "tile store %s/tiles, %zu GroupBys, warehouse %s", s->data_dir, s->ngbs, s->warehouse);
-    for (size_t i = 0; i < s->ngbs; i++) {
-        gb_state_t *st = s->gbs[i];
-        int64_t b = st->entity ? tsr_entity_store_batch_end(s->entities, st->name)
-                               : tsr_tile_store_batch_end(s->store, st->name);
+    ADD("worker", 1, "tile store %s/tiles, %zu GroupBys, warehouse %s", s->data_dir, ngbs, s->warehouse);
+    for (size_t i = 0; i < ngbs; i++) {
+        gb_state_t *st = tsr_host_at(s->host, i);
+        int64_t b = tsr_host_batch_end(s->host, st);
         char bs[11] = "none";
         if (b != INT64_MIN) tsr_ds_format(tsr_day_of_ms(b) - 1, bs);
         ADD(tsr_arena_printf(a, "groupby:%s", st->name), b != INT64_MIN, "%s, upload ds=%s%s",
@@ -613,40 +384,6 @@ typedef struct upload_job {
     char *name, *ds, *warehouse;
 } upload_job_t;
 
-typedef struct upload_sink {
-    tsr_server_t *s;
-    tsr_tile_upload_t *u;
-    tsr_entity_upload_t *eu;
-    tsr_buf_t last;
-    uint64_t keys;
-    tsr_error_t *err;
-} upload_sink_t;
-
-static int upload_put(void *ud, const void *key, size_t klen, tsr_tile_kind_t kind, int64_t start,
-                      const void *const *irs) {
-    upload_sink_t *k = ud;
-    if (__atomic_load_n(&k->s->stopping, __ATOMIC_ACQUIRE)) {
-        tsr_error_set(k->err, TSR_EUNAVAIL, "server is shutting down");
-        return TSR_EUNAVAIL;
-    }
-    if (k->last.len != klen || memcmp(k->last.data, key, klen) != 0) {
-        k->keys++;
-        tsr_buf_clear(&k->last);
-        tsr_buf_append(&k->last, key, klen);
-    }
-    return tsr_tile_upload_put(k->u, key, klen, kind, start, irs, k->err);
-}
-
-static int entity_put(void *ud, const void *key, size_t klen, const void *vals, size_t vlen) {
-    upload_sink_t *k = ud;
-    if (__atomic_load_n(&k->s->stopping, __ATOMIC_ACQUIRE)) {
-        tsr_error_set(k->err, TSR_EUNAVAIL, "server is shutting down");
-        return TSR_EUNAVAIL;
-    }
-    k->keys++;
-    return tsr_entity_upload_put(k->eu, key, klen, vals, vlen, k->err);
-}
-
 static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_error_t *err) {
     tsr_server_t *s = j->s;
     int64_t E;
@@ -665,13 +402,9 @@ static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_err
     tsr_reg_entry_free(&e);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = served_group_bys(conf, gbs, 64);
+    size_t ng = tsr_host_served_group_bys(conf, gbs, 64);
     out->name = j->name;
     out->batch_end_millis = B;
-    tsr_backfill_opts_t bo;
-    memset(&bo, 0, sizeof bo);
-    bo.warehouse = j->warehouse;
-    bo.parallelism = 0;
     pthread_mutex_lock(&s->upload_mu);
     for (size_t i = 0; i < ng && rc == 0; i++) {
         pthread_mutex_lock(&s->mu);
@@ -683,39 +416,16 @@ static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_err
         for (size_t d = 0; d < i; d++) dup |= strcmp(gbs[d]->meta.name, gbs[i]->meta.name) == 0;
         if (dup) continue;
         double t0 = (double)now_ms();
-        upload_sink_t k;
-        memset(&k, 0, sizeof k);
-        k.s = s;
-        k.err = err;
-        tsr_buf_init(&k.last);
-        tsr_gb_online_t *plan = NULL;
-        if (entity) {
-            rc = tsr_entity_upload_begin(s->entities, gbs[i]->meta.name, B, &k.eu, err);
-            if (rc == 0) {
-                rc = tsr_entity_batch_compute(gbs[i], E, &bo, entity_put, &k, NULL, err);
-                if (rc == 0) rc = tsr_entity_upload_commit(k.eu, err);
-                else tsr_entity_upload_abort(k.eu);
-            }
-        } else {
-            rc = tsr_gb_online_build(gbs[i], j->warehouse, E, &plan, err);
-            if (rc == 0) rc = tsr_tile_upload_begin(s->store, gbs[i]->meta.name, B, &k.u, err);
-            if (rc == 0) {
-                rc = tsr_batch_compute(plan, B, &bo, upload_put, &k, err);
-                if (rc == 0) rc = tsr_tile_upload_commit(k.u, err);
-                else tsr_tile_upload_abort(k.u);
-            }
-        }
-        tsr_buf_free(&k.last);
-        tsr_gb_online_free(plan);
+        uint64_t keys = 0;
+        rc = tsr_host_upload(s->host, gbs[i], entity, E, j->warehouse, &s->stopping, &keys, err);
         if (rc == 0) {
-            out->keys += (int64_t)k.keys;
+            out->keys += (int64_t)keys;
             out->group_bys++;
             pthread_mutex_lock(&s->mu);
-            gb_state_t *st = find_state(s, gbs[i]->meta.name);
-            if (st && st->batch_end) tsr_gauge_set(st->batch_end, (double)B);
+            tsr_host_note_batch_end(s->host, gbs[i]->meta.name, B);
             pthread_mutex_unlock(&s->mu);
             logf_(s, "uploaded %s ds=%s: %llu keys in %.2f s", gbs[i]->meta.name, j->ds,
-                  (unsigned long long)k.keys, ((double)now_ms() - t0) / 1000.0);
+                  (unsigned long long)keys, ((double)now_ms() - t0) / 1000.0);
         } else {
             tsr_error_prefix(err, "upload of %s ds=%s failed (the previous upload keeps serving)",
                              gbs[i]->meta.name, j->ds);
@@ -798,46 +508,12 @@ static void collect(void *ud, tsr_metrics_t *m) {
     s->last_serving = ss;
     tsr_gauge_set(s->g_configs, (double)tsr_registry_count(s->reg));
     pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->ngbs; i++) {
-        gb_state_t *st = s->gbs[i];
-        for (size_t k = 0; k < st->ning; k++) {
-            ingest_slot_t *sl = &st->ing[k];
-            if (!sl->in || !sl->messages) continue;
-            tsr_ingest_stats_t is;
-            tsr_ingest_stats(sl->in, &is);
-            /* a restarted ingest counts from zero again */
-            if (is.messages < sl->last.messages) memset(&sl->last, 0, sizeof sl->last);
-            tsr_counter_add(sl->messages, is.messages - sl->last.messages);
-            tsr_counter_add(sl->events, is.events - sl->last.events);
-            tsr_counter_add(sl->bad, is.bad - sl->last.bad);
-            tsr_counter_add(sl->late, is.late - sl->last.late);
-            tsr_counter_add(sl->skipped, is.skipped - sl->last.skipped);
-            tsr_gauge_set(sl->lag, (double)is.lag);
-            sl->last = is;
-        }
-    }
+    if (s->host) tsr_host_collect(s->host);
     pthread_mutex_unlock(&s->mu);
 }
 
 static int metrics_init(tsr_server_t *s, tsr_error_t *err) {
     s->metrics = tsr_metrics_new();
-    const char *lb[2] = {"group_by", "topic"};
-    const char *lg[1] = {"group_by"};
-    s->f_msgs = tsr_metrics_counter_family(s->metrics, "tessera_ingest_messages_total",
-                                           "Kafka messages consumed (good or bad)", lb, 2, err);
-    s->f_events = tsr_metrics_counter_family(s->metrics, "tessera_ingest_events_total",
-                                             "events folded into tiles", lb, 2, err);
-    s->f_bad = tsr_metrics_counter_family(s->metrics, "tessera_ingest_bad_messages_total",
-                                          "malformed messages skipped", lb, 2, err);
-    s->f_late = tsr_metrics_counter_family(s->metrics, "tessera_ingest_late_events_total",
-                                           "events dropped as later than the allowed lateness", lb, 2, err);
-    s->f_skipped = tsr_metrics_counter_family(s->metrics, "tessera_ingest_skipped_events_total",
-                                              "events older than the upload's batch end (covered by it)",
-                                              lb, 2, err);
-    s->f_lag = tsr_metrics_gauge_family(s->metrics, "tessera_consumer_lag",
-                                        "messages behind the high watermarks", lb, 2, err);
-    s->f_batch_end = tsr_metrics_gauge_family(s->metrics, "tessera_upload_batch_end_millis",
-                                              "batch end B of the serving upload (0: none)", lg, 1, err);
     s->c_requests = tsr_metrics_counter(s->metrics, "tessera_fetch_requests_total", "fetch requests", err);
     s->c_rows = tsr_metrics_counter(s->metrics, "tessera_fetch_rows_total", "rows fetched", err);
     s->c_row_fail = tsr_metrics_counter(s->metrics, "tessera_fetch_row_failures_total",
@@ -845,9 +521,7 @@ static int metrics_init(tsr_server_t *s, tsr_error_t *err) {
     s->c_part_err = tsr_metrics_counter(s->metrics, "tessera_fetch_part_errors_total",
                                         "Join parts answered with an <part>_exception", err);
     s->g_configs = tsr_metrics_gauge(s->metrics, "tessera_configs", "configs applied", err);
-    if (!s->f_msgs || !s->f_events || !s->f_bad || !s->f_late || !s->f_skipped || !s->f_lag ||
-        !s->f_batch_end || !s->c_requests || !s->c_rows || !s->c_row_fail || !s->c_part_err ||
-        !s->g_configs)
+    if (!s->c_requests || !s->c_rows || !s->c_row_fail || !s->c_part_err || !s->g_configs)
         return TSR_EINTERNAL;
     tsr_metrics_on_collect(s->metrics, collect, s);
     return 0;
@@ -892,7 +566,6 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
     s->started_ms = now_ms();
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->upload_mu, NULL);
-    pthread_rwlock_init(&s->ent_lock, NULL);
     pthread_key_create(&s->arena_key, arena_destroy);
     int rc = metrics_init(s, err);
     char path[4096];
@@ -901,12 +574,16 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
         rc = tsr_registry_open(path, &s->reg, err);
     }
     if (rc == 0) {
-        snprintf(path, sizeof path, "%s/entities", s->data_dir);
-        rc = tsr_entity_store_open(path, &s->entities, err);
-    }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/tiles", s->data_dir);
-        rc = tsr_tile_store_open(path, &s->store, err);
+        tsr_host_opts_t ho;
+        memset(&ho, 0, sizeof ho);
+        ho.data_dir = s->data_dir;
+        ho.warehouse = s->warehouse;
+        ho.kafka_bootstrap = s->kafka;
+        ho.allowed_lateness_ms = o->allowed_lateness_ms;
+        ho.log = o->log;
+        ho.component = "serve";
+        ho.metrics = s->metrics;
+        rc = tsr_host_open(&ho, &s->host, err);
     }
     if (rc) {
         tsr_server_stop(s);
@@ -977,16 +654,11 @@ void tsr_server_stop(tsr_server_t *s) {
     tsr_http_server_free(s->http);
     s->http = NULL;
     /* ingests finish the batch in hand: what they consumed is stored with its offsets */
-    for (size_t i = 0; i < s->ngbs; i++) state_stop_ingests(s->gbs[i]);
+    if (s->host) tsr_host_stop_ingests(s->host);
     tsr_serving_free(s->serving);
-    /* the store's last flush still runs the GroupBys' kernels: close it before freeing them */
-    tsr_tile_store_close(s->store);
-    for (size_t i = 0; i < s->ngbs; i++) state_free(s->gbs[i]);
-    free(s->gbs);
-    tsr_entity_store_close(s->entities);
-    for (size_t i = 0; i < s->nent; i++) free(s->ent_names[i]);
-    free(s->ent_names);
-    pthread_rwlock_destroy(&s->ent_lock);
+    /* closes the stores (the last flush still runs the GroupBys' kernels), then the states */
+    tsr_host_close(s->host);
+    s->host = NULL;
     tsr_registry_close(s->reg);
     tsr_metrics_free(s->metrics);
     tsr_arena_t *a = pthread_getspecific(s->arena_key);

@@ -11,9 +11,9 @@
  *   Upload      ─▶ (own thread) batch computation over the warehouse ─▶ versioned tile upload
  *   Fetch*      ─▶ serving item ─▶ tile store reads
  *
- * GroupBy states: every GroupBy served from tiles (applied on its own or as a Join part) has
- * one state per name — its long-lived online plan (the kernels the tile store's merge
- * operator uses), and its ingests. A name keeps one definition while the server runs: applying
+ * GroupBy states (worker/host.h, shared with tessera-worker): every GroupBy served from tiles
+ * (applied on its own or as a Join part) has one state per name — its long-lived online plan
+ * (the kernels the tile store's merge operator uses), and its ingests. A name keeps one definition while the server runs: applying
  * a changed GroupBy under a served name is refused (Chronon's practice: a new version name).
  */
 #ifndef TSR_SERVE_INT_H

@@ -9,8 +9,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "tsr/kafka.h"
 #include "tsr/log.h"
+#include "tsr/partition.h"
 
 #define LOG_BAD_MAX 10
 #define RETRY_MS 1000
@@ -40,9 +43,18 @@ struct tsr_ingest {
     tsr_arena_t arena;
     tsr_buf_t keys;
     size_t *koff;
+    int32_t *evpart;                /* per event: its Kafka partition */
     tsr_tile_event_t *ev;
     tsr_value_t *inputs, *buckets;
     size_t cap;
+
+    /* partitioned mode */
+    int32_t *want;                  /* the partitions to consume (opts.partitions copied) */
+    size_t nwant;
+    tsr_buf_t scratch;              /* key → partition */
+    int64_t *pevents, *plag;        /* per partition (under mu) */
+    uint8_t *consumed;              /* per partition: assigned to the consumer */
+    int32_t npstat;                 /* entries of pevents/plag/consumed (under mu) */
 };
 
 static void set_error(tsr_ingest_t *in, const char *msg) {
@@ -67,6 +79,14 @@ static void free_partitions(tsr_ingest_t *in) {
     free(in->touched);
     free(in->offnames);
     free(in->offv);
+    pthread_mutex_lock(&in->mu);
+    free(in->pevents);
+    free(in->plag);
+    free(in->consumed);
+    in->pevents = in->plag = NULL;
+    in->consumed = NULL;
+    in->npstat = 0;
+    pthread_mutex_unlock(&in->mu);
     in->pnames = NULL;
     in->wm = in->next = in->offv = NULL;
     in->touched = NULL;
@@ -74,18 +94,80 @@ static void free_partitions(tsr_ingest_t *in) {
     in->nparts = 0;
 }
 
+/* The offset of the first message at or after time t in each partition (-1: none, e.g. the
+ * broker cannot tell or t is after the newest message). Best effort: an error leaves -1. */
+static void offsets_for_time(const char *bootstrap, const char *topic, const int32_t *parts,
+                             size_t n, int64_t t, int64_t *out) {
+    for (size_t i = 0; i < n; i++) out[i] = -1;
+    char why[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, why, sizeof why) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "log_level", "0", why, sizeof why) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) rd_kafka_topic_partition_list_add(tl, topic, parts[i])->offset = t;
+    if (rd_kafka_offsets_for_times(rk, tl, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < tl->cnt && (size_t)i < n; i++)
+            if (tl->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && tl->elems[i].offset >= 0)
+                out[i] = tl->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(tl);
+    rd_kafka_destroy(rk);
+}
+
 static int open_consumer(tsr_ingest_t *in, tsr_error_t *err) {
     int32_t np = 0;
     int rc = tsr_kafka_topic_partitions(in->o.bootstrap, in->topic, 2000, &np, err);
     if (rc) return rc;
-    int32_t *parts = tsr_malloc((size_t)np * sizeof(int32_t));
-    int64_t *offs = tsr_malloc((size_t)np * sizeof(int64_t));
+    size_t n = 0;
+    int32_t *parts = tsr_malloc(((size_t)np + in->nwant + 1) * sizeof(int32_t));
+    int64_t *offs = tsr_malloc(((size_t)np + in->nwant + 1) * sizeof(int64_t));
+    if (in->want) {
+        for (size_t i = 0; i < in->nwant; i++) {
+            if (in->want[i] >= 0 && in->want[i] < np) parts[n++] = in->want[i];
+            else if (in->o.log)
+                tsr_log(TSR_LOG_WARN, "ingest", "%s <- %s: topic has %d partitions: no partition %d",
+                        in->tiles->name, in->topic, (int)np, (int)in->want[i]);
+        }
+    } else {
+        for (int32_t p = 0; p < np; p++) parts[n++] = p;
+    }
+    if (n == 0) {
+        free(parts);
+        free(offs);
+        return tsr_error_set(err, TSR_ENOTFOUND, "topic %s: none of the partitions to consume exists",
+                             in->topic);
+    }
     char name[300];
-    for (int32_t p = 0; p < np; p++) {
-        parts[p] = p;
-        snprintf(name, sizeof name, "%s/%d", in->topic, (int)p);
+    size_t nmiss = 0;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s/%d", in->topic, (int)parts[i]);
         int64_t o = tsr_tile_store_offset(in->o.store, in->tiles->name, name);
-        offs[p] = o >= 0 ? o : TSR_KAFKA_OFFSET_BEGINNING;
+        offs[i] = o >= 0 ? o : TSR_KAFKA_OFFSET_BEGINNING;
+        nmiss += o < 0;
+    }
+    if (nmiss && in->o.start_time_ms > 0) {
+        /* partitions new to this store start at the upload's batch end B, not at offset 0 */
+        int32_t *mp = tsr_malloc(nmiss * sizeof(int32_t));
+        int64_t *mo = tsr_malloc(nmiss * sizeof(int64_t));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (offs[i] == TSR_KAFKA_OFFSET_BEGINNING) mp[k++] = parts[i];
+        offsets_for_time(in->o.bootstrap, in->topic, mp, k, in->o.start_time_ms, mo);
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (offs[i] == TSR_KAFKA_OFFSET_BEGINNING) {
+                if (mo[k] >= 0) offs[i] = mo[k];
+                k++;
+            }
+        free(mp);
+        free(mo);
     }
     tsr_kafka_consumer_opts_t co;
     memset(&co, 0, sizeof co);
@@ -93,14 +175,16 @@ static int open_consumer(tsr_ingest_t *in, tsr_error_t *err) {
     co.topic = in->topic;
     co.partitions = parts;
     co.offsets = offs;
-    co.npartitions = (size_t)np;
+    co.npartitions = n;
     co.reset = TSR_KAFKA_RESET_EARLIEST;
     co.max_batch = 4096;
     co.timeout_ms = 5000;
     rc = tsr_kafka_consumer_open(&co, &in->consumer, err);
-    free(parts);
     free(offs);
-    if (rc) return rc;
+    if (rc) {
+        free(parts);
+        return rc;
+    }
     free_partitions(in);
     in->nparts = np;
     in->wm = tsr_malloc((size_t)np * sizeof(int64_t));
@@ -109,19 +193,28 @@ static int open_consumer(tsr_ingest_t *in, tsr_error_t *err) {
     in->touched = tsr_malloc((size_t)np * sizeof(int32_t));
     in->offnames = tsr_malloc((size_t)np * sizeof(char *));
     in->offv = tsr_malloc((size_t)np * sizeof(int64_t));
+    pthread_mutex_lock(&in->mu);
+    in->pevents = tsr_calloc((size_t)np, sizeof(int64_t));
+    in->plag = tsr_malloc((size_t)np * sizeof(int64_t));
+    in->consumed = tsr_calloc((size_t)np, 1);
+    for (int32_t p = 0; p < np; p++) in->plag[p] = -1;
+    for (size_t i = 0; i < n; i++) in->consumed[parts[i]] = 1;
+    in->npstat = np;
+    pthread_mutex_unlock(&in->mu);
     for (int32_t p = 0; p < np; p++) {
         in->wm[p] = INT64_MIN;
         in->next[p] = -1;
         snprintf(name, sizeof name, "%s/%d", in->topic, (int)p);
         in->pnames[p] = tsr_strdup(name);
     }
+    free(parts);
     pthread_mutex_lock(&in->mu);
     in->st.connected = 1;
     in->st.last_error[0] = 0;
     pthread_mutex_unlock(&in->mu);
     if (in->o.log)
-        tsr_log(TSR_LOG_INFO, "ingest", "%s <- %s: consuming %d partitions", in->tiles->name,
-                in->topic, (int)np);
+        tsr_log(TSR_LOG_INFO, "ingest", "%s <- %s: consuming %zu of %d partitions", in->tiles->name,
+                in->topic, n, (int)np);
     return 0;
 }
 
@@ -131,6 +224,7 @@ static void grow(tsr_ingest_t *in, size_t n) {
     while (cap < n) cap *= 2;
     size_t nc = in->tiles->ncols ? in->tiles->ncols : 1;
     in->koff = tsr_realloc(in->koff, cap * sizeof(size_t));
+    in->evpart = tsr_realloc(in->evpart, cap * sizeof(int32_t));
     in->ev = tsr_realloc(in->ev, cap * sizeof(tsr_tile_event_t));
     in->inputs = tsr_realloc(in->inputs, cap * nc * sizeof(tsr_value_t));
     in->buckets = tsr_realloc(in->buckets, cap * nc * sizeof(tsr_value_t));
@@ -146,7 +240,7 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
     size_t nc = in->tiles->ncols;
     int64_t lateness = in->o.allowed_lateness_ms == 0 ? TSR_INGEST_DEFAULT_LATENESS_MS
                                                       : in->o.allowed_lateness_ms;
-    uint64_t bad = 0, filtered = 0, late = 0;
+    uint64_t bad = 0, filtered = 0, late = 0, misrouted = 0;
     size_t ne = 0;
     tsr_error_t e;
     for (size_t i = 0; i < n; i++) {
@@ -170,6 +264,13 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
             continue;
         }
         int32_t p = m->partition;
+        if (in->want && tsr_partition_of_key(in->keys.data + k0, klen, in->o.nkeys, (int)in->nparts,
+                                             &in->scratch) != p) {
+            /* produced with another message key: no fetch would look for it here */
+            in->keys.len = k0;
+            misrouted++;
+            continue;
+        }
         if (p >= 0 && p < in->nparts) {
             if (lateness > 0 && in->wm[p] != INT64_MIN && ts < in->wm[p] - lateness) {
                 in->keys.len = k0;
@@ -179,6 +280,7 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
             if (ts > in->wm[p]) in->wm[p] = ts;
         }
         in->koff[ne] = k0;
+        in->evpart[ne] = p >= 0 && p < in->nparts ? p : 0;
         in->ev[ne] = (tsr_tile_event_t){NULL, klen, ts, (uint64_t)m->offset, in->inputs + ne * nc,
                                         in->buckets + ne * nc};
         ne++;
@@ -210,8 +312,14 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
     in->st.filtered += filtered;
     in->st.late += late;
     in->st.bad += bad;
+    in->st.misrouted += misrouted;
     in->st.batches += batches;
     in->st.lag = tsr_kafka_consumer_total_lag(in->consumer);
+    for (size_t i = 0; i < ne; i++) in->pevents[in->evpart[i]]++;
+    const tsr_kafka_partition_lag_t *lg;
+    size_t nl = tsr_kafka_consumer_lag(in->consumer, &lg);
+    for (size_t i = 0; i < nl; i++)
+        if (lg[i].partition >= 0 && lg[i].partition < in->nparts) in->plag[lg[i].partition] = lg[i].lag;
     pthread_mutex_unlock(&in->mu);
     return 0;
 }
@@ -281,6 +389,13 @@ int tsr_ingest_start(const tsr_ingest_opts_t *opts, tsr_ingest_t **out, tsr_erro
     for (size_t i = 0; i < in->nfields; i++)
         in->fields[i] = (tsr_kafka_field_t){names[i], types[i], 0};
     in->row = tsr_calloc(in->nfields ? in->nfields : 1, sizeof(tsr_value_t));
+    if (opts->partitions) {
+        in->nwant = opts->npartitions;
+        in->want = tsr_malloc((in->nwant ? in->nwant : 1) * sizeof(int32_t));
+        memcpy(in->want, opts->partitions, in->nwant * sizeof(int32_t));
+    }
+    in->o.partitions = NULL; /* the copy is in->want */
+    tsr_buf_init(&in->scratch);
     tsr_arena_init(&in->arena, 1 << 16);
     tsr_buf_init(&in->keys);
     in->st.lag = -1;
@@ -288,6 +403,8 @@ int tsr_ingest_start(const tsr_ingest_opts_t *opts, tsr_ingest_t **out, tsr_erro
     if (pthread_create(&in->thread, NULL, ingest_main, in) != 0) {
         pthread_mutex_destroy(&in->mu);
         tsr_gb_stream_free(in->eval);
+        free(in->want);
+        tsr_buf_free(&in->scratch);
         free(in->fields);
         free(in->row);
         tsr_arena_free(&in->arena);
@@ -302,12 +419,15 @@ void tsr_ingest_stop(tsr_ingest_t *in) {
     if (!in) return;
     __atomic_store_n(&in->stop, 1, __ATOMIC_RELEASE);
     pthread_join(in->thread, NULL);
+    free_partitions(in);
     pthread_mutex_destroy(&in->mu);
     tsr_gb_stream_free(in->eval);
     free(in->fields);
     free(in->row);
-    free_partitions(in);
+    free(in->want);
+    tsr_buf_free(&in->scratch);
     free(in->koff);
+    free(in->evpart);
     free(in->ev);
     free(in->inputs);
     free(in->buckets);
@@ -322,4 +442,16 @@ void tsr_ingest_stats(tsr_ingest_t *in, tsr_ingest_stats_t *out) {
     pthread_mutex_lock(&in->mu);
     *out = in->st;
     pthread_mutex_unlock(&in->mu);
+}
+
+int tsr_ingest_partition_stats(tsr_ingest_t *in, int32_t p, int64_t *events, int64_t *lag) {
+    int rc = TSR_ENOTFOUND;
+    pthread_mutex_lock(&in->mu);
+    if (in->consumed && p >= 0 && p < in->npstat && in->consumed[p]) {
+        *events = in->pevents[p];
+        *lag = in->plag[p];
+        rc = 0;
+    }
+    pthread_mutex_unlock(&in->mu);
+    return rc;
 }

@@ -20,7 +20,15 @@
  *     (every second) until stopped, and says so in its status.
  *   - Stop: the thread finishes the batch in hand (applied atomically or not at all), closes
  *     the consumer and exits; nothing consumed is lost, a restart continues at the stored
- *     offsets.
+ *     offsets. A poll waits at most 100 ms, so a stop returns within one poll plus one write
+ *     (a worker that lost a partition stops writing it at once: fencing).
+ *   - Partitioned mode (cluster workers, docs/cluster.md): opts.partitions lists the Kafka
+ *     partitions to consume (Tessera partition p = Kafka partition p). A partition without a
+ *     stored offset starts at the offset of time start_time_ms (the upload's batch end B,
+ *     rd_kafka_offsets_for_times), else at the beginning. An event whose key belongs to
+ *     another partition (tsr_partition_of_key over the topic's partition count) was produced
+ *     with the wrong message key: it is counted `misrouted` and skipped, never stored where no
+ *     fetch would look.
  */
 #ifndef TSR_INGEST_H
 #define TSR_INGEST_H
@@ -41,6 +49,11 @@ typedef struct tsr_ingest_opts {
     size_t source;                  /* which source of the GroupBy (must name a topic) */
     int64_t allowed_lateness_ms;    /* < 0: no limit; 0 = default (1 day) */
     FILE *log;                      /* optional: bad messages (first 10), connection state */
+    /* partitioned mode (all zero: every partition of the topic, no key check) */
+    const int32_t *partitions;      /* Kafka partitions to consume (copied); NULL = all */
+    size_t npartitions;
+    size_t nkeys;                   /* the GroupBy's key columns (for the key check) */
+    int64_t start_time_ms;          /* > 0: start of partitions without a stored offset */
 } tsr_ingest_opts_t;
 
 #define TSR_INGEST_DEFAULT_LATENESS_MS 86400000LL
@@ -52,6 +65,7 @@ typedef struct tsr_ingest_stats {
     uint64_t skipped;       /* ts < B: covered by the batch upload */
     uint64_t late;          /* dropped as late */
     uint64_t bad;           /* malformed messages */
+    uint64_t misrouted;     /* partitioned mode: key of another partition, skipped */
     uint64_t batches;       /* write batches */
     int64_t lag;            /* messages behind the high watermarks; -1 unknown */
     int connected;          /* the consumer is open */
@@ -65,5 +79,8 @@ void tsr_ingest_stop(tsr_ingest_t *in);
 /* The topic name. */
 const char *tsr_ingest_topic(const tsr_ingest_t *in);
 void tsr_ingest_stats(tsr_ingest_t *in, tsr_ingest_stats_t *out);
+/* One Kafka partition's counters: events applied (not skipped) since the start, and the lag
+ * after the last poll (-1 unknown). 0, or TSR_ENOTFOUND when p is not consumed. */
+int tsr_ingest_partition_stats(tsr_ingest_t *in, int32_t p, int64_t *events, int64_t *lag);
 
 #endif
