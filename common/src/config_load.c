@@ -297,6 +297,17 @@ static void build_query(tsr__conf_ctx_t *cx, json_t *q, const char *path, tsr_co
 
 static tsr_conf_join_t *build_join(tsr__conf_ctx_t *cx, json_t *obj, const char *path);
 
+const char *tsr_conf_topic_name(const char *topic, char *buf, size_t cap) {
+    if (!topic || !topic[0]) return NULL;
+    const char *t = topic;
+    if (strncmp(t, "kafka://", 8) == 0) t += 8;
+    size_t n = strcspn(t, "/");
+    if (n == 0 || n >= cap) return NULL;
+    memcpy(buf, t, n);
+    buf[n] = 0;
+    return buf;
+}
+
 /* A topic is `name` or `kafka://name[/k=v...]` (SPEC §3). */
 static void check_topic(tsr__conf_ctx_t *cx, const char *topic, const char *path) {
     if (!topic) return;

@@ -502,11 +502,12 @@ static int entity_group_by(const tsr_conf_group_by_t *g) {
     return g->n_sources > 0;
 }
 
-static const char *stream_topic(const tsr_conf_group_by_t *g) {
+/* The Kafka topic (name only, as the ingest consumes it) of g's first streamed source. */
+static const char *stream_topic(const tsr_conf_group_by_t *g, char *buf, size_t cap) {
     if (entity_group_by(g)) return NULL;
     for (size_t i = 0; i < g->n_sources; i++)
-        if (g->sources[i].kind == TSR_SOURCE_EVENTS && g->sources[i].topic && g->sources[i].topic[0])
-            return g->sources[i].topic;
+        if (g->sources[i].kind == TSR_SOURCE_EVENTS && tsr_conf_topic_name(g->sources[i].topic, buf, cap))
+            return buf;
     return NULL;
 }
 
@@ -579,7 +580,8 @@ static void derive_gbs(tsr_coord_t *c) {
                 gbinfo_t *gi = &c->gbs[c->ngbs++];
                 gi->name = tsr_strdup(g[k]->meta.name);
                 gi->fp = fingerprint(g[k]);
-                const char *t = stream_topic(g[k]);
+                char tb[256];
+                const char *t = stream_topic(g[k], tb, sizeof tb);
                 gi->topic = t ? tsr_strdup(t) : NULL;
                 gi->config = tsr_strdup(e->name);
                 gi->part_index = e->kind == TSR_CONF_GROUP_BY ? -1 : (int)k;

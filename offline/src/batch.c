@@ -213,14 +213,8 @@ size_t tsr_gb_online_nsources(const tsr_gb_online_t *p) { return p->plan.nsrc; }
 
 const char *tsr_gb_online_topic(const tsr_gb_online_t *p, size_t i, char *buf, size_t cap) {
     const tsr_conf_source_t *s = p->plan.srcs[i].src;
-    if (s->kind != TSR_SOURCE_EVENTS || !s->topic || !s->topic[0]) return NULL;
-    const char *t = s->topic;
-    if (strncmp(t, "kafka://", 8) == 0) t += 8;
-    size_t n = strcspn(t, "/");
-    if (n == 0 || n >= cap) return NULL;
-    memcpy(buf, t, n);
-    buf[n] = 0;
-    return buf;
+    if (s->kind != TSR_SOURCE_EVENTS) return NULL;
+    return tsr_conf_topic_name(s->topic, buf, cap);
 }
 
 tsr_gb_stream_t *tsr_gb_stream_new(const tsr_gb_online_t *p, size_t src) {

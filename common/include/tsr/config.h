@@ -281,6 +281,10 @@ int tsr_dialect_parse(const char *s, tsr_dialect_t *out);
  * NUL into out; returns out. */
 char *tsr_conf_clean_name(const char *name, char *out, size_t n);
 
+/* The Kafka topic name of an events source's topic (`name` or `kafka://name[/k=v...]` ->
+ * `name`) into buf (cap bytes); NULL when topic is empty or the name does not fit. */
+const char *tsr_conf_topic_name(const char *topic, char *buf, size_t cap);
+
 /* Loads a table schema file (<warehouse>/<ns>/<name>/_schema.json: a JSON object mapping
  * column -> type name, in column order). Returns 0 and the columns in arena, TSR_ENOTFOUND
  * when the file does not exist, or TSR_EPARSE / TSR_ETYPE with err set. */
