@@ -714,7 +714,7 @@ static int read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t time
 static void *pool_main(void *arg) {
     tsr_fetcher_t *f = arg;
     tsr_arena_t arena;
-    tsr_arena_init(&arena, 1 << 16);
+    tsr_arena_init(&arena, 1 << 20); /* reset keeps only the first chunk: make it hold a large request */
     tsr_buf_t resp;
     tsr_buf_init(&resp);
     for (;;) {

@@ -491,15 +491,19 @@ static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, co
             return tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded after %zu of %zu rows", i,
                                  rq->n_rows);
         const Tessera__V1__FetchRow *row = rq->rows[i];
-        Tessera__V1__FetchResult *res = tsr_arena_alloc(arena, sizeof *res);
-        tessera__v1__fetch_result__init(res);
-        results[i] = res;
         size_t nk = row ? row->n_keys : 0;
         const char **names = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(char *));
         tsr_value_t *keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(tsr_value_t));
-        res->n_entity_keys = nk;
-        res->entity_keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(*res->entity_keys));
-        for (size_t k = 0; k < nk; k++) {
+        /* pass 1 of batched serving only collects reads: no result to build */
+        Tessera__V1__FetchResult *res = NULL;
+        if (rd->count) {
+            res = tsr_arena_alloc(arena, sizeof *res);
+            tessera__v1__fetch_result__init(res);
+            results[i] = res;
+            res->n_entity_keys = nk;
+            res->entity_keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(*res->entity_keys));
+        }
+        for (size_t k = 0; k < nk && res; k++) {
             Tessera__V1__FetchResult__EntityKeysEntry *e = tsr_arena_alloc(arena, sizeof *e);
             tessera__v1__fetch_result__entity_keys_entry__init(e);
             e->key = row->keys[k]->key;
@@ -523,6 +527,7 @@ static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, co
             int64_t q = row->at_case == TESSERA__V1__FETCH_ROW__AT_AT_MILLIS ? row->at_millis : now;
             fetch_row(s, it, ctx, rd, names, keys, nk, q, &r, arena);
         }
+        if (!res) continue;
         if (!r.ok) {
             if (rd->count) __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
             res->status = TESSERA__V1__ROW_STATUS__FAILURE;
@@ -646,6 +651,7 @@ static void http_rows(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const
         if (rd->count) __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
         row_res_t r;
         fetch_row(s, it, ctx, rd, names, keys, nk, rows[i].has_at_millis ? rows[i].at_millis : now, &r, arena);
+        if (!rd->count) continue; /* pass 1: reads collected, nothing to answer yet */
         if (!r.ok) {
             if (rd->count) __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
             results[i].ok = 0;
