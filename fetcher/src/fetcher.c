@@ -294,7 +294,8 @@ static int leader_hint(const tsr_rpc_reply_t *r, char *out, size_t cap) {
         v = p + strlen("leader is ");
         len = strcspn(v, " ;,\n");
     }
-    if (len == 0 || len >= cap) return 0;
+    /* "leader is unknown (election in progress)": no address to follow */
+    if (len == 0 || len >= cap || !memchr(v, ':', len)) return 0;
     memcpy(out, v, len);
     out[len] = 0;
     return 1;
@@ -654,6 +655,12 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
                 fail_read(f, r, &st[i], TSR_EIO,
                           tsr_arena_printf(arena, "worker %s: %s", wid, res->error && res->error[0] ? res->error : "read error"),
                           arena);
+                continue;
+            }
+            if (res->n_values == 0) { /* nothing stored for the key (entity GroupBys): nulls */
+                r->status = 0;
+                r->error = NULL;
+                st[i].done = 1;
                 continue;
             }
             if (res->n_values != r->nout) {
