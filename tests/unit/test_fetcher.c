@@ -696,6 +696,82 @@ START_TEST(test_e2e_moves_and_failures) {
 }
 END_TEST
 
+typedef struct hammer {
+    e2e_t *e;
+    atomic_int *stop;
+    int fetches, wrong;
+} hammer_t;
+
+static void *hammer_main(void *p) {
+    hammer_t *h = p;
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
+    for (int i = 0; i < 400 && !atomic_load(h->stop); i++) {
+        if (tsr_rpc_client_call(h->e->cli, "/tessera.v1.FeatureService/FetchJoin", h->e->req.data, h->e->req.len,
+                                &o, &r, NULL) != 0 ||
+            r.body.len != h->e->want.len || memcmp(r.body.data, h->e->want.data, r.body.len) != 0)
+            h->wrong++;
+        h->fetches++;
+    }
+    tsr_rpc_reply_free(&r);
+    return NULL;
+}
+
+/* Fetches from four threads while tables keep changing (owners rotate, the config's version
+ * grows so its plan is recompiled and swapped under running fetches): every answer is right
+ * (every worker owns every partition here, so any table routes correctly). */
+START_TEST(test_e2e_concurrent) {
+    e2e_t e;
+    e2e_start(&e);
+    for (int i = 0; i < 3; i++) atomic_store(&e.w[i].owned, 0xffu);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    hammer_t h[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = (hammer_t){&e, &stop, 0, 0};
+        pthread_create(&th[i], NULL, hammer_main, &h[i]);
+    }
+    int owners[8];
+    for (int rev = 2; rev < 40; rev++) {
+        for (int p = 0; p < 8; p++) owners[p] = (p + rev) % 3;
+        table_spec_t t = spec_of(&e, 5, rev, owners);
+        t.config_version = 1 + rev / 4;
+        coord_publish(&e.leader, &t);
+        sleep_ms(10);
+    }
+    ck_assert(tsr_fetcher_wait_routing(e.f, 5, 39, 5000));
+    atomic_store(&stop, 1);
+    int fetches = 0, wrong = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        fetches += h[i].fetches;
+        wrong += h[i].wrong;
+    }
+    ck_assert_int_gt(fetches, 8);
+    ck_assert_msg(wrong == 0, "%d of %d answers wrong", wrong, fetches);
+    tsr_fetcher_stats_t st;
+    tsr_fetcher_stats(e.f, &st);
+    ck_assert_int_eq(st.revision, 39);
+    ck_assert_uint_eq(st.items, 1);
+    /* the config leaves the table: its item is removed, fetches of it are NOT_FOUND */
+    table_spec_t t = spec_of(&e, 5, 40, owners);
+    t.config_name = NULL;
+    coord_publish(&e.leader, &t);
+    ck_assert(tsr_fetcher_wait_routing(e.f, 5, 40, 5000));
+    tsr_fetcher_stats(e.f, &st);
+    ck_assert_uint_eq(st.items, 0);
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
+    ck_assert_int_eq(tsr_rpc_client_call(e.cli, "/tessera.v1.FeatureService/FetchJoin", e.req.data, e.req.len, &o,
+                                         &r, NULL), TSR_ENOTFOUND);
+    tsr_rpc_reply_free(&r);
+    e2e_stop(&e);
+}
+END_TEST
+
 static Suite *fetcher_suite(void) {
     Suite *s = suite_create("fetcher");
     TCase *tc = tcase_create("fetcher");
@@ -704,6 +780,7 @@ static Suite *fetcher_suite(void) {
     tcase_add_test(tc, test_routing_locate);
     tcase_add_test(tc, test_e2e_fetch);
     tcase_add_test(tc, test_e2e_moves_and_failures);
+    tcase_add_test(tc, test_e2e_concurrent);
     suite_add_tcase(s, tc);
     return s;
 }
