@@ -595,6 +595,27 @@ START_TEST(test_e2e_fetch) {
     ck_assert_int_eq(hr.status, 200);
     thc_resp_free(&hr);
 
+    /* the caller's deadline reaches the workers: one that takes 1.5 s does not hold a fetch
+     * with a 300 ms deadline past it */
+    atomic_store(&e.w[1].sleep_ms, 1500);
+    tsr_rpc_call_opts_t o = {.timeout_ms = 300};
+    tsr_error_t err;
+    tsr_fetcher_stats_t st0, st1;
+    tsr_fetcher_stats(e.f, &st0);
+    t0 = mono_ms();
+    int rc = tsr_rpc_client_call(e.cli, "/tessera.v1.FeatureService/FetchJoin", e.req.data, e.req.len, &o, &r, &err);
+    took = mono_ms() - t0;
+    ck_assert_int_eq(rc, TSR_ETIMEOUT);
+    /* the fetcher's read of w1 gave up at the deadline (an error), not after 1.5 s (a value) */
+    for (int i = 0; i < 200; i++) {
+        tsr_fetcher_stats(e.f, &st1);
+        if (st1.read_errors > st0.read_errors) break;
+        sleep_ms(5);
+    }
+    took = mono_ms() - t0;
+    ck_assert_uint_gt(st1.read_errors, st0.read_errors);
+    ck_assert_msg(took < 1200, "the fetcher's read ended after %lld ms", (long long)took);
+
     tsr_rpc_reply_free(&r);
     e2e_stop(&e);
 }
