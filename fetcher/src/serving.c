@@ -1,5 +1,9 @@
 /*
  * serving.c — compiled serving items and the fetch handlers (serving.h).
+ *
+ * Reads go through a reader_t (a tsr_tile_read_fn and its ud): the caller's single read, or,
+ * for batched serving, the collecting read of pass 1 and the replaying read of pass 2
+ * (batch_t). Only readers with count = 1 add to the stats, so a request counts once.
  */
 #include "tsr/serving.h"
 
@@ -23,6 +27,9 @@ struct tsr_serving_item {
     size_t nout;
     const char **out_names;         /* outputs, then (Join) one "<part>_exception" per part */
     size_t nparts;
+    size_t nreads;                  /* GroupBys read: names and base feature counts */
+    const char **read_gb;
+    size_t *read_nfeat;
     int refs;                       /* atomic */
     pthread_mutex_t mu;             /* pool */
     void *pool[POOL_MAX];
@@ -44,6 +51,8 @@ typedef struct help_job {
 struct tsr_serving {
     tsr_tile_read_fn read;
     void *read_ud;
+    tsr_tile_read_many_fn many;     /* batched serving, or NULL */
+    void *many_ud;
     /* the helper thread (tsr_serving_set_helper) */
     int helper_on;
     pthread_t helper;
@@ -74,6 +83,8 @@ static void item_free(tsr_serving_item_t *it) {
     }
     for (size_t i = 0; i < it->nparts; i++) free((char *)it->out_names[it->nout + i]);
     free(it->out_names);
+    free(it->read_gb);
+    free(it->read_nfeat);
     tsr_join_online_free(it->join);
     tsr_gb_serve_free(it->gb);
     tsr_config_free(it->conf);
@@ -112,6 +123,13 @@ int tsr_serving_prepare(tsr_config_t *conf, const char *warehouse, int64_t day_h
                 snprintf(s, n, "%s_exception", pn);
                 it->out_names[it->nout + i] = s;
             }
+            it->nreads = it->nparts;
+            it->read_gb = tsr_calloc(it->nparts + 1, sizeof(char *));
+            it->read_nfeat = tsr_calloc(it->nparts + 1, sizeof(size_t));
+            for (size_t i = 0; i < it->nparts; i++) {
+                it->read_gb[i] = tsr_join_online_part_group_by(it->join, i);
+                it->read_nfeat[i] = tsr_join_online_part_nfeatures(it->join, i);
+            }
         }
     } else if (conf->kind == TSR_CONF_GROUP_BY) {
         rc = tsr_gb_serve_build(conf->group_by, warehouse, day_hi, &it->gb, err);
@@ -119,6 +137,11 @@ int tsr_serving_prepare(tsr_config_t *conf, const char *warehouse, int64_t day_h
             it->nout = tsr_gb_serve_noutputs(it->gb);
             it->out_names = tsr_calloc(it->nout + 1, sizeof(char *));
             for (size_t i = 0; i < it->nout; i++) it->out_names[i] = tsr_gb_serve_output(it->gb, i);
+            it->nreads = 1;
+            it->read_gb = tsr_calloc(1, sizeof(char *));
+            it->read_nfeat = tsr_calloc(1, sizeof(size_t));
+            it->read_gb[0] = tsr_config_metadata(conf)->name;
+            it->read_nfeat[0] = tsr_gb_serve_nfeatures(it->gb);
         }
     }
     if (rc) {
@@ -153,10 +176,8 @@ static void ctx_put(tsr_serving_item_t *it, void *c) {
 
 /* ---------------------------------------------------------------- registry of items */
 
-tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud) {
+static tsr_serving_t *serving_new(void) {
     tsr_serving_t *s = tsr_calloc(1, sizeof(*s));
-    s->read = read;
-    s->read_ud = read_ud;
     pthread_rwlock_init(&s->lock, NULL);
     pthread_mutex_init(&s->h_mu, NULL);
     pthread_cond_init(&s->h_cv, NULL);
@@ -165,10 +186,24 @@ tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud) {
     return s;
 }
 
+tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud) {
+    tsr_serving_t *s = serving_new();
+    s->read = read;
+    s->read_ud = read_ud;
+    return s;
+}
+
+tsr_serving_t *tsr_serving_new_many(tsr_tile_read_many_fn many, void *ud) {
+    tsr_serving_t *s = serving_new();
+    s->many = many;
+    s->many_ud = ud;
+    return s;
+}
+
 static void *helper_main(void *arg);
 
 int tsr_serving_set_helper(tsr_serving_t *s, int on) {
-    if (!on || s->helper_on) return 0;
+    if (!on || s->helper_on || s->many) return 0; /* batched serving: one thread per request */
     if (pthread_create(&s->helper, NULL, helper_main, s) != 0) return TSR_EINTERNAL;
     s->helper_on = 1;
     return 0;
@@ -280,6 +315,102 @@ void tsr_serving_stats(tsr_serving_t *s, tsr_serving_stats_t *out) {
     out->part_errors = __atomic_load_n(&s->st.part_errors, __ATOMIC_RELAXED);
 }
 
+/* ---------------------------------------------------------------- readers */
+
+typedef struct reader {
+    tsr_tile_read_fn fn;
+    void *ud;
+    int count;                      /* add to the stats (not in pass 1) */
+} reader_t;
+
+/* The reads of one request, for batched serving. */
+typedef struct batch {
+    const tsr_serving_item_t *it;
+    tsr_tile_read_req_t *reqs;      /* in the request's arena */
+    size_t n, cap;
+    size_t next;                    /* pass 2: the next read to hand back */
+} batch_t;
+
+static size_t item_nfeat(const tsr_serving_item_t *it, const char *gb, int *found) {
+    for (size_t i = 0; i < it->nreads; i++)
+        if (it->read_gb[i] == gb || strcmp(it->read_gb[i], gb) == 0) {
+            *found = 1;
+            return it->read_nfeat[i];
+        }
+    *found = 0;
+    return 0;
+}
+
+/* Pass 1: records the read (key copied: the plan reuses its key buffer) and answers nulls. */
+static int collect_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                        tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    batch_t *b = ud;
+    int found;
+    size_t nout = item_nfeat(b->it, gb, &found);
+    if (!found) return tsr_error_set(err, TSR_EINTERNAL, "internal error: %s is not read by this plan", gb);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 64;
+        tsr_tile_read_req_t *v = tsr_arena_alloc(arena, cap * sizeof(*v));
+        if (b->n) memcpy(v, b->reqs, b->n * sizeof(*v));
+        b->reqs = v;
+        b->cap = cap;
+    }
+    tsr_tile_read_req_t *r = &b->reqs[b->n++];
+    memset(r, 0, sizeof *r);
+    r->gb = gb;
+    void *k = tsr_arena_alloc(arena, klen ? klen : 1);
+    if (klen) memcpy(k, key, klen);
+    r->key = k;
+    r->klen = klen;
+    r->q = q;
+    r->nout = nout;
+    r->out = tsr_arena_alloc(arena, (nout ? nout : 1) * sizeof(tsr_value_t));
+    for (size_t f = 0; f < nout; f++) r->out[f] = out[f] = tsr_value_null();
+    return 0;
+}
+
+/* Pass 2: hands back the answer of the same read of pass 1. */
+static int replay_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                       tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    (void)arena;
+    batch_t *b = ud;
+    if (b->next >= b->n)
+        return tsr_error_set(err, TSR_EINTERNAL, "internal error: read %zu of %s, but pass 1 collected %zu reads",
+                             b->next + 1, gb, b->n);
+    const tsr_tile_read_req_t *r = &b->reqs[b->next++];
+    if (strcmp(r->gb, gb) != 0 || r->klen != klen || (klen && memcmp(r->key, key, klen) != 0) || r->q != q)
+        return tsr_error_set(err, TSR_EINTERNAL,
+                             "internal error: read %zu is of %s at %lld, pass 1 collected one of %s at %lld",
+                             b->next, gb, (long long)q, r->gb, (long long)r->q);
+    if (r->status)
+        return tsr_error_set(err, r->status, "%s", r->error ? r->error : tsr_strerror(r->status));
+    memcpy(out, r->out, r->nout * sizeof(*out));
+    return 0;
+}
+
+static int64_t mono_ms(void);
+
+/* One call to many for every collected read. A failure of the call fails every read it did not
+ * answer; it never fails the request (the deadline check of pass 2 does, when it has passed). */
+static void batch_run(tsr_serving_t *s, batch_t *b, int64_t deadline, tsr_arena_t *arena) {
+    if (b->n == 0) return;
+    int64_t timeout = INT64_MAX;
+    if (deadline != INT64_MAX) {
+        timeout = deadline - mono_ms();
+        if (timeout < 0) timeout = 0;
+    }
+    tsr_error_t e;
+    tsr_error_clear(&e);
+    int rc = s->many(s->many_ud, b->reqs, b->n, timeout, arena, &e);
+    if (rc == 0) return;
+    const char *msg = tsr_arena_strdup(arena, e.msg[0] ? e.msg : tsr_strerror(rc));
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->reqs[i].status) {
+            b->reqs[i].status = rc;
+            b->reqs[i].error = msg;
+        }
+}
+
 /* ---------------------------------------------------------------- one row */
 
 typedef struct row_res {
@@ -290,15 +421,15 @@ typedef struct row_res {
     tsr_value_t *vals;
 } row_res_t;
 
-static void fetch_row(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const char *const *names,
-                      const tsr_value_t *keys, size_t nk, int64_t q, row_res_t *r,
-                      tsr_arena_t *arena) {
+static void fetch_row(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const reader_t *rd,
+                      const char *const *names, const tsr_value_t *keys, size_t nk, int64_t q,
+                      row_res_t *r, tsr_arena_t *arena) {
     memset(r, 0, sizeof *r);
     r->names = it->out_names;
     if (it->join) {
         r->vals = tsr_arena_alloc(arena, (it->nout + it->nparts + 1) * sizeof(tsr_value_t));
         const char **perr = tsr_arena_alloc(arena, (it->nparts + 1) * sizeof(char *));
-        int rc = tsr_join_online_fetch(ctx, names, keys, nk, q, s->read, s->read_ud, r->vals, perr, arena);
+        int rc = tsr_join_online_fetch(ctx, names, keys, nk, q, rd->fn, rd->ud, r->vals, perr, arena);
         if (rc) {
             r->error = tsr_arena_printf(arena, "%s", tsr_strerror(rc));
             return;
@@ -309,7 +440,7 @@ static void fetch_row(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const
         const char **nn = NULL;
         for (size_t p = 0; p < it->nparts; p++) {
             if (!perr[p]) continue;
-            __atomic_add_fetch(&s->st.part_errors, 1, __ATOMIC_RELAXED);
+            if (rd->count) __atomic_add_fetch(&s->st.part_errors, 1, __ATOMIC_RELAXED);
             if (!nn) {
                 nn = tsr_arena_alloc(arena, (it->nout + it->nparts) * sizeof(char *));
                 memcpy(nn, it->out_names, it->nout * sizeof(char *));
@@ -322,7 +453,7 @@ static void fetch_row(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const
         r->vals = tsr_arena_alloc(arena, (it->nout + 1) * sizeof(tsr_value_t));
         tsr_error_t e;
         tsr_error_clear(&e);
-        if (tsr_gb_serve_fetch(ctx, names, keys, nk, q, s->read, s->read_ud, r->vals, arena, &e)) {
+        if (tsr_gb_serve_fetch(ctx, names, keys, nk, q, rd->fn, rd->ud, r->vals, arena, &e)) {
             r->error = tsr_arena_strdup(arena, e.msg);
             return;
         }
@@ -351,7 +482,7 @@ static int64_t mono_ms(void) {
 }
 
 /* Rows [lo, hi) of a request into results[lo, hi) (allocated in arena). */
-static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx,
+static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const reader_t *rd,
                          const Tessera__V1__FetchRequest *rq, size_t lo, size_t hi, int64_t now,
                          int64_t deadline, Tessera__V1__FetchResult **results, tsr_arena_t *arena,
                          tsr_error_t *err) {
@@ -360,15 +491,19 @@ static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx,
             return tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded after %zu of %zu rows", i,
                                  rq->n_rows);
         const Tessera__V1__FetchRow *row = rq->rows[i];
-        Tessera__V1__FetchResult *res = tsr_arena_alloc(arena, sizeof *res);
-        tessera__v1__fetch_result__init(res);
-        results[i] = res;
         size_t nk = row ? row->n_keys : 0;
         const char **names = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(char *));
         tsr_value_t *keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(tsr_value_t));
-        res->n_entity_keys = nk;
-        res->entity_keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(*res->entity_keys));
-        for (size_t k = 0; k < nk; k++) {
+        /* pass 1 of batched serving only collects reads: no result to build */
+        Tessera__V1__FetchResult *res = NULL;
+        if (rd->count) {
+            res = tsr_arena_alloc(arena, sizeof *res);
+            tessera__v1__fetch_result__init(res);
+            results[i] = res;
+            res->n_entity_keys = nk;
+            res->entity_keys = tsr_arena_alloc(arena, (nk ? nk : 1) * sizeof(*res->entity_keys));
+        }
+        for (size_t k = 0; k < nk && res; k++) {
             Tessera__V1__FetchResult__EntityKeysEntry *e = tsr_arena_alloc(arena, sizeof *e);
             tessera__v1__fetch_result__entity_keys_entry__init(e);
             e->key = row->keys[k]->key;
@@ -383,17 +518,18 @@ static int fetch_rows_pb(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx,
                 bad = tsr_arena_printf(arena, "key '%s' must be a scalar, got a %s", names[k],
                                        keys[k].kind == TSR_LIST ? "list" : "map");
         }
-        __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
+        if (rd->count) __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
         row_res_t r;
         if (bad) {
             memset(&r, 0, sizeof r);
             r.error = bad;
         } else {
             int64_t q = row->at_case == TESSERA__V1__FETCH_ROW__AT_AT_MILLIS ? row->at_millis : now;
-            fetch_row(s, it, ctx, names, keys, nk, q, &r, arena);
+            fetch_row(s, it, ctx, rd, names, keys, nk, q, &r, arena);
         }
+        if (!res) continue;
         if (!r.ok) {
-            __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
+            if (rd->count) __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
             res->status = TESSERA__V1__ROW_STATUS__FAILURE;
             res->error = (char *)r.error;
             continue;
@@ -419,7 +555,8 @@ static void *helper_main(void *arg) {
         tsr_arena_reset(&s->h_arena);
         tsr_error_clear(&j->err);
         void *ctx = ctx_get(j->it);
-        j->rc = fetch_rows_pb(s, j->it, ctx, j->rq, j->lo, j->hi, j->now, j->deadline, j->results,
+        reader_t rd = {s->read, s->read_ud, 1};
+        j->rc = fetch_rows_pb(s, j->it, ctx, &rd, j->rq, j->lo, j->hi, j->now, j->deadline, j->results,
                               &s->h_arena, &j->err);
         ctx_put(j->it, ctx);
         pthread_mutex_lock(&s->h_mu);
@@ -463,7 +600,19 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
         }
         pthread_mutex_unlock(&s->h_mu);
     }
-    int rc = fetch_rows_pb(s, it, ctx, rq, 0, mid, now, deadline, out.results, arena, err);
+    int rc;
+    if (s->many) {
+        batch_t b = {it, NULL, 0, 0, 0};
+        reader_t r1 = {collect_read, &b, 0}, r2 = {replay_read, &b, 1};
+        rc = fetch_rows_pb(s, it, ctx, &r1, rq, 0, mid, now, deadline, out.results, arena, err);
+        if (rc == 0) {
+            batch_run(s, &b, deadline, arena);
+            rc = fetch_rows_pb(s, it, ctx, &r2, rq, 0, mid, now, deadline, out.results, arena, err);
+        }
+    } else {
+        reader_t rd = {s->read, s->read_ud, 1};
+        rc = fetch_rows_pb(s, it, ctx, &rd, rq, 0, mid, now, deadline, out.results, arena, err);
+    }
     if (helped) {
         pthread_mutex_lock(&s->h_mu);
         while (!job.done) pthread_cond_wait(&s->h_done_cv, &s->h_mu);
@@ -486,16 +635,9 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
 
 /* ---------------------------------------------------------------- HTTP */
 
-int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,
-                           const tsr_http_fetch_row_t *rows, size_t nrows,
-                           tsr_http_fetch_result_t *results, tsr_arena_t *arena,
-                           tsr_error_t *err) {
-    tsr_serving_t *s = ud;
-    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
-    tsr_serving_item_t *it = acquire(s, kind == TSR_HTTP_FETCH_JOIN, name, err);
-    if (!it) return TSR_ENOTFOUND;
-    void *ctx = ctx_get(it);
-    int64_t now = now_ms();
+static void http_rows(tsr_serving_t *s, tsr_serving_item_t *it, void *ctx, const reader_t *rd,
+                      const tsr_http_fetch_row_t *rows, size_t nrows, int64_t now,
+                      tsr_http_fetch_result_t *results, tsr_arena_t *arena) {
     for (size_t i = 0; i < nrows; i++) {
         const tsr_value_t *km = &rows[i].keys;
         size_t nk = km->kind == TSR_MAP ? km->len : 0;
@@ -506,11 +648,12 @@ int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *nam
             names[k] = tsr_arena_strndup(arena, kv->u.s, kv->len);
             keys[k] = km->u.items[2 * k + 1];
         }
-        __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
+        if (rd->count) __atomic_add_fetch(&s->st.rows, 1, __ATOMIC_RELAXED);
         row_res_t r;
-        fetch_row(s, it, ctx, names, keys, nk, rows[i].has_at_millis ? rows[i].at_millis : now, &r, arena);
+        fetch_row(s, it, ctx, rd, names, keys, nk, rows[i].has_at_millis ? rows[i].at_millis : now, &r, arena);
+        if (!rd->count) continue; /* pass 1: reads collected, nothing to answer yet */
         if (!r.ok) {
-            __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
+            if (rd->count) __atomic_add_fetch(&s->st.row_failures, 1, __ATOMIC_RELAXED);
             results[i].ok = 0;
             results[i].error = r.error;
             continue;
@@ -522,6 +665,28 @@ int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *nam
         }
         results[i].ok = 1;
         results[i].features = tsr_value_map(items, r.n);
+    }
+}
+
+int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,
+                           const tsr_http_fetch_row_t *rows, size_t nrows,
+                           tsr_http_fetch_result_t *results, tsr_arena_t *arena,
+                           tsr_error_t *err) {
+    tsr_serving_t *s = ud;
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    tsr_serving_item_t *it = acquire(s, kind == TSR_HTTP_FETCH_JOIN, name, err);
+    if (!it) return TSR_ENOTFOUND;
+    void *ctx = ctx_get(it);
+    int64_t now = now_ms();
+    if (s->many) {
+        batch_t b = {it, NULL, 0, 0, 0};
+        reader_t r1 = {collect_read, &b, 0}, r2 = {replay_read, &b, 1};
+        http_rows(s, it, ctx, &r1, rows, nrows, now, results, arena);
+        batch_run(s, &b, INT64_MAX, arena);
+        http_rows(s, it, ctx, &r2, rows, nrows, now, results, arena);
+    } else {
+        reader_t rd = {s->read, s->read_ud, 1};
+        http_rows(s, it, ctx, &rd, rows, nrows, now, results, arena);
     }
     ctx_put(it, ctx);
     item_unref(it);

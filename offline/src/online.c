@@ -89,6 +89,10 @@ const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size
     return p->parts[i].entity ? NULL : &p->parts[i].tiles;
 }
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i) { return p->parts[i].name; }
+const char *tsr_join_online_part_group_by(const tsr_join_online_t *p, size_t i) {
+    return p->parts[i].tiles.name;
+}
+size_t tsr_join_online_part_nfeatures(const tsr_join_online_t *p, size_t i) { return p->parts[i].nout; }
 size_t tsr_join_online_noutputs(const tsr_join_online_t *p) { return p->jp.deriv.nout; }
 const char *tsr_join_online_output(const tsr_join_online_t *p, size_t i) {
     return p->jp.deriv.out[i].name;
@@ -255,6 +259,7 @@ const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p) {
     return p->plan.entity || p->plan.passthrough ? NULL : &p->tiles;
 }
 size_t tsr_gb_serve_noutputs(const tsr_gb_serve_t *p) { return p->plan.deriv.nout; }
+size_t tsr_gb_serve_nfeatures(const tsr_gb_serve_t *p) { return p->plan.nfeat; }
 const char *tsr_gb_serve_output(const tsr_gb_serve_t *p, size_t i) { return p->plan.deriv.out[i].name; }
 
 tsr_gb_serve_ctx_t *tsr_gb_serve_ctx_new(const tsr_gb_serve_t *p) {

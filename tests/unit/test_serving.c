@@ -4,7 +4,8 @@
  * fails only its part ("<part>_exception"), a GroupBy fetch names features plainly, unknown
  * names and kind mismatches are NOT_FOUND, bad bytes are INVALID_ARGUMENT, a passed deadline
  * is DEADLINE_EXCEEDED, replacing an item while it is held is safe, and the HTTP callback
- * answers the same rows.
+ * answers the same rows. Batched serving (tsr_serving_new_many: two passes, one `many` call per
+ * request) answers byte for byte what single reads answer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +23,8 @@ static void setup(void) {
     snprintf(wh, sizeof wh, "/tmp/tsr_serving_XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(wh));
     char p[512];
-    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01"};
-    for (int i = 0; i < 3; i++) {
+    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01", "t/snap", "t/snap/ds=2024-01-01"};
+    for (int i = 0; i < 5; i++) {
         snprintf(p, sizeof p, "%s/%s", wh, dirs[i]);
         mkdir(p, 0755);
     }
@@ -34,6 +35,14 @@ static void setup(void) {
     snprintf(p, sizeof p, "%s/t/ev/ds=2024-01-01/part-0.csv", wh);
     f = fopen(p, "w");
     fputs("user,shop,v,ts\n", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/t/snap/_schema.json", wh);
+    f = fopen(p, "w");
+    fputs("{\"user\": \"string\", \"tier\": \"string\", \"score\": \"long\", \"ts\": \"long\"}", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/t/snap/ds=2024-01-01/part-0.csv", wh);
+    f = fopen(p, "w");
+    fputs("user,tier,score,ts\n", f);
     fclose(f);
 }
 
@@ -239,6 +248,182 @@ END_TEST
 
 /* The helper thread answers a large request's second half: the response bytes are the same as
  * without it, and a passed deadline still fails the call. */
+/* ---- batched reads */
+
+/* An entity GroupBy (stored values of a snapshot table: tier, score) and a Join of four parts:
+ * tiles by user, tiles by shop (prefixed), the entity part, and a part whose reads fail. */
+#define ENT_GB                                                                                     \
+    "{\"metaData\": {\"name\": \"t.ent.v1\"}, \"sources\": [{\"entities\": {\"snapshotTable\": "      \
+    "\"t.snap\", \"query\": {\"selects\": {\"user\": \"user\", \"tier\": \"tier\", \"score\": "         \
+    "\"score\"}, \"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"user\"]}"
+
+static const char *join4_json =
+    "{\"metaData\": {\"name\": \"t.join4.v1\"}, \"left\": {\"events\": {\"table\": \"t.ev\", "
+    "\"query\": {\"selects\": {\"user\": \"user\", \"shop\": \"shop\"}, \"timeColumn\": \"ts\"}}}, "
+    "\"joinParts\": [{\"groupBy\": " GB("t.by_user.v1", "user") "}, {\"prefix\": \"s\", \"groupBy\": "
+    GB("t.by_shop.v1", "shop") "}, {\"prefix\": \"e\", \"groupBy\": " ENT_GB "}, {\"prefix\": \"b\", "
+    "\"groupBy\": " GB("t.broken.v1", "shop") "}], \"derivations\": [{\"name\": \"*\", \"expression\": "
+    "\"*\"}, {\"name\": \"double_sum\", \"expression\": \"t_by_user_v1_v_sum_1d * 2\"}, "
+    "{\"name\": \"tier_len\", \"expression\": \"length(e_t_ent_v1_tier)\"}]}";
+
+/* Reads by GroupBy: tiles as fake_read; the entity GroupBy's two stored values from the key. */
+static int fake_read2(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
+                      tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    if (strcmp(gb, "t.ent.v1") != 0) return fake_read(ud, gb, key, klen, q, out, arena, err);
+    if (klen % 3 == 0) return 0; /* "not stored": nulls */
+    char *t = tsr_arena_printf(arena, "tier%zu", klen);
+    out[0] = tsr_value_string(t, strlen(t));
+    out[1] = tsr_value_long((int64_t)klen);
+    return 0;
+}
+
+typedef struct many_stats {
+    int calls;
+    size_t reads;
+    int fail_all;                   /* the call itself fails */
+} many_stats_t;
+
+/* `many` over fake_read2, checking each read's output count. */
+static int fake_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t timeout_ms,
+                     tsr_arena_t *arena, tsr_error_t *err) {
+    (void)timeout_ms;
+    many_stats_t *st = ud;
+    st->calls++;
+    st->reads += n;
+    if (st->fail_all) return tsr_error_set(err, TSR_EUNAVAIL, "every worker is down");
+    for (size_t i = 0; i < n; i++) {
+        tsr_tile_read_req_t *r = &reqs[i];
+        if (r->nout != 2) ck_abort_msg("read %zu of %s: nout %zu, want 2", i, r->gb, r->nout);
+        tsr_error_t e;
+        tsr_error_clear(&e);
+        r->status = fake_read2(NULL, r->gb, r->key, r->klen, r->q, r->out, arena, &e);
+        if (r->status) r->error = tsr_arena_strdup(arena, e.msg);
+    }
+    return 0;
+}
+
+/* Same bytes from single reads and from batched reads, for Joins with several parts (tiles,
+ * entity, failing), missing key columns, derivations and GroupBy fetches; one many call per
+ * request; the same stats; HTTP the same; a failing many call turns into part exceptions. */
+START_TEST(test_many_same_answers) {
+    setup();
+    many_stats_t ms = {0, 0, 0};
+    tsr_serving_t *a = tsr_serving_new(fake_read2, NULL), *b = tsr_serving_new_many(fake_many, &ms);
+    const char *confs[] = {join_json, join4_json, GB("t.by_user.v1", "user"), ENT_GB};
+    for (int i = 0; i < 4; i++) {
+        install(a, confs[i]);
+        install(b, confs[i]);
+    }
+    char specs[80][64];
+    const char *rows[80];
+    for (int i = 0; i < 80; i++) {
+        switch (i % 5) {
+        case 0: snprintf(specs[i], sizeof specs[i], "user=u%d@%d", i, 1000 + i); break;
+        case 1: snprintf(specs[i], sizeof specs[i], "user=uu%d,shop=s%d@%d", i, i * 7, 1000 + 3 * i); break;
+        case 2: snprintf(specs[i], sizeof specs[i], "shop=s%d@%d", i, 86400000 + i); break;
+        case 3: snprintf(specs[i], sizeof specs[i], "user=,shop=x@%d", 5 + i); break;
+        default: snprintf(specs[i], sizeof specs[i], "other=1,user=abc%d,shop=s@%d", i, 1000); break;
+        }
+        rows[i] = specs[i];
+    }
+    const struct {
+        int join;
+        const char *name;
+    } cases[] = {{1, "t.join.v1"}, {1, "t.join4.v1"}, {0, "t.by_user.v1"}, {0, "t.ent.v1"}};
+    tsr_buf_t req, ra, rb;
+    tsr_buf_init(&req);
+    tsr_buf_init(&ra);
+    tsr_buf_init(&rb);
+    tsr_arena_t x, y;
+    tsr_arena_init(&x, 4096);
+    tsr_arena_init(&y, 4096);
+    tsr_error_t err;
+    for (size_t c = 0; c < 4; c++) {
+        for (size_t nrows = 0; nrows <= 80; nrows += 40) {
+            request(cases[c].name, rows, nrows ? nrows : 1, &req);
+            tsr_buf_clear(&ra);
+            tsr_buf_clear(&rb);
+            tsr_arena_reset(&x);
+            tsr_arena_reset(&y);
+            int calls = ms.calls;
+            ck_assert_int_eq(tsr_serving_fetch_pb(a, cases[c].join, req.data, req.len, NO_DEADLINE, &ra, &x, &err), 0);
+            ck_assert_msg(tsr_serving_fetch_pb(b, cases[c].join, req.data, req.len, NO_DEADLINE, &rb, &y, &err) == 0,
+                          "%s", err.msg);
+            ck_assert_msg(ra.len == rb.len && memcmp(ra.data, rb.data, ra.len) == 0, "%s, %zu rows: answers differ",
+                          cases[c].name, nrows);
+            ck_assert_int_le(ms.calls, calls + 1);
+        }
+    }
+    tsr_serving_stats_t sa, sb;
+    tsr_serving_stats(a, &sa);
+    tsr_serving_stats(b, &sb);
+    ck_assert_uint_eq(sa.rows, sb.rows);
+    ck_assert_uint_eq(sa.row_failures, sb.row_failures);
+    ck_assert_uint_eq(sa.part_errors, sb.part_errors);
+    ck_assert_uint_gt(sb.part_errors, 0);
+    ck_assert_uint_gt(ms.reads, 0);
+
+    /* the Join of four parts: entity values, the failing part's exception, a derivation */
+    request("t.join4.v1", rows + 1, 1, &req);
+    tsr_buf_clear(&rb);
+    ck_assert_int_eq(tsr_serving_fetch_pb(b, 1, req.data, req.len, NO_DEADLINE, &rb, &y, &err), 0);
+    Tessera__V1__FetchResponse *r = tessera__v1__fetch_response__unpack(NULL, rb.len, rb.data);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->results[0]->status, TESSERA__V1__ROW_STATUS__SUCCESS);
+    ck_assert_ptr_nonnull(feature(r->results[0], "e_t_ent_v1_score"));
+    ck_assert_ptr_nonnull(feature(r->results[0], "tier_len"));
+    ck_assert_str_eq(feature(r->results[0], "b_exception")->string_value, "disk on fire");
+    ck_assert_ptr_null(feature(r->results[0], "e_exception"));
+    tessera__v1__fetch_response__free_unpacked(r, NULL);
+
+    /* HTTP: the same features */
+    tsr_http_fetch_row_t *hrows;
+    size_t nh;
+    const char *body = "[{\"user\": \"abc\", \"shop\": \"sh\", \"at_millis\": 1000}, {\"user\": \"q\"}]";
+    ck_assert_int_eq(tsr_http_fetch_parse(body, strlen(body), &x, &hrows, &nh, &err), 0);
+    tsr_http_fetch_result_t res[2];
+    hrows[1].has_at_millis = 1; /* "now" would differ between the two calls */
+    hrows[1].at_millis = 777;
+    ck_assert_int_eq(tsr_serving_fetch_http(a, TSR_HTTP_FETCH_JOIN, "t.join4.v1", hrows, nh, res, &x, &err), 0);
+    tsr_buf_clear(&ra);
+    tsr_http_fetch_write_response(hrows, res, nh, &ra);
+    ck_assert_int_eq(tsr_serving_fetch_http(b, TSR_HTTP_FETCH_JOIN, "t.join4.v1", hrows, nh, res, &y, &err), 0);
+    tsr_buf_clear(&rb);
+    tsr_http_fetch_write_response(hrows, res, nh, &rb);
+    ck_assert_str_eq(tsr_buf_cstr(&ra), tsr_buf_cstr(&rb));
+
+    /* a failed many call: every part that read has an exception with its message */
+    ms.fail_all = 1;
+    request("t.join4.v1", rows + 1, 1, &req);
+    tsr_buf_clear(&rb);
+    ck_assert_int_eq(tsr_serving_fetch_pb(b, 1, req.data, req.len, NO_DEADLINE, &rb, &y, &err), 0);
+    r = tessera__v1__fetch_response__unpack(NULL, rb.len, rb.data);
+    ck_assert_str_eq(feature(r->results[0], "e_exception")->string_value, "every worker is down");
+    ck_assert_str_eq(feature(r->results[0], "s_exception")->string_value, "every worker is down");
+    tessera__v1__fetch_response__free_unpacked(r, NULL);
+    /* GroupBy: the row fails with it */
+    request("t.by_user.v1", rows, 1, &req);
+    tsr_buf_clear(&rb);
+    ck_assert_int_eq(tsr_serving_fetch_pb(b, 0, req.data, req.len, NO_DEADLINE, &rb, &y, &err), 0);
+    r = tessera__v1__fetch_response__unpack(NULL, rb.len, rb.data);
+    ck_assert_int_eq(r->results[0]->status, TESSERA__V1__ROW_STATUS__FAILURE);
+    ck_assert_str_eq(r->results[0]->error, "every worker is down");
+    tessera__v1__fetch_response__free_unpacked(r, NULL);
+    /* a passed deadline */
+    ck_assert_int_eq(tsr_serving_fetch_pb(b, 1, req.data, req.len, 0, &rb, &y, &err), TSR_ENOTFOUND);
+    request("t.join4.v1", rows, 2, &req);
+    ck_assert_int_eq(tsr_serving_fetch_pb(b, 1, req.data, req.len, 0, &rb, &y, &err), TSR_ETIMEOUT);
+    tsr_buf_free(&req);
+    tsr_buf_free(&ra);
+    tsr_buf_free(&rb);
+    tsr_arena_free(&x);
+    tsr_arena_free(&y);
+    tsr_serving_free(a);
+    tsr_serving_free(b);
+    teardown();
+}
+END_TEST
+
 START_TEST(test_helper_same_answers) {
     setup();
     tsr_serving_t *a = tsr_serving_new(fake_read, NULL), *b = tsr_serving_new(fake_read, NULL);
@@ -348,6 +533,7 @@ static Suite *serving_suite(void) {
     tcase_add_test(tc, test_fetch_join_and_group_by);
     tcase_add_test(tc, test_helper_same_answers);
     tcase_add_test(tc, test_fuzz_requests);
+    tcase_add_test(tc, test_many_same_answers);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,8 +1,9 @@
 /*
  * serving.h — the fetch side of a server (SPEC §6 "Fetch"): compiled plans per Join and
  * GroupBy name, and the fetch handlers that answer gRPC FeatureService calls and the HTTP/JSON
- * endpoints from them. Where tile values come from is the caller's (a tsr_tile_read_fn): the
- * embedded default reads its local tile store, the cluster fetcher will call workers.
+ * endpoints from them. Where tile values come from is the caller's: a tsr_tile_read_fn (one
+ * read at a time; the embedded default reads its local tile store), or a tsr_tile_read_many_fn
+ * (every read of a request in one call; the cluster fetcher sends one ReadPartition per owner).
  *
  * Design:
  *   - An item is one applied config compiled for serving (its tsr_config_t, and the Join or
@@ -16,6 +17,15 @@
  *   - Row results: Success with every feature (null ones as null) and a
  *     "<part>_exception" string for each Join part that failed (Chronon's convention); Failure
  *     with an error when the row as a whole cannot be served (GroupBy: a missing key column).
+ *   - Batched reads (tsr_serving_new_many): a request runs twice over the same plans. Pass 1
+ *     reads through a collecting read fn (records every (gb, key, q) in order and answers
+ *     nulls; its rows are thrown away); then one call to `many` answers every read of every
+ *     row; pass 2 reads through a replaying fn that hands the answers back in order. Plans read
+ *     deterministically (which reads a row makes depends only on the request's keys and q),
+ *     so pass 2 makes the same reads; the replay still checks gb, key and q of each one and
+ *     fails the read as an internal error on a mismatch. A failed read becomes its Join part's
+ *     exception (GroupBy fetch: the row's Failure), as with single reads. Only pass 2 counts
+ *     in the stats. The helper thread is not used in this mode.
  */
 #ifndef TSR_SERVING_H
 #define TSR_SERVING_H
@@ -32,7 +42,30 @@
 typedef struct tsr_serving tsr_serving_t;
 typedef struct tsr_serving_item tsr_serving_item_t;
 
+/* One read of a batch (see tsr_tile_read_many_fn). */
+typedef struct tsr_tile_read_req {
+    const char *gb;                 /* GroupBy name (borrowed from the serving plan) */
+    const void *key;                /* encoded key: the value.h encoding of the GroupBy's key
+                                       values (as tsr_tile_read_fn gets it); in the arena */
+    size_t klen;
+    int64_t q;
+    tsr_value_t *out;               /* the GroupBy's outputs, filled by the callee: nout values
+                                       (nulls on entry; allocate strings etc. in the arena) */
+    size_t nout;                    /* the GroupBy's base features (what one read returns) */
+    int status;                     /* 0, or a negative TSR code ... */
+    const char *error;              /* ... with a message (arena; NULL: tsr_strerror(status)) */
+} tsr_tile_read_req_t;
+
+/* Answers reqs[0 .. n), every read of one request (all its rows), in one call. Each read's
+ * failure is its own (status + error). Returning a negative code (err set) fails every read
+ * still without a status with that error. timeout_ms: the request's remaining deadline
+ * (>= INT64_MAX / 2: none). arena is the request's, used by this thread only. */
+typedef int (*tsr_tile_read_many_fn)(void *ud, tsr_tile_read_req_t *reqs, size_t n,
+                                     int64_t timeout_ms, tsr_arena_t *arena, tsr_error_t *err);
+
 tsr_serving_t *tsr_serving_new(tsr_tile_read_fn read, void *read_ud);
+/* Serving whose fetches read in batches (two passes per request, see the design above). */
+tsr_serving_t *tsr_serving_new_many(tsr_tile_read_many_fn many, void *ud);
 /* With on = 1, starts a helper thread: a gRPC fetch of 16 rows or more hands its second half
  * to it when it is free, so a large request uses two cores (100-entity requests: about half
  * the latency on an idle 2-core machine). Returns 0 or TSR_EINTERNAL. */

@@ -38,6 +38,10 @@ size_t tsr_join_online_nparts(const tsr_join_online_t *p);
 const tsr_tile_gb_t *tsr_join_online_part_tiles(const tsr_join_online_t *p, size_t i);
 /* The part's name for `<name>_exception` errors: its prefix, else its GroupBy's clean name. */
 const char *tsr_join_online_part_name(const tsr_join_online_t *p, size_t i);
+/* Part i's GroupBy name (what its reads carry as gb) and its number of base features (the
+ * values a read fills). */
+const char *tsr_join_online_part_group_by(const tsr_join_online_t *p, size_t i);
+size_t tsr_join_online_part_nfeatures(const tsr_join_online_t *p, size_t i);
 
 /* Output features, in order (after derivations; no ts, ds or left columns). */
 size_t tsr_join_online_noutputs(const tsr_join_online_t *p);
@@ -66,6 +70,8 @@ void tsr_gb_serve_free(tsr_gb_serve_t *p);
 /* Its tile columns, or NULL for an entity GroupBy (read as stored values, see above). */
 const tsr_tile_gb_t *tsr_gb_serve_tiles(const tsr_gb_serve_t *p);
 size_t tsr_gb_serve_noutputs(const tsr_gb_serve_t *p);
+/* Base features: the values one read fills (before derivations). */
+size_t tsr_gb_serve_nfeatures(const tsr_gb_serve_t *p);
 const char *tsr_gb_serve_output(const tsr_gb_serve_t *p, size_t i);
 tsr_gb_serve_ctx_t *tsr_gb_serve_ctx_new(const tsr_gb_serve_t *p);
 void tsr_gb_serve_ctx_free(tsr_gb_serve_ctx_t *c);
