@@ -797,11 +797,7 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
  * entry points at its day entry, so an event costs one lookup. All of
  * it lives in one bulk arena (huge pages: few page faults, no copying as it grows) and is
  * dropped at once after the flush. */
-typedef struct raw_chunk {
-    struct raw_chunk *next;
-    uint32_t len;
-    uint8_t data[];
-} raw_chunk_t;
+typedef tsr__raw_chunk_t raw_chunk_t; /* tile_store_int.h: reads walk the chains */
 
 typedef struct slot_node {
     raw_chunk_t *raw_head, *raw_tail;
@@ -993,9 +989,15 @@ static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t 
     }
 }
 
-void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out) {
+int tsr__pend_visit(const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr__pend_slot_fn fn, void *ud) {
     const rec_entry_t *e = pend_find(p, k, kl);
-    if (e) encode_entry(g, e, out);
+    if (!e) return 0;
+    for (int slot = 0; slot < e->nslots; slot++) {
+        const slot_node_t *n = e->slots[slot];
+        int rc = n ? fn(ud, slot, n->blk, n->raw_head) : 0;
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
