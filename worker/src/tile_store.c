@@ -847,9 +847,10 @@ static size_t pend_bytes(const tsr__pend_t *c) {
     return c->arena.total + c->cap * sizeof(rec_entry_t *) + c->capall * sizeof(slot_node_t *);
 }
 
-static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size_t kl) {
+uint64_t tsr__pend_hash(const uint8_t *k, size_t kl) { return tsr_hash_bytes(k, kl, 0x7113); }
+
+static const rec_entry_t *pend_find_h(const tsr__pend_t *c, const uint8_t *k, size_t kl, uint64_t h) {
     if (!c || c->nents == 0) return NULL;
-    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
     for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
         const rec_entry_t *e = c->table[i];
         if (!e) return NULL;
@@ -858,7 +859,7 @@ static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size
 }
 
 static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
-    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
+    uint64_t h = tsr__pend_hash(k, kl);
     size_t i = (size_t)h & (c->cap - 1);
     for (;; i = (i + 1) & (c->cap - 1)) {
         rec_entry_t *e = c->table[i];
@@ -989,10 +990,33 @@ static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t 
     }
 }
 
-int tsr__pend_visit(const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr__pend_slot_fn fn, void *ud) {
-    const rec_entry_t *e = pend_find(p, k, kl);
+void tsr__pend_prefetch(const tsr__pend_t *p, uint64_t h, int stage) {
+    if (!p || p->nents == 0) return;
+    rec_entry_t *const *at = &p->table[(size_t)h & (p->cap - 1)];
+    if (stage == 0) {
+        __builtin_prefetch(at);
+    } else if (*at) {
+        __builtin_prefetch(*at);
+        __builtin_prefetch((const char *)*at + 64); /* its slot pointers */
+    }
+}
+
+int tsr__pend_visit(const tsr__pend_t *p, const uint8_t *k, size_t kl, uint64_t h, uint32_t slots,
+                    tsr__pend_slot_fn fn, void *ud) {
+    const rec_entry_t *e = pend_find_h(p, k, kl, h);
     if (!e) return 0;
-    for (int slot = 0; slot < e->nslots; slot++) {
+    if (e->nslots < 32) slots &= (UINT32_C(1) << e->nslots) - 1;
+    /* the nodes are scattered over the arena: ask for all of them before using the first
+     * (a day record's 24 hour tiles would otherwise be 24 cache misses in a row) */
+    for (uint32_t m = slots; m; m &= m - 1) {
+        const slot_node_t *n = e->slots[__builtin_ctz(m)];
+        if (n) {
+            __builtin_prefetch(n);
+            __builtin_prefetch((const char *)n + 64); /* the tile block follows the node */
+        }
+    }
+    for (uint32_t m = slots; m; m &= m - 1) {
+        int slot = __builtin_ctz(m);
         const slot_node_t *n = e->slots[slot];
         int rc = n ? fn(ud, slot, n->blk, n->raw_head) : 0;
         if (rc) return rc;

@@ -61,6 +61,7 @@ typedef struct rec {
     int64_t start;
     size_t koff, klen;          /* its key in scratch keys */
     size_t vi;                  /* its value in the multi-get arrays */
+    uint64_t h;                 /* its write-back table hash (stream records) */
     uint32_t any;               /* slots any window wants */
 } rec_t;
 
@@ -324,11 +325,10 @@ static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
         const uint8_t *sec;
         size_t seclen;
         if (rd_uv(&p, end, &cnt) || rd_bytes(&p, end, &sec, &seclen)) return TSR_ECORRUPT;
-        int need = 0;
-        for (size_t i = 0; i < c->nacc; i++) need |= c->acc[i].hop == hop && c->acc[i].s < c->b;
-        if (!need) continue;
+        size_t left = 0; /* windows of this hop still waiting for their entry */
+        for (size_t i = 0; i < c->nacc; i++) left += c->acc[i].hop == hop && c->acc[i].s < c->b;
         const uint8_t *q = sec, *qend = sec + seclen;
-        for (uint64_t j = 0; j < cnt; j++) {
+        for (uint64_t j = 0; j < cnt && left; j++) { /* entries in start order: stop when done */
             uint64_t zz;
             if (rd_uv(&q, qend, &zz) || rd_bytes(&q, qend, &tp, &len)) return TSR_ECORRUPT;
             int64_t start = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1); /* zigzag */
@@ -337,7 +337,10 @@ static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
             for (size_t i = 0; i < c->nacc; i++) {
                 win_acc_t *w = &c->acc[i];
                 w->want = w->hop == hop && !w->batch_done && start >= w->s;
-                if (w->want) w->batch_done = 1;
+                if (w->want) {
+                    w->batch_done = 1;
+                    left--;
+                }
                 any |= w->want;
             }
             if (any && merge_wanted(c, tp, len)) return TSR_ECORRUPT;
@@ -629,7 +632,7 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     GROW(x->recs, x->caprecs, c.rec0 + 1);
     GROW(x->masks, x->capmasks, c.mask0 + p->nacc);
     rec_t *r0 = ctx_rec(&c, 0);
-    *r0 = (rec_t){'b', p->b, x->keys.len, 0, 0, 0};
+    *r0 = (rec_t){'b', p->b, x->keys.len, 0, 0, 0, 0};
     put_prefix(&x->keys, 'b', g);
     tsr__put_i64(&x->keys, p->b);
     tsr__put_key(&x->keys, rq->key, rq->klen);
@@ -653,6 +656,21 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     *nmask_used += c.nrec * p->nacc;
 }
 
+/* Prefetch stage (tsr__pend_prefetch) for the stream records of read j, if it is one. */
+static void prefetch_read(read_scratch_t *x, size_t j, size_t n, int stage) {
+    if (j >= n) return;
+    const plan_t *p = &x->plans[j];
+    if (!p->ok) return;
+    const tsr__pend_t *act = p->g->act, *imm = x->gls[p->gi].imm;
+    if (!act && !imm) return;
+    for (size_t r = 1; r < p->nrec; r++) {
+        rec_t *rec = &x->recs[p->rec0 + r];
+        if (stage == 0) rec->h = tsr__pend_hash(x->keys.data + rec->koff, rec->klen);
+        tsr__pend_prefetch(act, rec->h, stage);
+        tsr__pend_prefetch(imm, rec->h, stage);
+    }
+}
+
 static int gl_cmp(const void *a, const void *b) {
     const tsr__ts_gb_t *x = (*(gb_lock_t *const *)a)->g, *y = (*(gb_lock_t *const *)b)->g;
     return x < y ? -1 : x > y;
@@ -672,8 +690,9 @@ static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, 
         if (rc == 0 && r > 0) { /* the record's unflushed part: act, then a flush in flight */
             const uint8_t *k = x->keys.data + rec->koff;
             pend_apply_t pa = {&c, r, raw_slot};
-            rc = tsr__pend_visit(g->act, k, rec->klen, on_pend_slot, &pa);
-            if (rc == 0 && gl->imm) rc = tsr__pend_visit(gl->imm, k, rec->klen, on_pend_slot, &pa);
+            uint32_t slots = rec->any | (raw_slot >= 0 ? UINT32_C(1) << raw_slot : 0);
+            rc = tsr__pend_visit(g->act, k, rec->klen, rec->h, slots, on_pend_slot, &pa);
+            if (rc == 0 && gl->imm) rc = tsr__pend_visit(gl->imm, k, rec->klen, rec->h, slots, on_pend_slot, &pa);
         }
         if (x->errs[rec->vi]) {
             if (rc == 0) {
@@ -809,8 +828,15 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         free(x->errs[gl->marker_vi]); /* unreadable marker: imm is merged (as before) */
         gl->marker_vi = SIZE_MAX;
     }
-    /* phase 4: merge read by read; a GroupBy's lock goes after its last read */
+    /* phase 4: merge read by read; a GroupBy's lock goes after its last read. The write-back
+     * lookups are pipelined: buckets two reads ahead, entries one read ahead (those reads'
+     * locks are still held: released after their GroupBy's last read) */
+    prefetch_read(x, 0, n, 0);
+    prefetch_read(x, 1, n, 0);
+    prefetch_read(x, 0, n, 1);
     for (size_t j = 0; j < n; j++) {
+        prefetch_read(x, j + 2, n, 0);
+        prefetch_read(x, j + 1, n, 1);
         const plan_t *p = &x->plans[j];
         if (!p->ok) continue;
         gb_lock_t *gl = &x->gls[p->gi];
