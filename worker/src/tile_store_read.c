@@ -145,6 +145,11 @@ static read_scratch_t *scratch_get(void) {
     return x;
 }
 
+/* Reads per stream multi-get (and per hold of the write-back read locks). */
+#ifndef TSR__READ_CHUNK
+#define TSR__READ_CHUNK 64
+#endif
+
 #define GROW(p, cap, need)                                                                         \
     do {                                                                                           \
         if ((need) > (cap)) {                                                                      \
@@ -656,7 +661,8 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     *nmask_used += c.nrec * p->nacc;
 }
 
-/* Prefetch stage (tsr__pend_prefetch) for the stream records of read j, if it is one. */
+/* Prefetch stage (tsr__pend_prefetch) for the stream records of read j, if it is one (j < n:
+ * of the current chunk). */
 static void prefetch_read(read_scratch_t *x, size_t j, size_t n, int stage) {
     if (j >= n) return;
     const plan_t *p = &x->plans[j];
@@ -721,7 +727,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
     read_scratch_t *x = scratch_get();
     GROW(x->plans, x->capplans, n + 1);
     tsr_buf_clear(&x->keys);
-    size_t nacc_used = 0, nrec_used = 0, nmask_used = 0, ngls = 0, nplanned = 0;
+    size_t nacc_used = 0, nrec_used = 0, nmask_used = 0, nplanned = 0;
     tsr__ts_gb_t *prev = NULL;
     /* phase 0: checks, and the reads without an upload, alone (they use the scratch) */
     for (size_t j = 0; j < n; j++) {
@@ -748,18 +754,10 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         if (!p->g) continue;
         plan_read(x, p, &reqs[j], &nacc_used, &nrec_used, &nmask_used);
         nplanned++;
-        size_t gi = 0;
-        while (gi < ngls && x->gls[gi].g != p->g) gi++;
-        if (gi == ngls) {
-            GROW(x->gls, x->capgls, ngls + 1);
-            x->gls[ngls++] = (gb_lock_t){p->g, NULL, 0, SIZE_MAX, 0, j};
-        }
-        x->gls[gi].last = j;
-        p->gi = gi;
     }
     if (nplanned == 0) return 0;
-    /* value slots: batch records [0, nplanned), stream records, then the flush markers */
-    size_t nget = nrec_used + ngls;
+    /* value slots: batch records [0, nplanned), then a chunk's stream records and markers */
+    size_t nget = nrec_used + n;
     if (nget > x->capget) {
         x->capget = 2 * nget;
         x->kp = tsr_realloc(x->kp, x->capget * sizeof(*x->kp));
@@ -767,81 +765,111 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         x->vals = tsr_realloc(x->vals, x->capget * sizeof(*x->vals));
         x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
     }
-    size_t nb = 0, ns = nplanned;
+    size_t nb = 0;
     for (size_t j = 0; j < n; j++) {
         const plan_t *p = &x->plans[j];
         if (!p->ok) continue;
-        for (size_t r = 0; r < p->nrec; r++) {
-            rec_t *rec = &x->recs[p->rec0 + r];
-            rec->vi = r == 0 ? nb++ : ns++;
-            x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
-            x->kl[rec->vi] = rec->klen;
-            x->errs[rec->vi] = NULL;
-        }
+        rec_t *rec = &x->recs[p->rec0];
+        rec->vi = nb++;
+        x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
+        x->kl[rec->vi] = rec->klen;
+        x->errs[rec->vi] = NULL;
     }
-    /* phase 2: batch records, no lock needed */
+    /* phase 2: batch records, all at once, no lock needed */
     rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], nb, x->kp, x->kl, x->vals, x->errs, 0);
-    /* phase 3: lock the GroupBys (address order), markers of flushes in flight, stream records */
-    GROW(x->glord, x->capglord, ngls);
-    for (size_t i = 0; i < ngls; i++) x->glord[i] = &x->gls[i];
-    qsort(x->glord, ngls, sizeof(*x->glord), gl_cmp);
-    size_t nstream = ns;
-    for (size_t i = 0; i < ngls; i++) {
-        gb_lock_t *gl = x->glord[i];
-        pthread_rwlock_rdlock(&gl->g->pend_lock);
-        gl->imm = gl->g->imm;
-        gl->gen = gl->g->gen;
-        if (gl->imm) { /* 'm' gb \0 'F' */
-            gl->mkoff = x->keys.len;
-            put_prefix(&x->keys, 'm', gl->g);
-            tsr_buf_putc(&x->keys, 'F');
-            gl->marker_vi = nstream++;
-            x->kl[gl->marker_vi] = x->keys.len - gl->mkoff;
-            x->errs[gl->marker_vi] = NULL;
+    /* phases 3 and 4 by chunks of TSR__READ_CHUNK reads: the write-back locks are held from a
+     * chunk's stream multi-get until its last merge, so a large call blocks ingest (the fold
+     * takes them exclusively) for one chunk at a time, not for the whole call. Nothing is lost
+     * to the chunking: RocksDB works through a multi-get 32 keys at a time anyway. */
+    for (size_t j0 = 0; j0 < n;) {
+        size_t jend = j0, nread = 0, ngls = 0;
+        while (jend < n && nread < TSR__READ_CHUNK) nread += x->plans[jend++].ok;
+        /* the chunk's GroupBys, each released after its last read */
+        for (size_t j = j0; j < jend; j++) {
+            plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            size_t gi = 0;
+            while (gi < ngls && x->gls[gi].g != p->g) gi++;
+            if (gi == ngls) {
+                GROW(x->gls, x->capgls, ngls + 1);
+                x->gls[ngls++] = (gb_lock_t){p->g, NULL, 0, SIZE_MAX, 0, j};
+            }
+            x->gls[gi].last = j;
+            p->gi = gi;
         }
-    }
-    /* stream keys now that keys no longer grow (the markers may have moved it) */
-    for (size_t i = 0; i < ngls; i++)
-        if (x->gls[i].marker_vi != SIZE_MAX)
-            x->kp[x->gls[i].marker_vi] = (const char *)x->keys.data + x->gls[i].mkoff;
-    for (size_t j = 0; j < n; j++) {
-        const plan_t *p = &x->plans[j];
-        if (!p->ok) continue;
-        for (size_t r = 1; r < p->nrec; r++) {
-            const rec_t *rec = &x->recs[p->rec0 + r];
-            x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
+        /* phase 3: lock them (address order), markers of flushes in flight, stream records */
+        GROW(x->glord, x->capglord, ngls);
+        for (size_t i = 0; i < ngls; i++) x->glord[i] = &x->gls[i];
+        qsort(x->glord, ngls, sizeof(*x->glord), gl_cmp);
+        size_t ns = nplanned;
+        for (size_t j = j0; j < jend; j++) {
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            for (size_t r = 1; r < p->nrec; r++) {
+                rec_t *rec = &x->recs[p->rec0 + r];
+                rec->vi = ns++;
+                x->kl[rec->vi] = rec->klen;
+                x->errs[rec->vi] = NULL;
+            }
         }
-    }
-    if (nstream > nplanned)
-        rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], nstream - nplanned, x->kp + nplanned,
-                                     x->kl + nplanned, x->vals + nplanned, x->errs + nplanned, 0);
-    for (size_t i = 0; i < ngls; i++) {
-        gb_lock_t *gl = &x->gls[i];
-        if (gl->marker_vi == SIZE_MAX) continue;
-        rocksdb_pinnableslice_t *ps = x->vals[gl->marker_vi];
-        if (ps) { /* the flush landed: imm is in the records read */
-            size_t vl;
-            const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(ps, &vl);
-            if (vl == 8 && tsr__get_be64(v) >= gl->gen) gl->imm = NULL;
-            rocksdb_pinnableslice_destroy(ps);
+        for (size_t i = 0; i < ngls; i++) {
+            gb_lock_t *gl = x->glord[i];
+            pthread_rwlock_rdlock(&gl->g->pend_lock);
+            gl->imm = gl->g->imm;
+            gl->gen = gl->g->gen;
+            if (gl->imm) { /* 'm' gb \0 'F' */
+                gl->mkoff = x->keys.len;
+                put_prefix(&x->keys, 'm', gl->g);
+                tsr_buf_putc(&x->keys, 'F');
+                gl->marker_vi = ns++;
+                x->kl[gl->marker_vi] = x->keys.len - gl->mkoff;
+                x->errs[gl->marker_vi] = NULL;
+            }
         }
-        free(x->errs[gl->marker_vi]); /* unreadable marker: imm is merged (as before) */
-        gl->marker_vi = SIZE_MAX;
-    }
-    /* phase 4: merge read by read; a GroupBy's lock goes after its last read. The write-back
-     * lookups are pipelined: buckets two reads ahead, entries one read ahead (those reads'
-     * locks are still held: released after their GroupBy's last read) */
-    prefetch_read(x, 0, n, 0);
-    prefetch_read(x, 1, n, 0);
-    prefetch_read(x, 0, n, 1);
-    for (size_t j = 0; j < n; j++) {
-        prefetch_read(x, j + 2, n, 0);
-        prefetch_read(x, j + 1, n, 1);
-        const plan_t *p = &x->plans[j];
-        if (!p->ok) continue;
-        gb_lock_t *gl = &x->gls[p->gi];
-        merge_read(x, p, gl, &reqs[j], arena);
-        if (gl->last == j) pthread_rwlock_unlock(&gl->g->pend_lock);
+        /* key pointers now that keys no longer grow (the markers may have moved it) */
+        for (size_t i = 0; i < ngls; i++)
+            if (x->gls[i].marker_vi != SIZE_MAX)
+                x->kp[x->gls[i].marker_vi] = (const char *)x->keys.data + x->gls[i].mkoff;
+        for (size_t j = j0; j < jend; j++) {
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            for (size_t r = 1; r < p->nrec; r++) {
+                const rec_t *rec = &x->recs[p->rec0 + r];
+                x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
+            }
+        }
+        if (ns > nplanned)
+            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], ns - nplanned, x->kp + nplanned,
+                                         x->kl + nplanned, x->vals + nplanned, x->errs + nplanned, 0);
+        for (size_t i = 0; i < ngls; i++) {
+            gb_lock_t *gl = &x->gls[i];
+            if (gl->marker_vi == SIZE_MAX) continue;
+            rocksdb_pinnableslice_t *ps = x->vals[gl->marker_vi];
+            if (ps) { /* the flush landed: imm is in the records read */
+                size_t vl;
+                const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(ps, &vl);
+                if (vl == 8 && tsr__get_be64(v) >= gl->gen) gl->imm = NULL;
+                rocksdb_pinnableslice_destroy(ps);
+            }
+            free(x->errs[gl->marker_vi]); /* unreadable marker: imm is merged (as before) */
+            gl->marker_vi = SIZE_MAX;
+        }
+        /* phase 4: merge read by read; a GroupBy's lock goes after its last read of the
+         * chunk. The write-back lookups are pipelined: buckets two reads ahead, entries one
+         * read ahead (within the chunk: those reads' locks are still held) */
+        prefetch_read(x, j0, jend, 0);
+        prefetch_read(x, j0 + 1, jend, 0);
+        prefetch_read(x, j0, jend, 1);
+        for (size_t j = j0; j < jend; j++) {
+            prefetch_read(x, j + 2, jend, 0);
+            prefetch_read(x, j + 1, jend, 1);
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            gb_lock_t *gl = &x->gls[p->gi];
+            merge_read(x, p, gl, &reqs[j], arena);
+            if (gl->last == j) pthread_rwlock_unlock(&gl->g->pend_lock);
+        }
+        j0 = jend;
     }
     return 0;
 }
