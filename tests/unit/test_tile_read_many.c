@@ -5,7 +5,8 @@
  * status per read. The calls mix three GroupBys (two uploaded, with different columns and
  * windows; one never uploaded, read from raw events), random keys (some absent), random q
  * (event timestamps and the millisecond after, 5-minute, hour and day edges, B, mid-tile),
- * duplicate reads, and failing reads (an unknown GroupBy, q before B) that must fail alone.
+ * duplicate reads, and failing reads (an unknown GroupBy, q before B, no GroupBy name) that
+ * must fail alone.
  * Compared while the stream is still in the write-back table, after a flush, after a restart
  * (log replay) and after compaction; with the default write-back budget and with a budget of 1
  * (every batch handed to the flusher thread, flushes in flight during the reads). A last test
@@ -235,6 +236,9 @@ static void check_many(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B) {
         } else if (bad == 1 && g < 2) {
             q = B - 1 - (int64_t)tsr_rng_below(r, D1);
             gbi[i] = -2;
+        } else if (bad == 2) {
+            name = NULL;
+            gbi[i] = -2; /* TSR_EINVAL too */
         }
         reqs[i] = (tsr_tile_store_req_t){name, keys[i], kl, q, outs[i], 12345, "stale"};
     }
@@ -246,7 +250,7 @@ static void check_many(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B) {
         tsr_arena_reset(&a1);
         int rc = tsr_tile_store_read(s, q->gb, q->key, q->klen, q->q, one, &a1, &err);
         if (rc != q->status)
-            ck_abort_msg("read %d (%s key %.*s q=B+%lld): read_many status %d, read %d", i, q->gb,
+            ck_abort_msg("read %d (%s key %.*s q=B+%lld): read_many status %d, read %d", i, q->gb ? q->gb : "(none)",
                          (int)q->klen, (const char *)q->key, (long long)(q->q - B), q->status, rc);
         if (gbi[i] == -1 && q->status != TSR_ENOTFOUND) ck_abort_msg("unknown GroupBy: status %d", q->status);
         if (gbi[i] == -2 && q->status != TSR_EINVAL) ck_abort_msg("q before B: status %d", q->status);

@@ -527,6 +527,10 @@ static void req_fail(tsr_tile_store_req_t *rq, tsr_arena_t *arena, int code, con
 static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t **gp, int64_t *bp,
                      tsr__ts_gb_t *prev, tsr_arena_t *arena) {
     tsr__ts_gb_t *g = prev;
+    if (!rq->gb || (!rq->key && rq->klen)) {
+        req_fail(rq, arena, TSR_EINVAL, "tile store read without a GroupBy name or key");
+        return rq->status;
+    }
     /* consecutive reads mostly share a GroupBy: compare with the previous one first */
     if (!g || strncmp(g->name, rq->gb, g->nlen + 1) != 0) g = tsr__ts_lookup(s, rq->gb, NULL);
     if (!g) {

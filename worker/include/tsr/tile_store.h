@@ -12,8 +12,9 @@
  *   meta:  the current upload version B, consumer offsets, the write-back flush marker (which
  *          lives in the stream family, below)
  * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
- * record, the head's hour record — with a pinned get and one batched multi-get, and equals the
- * offline value at q.
+ * record, the head's hour record — and equals the offline value at q. Reads come in batches
+ * (tsr_tile_store_read_many: one multi-get of batch records and one of stream records for all
+ * the reads of a call; a single read is a batch of one).
  *
  * Key layout: one RocksDB column family per access pattern, each tuned for it (keys keep their
  * tag byte; big-endian integers, signed ones with the sign bit flipped so byte order is
