@@ -1150,6 +1150,17 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_cond_broadcast(&s->fl_done_cv);
     pthread_mutex_unlock(&s->fl_mu);
     pend_free(g, c);
+    /* move the records just written out of the memtable into a table file (bloom filters,
+     * hash indexes), as after an upload: fetches of the keys they hold otherwise walk a large
+     * skiplist (FindGreaterOrEqual was ~16 % of the server's FetchJoin profile — the memtable
+     * bloom filter only spares keys it does not hold). Not waited for: scheduled in RocksDB's
+     * background jobs */
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 0);
+    e = NULL;
+    rocksdb_flush_cf(s->db, fo, s->cf[TSR__CF_STREAM], &e);
+    free(e); /* best effort: the records are durable in the WAL either way */
+    rocksdb_flushoptions_destroy(fo);
     return 0;
 }
 
