@@ -1154,13 +1154,18 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
      * hash indexes), as after an upload: fetches of the keys they hold otherwise walk a large
      * skiplist (FindGreaterOrEqual was ~16 % of the server's FetchJoin profile — the memtable
      * bloom filter only spares keys it does not hold). Not waited for: scheduled in RocksDB's
-     * background jobs */
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 0);
-    e = NULL;
-    rocksdb_flush_cf(s->db, fo, s->cf[TSR__CF_STREAM], &e);
-    free(e); /* best effort: the records are durable in the WAL either way */
-    rocksdb_flushoptions_destroy(fo);
+     * background jobs. A memtable under 1 MiB (small or idle flushes) is left to fill: its
+     * search is cheap, and a table file per tiny flush would only make work for compaction */
+    uint64_t mem = 0;
+    if (rocksdb_property_int_cf(s->db, s->cf[TSR__CF_STREAM], "rocksdb.cur-size-active-mem-table", &mem) != 0 ||
+        mem >= ((uint64_t)1 << 20)) {
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 0);
+        e = NULL;
+        rocksdb_flush_cf(s->db, fo, s->cf[TSR__CF_STREAM], &e);
+        free(e); /* best effort: the records are durable in the WAL either way */
+        rocksdb_flushoptions_destroy(fo);
+    }
     return 0;
 }
 
