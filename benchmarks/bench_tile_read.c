@@ -10,10 +10,17 @@
  * Besides wall-clock percentiles it prints the mean thread CPU time per fetch, which a busy
  * shared machine disturbs much less (use it for A/B comparisons).
  *
+ * Batched reads (tsr_tile_store_read_many), each against the same reads made one by one in
+ * the same run, alternating by iteration: a 1-entity fetch (10 reads) and a --batch-entity
+ * fetch (--batch × 10 reads, default 100 × 10 = 1000, issue 4's 100-entity FetchJoin), entity
+ * by entity as the fetch layer asks, q at the end of the streamed day.
+ *
  *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact] [--threads 2]
+ *                   [--batch N] [--batch-iters N] [--only-batched]
  * (--compact: fold merge operands into tiles before reading, the steady state;
  *  --threads 2: a second thread reads GroupBys 5..9 while the caller reads 0..4, as a fetch
- *  layer could; the hand-off is a semaphore each way)
+ *  layer could; the hand-off is a semaphore each way;
+ *  --only-batched: skip the single-read phases and baselines before the batched comparison)
  */
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -56,6 +63,7 @@ static uint64_t rnd(uint64_t *s) {
 }
 
 static void report(const char *what, double *lat, int n, double cpu) {
+    if (n <= 0) return;
     qsort(lat, (size_t)n, sizeof(double), cmp_d);
     printf("  %-52s p10 %6.1f  p50 %6.1f  p99 %7.1f  p999 %7.1f us  cpu/fetch %6.1f us\n", what,
            lat[n / 10], lat[n / 2], lat[(int)(n * 0.99)], lat[(int)(n * 0.999)], cpu / n);
@@ -122,9 +130,80 @@ static int fetch(tsr_tile_store_t *s, char (*names)[32], const char *key, size_t
     return 0;
 }
 
+/* Single reads vs read_many of the same reads, alternating by iteration: nent random entities
+ * × NGB GroupBys per request. */
+static int bench_batched(tsr_tile_store_t *s, char (*names)[32], int nkeys, int nent, int iters, int64_t q,
+                         uint64_t *seed) {
+    size_t n = (size_t)nent * NGB;
+    tsr_tile_store_req_t *reqs = malloc(n * sizeof(*reqs));
+    tsr_value_t *outs = malloc(n * 16 * sizeof(tsr_value_t));
+    char (*keys)[16] = malloc((size_t)nent * 16);
+    double *lat1 = malloc((size_t)iters * sizeof(double)), *latm = malloc((size_t)iters * sizeof(double));
+    double cpu1 = 0, cpum = 0;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_error_t err;
+    int rc = 0;
+    for (int it = -2; it < iters && rc == 0; it++) { /* two warm-up rounds */
+        for (int e = 0; e < nent; e++) {
+            int kl = snprintf(keys[e], 16, "key%d", (int)(rnd(seed) % (uint64_t)nkeys));
+            for (int g = 0; g < NGB; g++)
+                reqs[(size_t)e * NGB + (size_t)g] =
+                    (tsr_tile_store_req_t){names[g], keys[e], (size_t)kl, q, outs + ((size_t)e * NGB + (size_t)g) * 16, 0, NULL};
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            int many = (pass ^ it) & 1; /* alternate which goes first */
+            tsr_arena_reset(&arena);
+            double a = now_us(), c0 = cpu_us();
+            if (many) {
+                if (tsr_tile_store_read_many(s, reqs, n, &arena, &err)) rc = 1;
+                for (size_t i = 0; i < n; i++)
+                    if (reqs[i].status) {
+                        fprintf(stderr, "%s\n", reqs[i].error);
+                        rc = 1;
+                    }
+            } else {
+                for (size_t i = 0; i < n && rc == 0; i++)
+                    if (tsr_tile_store_read(s, reqs[i].gb, reqs[i].key, reqs[i].klen, q, reqs[i].out, &arena, &err)) {
+                        fprintf(stderr, "%s\n", err.msg);
+                        rc = 1;
+                    }
+            }
+            double dt = now_us() - a, dc = cpu_us() - c0;
+            if (it < 0) continue;
+            if (many) {
+                latm[it] = dt;
+                cpum += dc;
+            } else {
+                lat1[it] = dt;
+                cpu1 += dc;
+            }
+        }
+    }
+    if (rc == 0) {
+        char what[96];
+        snprintf(what, sizeof what, "%d entit%s x %d GroupBys: %zu single reads", nent, nent == 1 ? "y" : "ies",
+                 NGB, n);
+        report(what, lat1, iters, cpu1);
+        snprintf(what, sizeof what, "%d entit%s x %d GroupBys: one read_many of %zu", nent,
+                 nent == 1 ? "y" : "ies", NGB, n);
+        report(what, latm, iters, cpum);
+    }
+    tsr_arena_free(&arena);
+    free(reqs);
+    free(outs);
+    free(keys);
+    free(lat1);
+    free(latm);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int nkeys = 500, per_key = 100, iters = 3000, threads = 1;
+    int nkeys = 500, per_key = 100, iters = 3000, threads = 1, batch = 100, batch_iters = 100, only_batched = 0;
+    for (int i = 1; i < argc; i++) only_batched |= strcmp(argv[i], "--only-batched") == 0;
     for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--batch") == 0) batch = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--batch-iters") == 0) batch_iters = atoi(argv[i + 1]);
         if (strcmp(argv[i], "--threads") == 0) threads = atoi(argv[i + 1]);
         if (strcmp(argv[i], "--keys") == 0) nkeys = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--events-per-key") == 0) per_key = atoi(argv[i + 1]);
@@ -238,7 +317,7 @@ int main(int argc, char **argv) {
         for (size_t ph = 0; ph < 2; ph++)
             if (fetch(s, names, key, (size_t)kl, phases[ph].q, h, &arena)) return 1;
     }
-    for (size_t ph = 0; ph < 2; ph++) {
+    for (size_t ph = 0; ph < 2 && !only_batched; ph++) {
         double cpu = 0;
         if (h) h->cpu = 0;
         for (int it = 0; it < iters; it++) {
@@ -251,6 +330,9 @@ int main(int argc, char **argv) {
         }
         report(phases[ph].what, lat, iters, cpu + (h ? h->cpu : 0));
     }
+    if (bench_batched(s, names, nkeys, 1, iters, phases[0].q, &seed) ||
+        bench_batched(s, names, nkeys, batch, batch_iters, phases[0].q, &seed))
+        return 1;
     if (h) {
         h->stop = 1;
         sem_post(&h->go);
@@ -285,6 +367,7 @@ int main(int argc, char **argv) {
         rocksdb_iter_destroy(it);
     }
     double cpu = 0;
+    if (only_batched) iters = 0;
     for (int it = 0; it < iters; it++) {
         double a = now_us(), c0 = cpu_us();
         for (int g = 0; g < NGB; g++) {

@@ -798,11 +798,7 @@ static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *of
  * entry points at its day entry, so an event costs one lookup. All of
  * it lives in one bulk arena (huge pages: few page faults, no copying as it grows) and is
  * dropped at once after the flush. */
-typedef struct raw_chunk {
-    struct raw_chunk *next;
-    uint32_t len;
-    uint8_t data[];
-} raw_chunk_t;
+typedef tsr__raw_chunk_t raw_chunk_t; /* tile_store_int.h: reads walk the chains */
 
 typedef struct slot_node {
     raw_chunk_t *raw_head, *raw_tail;
@@ -891,9 +887,10 @@ static size_t pend_bytes(const tsr__pend_t *c) {
     return c->arena.total + c->cap * sizeof(rec_entry_t *) + c->capall * sizeof(slot_node_t *);
 }
 
-static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size_t kl) {
+uint64_t tsr__pend_hash(const uint8_t *k, size_t kl) { return tsr_hash_bytes(k, kl, 0x7113); }
+
+static const rec_entry_t *pend_find_h(const tsr__pend_t *c, const uint8_t *k, size_t kl, uint64_t h) {
     if (!c || c->nents == 0) return NULL;
-    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
     for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
         const rec_entry_t *e = c->table[i];
         if (!e) return NULL;
@@ -902,7 +899,7 @@ static const rec_entry_t *pend_find(const tsr__pend_t *c, const uint8_t *k, size
 }
 
 static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl) {
-    uint64_t h = tsr_hash_bytes(k, kl, 0x7113);
+    uint64_t h = tsr__pend_hash(k, kl);
     size_t i = (size_t)h & (c->cap - 1);
     for (;; i = (i + 1) & (c->cap - 1)) {
         rec_entry_t *e = c->table[i];
@@ -1033,9 +1030,38 @@ static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t 
     }
 }
 
-void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out) {
-    const rec_entry_t *e = pend_find(p, k, kl);
-    if (e) encode_entry(g, e, out);
+void tsr__pend_prefetch(const tsr__pend_t *p, uint64_t h, int stage) {
+    if (!p || p->nents == 0) return;
+    rec_entry_t *const *at = &p->table[(size_t)h & (p->cap - 1)];
+    if (stage == 0) {
+        __builtin_prefetch(at);
+    } else if (*at) {
+        __builtin_prefetch(*at);
+        __builtin_prefetch((const char *)*at + 64); /* its slot pointers */
+    }
+}
+
+int tsr__pend_visit(const tsr__pend_t *p, const uint8_t *k, size_t kl, uint64_t h, uint32_t slots,
+                    tsr__pend_slot_fn fn, void *ud) {
+    const rec_entry_t *e = pend_find_h(p, k, kl, h);
+    if (!e) return 0;
+    if (e->nslots < 32) slots &= (UINT32_C(1) << e->nslots) - 1;
+    /* the nodes are scattered over the arena: ask for all of them before using the first
+     * (a day record's 24 hour tiles would otherwise be 24 cache misses in a row) */
+    for (uint32_t m = slots; m; m &= m - 1) {
+        const slot_node_t *n = e->slots[__builtin_ctz(m)];
+        if (n) {
+            __builtin_prefetch(n);
+            __builtin_prefetch((const char *)n + 64); /* the tile block follows the node */
+        }
+    }
+    for (uint32_t m = slots; m; m &= m - 1) {
+        int slot = __builtin_ctz(m);
+        const slot_node_t *n = e->slots[slot];
+        int rc = n ? fn(ud, slot, n->blk, n->raw_head) : 0;
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
@@ -1191,6 +1217,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_cond_broadcast(&s->fl_done_cv);
     pthread_mutex_unlock(&s->fl_mu);
     pend_free(g, c);
+    /* move the records just written out of the memtable into a table file (bloom filters,
+     * hash indexes), as after an upload: fetches of the keys they hold otherwise walk a large
+     * skiplist (FindGreaterOrEqual was ~16 % of the server's FetchJoin profile — the memtable
+     * bloom filter only spares keys it does not hold). Not waited for: scheduled in RocksDB's
+     * background jobs. A memtable under 1 MiB (small or idle flushes) is left to fill: its
+     * search is cheap, and a table file per tiny flush would only make work for compaction */
+    uint64_t mem = 0;
+    if (rocksdb_property_int_cf(s->db, s->cf[TSR__CF_STREAM], "rocksdb.cur-size-active-mem-table", &mem) != 0 ||
+        mem >= ((uint64_t)1 << 20)) {
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 0);
+        e = NULL;
+        rocksdb_flush_cf(s->db, fo, s->cf[TSR__CF_STREAM], &e);
+        free(e); /* best effort: the records are durable in the WAL either way */
+        rocksdb_flushoptions_destroy(fo);
+    }
     return 0;
 }
 

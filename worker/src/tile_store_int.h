@@ -143,8 +143,27 @@ tsr__ts_gb_t *tsr__ts_lookup(tsr_tile_store_t *s, const char *gb, tsr_error_t *e
 
 /* ---- the write-back state, for reads (tile_store.c; caller holds g->pend_lock shared) */
 
-/* Appends pend's slot list for record key k (empty when it has none) to out. */
-void tsr__pend_encode(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *k, size_t kl, tsr_buf_t *out);
+/* A raw event of a write-back slot: one event in the hour record's raw format (uvarint(ts -
+ * slot start), uvarint seq, inputs), chained in arrival order. */
+typedef struct tsr__raw_chunk {
+    struct tsr__raw_chunk *next;
+    uint32_t len;
+    uint8_t data[];
+} tsr__raw_chunk_t;
+/* Calls fn, in slot order, for every slot in the mask slots that record key k has in p: blk
+ * is the slot's live tile block (g->ir_size bytes, borrowed under pend_lock), raw its raw
+ * event chain (NULL for day records and for slots without events) — what a read merges
+ * directly, without encoding the slot list first. Stops at fn's first non-zero return and
+ * returns it; 0 when k has nothing unflushed (p may be NULL). */
+typedef int (*tsr__pend_slot_fn)(void *ud, int slot, const void *blk, const tsr__raw_chunk_t *raw);
+int tsr__pend_visit(const tsr__pend_t *p, const uint8_t *k, size_t kl, uint64_t h, uint32_t slots,
+                    tsr__pend_slot_fn fn, void *ud);
+/* The hash of record key k in the write-back tables (tsr__pend_visit's h). */
+uint64_t tsr__pend_hash(const uint8_t *k, size_t kl);
+/* Prefetches what a later tsr__pend_visit of hash h touches — stage 0: its table bucket;
+ * stage 1 (after stage 0 had time to land): the entry the bucket points to — so that a read
+ * of many records overlaps their cache misses instead of taking two per record in a row. */
+void tsr__pend_prefetch(const tsr__pend_t *p, uint64_t h, int stage);
 /* Calls fn for every record of pend whose key starts with prefix (reads without an upload). */
 void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *prefix, size_t n,
                     void (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t), void *ud);

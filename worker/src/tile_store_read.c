@@ -1,6 +1,6 @@
 /*
- * tile_store_read.c — the read that answers a fetch for one (GroupBy, key) at q (the plan is
- * common/tile.h; records and codecs in tile_store_int.h).
+ * tile_store_read.c — the reads that answer a fetch: (GroupBy, key) at q, one or many at once
+ * (the plan is common/tile.h; records and codecs in tile_store_int.h).
  *
  * Plan → records. Each window's pieces map to records:
  *   batch part           the key's batch record (one for all windows): lifetime IR, or the
@@ -9,17 +9,38 @@
  *   1h tile at t         day record D(floor(t/1d)*1d), slot (t - day)/1h
  *   5m tile at t         hour record H(floor(t/1h)*1h), slot (t - hour)/5m
  *   raw events [head,q)  hour record H(floor(head/1h)*1h), raw events of head's slot
- * The distinct records (typically 3-5: batch, today's D, the head's H, the H where a short
- * window starts) are fetched with one batched multi-get (pinned, no copy), then each is walked
- * once: a slot some window wants is decoded once and merged into every window that wants it
- * (a per record and window bitmask of slots). Nothing is allocated per read in steady state:
- * accumulators, masks and keys live in per-thread scratch that only grows.
+ * The distinct records of a read (typically 3-5: batch, today's D, the head's H, the H where a
+ * short window starts) are walked once each: a slot some window wants is decoded once and
+ * merged into every window that wants it (a per record and window bitmask of slots).
+ *
+ * Many reads at once (tsr_tile_store_read_many; a single read is a call with n = 1), in four
+ * phases so that RocksDB sees every key of the call together:
+ *   1. plan     every read's windows, records, slot masks and keys, into per-thread scratch
+ *               (indices, not pointers: the arrays grow while planning)
+ *   2. batch    one batched multi-get of every read's batch record (batch family; needs no
+ *               lock: batch records do not depend on the write-back state)
+ *   3. stream   the read lock of each GroupBy involved (in address order: no lock-order
+ *               cycle between callers), then one batched multi-get of every stream record
+ *               and, per GroupBy with a flush in flight, its flush marker (stream family: the
+ *               marker and the records it describes are read at one point in time)
+ *   4. merge    read by read, in request order: batch record, then per stream record its
+ *               unflushed slots (the write-back table's live tile blocks and raw event chains,
+ *               merged directly, no encoding) and its stored value — the same order for a read
+ *               whatever else is in the call, so results equal n single reads bit for bit; a
+ *               GroupBy's lock is released after its last read.
+ * Values are pinned slices (no copy). Nothing is allocated per read in steady state besides
+ * RocksDB's own: accumulators, masks, keys and value arrays live in per-thread scratch that
+ * only grows. Each read has its own status: one failed read (unknown GroupBy, q before B, an
+ * I/O error on its records, a corrupt record) does not fail the others.
  *
  * Without an upload (no B) there are no tiles to trust a window start to, so every window
- * reads the key's raw events (all hour records) — O(events), as before any upload.
+ * reads the key's raw events (all hour records) — O(events), as before any upload; such reads
+ * are done one by one before the batched ones.
  */
 #include "tile_store_int.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "tsr/tile.h"
@@ -38,9 +59,34 @@ typedef struct win_acc {
 typedef struct rec {
     int type;                   /* 'b', TSR__REC_DAY or TSR__REC_HOUR */
     int64_t start;
-    size_t koff, klen;
+    size_t koff, klen;          /* its key in scratch keys */
+    size_t vi;                  /* its value in the multi-get arrays */
+    uint64_t h;                 /* its write-back table hash (stream records) */
     uint32_t any;               /* slots any window wants */
 } rec_t;
+
+/* One read of a call, planned. Its windows are acc[acc0 ..], its records recs[rec0 ..] (the
+ * first is the batch record), its masks masks[mask0 + r * nacc + window]. */
+typedef struct plan {
+    tsr__ts_gb_t *g;
+    size_t gi;                  /* its GroupBy in the call's lock table */
+    int64_t b, head;
+    size_t acc0, nacc, rec0, nrec, mask0;
+    size_t head_rec;            /* record with the raw events of [head, q); SIZE_MAX: none */
+    int head_slot;
+    int ok;                     /* planned (else its status is set) */
+} plan_t;
+
+/* A GroupBy of a call: its write-back state, held shared from the stream multi-get until its
+ * last read is merged. */
+typedef struct gb_lock {
+    tsr__ts_gb_t *g;
+    const tsr__pend_t *imm;     /* a flush in flight that has not landed, else NULL */
+    uint64_t gen;
+    size_t marker_vi;           /* its flush marker in the multi-get arrays; SIZE_MAX: none */
+    size_t mkoff;               /* the marker's key in scratch keys */
+    size_t last;                /* its last read: released after it */
+} gb_lock_t;
 
 /* Per-thread scratch, grown on demand and kept for the thread's life. */
 typedef struct read_scratch {
@@ -50,10 +96,15 @@ typedef struct read_scratch {
     size_t capir;
     rec_t *recs;
     size_t caprecs;
-    uint32_t *masks;            /* [rec * nacc + window] */
+    uint32_t *masks;
     size_t capmasks;
+    plan_t *plans;
+    size_t capplans;
+    gb_lock_t *gls;
+    size_t capgls;
+    gb_lock_t **glord;
+    size_t capglord;
     tsr_buf_t keys;
-    tsr_buf_t pk;               /* unflushed slot lists of one record */
     const char **kp;
     size_t *kl;
     rocksdb_pinnableslice_t **vals;
@@ -71,8 +122,10 @@ static void scratch_free(void *p) {
     free(x->irmem);
     free(x->recs);
     free(x->masks);
+    free(x->plans);
+    free(x->gls);
+    free(x->glord);
     tsr_buf_free(&x->keys);
-    tsr_buf_free(&x->pk);
     free(x->kp);
     free(x->kl);
     free(x->vals);
@@ -87,11 +140,15 @@ static read_scratch_t *scratch_get(void) {
     if (!x) {
         x = tsr_calloc(1, sizeof(*x));
         tsr_buf_init(&x->keys);
-        tsr_buf_init(&x->pk);
         pthread_setspecific(scratch_key, x);
     }
     return x;
 }
+
+/* Reads per stream multi-get (and per hold of the write-back read locks). */
+#ifndef TSR__READ_CHUNK
+#define TSR__READ_CHUNK 64
+#endif
 
 #define GROW(p, cap, need)                                                                         \
     do {                                                                                           \
@@ -103,46 +160,64 @@ static read_scratch_t *scratch_get(void) {
         }                                                                                          \
     } while (0)
 
+/* One read while it is planned or merged. Records and masks are addressed through x by
+ * index (rec0, mask0): planning grows those arrays. */
 typedef struct read_ctx {
     tsr__ts_gb_t *g;
     read_scratch_t *x;
-    win_acc_t *acc;
+    win_acc_t *acc;             /* x->acc + acc0 (valid while merging) */
     size_t nacc;
-    size_t nrec;
+    size_t rec0, nrec, mask0;
     int64_t b, head, q;
     void *tmp;                  /* a scratch tile block */
     tsr_arena_t *arena;
-    size_t kbase;               /* bytes of 't' gb \0 K in keys */
+    size_t kbase_off, kbase;    /* 't' gb \0 K at keys[kbase_off], kbase bytes */
 } read_ctx_t;
 
-/* The index of record (type, start), added (with its key) when new. */
+static inline rec_t *ctx_rec(read_ctx_t *c, size_t r) { return &c->x->recs[c->rec0 + r]; }
+static inline uint32_t *ctx_masks(read_ctx_t *c, size_t r) {
+    return c->x->masks + c->mask0 + r * c->nacc;
+}
+
+/* tag gb '\0' appended (tsr__key_prefix clears the buffer first). */
+static void put_prefix(tsr_buf_t *b, char tag, const tsr__ts_gb_t *g) {
+    tsr_buf_reserve(b, g->nlen + 2);
+    b->data[b->len++] = (uint8_t)tag;
+    memcpy(b->data + b->len, g->name, g->nlen);
+    b->len += g->nlen;
+    b->data[b->len++] = 0;
+}
+
+/* The index of the read's record (type, start), added (with its key) when new. */
 static size_t rec_of(read_ctx_t *c, int type, int64_t start) {
     read_scratch_t *x = c->x;
-    for (size_t r = 0; r < c->nrec; r++)
-        if (x->recs[r].type == type && x->recs[r].start == start) return r;
-    GROW(x->recs, x->caprecs, c->nrec + 1);
-    size_t need = (c->nrec + 1) * c->nacc;
-    GROW(x->masks, x->capmasks, need);
-    memset(x->masks + c->nrec * c->nacc, 0, c->nacc * sizeof(uint32_t));
-    rec_t *r = &x->recs[c->nrec];
+    for (size_t r = 0; r < c->nrec; r++) {
+        const rec_t *e = ctx_rec(c, r);
+        if (e->type == type && e->start == start) return r;
+    }
+    GROW(x->recs, x->caprecs, c->rec0 + c->nrec + 1);
+    GROW(x->masks, x->capmasks, c->mask0 + (c->nrec + 1) * c->nacc);
+    memset(ctx_masks(c, c->nrec), 0, c->nacc * sizeof(uint32_t));
+    rec_t *r = ctx_rec(c, c->nrec);
     r->type = type;
     r->start = start;
     r->any = 0;
-    /* the key: 't' gb \0 K (the first kbase bytes of keys) + type + start */
+    /* the key: 't' gb \0 K (kbase bytes at kbase_off) + type + start */
     r->koff = x->keys.len;
     tsr_buf_reserve(&x->keys, c->kbase + 9);
-    memcpy(x->keys.data + x->keys.len, x->keys.data, c->kbase); /* no realloc after reserve */
+    memcpy(x->keys.data + x->keys.len, x->keys.data + c->kbase_off, c->kbase); /* no realloc after reserve */
     x->keys.len += c->kbase;
-    tsr_buf_putc(&x->keys, type);
-    tsr__put_i64(&x->keys, start);
+    x->keys.data[x->keys.len++] = (uint8_t)type;
+    uint64_t u = (uint64_t)start ^ (UINT64_C(1) << 63);
+    for (int i = 0; i < 8; i++) x->keys.data[x->keys.len++] = (uint8_t)(u >> (56 - 8 * i));
     r->klen = x->keys.len - r->koff;
     return c->nrec++;
 }
 
 static void want_mask(read_ctx_t *c, size_t win, int type, int64_t start, uint32_t mask) {
     size_t r = rec_of(c, type, start);
-    c->x->masks[r * c->nacc + win] |= mask;
-    c->x->recs[r].any |= mask;
+    ctx_masks(c, r)[win] |= mask;
+    ctx_rec(c, r)->any |= mask;
 }
 
 static uint32_t bits(int from, int to) { /* bits [from, to) */
@@ -206,18 +281,17 @@ static inline int rd_bytes(const uint8_t **pp, const uint8_t *end, const uint8_t
 /* Decodes a tile value once and merges it into every window marked want. */
 static int merge_wanted(read_ctx_t *c, const uint8_t *v, size_t n) {
     tsr__ts_gb_t *g = c->g;
-    tsr_reader_t r;
-    tsr_reader_init(&r, v, n);
+    const uint8_t *p = v, *end = v + n;
     for (size_t col = 0; col < g->ncols; col++) {
-        const uint8_t *p;
+        const uint8_t *cp;
         size_t len;
-        if (tsr_get_bytes(&r, &p, &len)) return TSR_ECORRUPT;
+        if (rd_bytes(&p, end, &cp, &len)) return TSR_ECORRUPT;
         int any = 0;
         for (size_t i = 0; i < c->nacc && !any; i++) any = c->acc[i].want && c->acc[i].col == col;
         if (!any) continue;
         const tsr_agg_t *a = g->cols[col].agg;
         void *t = tsr__tile_col(g, c->tmp, col);
-        int rc = tsr_agg_decode(a, t, p, len, NULL);
+        int rc = tsr_agg_decode(a, t, cp, len, NULL);
         if (rc == 0)
             for (size_t i = 0; i < c->nacc; i++)
                 if (c->acc[i].want && c->acc[i].col == col) tsr_agg_merge(a, c->acc[i].ir, t);
@@ -226,6 +300,16 @@ static int merge_wanted(read_ctx_t *c, const uint8_t *v, size_t n) {
         if (rc) return TSR_ECORRUPT;
     }
     return 0;
+}
+
+/* A live tile block (the write-back table's) merged into every window marked want. */
+static void merge_wanted_blk(read_ctx_t *c, const void *blk) {
+    tsr__ts_gb_t *g = c->g;
+    for (size_t i = 0; i < c->nacc; i++)
+        if (c->acc[i].want) {
+            size_t col = c->acc[i].col;
+            tsr_agg_merge(g->cols[col].agg, c->acc[i].ir, tsr__tile_col(g, (void *)blk, col));
+        }
 }
 
 /* The key's batch record: lifetime tile, then per hop a section (count, byte length) of suffix
@@ -246,11 +330,10 @@ static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
         const uint8_t *sec;
         size_t seclen;
         if (rd_uv(&p, end, &cnt) || rd_bytes(&p, end, &sec, &seclen)) return TSR_ECORRUPT;
-        int need = 0;
-        for (size_t i = 0; i < c->nacc; i++) need |= c->acc[i].hop == hop && c->acc[i].s < c->b;
-        if (!need) continue;
+        size_t left = 0; /* windows of this hop still waiting for their entry */
+        for (size_t i = 0; i < c->nacc; i++) left += c->acc[i].hop == hop && c->acc[i].s < c->b;
         const uint8_t *q = sec, *qend = sec + seclen;
-        for (uint64_t j = 0; j < cnt; j++) {
+        for (uint64_t j = 0; j < cnt && left; j++) { /* entries in start order: stop when done */
             uint64_t zz;
             if (rd_uv(&q, qend, &zz) || rd_bytes(&q, qend, &tp, &len)) return TSR_ECORRUPT;
             int64_t start = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1); /* zigzag */
@@ -259,7 +342,10 @@ static int apply_batch(read_ctx_t *c, const uint8_t *v, size_t n) {
             for (size_t i = 0; i < c->nacc; i++) {
                 win_acc_t *w = &c->acc[i];
                 w->want = w->hop == hop && !w->batch_done && start >= w->s;
-                if (w->want) w->batch_done = 1;
+                if (w->want) {
+                    w->batch_done = 1;
+                    left--;
+                }
                 any |= w->want;
             }
             if (any && merge_wanted(c, tp, len)) return TSR_ECORRUPT;
@@ -297,7 +383,7 @@ static int apply_raw(read_ctx_t *c, int64_t t0, const uint8_t *v, size_t n) {
 /* A day or hour record: the wanted slots' tiles; raw events of the slot raw_slot (-1: none,
  * -2: every slot, for reads without an upload). */
 static int apply_slots(read_ctx_t *c, size_t ri, const uint8_t *v, size_t n, int raw_slot) {
-    const rec_t *rec = &c->x->recs[ri];
+    const rec_t *rec = ctx_rec(c, ri);
     int hour = rec->type == TSR__REC_HOUR;
     const uint8_t *p = v, *end = v + n;
     while (p < end) {
@@ -308,13 +394,38 @@ static int apply_slots(read_ctx_t *c, size_t ri, const uint8_t *v, size_t n, int
         if (hour && rd_bytes(&p, end, &rp, &rl)) return TSR_ECORRUPT;
         if (slot >= (hour ? TSR__HOUR_SLOTS : TSR__DAY_SLOTS)) return TSR_ECORRUPT;
         if (tl && (rec->any >> slot & 1)) {
-            const uint32_t *m = c->x->masks + ri * c->nacc;
+            const uint32_t *m = ctx_masks(c, ri);
             for (size_t i = 0; i < c->nacc; i++) c->acc[i].want = (unsigned char)(m[i] >> slot & 1);
             if (merge_wanted(c, tp, tl)) return TSR_ECORRUPT;
         }
         if (rl && (raw_slot == -2 || raw_slot == slot) &&
             apply_raw(c, rec->start + (int64_t)slot * TSR_TILE_5M, rp, rl))
             return TSR_ECORRUPT;
+    }
+    return 0;
+}
+
+/* A record's unflushed slots, straight from the write-back table (tsr__pend_visit): the same
+ * merges as apply_slots on the encoded slot list, without encoding and decoding the tiles. */
+typedef struct pend_apply {
+    read_ctx_t *c;
+    size_t ri;
+    int raw_slot;
+} pend_apply_t;
+
+static int on_pend_slot(void *ud, int slot, const void *blk, const tsr__raw_chunk_t *raw) {
+    pend_apply_t *pa = ud;
+    read_ctx_t *c = pa->c;
+    const rec_t *rec = ctx_rec(c, pa->ri);
+    if (rec->any >> slot & 1) {
+        const uint32_t *m = ctx_masks(c, pa->ri);
+        for (size_t i = 0; i < c->nacc; i++) c->acc[i].want = (unsigned char)(m[i] >> slot & 1);
+        merge_wanted_blk(c, blk);
+    }
+    if (raw && pa->raw_slot == slot) {
+        int64_t t0 = rec->start + (int64_t)slot * TSR_TILE_5M;
+        for (; raw; raw = raw->next)
+            if (apply_raw(c, t0, raw->data, raw->len)) return TSR_ECORRUPT;
     }
     return 0;
 }
@@ -328,7 +439,7 @@ typedef struct raw_scan {
 static void on_pend_hour(void *ud, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
     raw_scan_t *rs = ud;
     if (rs->rc || kl != rs->plen + 8) return;
-    rs->c->x->recs[0].start = tsr__get_i64(k + rs->plen);
+    ctx_rec(rs->c, 0)->start = tsr__get_i64(k + rs->plen);
     rs->rc = apply_slots(rs->c, 0, v, vl, -2);
 }
 
@@ -339,12 +450,12 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
     read_scratch_t *x = c->x;
     tsr_buf_t lo;
     tsr_buf_init(&lo);
-    tsr_buf_append(&lo, x->keys.data, c->kbase);
+    tsr_buf_append(&lo, x->keys.data + c->kbase_off, c->kbase);
     tsr_buf_putc(&lo, TSR__REC_HOUR);
     size_t plen = lo.len;
-    GROW(x->recs, x->caprecs, 1);
-    x->recs[0].type = TSR__REC_HOUR;
-    x->recs[0].any = 0;
+    GROW(x->recs, x->caprecs, c->rec0 + 1);
+    ctx_rec(c, 0)->type = TSR__REC_HOUR;
+    ctx_rec(c, 0)->any = 0;
     c->nrec = 1;
     pthread_rwlock_rdlock(&g->pend_lock);
     const tsr__pend_t *imm = g->imm;
@@ -376,8 +487,8 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         if (kl != plen + 8 || memcmp(k, lo.data, plen) != 0) break;
-        x->recs[0].start = tsr__get_i64((const uint8_t *)k + plen);
-        if (x->recs[0].start >= c->q) break;
+        ctx_rec(c, 0)->start = tsr__get_i64((const uint8_t *)k + plen);
+        if (ctx_rec(c, 0)->start >= c->q) break;
         const char *v = rocksdb_iter_value(it, &vl);
         rc = apply_slots(c, 0, (const uint8_t *)v, vl, -2);
     }
@@ -399,141 +510,379 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
     return rc;
 }
 
-int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
-                        int64_t q, tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
-    tsr__ts_gb_t *g = tsr__ts_lookup(s, gb, err);
-    if (!g) return TSR_ENOTFOUND;
-    if (klen > 0xffff) return tsr_error_set(err, TSR_EINVAL, "key longer than 65535 bytes");
+/* Sets a read's outcome: status and a message in the arena. */
+static void req_fail(tsr_tile_store_req_t *rq, tsr_arena_t *arena, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void req_fail(tsr_tile_store_req_t *rq, tsr_arena_t *arena, int code, const char *fmt, ...) {
+    char msg[TSR_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rq->status = code;
+    rq->error = tsr_arena_strdup(arena, msg);
+}
+
+/* Checks a read and finds its GroupBy and B. 0, or its status set. */
+static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t **gp, int64_t *bp,
+                     tsr__ts_gb_t *prev, tsr_arena_t *arena) {
+    tsr__ts_gb_t *g = prev;
+    if (!rq->gb || (!rq->key && rq->klen)) {
+        req_fail(rq, arena, TSR_EINVAL, "tile store read without a GroupBy name or key");
+        return rq->status;
+    }
+    /* consecutive reads mostly share a GroupBy: compare with the previous one first */
+    if (!g || strncmp(g->name, rq->gb, g->nlen + 1) != 0) g = tsr__ts_lookup(s, rq->gb, NULL);
+    if (!g) {
+        req_fail(rq, arena, TSR_ENOTFOUND, "GroupBy %s is not registered in the tile store", rq->gb);
+        return rq->status;
+    }
+    if (rq->klen > 0xffff) {
+        req_fail(rq, arena, TSR_EINVAL, "key longer than 65535 bytes");
+        return rq->status;
+    }
     int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
-    if (b != INT64_MIN && q < b)
-        return tsr_error_set(err, TSR_EINVAL, "at_millis %lld is before the uploaded batch end %lld",
-                             (long long)q, (long long)b);
-    read_scratch_t *x = scratch_get();
-    size_t nacc = 0;
-    for (size_t c = 0; c < g->ncols; c++) nacc += g->cols[c].nwin;
-    GROW(x->acc, x->capacc, nacc + 1);
-    size_t irtot = g->ir_size;
-    for (size_t c = 0; c < g->ncols; c++) irtot += g->cols[c].nwin * tsr_agg_ir_size(g->cols[c].agg);
-    GROW(x->irmem, x->capir, irtot);
-    read_ctx_t ctx = {g, x, x->acc, nacc, 0, b, tsr_floor_div(q, TSR_TILE_5M) * TSR_TILE_5M, q,
-                      x->irmem, arena, 0};
-    tsr__tile_init(g, ctx.tmp);
-    uint8_t *irp = x->irmem + g->ir_size;
+    if (b != INT64_MIN && rq->q < b) {
+        req_fail(rq, arena, TSR_EINVAL, "at_millis %lld is before the uploaded batch end %lld",
+                 (long long)rq->q, (long long)b);
+        return rq->status;
+    }
+    *gp = g;
+    *bp = b;
+    return 0;
+}
+
+/* The read's windows at q: acc[0 .. nacc) (their IRs are set up when merging). */
+static void plan_windows(const tsr__ts_gb_t *g, win_acc_t *acc, int64_t q, int64_t b) {
     size_t i = 0;
     for (size_t c = 0; c < g->ncols; c++)
         for (size_t wi = 0; wi < g->cols[c].nwin; wi++, i++) {
-            win_acc_t *w = &x->acc[i];
+            win_acc_t *w = &acc[i];
             w->col = c;
             w->w = g->cols[c].windows[wi];
             w->s = w->w ? tsr_window_start(q, w->w) : INT64_MIN;
             w->from = w->s > b ? w->s : b; /* b == INT64_MIN: from = s */
             w->hop = w->w ? tsr_window_hop(w->w) : 0;
-            w->ir = irp;
-            irp += tsr_agg_ir_size(g->cols[c].agg);
-            tsr_agg_init(g->cols[c].agg, w->ir);
+            w->ir = NULL;
             w->batch_done = 0;
             w->want = 0;
         }
-    /* keys: 't' gb \0 K first (the base of every stream record key) */
-    tsr__key_prefix(&x->keys, 't', g->name, g->nlen);
-    tsr__put_key(&x->keys, key, klen);
-    ctx.kbase = x->keys.len;
+}
+
+static size_t gb_nacc(const tsr__ts_gb_t *g) {
+    size_t nacc = 0;
+    for (size_t c = 0; c < g->ncols; c++) nacc += g->cols[c].nwin;
+    return nacc;
+}
+
+/* Sets up c's window IRs (and its scratch tile) in x->irmem, acc pointing at x->acc[acc0]. */
+static void ctx_irs_init(read_ctx_t *c, size_t acc0) {
+    tsr__ts_gb_t *g = c->g;
+    read_scratch_t *x = c->x;
+    size_t irtot = g->ir_size;
+    for (size_t col = 0; col < g->ncols; col++) irtot += g->cols[col].nwin * tsr_agg_ir_size(g->cols[col].agg);
+    GROW(x->irmem, x->capir, irtot);
+    c->acc = x->acc + acc0;
+    c->tmp = x->irmem;
+    tsr__tile_init(g, c->tmp);
+    uint8_t *irp = x->irmem + g->ir_size;
+    for (size_t i = 0; i < c->nacc; i++) {
+        const tsr_agg_t *a = g->cols[c->acc[i].col].agg;
+        c->acc[i].ir = irp;
+        irp += tsr_agg_ir_size(a);
+        tsr_agg_init(a, c->acc[i].ir);
+    }
+}
+
+/* Finalizes c's windows into out (when rc == 0) and releases the IRs. */
+static void ctx_finish(read_ctx_t *c, int rc, tsr_value_t *out) {
+    tsr__ts_gb_t *g = c->g;
+    for (size_t i = 0; i < c->nacc; i++) {
+        const tsr_agg_t *a = g->cols[c->acc[i].col].agg;
+        if (rc == 0) out[i] = tsr_agg_finalize(a, c->acc[i].ir, c->arena);
+        tsr_agg_clear(a, c->acc[i].ir);
+    }
+    tsr__tile_clear(g, c->tmp);
+}
+
+/* A read of a GroupBy without an upload, alone (phase 0). */
+static void read_one_raw(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_store_req_t *rq,
+                         tsr__ts_gb_t *g, tsr_arena_t *arena) {
+    size_t nacc = gb_nacc(g);
+    GROW(x->acc, x->capacc, nacc + 1);
+    plan_windows(g, x->acc, rq->q, INT64_MIN);
+    tsr_buf_clear(&x->keys);
+    put_prefix(&x->keys, 't', g);
+    tsr__put_key(&x->keys, rq->key, rq->klen);
+    read_ctx_t c = {g, x, NULL, nacc, 0, 0, 0, INT64_MIN, tsr_floor_div(rq->q, TSR_TILE_5M) * TSR_TILE_5M,
+                    rq->q, NULL, arena, 0, x->keys.len};
+    ctx_irs_init(&c, 0);
+    int rc = read_all_raw(s, &c);
+    ctx_finish(&c, rc, rq->out);
+    if (rc) req_fail(rq, arena, rc, "tile store read of %s failed (%s)", rq->gb, tsr_strerror(rc));
+}
+
+/* Phase 1 for one read: windows, records (the batch record first), masks, keys. */
+static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *rq, size_t *nacc_used,
+                      size_t *nrec_used, size_t *nmask_used) {
+    tsr__ts_gb_t *g = p->g;
+    p->nacc = gb_nacc(g);
+    p->acc0 = *nacc_used;
+    GROW(x->acc, x->capacc, p->acc0 + p->nacc + 1);
+    plan_windows(g, x->acc + p->acc0, rq->q, p->b);
+    p->head = tsr_floor_div(rq->q, TSR_TILE_5M) * TSR_TILE_5M;
+    read_ctx_t c = {g, x, NULL, p->nacc, *nrec_used, 0, *nmask_used, p->b, p->head, rq->q, NULL, NULL,
+                    x->keys.len, 0};
+    /* 't' gb \0 K: the base of every stream record key of this read */
+    put_prefix(&x->keys, 't', g);
+    tsr__put_key(&x->keys, rq->key, rq->klen);
+    c.kbase = x->keys.len - c.kbase_off;
+    /* record 0: the batch record 'b' gb \0 B K */
+    GROW(x->recs, x->caprecs, c.rec0 + 1);
+    GROW(x->masks, x->capmasks, c.mask0 + p->nacc);
+    rec_t *r0 = ctx_rec(&c, 0);
+    *r0 = (rec_t){'b', p->b, x->keys.len, 0, 0, 0, 0};
+    put_prefix(&x->keys, 'b', g);
+    tsr__put_i64(&x->keys, p->b);
+    tsr__put_key(&x->keys, rq->key, rq->klen);
+    r0->klen = x->keys.len - r0->koff;
+    memset(ctx_masks(&c, 0), 0, p->nacc * sizeof(uint32_t));
+    c.nrec = 1;
+    /* the stream tiles of each window's cover of [from, head) */
+    const win_acc_t *acc = x->acc + p->acc0;
+    for (size_t i = 0; i < p->nacc; i++)
+        if (acc[i].from < p->head) want_cover(&c, i, acc[i].from, p->head);
+    /* the raw events of [head, q) */
+    int64_t hh = tsr_floor_div(p->head, TSR_TILE_1H) * TSR_TILE_1H;
+    p->head_rec = rq->q > p->head ? rec_of(&c, TSR__REC_HOUR, hh) : SIZE_MAX;
+    p->head_slot = (int)((p->head - hh) / TSR_TILE_5M);
+    p->rec0 = c.rec0;
+    p->nrec = c.nrec;
+    p->mask0 = c.mask0;
+    p->ok = 1;
+    *nacc_used += p->nacc;
+    *nrec_used += c.nrec;
+    *nmask_used += c.nrec * p->nacc;
+}
+
+/* Prefetch stage (tsr__pend_prefetch) for the stream records of read j, if it is one (j < n:
+ * of the current chunk). */
+static void prefetch_read(read_scratch_t *x, size_t j, size_t n, int stage) {
+    if (j >= n) return;
+    const plan_t *p = &x->plans[j];
+    if (!p->ok) return;
+    const tsr__pend_t *act = p->g->act, *imm = x->gls[p->gi].imm;
+    if (!act && !imm) return;
+    for (size_t r = 1; r < p->nrec; r++) {
+        rec_t *rec = &x->recs[p->rec0 + r];
+        if (stage == 0) rec->h = tsr__pend_hash(x->keys.data + rec->koff, rec->klen);
+        tsr__pend_prefetch(act, rec->h, stage);
+        tsr__pend_prefetch(imm, rec->h, stage);
+    }
+}
+
+static int gl_cmp(const void *a, const void *b) {
+    const tsr__ts_gb_t *x = (*(gb_lock_t *const *)a)->g, *y = (*(gb_lock_t *const *)b)->g;
+    return x < y ? -1 : x > y;
+}
+
+/* Phase 4 for one read: merge its records in order and finalize. Destroys its values. */
+static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, tsr_tile_store_req_t *rq,
+                       tsr_arena_t *arena) {
+    tsr__ts_gb_t *g = p->g;
+    read_ctx_t c = {g, x, NULL, p->nacc, p->rec0, p->nrec, p->mask0, p->b, p->head, rq->q, NULL, arena, 0, 0};
+    ctx_irs_init(&c, p->acc0);
     int rc = 0;
-    if (b == INT64_MIN) {
-        rc = read_all_raw(s, &ctx);
-    } else {
-        /* record 0: the batch record 'b' gb \0 B K */
-        GROW(x->recs, x->caprecs, 1);
-        GROW(x->masks, x->capmasks, nacc + 1);
-        x->recs[0] = (rec_t){'b', b, x->keys.len, 0, 0};
-        tsr_buf_putc(&x->keys, 'b');
-        tsr_buf_append(&x->keys, g->name, g->nlen);
-        tsr_buf_putc(&x->keys, 0);
-        tsr__put_i64(&x->keys, b);
-        tsr__put_key(&x->keys, key, klen);
-        x->recs[0].klen = x->keys.len - x->recs[0].koff;
-        ctx.nrec = 1;
-        /* the stream tiles of each window's cover of [from, head) */
-        for (i = 0; i < nacc; i++)
-            if (x->acc[i].from < ctx.head) want_cover(&ctx, i, x->acc[i].from, ctx.head);
-        /* the raw events of [head, q) */
-        int64_t hh = tsr_floor_div(ctx.head, TSR_TILE_1H) * TSR_TILE_1H;
-        size_t head_rec = q > ctx.head ? rec_of(&ctx, TSR__REC_HOUR, hh) : SIZE_MAX;
-        int head_slot = (int)((ctx.head - hh) / TSR_TILE_5M);
-        /* the write-back state: held shared until the read is done; when a flush is in
-         * flight (imm), the flush marker read with the records tells whether it landed */
-        pthread_rwlock_rdlock(&g->pend_lock);
-        const tsr__pend_t *imm = g->imm;
-        uint64_t imm_gen = g->gen;
-        size_t marker = SIZE_MAX;
-        if (imm) {
-            GROW(x->recs, x->caprecs, ctx.nrec + 1);
-            marker = ctx.nrec++;
-            x->recs[marker] = (rec_t){'F', 0, x->keys.len, 0, 0};
-            tsr__key_prefix(&ctx.x->pk, 'm', g->name, g->nlen);
-            tsr_buf_putc(&ctx.x->pk, 'F');
-            tsr_buf_append(&x->keys, ctx.x->pk.data, ctx.x->pk.len);
-            x->recs[marker].klen = x->keys.len - x->recs[marker].koff;
+    const char *ioerr = NULL;
+    for (size_t r = 0; r < p->nrec; r++) {
+        const rec_t *rec = ctx_rec(&c, r);
+        int raw_slot = r == p->head_rec ? p->head_slot : -1;
+        if (rc == 0 && r > 0) { /* the record's unflushed part: act, then a flush in flight */
+            const uint8_t *k = x->keys.data + rec->koff;
+            pend_apply_t pa = {&c, r, raw_slot};
+            uint32_t slots = rec->any | (raw_slot >= 0 ? UINT32_C(1) << raw_slot : 0);
+            rc = tsr__pend_visit(g->act, k, rec->klen, rec->h, slots, on_pend_slot, &pa);
+            if (rc == 0 && gl->imm) rc = tsr__pend_visit(gl->imm, k, rec->klen, rec->h, slots, on_pend_slot, &pa);
         }
-        size_t nrec = ctx.nrec;
-        if (nrec > x->capget) {
-            x->capget = 2 * nrec;
-            x->kp = tsr_realloc(x->kp, x->capget * sizeof(*x->kp));
-            x->kl = tsr_realloc(x->kl, x->capget * sizeof(size_t));
-            x->vals = tsr_realloc(x->vals, x->capget * sizeof(*x->vals));
-            x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
-        }
-        for (size_t r = 0; r < nrec; r++) {
-            x->kp[r] = (const char *)x->keys.data + x->recs[r].koff;
-            x->kl[r] = x->recs[r].klen;
-        }
-        /* the batch record (batch family: one pinned get), then the stream records and the
-         * marker (stream family — one multi-get, so the marker and the records it describes
-         * are read at one point in time) */
-        x->errs[0] = NULL;
-        x->vals[0] = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], x->kp[0], x->kl[0],
-                                           &x->errs[0]);
-        if (nrec > 1)
-            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], nrec - 1, x->kp + 1,
-                                         x->kl + 1, x->vals + 1, x->errs + 1, 0);
-        if (imm && x->vals[marker]) { /* the flush landed: imm is in the records read */
-            size_t vl;
-            const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(x->vals[marker], &vl);
-            if (vl == 8 && tsr__get_be64(v) >= imm_gen) imm = NULL;
-        }
-        for (size_t r = 0; r < nrec; r++) {
-            if (r == marker) {
-                if (x->vals[r]) rocksdb_pinnableslice_destroy(x->vals[r]);
-                free(x->errs[r]);
-                continue;
+        if (x->errs[rec->vi]) {
+            if (rc == 0) {
+                rc = TSR_EIO;
+                ioerr = tsr_arena_strdup(arena, x->errs[rec->vi]);
             }
-            if (rc == 0 && r > 0) { /* the record's unflushed part */
-                const uint8_t *k = x->keys.data + x->recs[r].koff;
-                tsr_buf_clear(&x->pk);
-                tsr__pend_encode(g, g->act, k, x->recs[r].klen, &x->pk);
-                if (imm) tsr__pend_encode(g, imm, k, x->recs[r].klen, &x->pk);
-                if (x->pk.len) rc = apply_slots(&ctx, r, x->pk.data, x->pk.len, r == head_rec ? head_slot : -1);
-            }
-            if (x->errs[r]) {
-                if (rc == 0) rc = tsr_error_set(err, TSR_EIO, "tile store read of %s: %s", gb, x->errs[r]);
-                free(x->errs[r]);
-            }
-            if (!x->vals[r]) continue;
-            size_t vl;
-            const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(x->vals[r], &vl);
-            if (rc == 0)
-                rc = r == 0 ? apply_batch(&ctx, v, vl)
-                            : apply_slots(&ctx, r, v, vl, r == head_rec ? head_slot : -1);
-            rocksdb_pinnableslice_destroy(x->vals[r]);
+            free(x->errs[rec->vi]);
+            x->errs[rec->vi] = NULL;
         }
-        pthread_rwlock_unlock(&g->pend_lock);
+        rocksdb_pinnableslice_t *ps = x->vals[rec->vi];
+        if (!ps) continue;
+        size_t vl;
+        const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(ps, &vl);
+        if (rc == 0) rc = r == 0 ? apply_batch(&c, v, vl) : apply_slots(&c, r, v, vl, raw_slot);
+        rocksdb_pinnableslice_destroy(ps);
+        x->vals[rec->vi] = NULL;
     }
-    for (i = 0; i < nacc; i++) {
-        const tsr_agg_t *a = g->cols[x->acc[i].col].agg;
-        if (rc == 0) out[i] = tsr_agg_finalize(a, x->acc[i].ir, arena);
-        tsr_agg_clear(a, x->acc[i].ir);
+    ctx_finish(&c, rc, rq->out);
+    if (ioerr) req_fail(rq, arena, rc, "tile store read of %s: %s", rq->gb, ioerr);
+    else if (rc) req_fail(rq, arena, rc, "tile store read of %s failed (corrupt record)", rq->gb);
+}
+
+int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                             tsr_error_t *err) {
+    if (n && !reqs) return tsr_error_set(err, TSR_EINVAL, "tile store read_many: no requests");
+    read_scratch_t *x = scratch_get();
+    GROW(x->plans, x->capplans, n + 1);
+    tsr_buf_clear(&x->keys);
+    size_t nacc_used = 0, nrec_used = 0, nmask_used = 0, nplanned = 0;
+    tsr__ts_gb_t *prev = NULL;
+    /* phase 0: checks, and the reads without an upload, alone (they use the scratch) */
+    for (size_t j = 0; j < n; j++) {
+        tsr_tile_store_req_t *rq = &reqs[j];
+        plan_t *p = &x->plans[j];
+        p->ok = 0;
+        p->g = NULL;
+        rq->status = 0;
+        rq->error = NULL;
+        if (req_check(s, rq, &p->g, &p->b, prev, arena)) {
+            p->g = NULL;
+            continue;
+        }
+        prev = p->g;
+        if (p->b == INT64_MIN) {
+            read_one_raw(s, x, rq, p->g, arena);
+            p->g = NULL;
+        }
     }
-    tsr__tile_clear(g, ctx.tmp);
-    if (rc && err && err->code == 0) tsr_error_set(err, rc, "tile store read of %s failed (corrupt record)", gb);
-    return rc;
+    /* phase 1: plans of the others */
+    tsr_buf_clear(&x->keys);
+    for (size_t j = 0; j < n; j++) {
+        plan_t *p = &x->plans[j];
+        if (!p->g) continue;
+        plan_read(x, p, &reqs[j], &nacc_used, &nrec_used, &nmask_used);
+        nplanned++;
+    }
+    if (nplanned == 0) return 0;
+    /* value slots: batch records [0, nplanned), then a chunk's stream records and markers */
+    size_t nget = nrec_used + n;
+    if (nget > x->capget) {
+        x->capget = 2 * nget;
+        x->kp = tsr_realloc(x->kp, x->capget * sizeof(*x->kp));
+        x->kl = tsr_realloc(x->kl, x->capget * sizeof(size_t));
+        x->vals = tsr_realloc(x->vals, x->capget * sizeof(*x->vals));
+        x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
+    }
+    size_t nb = 0;
+    for (size_t j = 0; j < n; j++) {
+        const plan_t *p = &x->plans[j];
+        if (!p->ok) continue;
+        rec_t *rec = &x->recs[p->rec0];
+        rec->vi = nb++;
+        x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
+        x->kl[rec->vi] = rec->klen;
+        x->errs[rec->vi] = NULL;
+    }
+    /* phase 2: batch records, all at once, no lock needed */
+    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], nb, x->kp, x->kl, x->vals, x->errs, 0);
+    /* phases 3 and 4 by chunks of TSR__READ_CHUNK reads: the write-back locks are held from a
+     * chunk's stream multi-get until its last merge, so a large call blocks ingest (the fold
+     * takes them exclusively) for one chunk at a time, not for the whole call. Nothing is lost
+     * to the chunking: RocksDB works through a multi-get 32 keys at a time anyway. */
+    for (size_t j0 = 0; j0 < n;) {
+        size_t jend = j0, nread = 0, ngls = 0;
+        while (jend < n && nread < TSR__READ_CHUNK) nread += x->plans[jend++].ok;
+        /* the chunk's GroupBys, each released after its last read */
+        for (size_t j = j0; j < jend; j++) {
+            plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            size_t gi = 0;
+            while (gi < ngls && x->gls[gi].g != p->g) gi++;
+            if (gi == ngls) {
+                GROW(x->gls, x->capgls, ngls + 1);
+                x->gls[ngls++] = (gb_lock_t){p->g, NULL, 0, SIZE_MAX, 0, j};
+            }
+            x->gls[gi].last = j;
+            p->gi = gi;
+        }
+        /* phase 3: lock them (address order), markers of flushes in flight, stream records */
+        GROW(x->glord, x->capglord, ngls);
+        for (size_t i = 0; i < ngls; i++) x->glord[i] = &x->gls[i];
+        qsort(x->glord, ngls, sizeof(*x->glord), gl_cmp);
+        size_t ns = nplanned;
+        for (size_t j = j0; j < jend; j++) {
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            for (size_t r = 1; r < p->nrec; r++) {
+                rec_t *rec = &x->recs[p->rec0 + r];
+                rec->vi = ns++;
+                x->kl[rec->vi] = rec->klen;
+                x->errs[rec->vi] = NULL;
+            }
+        }
+        for (size_t i = 0; i < ngls; i++) {
+            gb_lock_t *gl = x->glord[i];
+            pthread_rwlock_rdlock(&gl->g->pend_lock);
+            gl->imm = gl->g->imm;
+            gl->gen = gl->g->gen;
+            if (gl->imm) { /* 'm' gb \0 'F' */
+                gl->mkoff = x->keys.len;
+                put_prefix(&x->keys, 'm', gl->g);
+                tsr_buf_putc(&x->keys, 'F');
+                gl->marker_vi = ns++;
+                x->kl[gl->marker_vi] = x->keys.len - gl->mkoff;
+                x->errs[gl->marker_vi] = NULL;
+            }
+        }
+        /* key pointers now that keys no longer grow (the markers may have moved it) */
+        for (size_t i = 0; i < ngls; i++)
+            if (x->gls[i].marker_vi != SIZE_MAX)
+                x->kp[x->gls[i].marker_vi] = (const char *)x->keys.data + x->gls[i].mkoff;
+        for (size_t j = j0; j < jend; j++) {
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            for (size_t r = 1; r < p->nrec; r++) {
+                const rec_t *rec = &x->recs[p->rec0 + r];
+                x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
+            }
+        }
+        if (ns > nplanned)
+            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], ns - nplanned, x->kp + nplanned,
+                                         x->kl + nplanned, x->vals + nplanned, x->errs + nplanned, 0);
+        for (size_t i = 0; i < ngls; i++) {
+            gb_lock_t *gl = &x->gls[i];
+            if (gl->marker_vi == SIZE_MAX) continue;
+            rocksdb_pinnableslice_t *ps = x->vals[gl->marker_vi];
+            if (ps) { /* the flush landed: imm is in the records read */
+                size_t vl;
+                const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(ps, &vl);
+                if (vl == 8 && tsr__get_be64(v) >= gl->gen) gl->imm = NULL;
+                rocksdb_pinnableslice_destroy(ps);
+            }
+            free(x->errs[gl->marker_vi]); /* unreadable marker: imm is merged (as before) */
+            gl->marker_vi = SIZE_MAX;
+        }
+        /* phase 4: merge read by read; a GroupBy's lock goes after its last read of the
+         * chunk. The write-back lookups are pipelined: buckets two reads ahead, entries one
+         * read ahead (within the chunk: those reads' locks are still held) */
+        prefetch_read(x, j0, jend, 0);
+        prefetch_read(x, j0 + 1, jend, 0);
+        prefetch_read(x, j0, jend, 1);
+        for (size_t j = j0; j < jend; j++) {
+            prefetch_read(x, j + 2, jend, 0);
+            prefetch_read(x, j + 1, jend, 1);
+            const plan_t *p = &x->plans[j];
+            if (!p->ok) continue;
+            gb_lock_t *gl = &x->gls[p->gi];
+            merge_read(x, p, gl, &reqs[j], arena);
+            if (gl->last == j) pthread_rwlock_unlock(&gl->g->pend_lock);
+        }
+        j0 = jend;
+    }
+    return 0;
+}
+
+int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
+                        int64_t q, tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err) {
+    tsr_tile_store_req_t rq = {gb, key, klen, q, out, 0, NULL};
+    int rc = tsr_tile_store_read_many(s, &rq, 1, arena, err);
+    if (rc) return rc;
+    if (rq.status) return tsr_error_set(err, rq.status, "%s", rq.error);
+    return 0;
 }

@@ -12,8 +12,9 @@
  *   meta:  the current upload version B, consumer offsets, the write-back flush marker (which
  *          lives in the stream family, below)
  * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
- * record, the head's hour record — with a pinned get and one batched multi-get, and equals the
- * offline value at q.
+ * record, the head's hour record — and equals the offline value at q. Reads come in batches
+ * (tsr_tile_store_read_many: one multi-get of batch records and one of stream records for all
+ * the reads of a call; a single read is a batch of one).
  *
  * Key layout: one RocksDB column family per access pattern, each tuned for it (keys keep their
  * tag byte; big-endian integers, signed ones with the sign bit flipped so byte order is
@@ -145,5 +146,29 @@ void tsr_tile_store_compact(tsr_tile_store_t *s);
  * an upload). Strings/lists/maps are allocated in arena. */
 int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
                         int64_t q, tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err);
+
+/* One read of tsr_tile_store_read_many: the fields of tsr_tile_store_read, plus its outcome.
+ * The same fields in the same order as the fetcher's tsr_tile_read_req_t (fetcher/serving.h),
+ * so an adapter copies them one to one. */
+typedef struct tsr_tile_store_req {
+    const char *gb;
+    const void *key;
+    size_t klen;
+    int64_t q;
+    tsr_value_t *out;           /* the GroupBy's outputs (its columns' windows in order) */
+    int status;                 /* set: 0, or the read's TSR_E* code ... */
+    const char *error;          /* ... and its message (in arena); NULL when status is 0 */
+} tsr_tile_store_req_t;
+
+/* n reads at once — values equal to n tsr_tile_store_read calls, bit for bit — with one
+ * RocksDB multi-get per column family across all of them (batch records, then stream records
+ * and flush markers), so a fetch of many keys and GroupBys pays the lookups once per call
+ * rather than per read. Each read gets its own status: an unknown GroupBy, q before B, an
+ * I/O error or a corrupt record fails that read only (its out is then left unset). Strings,
+ * lists, maps and error messages are allocated in arena. Returns 0 when the reads ran (see
+ * each status), negative with err set only when the call itself is invalid. Reads the
+ * GroupBys' write-back state under their read locks for the duration of the call. */
+int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                             tsr_error_t *err);
 
 #endif

@@ -1,0 +1,378 @@
+/*
+ * test_tile_read_many.c — tsr_tile_store_read_many (worker/tile_store_read.c): many reads in
+ * one call (one multi-get per column family) give exactly the values of the same reads made
+ * one by one with tsr_tile_store_read (tsr_value_equal: same kinds, same double bits), with a
+ * status per read. The calls mix three GroupBys (two uploaded, with different columns and
+ * windows; one never uploaded, read from raw events), random keys (some absent), random q
+ * (event timestamps and the millisecond after, 5-minute, hour and day edges, B, mid-tile),
+ * duplicate reads, and failing reads (an unknown GroupBy, q before B, no GroupBy name) that
+ * must fail alone.
+ * Compared while the stream is still in the write-back table, after a flush, after a restart
+ * (log replay) and after compaction; with the default write-back budget and with a budget of 1
+ * (every batch handed to the flusher thread, flushes in flight during the reads). A last test
+ * runs read_many of several GroupBys on two threads while a third applies batches to them
+ * (bounded): every read succeeds and nothing deadlocks (the GroupBy read locks).
+ */
+#include "tsr_test.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tsr/agg.h"
+#include "tsr/tile.h"
+#include "tsr/tile_store.h"
+#include "tsr/window.h"
+
+static const int64_t M5 = TSR_TILE_5M, H1 = TSR_TILE_1H, D1 = TSR_TILE_1D;
+
+#define NGB 3       /* A, B uploaded; R never uploaded */
+#define NKEYS 12
+#define MAXCOLS 3
+#define MAXOUT 16
+
+typedef struct ev {
+    int key;
+    int64_t ts;
+    uint64_t seq;
+    tsr_value_t in[MAXCOLS];
+} ev_t;
+
+static const char *gbname[NGB] = {"t.a.v1", "t.b.v1", "t.raw.v1"};
+static const int64_t wa0[] = {0, 7 * 60000, H1, 36 * H1};
+static const int64_t wa1[] = {D1, 12 * D1, 0};
+static const int64_t wa2[] = {5 * H1, 30 * D1};
+static const int64_t wb0[] = {H1, D1, 30 * D1};
+static const int64_t wb1[] = {10 * 60000, 2 * D1};
+static const int64_t wr0[] = {H1, 0};
+static tsr_agg_t *aggs[NGB][MAXCOLS];
+static tsr_tile_col_t cols[NGB][MAXCOLS];
+static size_t ncols[NGB] = {3, 2, 1};
+static size_t nout[NGB];
+static ev_t *evs;
+static int nev;
+static char dir[256];
+static size_t wb_budget;
+
+static void make_gbs(void) {
+    tsr_agg_spec_t sa[3] = {{TSR_OP_SUM, TSR_DOUBLE, 0, 0, 0, NULL},
+                            {TSR_OP_LAST, TSR_LONG, 0, 0, 0, NULL},
+                            {TSR_OP_COUNT, TSR_LONG, 0, 0, 0, NULL}};
+    tsr_agg_spec_t sb[2] = {{TSR_OP_AVERAGE, TSR_DOUBLE, 0, 0, 0, NULL},
+                            {TSR_OP_MAX, TSR_LONG, 0, 0, 0, NULL}};
+    tsr_agg_spec_t sr[1] = {{TSR_OP_SUM, TSR_DOUBLE, 0, 0, 0, NULL}};
+    const tsr_agg_spec_t *specs[NGB] = {sa, sb, sr};
+    const int64_t *wins[NGB][MAXCOLS] = {{wa0, wa1, wa2}, {wb0, wb1, NULL}, {wr0, NULL, NULL}};
+    const size_t nwins[NGB][MAXCOLS] = {{4, 3, 2}, {3, 2, 0}, {2, 0, 0}};
+    tsr_error_t err;
+    for (int g = 0; g < NGB; g++) {
+        nout[g] = 0;
+        for (size_t c = 0; c < ncols[g]; c++) {
+            ck_assert_int_eq(tsr_agg_new(&specs[g][c], &aggs[g][c], &err), 0);
+            cols[g][c] = (tsr_tile_col_t){aggs[g][c], nwins[g][c], wins[g][c], c, -1};
+            nout[g] += nwins[g][c];
+        }
+    }
+}
+
+static tsr_tile_store_t *open_store(void) {
+    tsr_tile_store_t *s;
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_open(dir, &s, &err) == 0, "%s", err.msg);
+    if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
+    for (int g = 0; g < NGB; g++) {
+        tsr_tile_gb_t gb = {gbname[g], ncols[g], cols[g]};
+        ck_assert_msg(tsr_tile_store_register(s, &gb, &err) == 0, "%s", err.msg);
+    }
+    return s;
+}
+
+static size_t key_of(int k, char *buf) { return (size_t)snprintf(buf, 16, "user%d", k); }
+
+/* Upload of GroupBy g at B: per key, lifetime IR and the tail tiles of each hop its windows
+ * use, computed from the events before B (as test_tile_store.c). */
+static void upload(tsr_tile_store_t *s, int g, int64_t B) {
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_begin(s, gbname[g], B, &u, &err), 0);
+    void *irs[MAXCOLS];
+    for (size_t c = 0; c < ncols[g]; c++) irs[c] = tsr_malloc(tsr_agg_ir_size(aggs[g][c]));
+    const int64_t hops[] = {M5, H1, D1};
+    const tsr_tile_kind_t kinds[] = {TSR_TILE_TAIL_5M, TSR_TILE_TAIL_1H, TSR_TILE_TAIL_1D};
+    for (int k = 0; k < NKEYS; k++) {
+        char kb[16];
+        size_t kl = key_of(k, kb);
+        for (int h = -1; h < 3; h++) {
+            int64_t lo = INT64_MIN;
+            if (h >= 0) {
+                int64_t wmax = 0;
+                for (size_t c = 0; c < ncols[g]; c++)
+                    for (size_t w = 0; w < cols[g][c].nwin; w++) {
+                        int64_t win = cols[g][c].windows[w];
+                        if (win && tsr_window_hop(win) == hops[h] && win > wmax) wmax = win;
+                    }
+                if (!wmax) continue;
+                lo = tsr_tile_tail_start(B, wmax, hops[h]);
+            }
+            for (int64_t t = lo; h < 0 || t < B; t += (h < 0 ? 0 : hops[h])) {
+                int64_t a = h < 0 ? INT64_MIN : t, z = h < 0 ? B : t + hops[h];
+                int any = 0;
+                for (size_t c = 0; c < ncols[g]; c++) tsr_agg_init(aggs[g][c], irs[c]);
+                for (int i = 0; i < nev; i++) {
+                    if (evs[i].key != k || evs[i].ts < a || evs[i].ts >= z) continue;
+                    any = 1;
+                    for (size_t c = 0; c < ncols[g]; c++)
+                        tsr_agg_update(aggs[g][c], irs[c], &evs[i].in[c], NULL, evs[i].ts, evs[i].seq);
+                }
+                if (any && tsr_tile_upload_put(u, kb, kl, h < 0 ? TSR_TILE_LIFETIME : kinds[h], a,
+                                               (const void *const *)irs, &err))
+                    ck_abort_msg("upload put: %s", err.msg);
+                for (size_t c = 0; c < ncols[g]; c++) tsr_agg_clear(aggs[g][c], irs[c]);
+                if (h < 0) break;
+            }
+        }
+    }
+    for (size_t c = 0; c < ncols[g]; c++) free(irs[c]);
+    ck_assert_msg(tsr_tile_upload_commit(u, &err) == 0, "%s", err.msg);
+}
+
+/* The events at or after `from` (R: all of them), into every GroupBy, in batches of 40. */
+static void stream(tsr_tile_store_t *s, int64_t from) {
+    tsr_tile_event_t batch[40];
+    char keys[40][16];
+    for (int g = 0; g < NGB; g++) {
+        int nb = 0;
+        for (int i = 0; i < nev; i++) {
+            if (g < 2 && evs[i].ts < from) continue;
+            size_t kl = key_of(evs[i].key, keys[nb]);
+            batch[nb] = (tsr_tile_event_t){keys[nb], kl, evs[i].ts, evs[i].seq, evs[i].in, NULL};
+            if (++nb == 40 || i == nev - 1) {
+                tsr_error_t err;
+                if (tsr_tile_store_apply(s, gbname[g], batch, (size_t)nb, "topic/0", i + 1, NULL, &err))
+                    ck_abort_msg("apply: %s", err.msg);
+                nb = 0;
+            }
+        }
+        tsr_error_t err;
+        if (nb && tsr_tile_store_apply(s, gbname[g], batch, (size_t)nb, "topic/0", nev, NULL, &err))
+            ck_abort_msg("apply: %s", err.msg);
+    }
+}
+
+static int64_t gen_events(tsr_rng_t *r) {
+    snprintf(dir, sizeof dir, "/tmp/tsr_test_readmany_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    make_gbs();
+    int64_t B = (int64_t)(19500 + tsr_rng_below(r, 50)) * D1;
+    nev = 0;
+    evs = tsr_calloc(1200, sizeof(ev_t));
+    while (nev < 1200) {
+        int pick = (int)tsr_rng_below(r, 5);
+        int64_t ts = pick == 0 ? B - tsr_rng_range(r, 0, 35) * D1
+                     : pick == 1 ? B + tsr_rng_range(r, -300, 600) * M5
+                                 : B + tsr_rng_range(r, -35 * D1, 2 * D1);
+        evs[nev].key = (int)tsr_rng_below(r, NKEYS);
+        evs[nev].ts = nev && tsr_rng_below(r, 8) == 0 ? evs[nev - 1].ts : ts;
+        evs[nev].seq = (uint64_t)nev;
+        int64_t x = tsr_rng_range(r, -50, 500);
+        int null = tsr_rng_below(r, 12) == 0;
+        evs[nev].in[0] = null ? tsr_value_null() : tsr_value_double((double)x / 8.0);
+        evs[nev].in[1] = null ? tsr_value_null() : tsr_value_long(x);
+        evs[nev].in[2] = null ? tsr_value_null() : tsr_value_long(x);
+        nev++;
+    }
+    return B;
+}
+
+/* A random q >= B: event times (and the millisecond after), hop edges, B, anywhere. */
+static int64_t pick_q(tsr_rng_t *r, int64_t B) {
+    int64_t q;
+    switch (tsr_rng_below(r, 7)) {
+    case 0: q = evs[tsr_rng_below(r, (uint64_t)nev)].ts; break;
+    case 1: q = evs[tsr_rng_below(r, (uint64_t)nev)].ts + 1; break;
+    case 2: q = B + tsr_rng_range(r, 0, 2 * 288) * M5; break;
+    case 3: q = B + tsr_rng_range(r, 0, 48) * H1; break;
+    case 4: q = B + tsr_rng_range(r, 0, 2) * D1; break;
+    case 5: q = B; break;
+    default: q = B + tsr_rng_range(r, 0, 2 * D1); break;
+    }
+    if (q < B) q = B + (B - q) % (2 * D1);
+    return q;
+}
+
+#define NREQ 300
+
+/* NREQ random reads (some duplicated, a few failing) by read_many, then each again by
+ * tsr_tile_store_read: the same status, the same values. */
+static void check_many(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B) {
+    static tsr_tile_store_req_t reqs[NREQ];
+    static tsr_value_t outs[NREQ][MAXOUT];
+    static char keys[NREQ][16];
+    static int gbi[NREQ];
+    tsr_arena_t arena, a1;
+    tsr_arena_init(&arena, 0);
+    tsr_arena_init(&a1, 0);
+    for (int i = 0; i < NREQ; i++) {
+        if (i > 0 && tsr_rng_below(r, 10) == 0) { /* a duplicate of an earlier read */
+            int j = (int)tsr_rng_below(r, (uint64_t)i);
+            memcpy(keys[i], keys[j], sizeof keys[i]);
+            gbi[i] = gbi[j];
+            reqs[i] = reqs[j];
+            reqs[i].key = keys[i];
+            reqs[i].out = outs[i];
+            continue;
+        }
+        int g = (int)tsr_rng_below(r, NGB);
+        int k = (int)tsr_rng_below(r, NKEYS + 2); /* NKEYS, NKEYS+1: absent keys */
+        gbi[i] = g;
+        size_t kl = key_of(k, keys[i]);
+        int64_t q = pick_q(r, B);
+        const char *name = gbname[g];
+        int bad = (int)tsr_rng_below(r, 40);
+        if (bad == 0) {
+            name = "t.nope.v1";
+            gbi[i] = -1;
+        } else if (bad == 1 && g < 2) {
+            q = B - 1 - (int64_t)tsr_rng_below(r, D1);
+            gbi[i] = -2;
+        } else if (bad == 2) {
+            name = NULL;
+            gbi[i] = -2; /* TSR_EINVAL too */
+        }
+        reqs[i] = (tsr_tile_store_req_t){name, keys[i], kl, q, outs[i], 12345, "stale"};
+    }
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs, NREQ, &arena, &err), 0);
+    tsr_value_t one[MAXOUT];
+    for (int i = 0; i < NREQ; i++) {
+        tsr_tile_store_req_t *q = &reqs[i];
+        tsr_arena_reset(&a1);
+        int rc = tsr_tile_store_read(s, q->gb, q->key, q->klen, q->q, one, &a1, &err);
+        if (rc != q->status)
+            ck_abort_msg("read %d (%s key %.*s q=B+%lld): read_many status %d, read %d", i, q->gb ? q->gb : "(none)",
+                         (int)q->klen, (const char *)q->key, (long long)(q->q - B), q->status, rc);
+        if (gbi[i] == -1 && q->status != TSR_ENOTFOUND) ck_abort_msg("unknown GroupBy: status %d", q->status);
+        if (gbi[i] == -2 && q->status != TSR_EINVAL) ck_abort_msg("q before B: status %d", q->status);
+        if (gbi[i] >= 0 && q->status != 0) ck_abort_msg("read %d failed: %s", i, q->error);
+        if ((q->status != 0) != (q->error != NULL)) ck_abort_msg("read %d: status %d, error %p", i, q->status, (const void *)q->error);
+        if (q->status) continue;
+        for (size_t o = 0; o < nout[gbi[i]]; o++)
+            if (!tsr_value_equal(&q->out[o], &one[o])) {
+                tsr_buf_t x, y;
+                tsr_buf_init(&x);
+                tsr_buf_init(&y);
+                tsr_value_to_json(&q->out[o], &x);
+                tsr_value_to_json(&one[o], &y);
+                ck_abort_msg("read %d (%s key %.*s q=B+%lld) output %zu: read_many %s, read %s", i, q->gb,
+                             (int)q->klen, (const char *)q->key, (long long)(q->q - B), o, tsr_buf_cstr(&x),
+                             tsr_buf_cstr(&y));
+            }
+    }
+    /* the calls' edges: nothing to read, one read */
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs, 0, &arena, &err), 0);
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs, 1, &arena, &err), 0);
+    tsr_arena_free(&arena);
+    tsr_arena_free(&a1);
+}
+
+static void cleanup(void) {
+    for (int g = 0; g < NGB; g++)
+        for (size_t c = 0; c < ncols[g]; c++) tsr_agg_free(aggs[g][c]);
+    free(evs);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_many_equals_single) {
+    wb_budget = _i == 1 ? 1 : 0; /* iteration 1: every batch handed to the flusher thread */
+    tsr_rng_t r = {.s = 555 + (uint64_t)_i};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, 0, B);
+    upload(s, 1, B);
+    stream(s, B);
+    check_many(s, &r, B); /* write-back table (iteration 1: flushes in flight) */
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    check_many(s, &r, B); /* merge operands */
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_many(s, &r, B); /* after a restart */
+    tsr_tile_store_compact(s);
+    check_many(s, &r, B); /* merged records */
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Concurrency: readers of several GroupBys at once while a writer applies to them. */
+typedef struct conc {
+    tsr_tile_store_t *s;
+    int64_t B;
+    int stop;
+    int failed;
+    uint64_t seed;
+} conc_t;
+
+static void *reader_main(void *p) {
+    conc_t *c = p;
+    tsr_rng_t r = {.s = c->seed};
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_tile_store_req_t reqs[40];
+    tsr_value_t outs[40][MAXOUT];
+    char keys[40][16];
+    for (int it = 0; it < 300 && !__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); it++) {
+        for (int i = 0; i < 40; i++) {
+            int g = (int)tsr_rng_below(&r, NGB);
+            size_t kl = key_of((int)tsr_rng_below(&r, NKEYS), keys[i]);
+            reqs[i] = (tsr_tile_store_req_t){gbname[g], keys[i], kl, c->B + tsr_rng_range(&r, 0, 2 * D1), outs[i], 0, NULL};
+        }
+        tsr_arena_reset(&arena);
+        tsr_error_t err;
+        if (tsr_tile_store_read_many(c->s, reqs, 40, &arena, &err)) __atomic_store_n(&c->failed, 1, __ATOMIC_RELEASE);
+        for (int i = 0; i < 40; i++)
+            if (reqs[i].status) __atomic_store_n(&c->failed, 1, __ATOMIC_RELEASE);
+    }
+    tsr_arena_free(&arena);
+    return NULL;
+}
+
+START_TEST(test_many_concurrent) {
+    wb_budget = 1; /* flushes all the time */
+    tsr_rng_t r = {.s = 909};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, 0, B);
+    upload(s, 1, B);
+    conc_t c = {s, B, 0, 0, 31};
+    conc_t c2 = {s, B, 0, 0, 32};
+    pthread_t t1, t2;
+    ck_assert_int_eq(pthread_create(&t1, NULL, reader_main, &c), 0);
+    ck_assert_int_eq(pthread_create(&t2, NULL, reader_main, &c2), 0);
+    stream(s, B); /* the writer: this thread */
+    __atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&c2.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    ck_assert_int_eq(c.failed, 0);
+    ck_assert_int_eq(c2.failed, 0);
+    check_many(s, &r, B);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+static Suite *read_many_suite(void) {
+    Suite *s = suite_create("tile_read_many");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_many_equals_single, 0, 2);
+    tcase_add_test(tc, test_many_concurrent);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tsr_test_run(read_many_suite()); }
