@@ -426,6 +426,37 @@ int tsr_host_read(void *ud, const char *gb, const void *key, size_t klen, int64_
     return entity_read(h, gb, key, klen, out, 0, &n, arena, err);
 }
 
+int tsr_host_read_many(tsr_host_t *h, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                       tsr_error_t *err) {
+    /* entity reads one by one; every tile read in one tsr_tile_store_read_many */
+    size_t ntiles = 0;
+    uint8_t *is_entity = tsr_arena_alloc(arena, n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        is_entity[i] = hosted_kind(h, reqs[i].gb, NULL) == 1;
+        if (!is_entity[i]) {
+            ntiles++;
+            continue;
+        }
+        tsr_error_t e;
+        size_t got;
+        reqs[i].status = entity_read(h, reqs[i].gb, reqs[i].key, reqs[i].klen, reqs[i].out, 0, &got, arena, &e);
+        reqs[i].error = reqs[i].status ? tsr_arena_strdup(arena, e.msg) : NULL;
+    }
+    if (ntiles == n) return tsr_tile_store_read_many(h->store, reqs, n, arena, err);
+    if (ntiles == 0) return 0;
+    tsr_tile_store_req_t *t = tsr_arena_alloc(arena, ntiles * sizeof *t);
+    for (size_t i = 0, j = 0; i < n; i++)
+        if (!is_entity[i]) t[j++] = reqs[i];
+    int rc = tsr_tile_store_read_many(h->store, t, ntiles, arena, err);
+    for (size_t i = 0, j = 0; i < n && rc == 0; i++)
+        if (!is_entity[i]) {
+            reqs[i].status = t[j].status;
+            reqs[i].error = t[j].error;
+            j++;
+        }
+    return rc;
+}
+
 int tsr_host_read_values(tsr_host_t *h, const char *gb, const void *key, size_t klen, int64_t q,
                          tsr_value_t **out, size_t *n, tsr_arena_t *arena, tsr_error_t *err) {
     *out = NULL;

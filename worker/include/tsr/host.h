@@ -140,6 +140,10 @@ void tsr_host_collect(tsr_host_t *h);
 /* A tsr_tile_read_fn (ud = the host): tiles, or an entity GroupBy's stored base features. */
 int tsr_host_read(void *ud, const char *gb, const void *key, size_t klen, int64_t q,
                   tsr_value_t *out, tsr_arena_t *arena, tsr_error_t *err);
+/* n reads at once (tsr_tile_store_read_many for the tile GroupBys, one by one for entity
+ * ones), each with its own status and message; values equal to n tsr_host_read calls. */
+int tsr_host_read_many(tsr_host_t *h, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                       tsr_error_t *err);
 /* The same read when the caller does not know the output count: *out (in arena) gets *n
  * values. A GroupBy the host does not serve is TSR_ENOTFOUND. */
 int tsr_host_read_values(tsr_host_t *h, const char *gb, const void *key, size_t klen, int64_t q,
