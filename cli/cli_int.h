@@ -111,6 +111,11 @@ void tsr_cli_conn_close(tsr_cli_conn_t *c);
  * mapped TSR_E* code after printing "tessera <cmd>: <what>: <why>" to stderr (what may be
  * NULL). */
 int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const char *what);
+/* tsr_cli_call that, while the server answers UNAVAILABLE with a message containing
+ * retry_when (a transient state it names, e.g. "not assigned to workers yet"), says so once
+ * on stderr and retries every 250 ms for up to 60 s (within --timeout-ms). */
+int tsr_cli_call_retry(tsr_cli_conn_t *c, const char *method, const void *req, const char *what,
+                       const char *retry_when);
 
 /* Epoch milliseconds as "2024-05-02T00:00:00Z" (".123" before the Z when not whole seconds);
  * 0 prints as "-". buf must hold 32 bytes. Returns buf. */

@@ -114,30 +114,55 @@ void tsr_cli_conn_close(tsr_cli_conn_t *c) {
     tsr_buf_free(&c->req);
 }
 
-int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const char *what) {
-    tsr_buf_clear(&c->req);
-    tsr_pb_pack((const ProtobufCMessage *)req, &c->req);
+/* One call (packed req), following a coordinator's leader redirect once. */
+static int call_once(tsr_cli_conn_t *c, const char *method, tsr_error_t *err) {
     tsr_rpc_call_opts_t opts = {.timeout_ms = c->timeout_ms};
-    tsr_error_t err;
-    tsr_error_clear(&err);
+    tsr_error_clear(err);
     int rc = tsr_rpc_client_call(c->client, method, c->req.data, c->req.len, &opts, &c->reply,
-                                 &err);
+                                 err);
     /* A coordinator that is not the leader names the leader (docs/cluster.md): ask it once. */
     static const char k_not_leader[] = "not the leader; leader is ";
     if (rc != TSR_OK && c->reply.status == TSR_GRPC_UNAVAILABLE &&
         strncmp(c->reply.message, k_not_leader, sizeof k_not_leader - 1) == 0) {
         const char *leader = c->reply.message + sizeof k_not_leader - 1;
-        tsr_rpc_client_t *lc = *leader ? tsr_rpc_client_new(leader, &err) : NULL;
+        tsr_rpc_client_t *lc = *leader ? tsr_rpc_client_new(leader, err) : NULL;
         if (lc) {
             fprintf(stderr, "tessera %s: %s is not the leader; asking the leader %s\n",
                     c->cmd->name, c->server, leader);
             snprintf(c->server, sizeof c->server, "%s", leader);
             tsr_rpc_client_free(c->client);
             c->client = lc;
-            tsr_error_clear(&err);
+            tsr_error_clear(err);
             rc = tsr_rpc_client_call(c->client, method, c->req.data, c->req.len, &opts,
-                                     &c->reply, &err);
+                                     &c->reply, err);
         }
+    }
+    return rc;
+}
+
+int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const char *what) {
+    return tsr_cli_call_retry(c, method, req, what, NULL);
+}
+
+int tsr_cli_call_retry(tsr_cli_conn_t *c, const char *method, const void *req, const char *what,
+                       const char *retry_when) {
+    tsr_buf_clear(&c->req);
+    tsr_pb_pack((const ProtobufCMessage *)req, &c->req);
+    tsr_error_t err;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc, said = 0;
+    for (;;) {
+        rc = call_once(c, method, &err);
+        if (rc == TSR_OK || !retry_when || c->reply.status != TSR_GRPC_UNAVAILABLE ||
+            !strstr(c->reply.message, retry_when))
+            break;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t spent = (int64_t)(t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (spent + 250 >= c->timeout_ms || spent >= 60000) break;
+        if (!said++) fprintf(stderr, "tessera %s: %s; waiting\n", c->cmd->name, c->reply.message);
+        nanosleep(&(struct timespec){0, 250 * 1000000L}, NULL);
     }
     if (rc == TSR_OK) return TSR_OK;
     const char *m = strrchr(method, '/');

@@ -129,7 +129,9 @@ static int run_upload(int argc, char **argv) {
     req.ds = (char *)ds;
     req.warehouse = wh_abs;
     double t0 = now_s();
-    rc = tsr_cli_call(&conn, "/tessera.v1.AdminService/Upload", &req, name);
+    /* a cluster coordinator refuses an upload until the GroupBys are assigned (just applied) */
+    rc = tsr_cli_call_retry(&conn, "/tessera.v1.AdminService/Upload", &req, name,
+                            "not assigned to workers yet");
     double dt = now_s() - t0;
     int exit_code = 0;
     if (rc) {

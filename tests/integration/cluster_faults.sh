@@ -156,7 +156,12 @@ for _ in $(seq 100); do
     [ "${n:-0}" -ge 2 ] && { ok=1; break; }
     sleep 0.2
 done
-[ $ok = 1 ] && pass "admin calls answer again once etcd is back" || fail "cluster did not recover after etcd returned"
+if [ $ok = 1 ]; then pass "admin calls answer again once etcd is back"; else
+    fail "cluster did not recover after etcd returned"
+    "$TESSERA" get workers --timeout-ms 2000 2>&1 | sed 's/^/    | /'
+    for f in "$CLUSTER_DIR"/logs/coordinator*.log "$TMP/c3.log"; do
+        echo "    == $f"; tail -n 8 "$f" | sed 's/^/    | /'; done
+fi
 check_exact "after etcd returned"
 
 kill -TERM "$C3" 2>/dev/null
