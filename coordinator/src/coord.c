@@ -1237,6 +1237,18 @@ static void tick_locked(tsr_coord_t *c) {
             snprintf(c->leader_addr, sizeof c->leader_addr, "%s", addr);
         if (j) json_decref(j);
         if (c->leader && le.mod_revision != c->epoch) step_down(c, "the leader key changed");
+        if (!c->leader && le.lease == c->lease) {
+            /* our own leadership, stepped down from (etcd was out of reach for most of the
+             * lease TTL, and the lease survived): withdraw it so that a fresh election, with a
+             * new epoch, follows — nobody else can win while the key stands */
+            tsr_kv_cmp_t cmp = {lk, le.mod_revision};
+            tsr_kv_op_t op = {TSR_KV_DELETE, lk, NULL, 0, 0, 0};
+            int ok = 0;
+            if (tsr_kv_txn(c->o.kv, &cmp, 1, &op, 1, &ok, NULL, &err) == 0 && ok)
+                tsr_log(TSR_LOG_INFO, "coordinator", "%s: withdrew its stale leader key (epoch %lld)",
+                        c->id, (long long)le.mod_revision);
+            c->leader_addr[0] = 0;
+        }
         tsr_kv_entry_free(&le);
     } else {
         if (c->leader) step_down(c, "the leader key is gone");

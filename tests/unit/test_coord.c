@@ -355,6 +355,33 @@ START_TEST(test_coord_failover) {
 }
 END_TEST
 
+/* etcd out of reach for most of the lease TTL (paused: its leases do not run out meanwhile):
+ * the leader stops leading; when etcd answers again, its lease is still alive and still holds
+ * the leader key — the replica must withdraw that stale key and win a fresh election rather
+ * than redirect everyone to itself forever */
+START_TEST(test_coord_stale_own_key) {
+    tsr_kv_t *kv = tsr_kv_fake_new();
+    clk_t ca = {1000000};
+    tsr_coord_t *a = mk(kv, "a", "a:1", &ca, NULL);
+    tsr_coord_tick(a);
+    int64_t e1 = 0;
+    ck_assert(tsr_coord_is_leader(a, &e1));
+    ca.ms += 2000; /* own lease: 2.5 s; no renewal for 2 s */
+    const char *g = GB("t.by_user.v1", "user");
+    int cr, un;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_coord_apply(a, g, strlen(g), "t", 0, NULL, &cr, &un, &err), TSR_EUNAVAIL);
+    ck_assert(!tsr_coord_is_leader(a, NULL));
+    for (int i = 0; i < 3 && !tsr_coord_is_leader(a, NULL); i++) tsr_coord_tick(a);
+    int64_t e2 = 0;
+    ck_assert(tsr_coord_is_leader(a, &e2));
+    ck_assert_int_gt(e2, e1);
+    apply_ok(a, g, 1, 0, 1);
+    tsr_coord_free(a);
+    tsr_kv_free(kv);
+}
+END_TEST
+
 /* a worker that has seen a newer epoch makes a stale leader check etcd and step down */
 START_TEST(test_coord_seen_epoch) {
     tsr_kv_t *kv = tsr_kv_fake_new();
@@ -684,6 +711,7 @@ static Suite *coord_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_coord_failover);
+    tcase_add_test(tc, test_coord_stale_own_key);
     tcase_add_test(tc, test_coord_seen_epoch);
     tcase_add_test(tc, test_coord_configs);
     tcase_add_test(tc, test_coord_membership);

@@ -56,6 +56,14 @@ cluster_down() {
 
 # Stops the cluster whatever happens (lib/serve.bash's trap stops broker/serve and the dir).
 cluster_cleanup() {
+    if [ "${fails:-0}" -gt 0 ] && [ -d "$CLUSTER_DIR/logs" ]; then
+        local f
+        for f in "$CLUSTER_DIR"/logs/*.log; do
+            echo "    == last lines of $(basename "$f")"
+            tail -n 12 "$f" | cut -c1-300 | sed 's/^/    | /'
+        done
+        [ -n "${CLUSTER_KEEP_LOGS:-}" ] && cp -r "$CLUSTER_DIR/logs" "$CLUSTER_KEEP_LOGS"
+    fi
     cluster_down
     cleanup
 }
