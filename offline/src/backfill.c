@@ -156,6 +156,14 @@ static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t 
     return p;
 }
 
+/* Leftover .tmp-* folders of crashed runs go; with a shared output (cluster shards writing
+ * other days of the same table at this moment) only those over an hour old, since a younger
+ * one may be another process's partition being written. */
+static void out_cleanup(const tsr_backfill_opts_t *o, const char *odir) {
+    if (o->shared_output) tsr_out_cleanup_older(odir, 3600);
+    else tsr_out_cleanup(odir);
+}
+
 /* Writes the Join's output partitions, one ds per task, on every thread: each thread has its
  * own VMs, buffers and arena; partitions are independent files. */
 typedef struct join_writer {
@@ -429,7 +437,7 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     /* 3. assemble and write, one ds at a time */
     odir = output_dir(o, &j->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
-    tsr_out_cleanup(odir);
+    out_cleanup(o, odir);
     size_t ncols = jp.nleft_cols + 2 + jp.deriv.nout;
     const char **names = tsr_malloc(ncols * sizeof(char *));
     for (size_t c = 0; c < jp.nleft_cols; c++) names[c] = jp.left_names[c];
@@ -604,7 +612,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
 
     odir = output_dir(o, &g->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
-    tsr_out_cleanup(odir);
+    out_cleanup(o, odir);
     size_t ncols = gb.nkeys + 1 + gb.deriv.nout;
     const char **names = tsr_malloc(ncols * sizeof(char *));
     for (size_t k = 0; k < gb.nkeys; k++) names[k] = g->key_columns[k];
@@ -679,6 +687,49 @@ int tsr_backfill_run(const tsr_config_t *conf, const tsr_backfill_opts_t *opts,
                            "tessera run-staging",
                            conf->file);
     stats->seconds = now_s() - e.t0;
+    return rc;
+}
+
+int tsr_backfill_check(const tsr_config_t *conf, const tsr_backfill_opts_t *opts, char *out_dir,
+                       size_t cap, tsr_error_t *err) {
+    tsr_backfill_opts_t o = *opts;
+    if (!o.warehouse) o.warehouse = "./warehouse";
+    if (o.end_day < o.start_day) return tsr_error_set(err, TSR_EINVAL, "--end-ds is before --start-ds");
+    int rc = 0;
+    char *odir = NULL;
+    if (conf->kind == TSR_CONF_JOIN) {
+        /* the checks of run_join, in its order */
+        const tsr_conf_join_t *j = conf->join;
+        join_plan_t jp;
+        if ((rc = tsr__join_plan_build(&jp, j, o.warehouse, o.start_day, o.end_day, err)) != 0) return rc;
+        int64_t lo = o.start_day, hi = o.end_day, pd;
+        if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &pd) == 0 && pd > lo) lo = pd;
+        if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &pd) == 0 && pd < hi) hi = pd;
+        if (lo > hi)
+            rc = tsr_error_set(err, TSR_EINVAL, "nothing to backfill: the left query's startPartition/endPartition "
+                               "leave no day of the range");
+        if (rc == 0) rc = check_partitions(&jp.left, lo, hi, err);
+        for (size_t p = 0; rc == 0 && p < jp.nparts; p++) {
+            const gb_plan_t *gb = &jp.parts[p].gb;
+            int64_t glo = jp.left_entity || gb->snapshot || gb->entity ? lo - 1 : lo;
+            rc = tsr__check_gb_partitions(gb, glo, hi, err);
+        }
+        tsr__join_plan_free(&jp);
+        if (rc == 0) odir = output_dir(&o, &j->meta);
+    } else if (conf->kind == TSR_CONF_GROUP_BY) {
+        gb_plan_t gb;
+        if ((rc = tsr__gb_plan_build(&gb, conf->group_by, o.warehouse, o.start_day, o.end_day, err)) != 0)
+            return rc;
+        rc = tsr__check_gb_partitions(&gb, o.start_day, o.end_day, err);
+        tsr__gb_plan_free(&gb);
+        if (rc == 0) odir = output_dir(&o, &conf->group_by->meta);
+    } else {
+        return tsr_error_set(err, TSR_EUNSUPPORTED,
+                             "%s: backfill runs GroupBys and Joins; run a StagingQuery with tessera run-staging",
+                             conf->file ? conf->file : "config");
+    }
+    if (rc == 0 && out_dir) snprintf(out_dir, cap, "%s", odir);
+    free(odir);
     return rc;
 }
 
