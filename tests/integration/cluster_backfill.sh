@@ -52,8 +52,9 @@ S=2024-01-02 E=2024-01-06
     || { fail "datagen"; exit 1; }
 
 # ---- the reference: a local backfill
+t0=$(date +%s%3N)
 "$TESSERA" backfill "$JOIN" --start-ds $S --end-ds $E --warehouse "$WH" --quiet >"$TMP/local.out" 2>&1 \
-    && pass "local backfill" || { fail "local backfill"; cat "$TMP/local.out"; exit 1; }
+    && pass "local backfill ($(($(date +%s%3N) - t0)) ms)" || { fail "local backfill"; cat "$TMP/local.out"; exit 1; }
 mv "$OUT" "$TMP/ref"
 nref=$(cat "$TMP/ref"/ds=*/part-* | wc -l)
 
@@ -66,7 +67,7 @@ CP=$(free_port); PP=$(free_port); EP=http://127.0.0.1:$CP
 PIDS+=($!)
 for _ in $(seq 100); do curl -s --max-time 1 "$EP/health" | grep -q true && break; sleep 0.1; done
 curl -s --max-time 1 "$EP/health" | grep -q true || { fail "etcd did not start"; exit 1; }
-"$COORD" --etcd "$EP" --listen 127.0.0.1:0 --id c1 --warehouse "$WH" --lease-ttl 2 --partitions 4 \
+"$COORD" --etcd "$EP" --listen 127.0.0.1:0 --id c1 --warehouse "$WH" --lease-ttl 3 --partitions 4 \
     --log-format json >"$TMP/c1.out" 2>"$TMP/c1.err" &
 PIDS+=($!)
 C=
@@ -102,7 +103,7 @@ for _ in $(seq 50); do "$TESSERA" status --server "$C" --timeout-ms 2000 >/dev/n
 # ---- a cluster backfill equals the local one
 "$TESSERA" backfill $NAME --start-ds $S --end-ds $E --server "$C" --timeout-ms 120000 >"$TMP/bf1.out" 2>"$TMP/bf1.err"; rc=$?
 [ $rc -eq 0 ] && grep -q "$nref rows in 5 partitions (4 shards) written to $OUT" "$TMP/bf1.out" \
-    && pass "cluster backfill: exit 0, $nref rows, 4 shards" || { fail "cluster backfill: exit $rc"; cat "$TMP/bf1.out" "$TMP/bf1.err"; }
+    && pass "cluster backfill: exit 0, $nref rows, 4 shards" || { fail "cluster backfill: exit $rc"; cat "$TMP/bf1.out" "$TMP/bf1.err"; grep -i "job\|backfill" "$TMP/c1.err" | tail -5; }
 sed 's/^/    | /' "$TMP/bf1.out"
 for i in 1 2; do
     n=$(grep -c "backfill shard .* rows in" "$TMP/w$i.err")
@@ -153,7 +154,9 @@ if [ -z "$G" ]; then fail "serve did not start"; tail "$TMP/serve.err"; else
     "$TESSERA" backfill no.such.config --start-ds $S --end-ds $E --server "$G" >/dev/null 2>&1; rc=$?
     [ $rc -eq 3 ] && pass "serve: unknown config exit 3" || fail "serve: unknown config exit $rc"
     kill -TERM $SP
-    for _ in $(seq 200); do kill -0 $SP 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 400); do kill -0 $SP 2>/dev/null || break; sleep 0.05; done
+    if kill -0 $SP 2>/dev/null; then fail "serve still running 20 s after SIGTERM"
+    else wait $SP; rc=$?; [ $rc -eq 0 ] && pass "serve: SIGTERM exit 0" || { fail "serve: exit $rc"; tail -20 "$TMP/serve.err"; }; fi
 fi
 
 [ $fails -eq 0 ] || { echo "cluster_backfill: $fails failed"; exit 1; }
