@@ -511,6 +511,7 @@ static int backfill_run(backfill_job_t *j, Tessera__V1__BackfillResponse *out, c
     memset(&o, 0, sizeof o);
     o.format = TSR_FORMAT_JSONL;
     o.warehouse = j->warehouse;
+    o.stop = &s->stopping;          /* shutdown ends the run at the next file or day */
     if (tsr_ds_parse(j->start_ds, &o.start_day) != 0)
         return tsr_error_set(err, TSR_EINVAL, "start_ds '%s' is not a date YYYY-MM-DD", j->start_ds);
     if (tsr_ds_parse(j->end_ds, &o.end_day) != 0)

@@ -111,6 +111,7 @@ static void xctx_init(engine_t *e, xctx_t *x, const char *what, size_t nparts) {
     x->max_bad_rows = e->o->max_bad_rows;
     x->progress = e->o->progress;
     x->what = what;
+    x->stop = e->o->stop;
     pthread_mutex_init(&x->mu, NULL);
 }
 
@@ -155,6 +156,8 @@ static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t 
     snprintf(p, n, "%s/%s/%s", o->warehouse, ns, clean);
     return p;
 }
+
+static int stopped(const tsr_backfill_opts_t *o) { return o->stop && __atomic_load_n(o->stop, __ATOMIC_ACQUIRE); }
 
 /* Leftover .tmp-* folders of crashed runs go; with a shared output (cluster shards writing
  * other days of the same table at this moment) only those over an hour old, since a younger
@@ -269,6 +272,10 @@ static void *join_writer_main(void *arg) {
     tsr_error_clear(&err);
     for (;;) {
         pthread_mutex_lock(&w->mu);
+        if (stopped(w->e->o) && !w->failed) {
+            w->failed = 1;
+            tsr_error_set(&w->err, TSR_EUNAVAIL, "backfill stopped (shutting down)");
+        }
         size_t d = w->next < w->ndays && !w->failed ? w->next++ : (size_t)-1;
         pthread_mutex_unlock(&w->mu);
         if (d == (size_t)-1) break;
@@ -625,6 +632,10 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     tsr_value_t *tmp = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
     size_t r = 0;
     for (int64_t day = o->start_day; day <= o->end_day && rc == 0; day++) {
+        if (stopped(o)) {
+            rc = tsr_error_set(err, TSR_EUNAVAIL, "backfill stopped (shutting down)");
+            break;
+        }
         tsr_out_partition_t *op;
         if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
         char ds[11];

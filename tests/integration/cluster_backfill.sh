@@ -4,7 +4,8 @@
 # both workers, and the output table equals a local `tessera backfill` of the same days row for
 # row (each ds partition's rows compared sorted) — also when one worker is killed -9 while its
 # shard runs (the coordinator retries the shard on the other worker once the lease is gone).
-# Then the same command against `tessera serve`, and remote error exit codes. Skipped when
+# Then the same command against `tessera serve`, remote error exit codes, and a SIGTERM of
+# the last worker during a shard (prompt drain; the job fails: no worker left). Skipped when
 # etcd, the cluster binaries or tessera-datagen are absent. Loopback only; every wait bounded;
 # only the processes started here are stopped (by PID).
 set -u
@@ -157,6 +158,26 @@ if [ -z "$G" ]; then fail "serve did not start"; tail "$TMP/serve.err"; else
     for _ in $(seq 400); do kill -0 $SP 2>/dev/null || break; sleep 0.05; done
     if kill -0 $SP 2>/dev/null; then fail "serve still running 20 s after SIGTERM"
     else wait $SP; rc=$?; [ $rc -eq 0 ] && pass "serve: SIGTERM exit 0" || { fail "serve: exit $rc"; tail -20 "$TMP/serve.err"; }; fi
+fi
+
+# ---- SIGTERM of the last worker while its shard runs: it drains promptly; the job fails
+q2=$(grep -c "queued" "$TMP/w2.err")
+"$TESSERA" backfill $NAME --start-ds $S --end-ds $E --server "$C" --timeout-ms 60000 >"$TMP/bf4.out" 2>"$TMP/bf4.err" &
+BF=$!
+PIDS+=($BF)
+for _ in $(seq 200); do [ "$(grep -c "queued" "$TMP/w2.err")" -gt "$q2" ] && break; sleep 0.05; done
+sleep 0.3
+t0=$(date +%s%3N)
+kill -TERM "$W2_PID"
+for _ in $(seq 200); do kill -0 "$W2_PID" 2>/dev/null || break; sleep 0.05; done
+if kill -0 "$W2_PID" 2>/dev/null; then fail "worker 2 still running 10 s after SIGTERM during a backfill shard"
+else wait "$W2_PID"; rc=$?; [ $rc -eq 0 ] && pass "worker 2 drained during a shard in $(($(date +%s%3N) - t0)) ms (exit 0)" \
+    || fail "worker 2: exit $rc"; fi
+for _ in $(seq 400); do kill -0 $BF 2>/dev/null || break; sleep 0.05; done
+if kill -0 $BF 2>/dev/null; then fail "backfill still running 20 s after the last worker left"
+else wait $BF; rc=$?
+    [ $rc -eq 1 ] && grep -q "no worker is left" "$TMP/bf4.err" && pass "with no worker left the backfill fails (exit 1), saying so" \
+        || { fail "backfill without workers: exit $rc"; cat "$TMP/bf4.err"; }
 fi
 
 [ $fails -eq 0 ] || { echo "cluster_backfill: $fails failed"; exit 1; }

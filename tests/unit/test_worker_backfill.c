@@ -6,7 +6,9 @@
  *     byte, a single local tsr_backfill_run of the whole range, and no temp folder is left;
  *   - a shared-output run leaves another writer's young .tmp-* folder alone and removes one
  *     over an hour old (tsr_out_cleanup_older);
- *   - bad shards fail with a message (bad days, a missing input partition named).
+ *   - bad shards fail with a message (bad days, a missing input partition named);
+ *   - the engine's stop flag (a draining worker) ends a run with TSR_EUNAVAIL, writing nothing
+ *     more.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -266,6 +268,31 @@ START_TEST(test_bad_backfill_shards) {
 }
 END_TEST
 
+START_TEST(test_stop_flag) {
+    tsr_config_t *c = load();
+    tsr_backfill_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.warehouse = wh;
+    tsr_ds_parse("2024-01-02", &o.start_day);
+    tsr_ds_parse("2024-01-07", &o.end_day);
+    int stop = 1;
+    o.stop = &stop;
+    tsr_backfill_stats_t st;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), TSR_EUNAVAIL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "stopped"));
+    ck_assert_uint_eq(st.partitions_written, 0);
+    struct stat sb;
+    char p[800];
+    snprintf(p, sizeof p, "%s/ds=2024-01-02", out);
+    ck_assert_int_ne(stat(p, &sb), 0);
+    stop = 0;
+    ck_assert_int_eq(tsr_backfill_run(c, &o, &st, &err), 0);
+    ck_assert_uint_eq(st.partitions_written, 6);
+    tsr_config_free(c);
+}
+END_TEST
+
 static Suite *worker_backfill_suite(void) {
     Suite *s = suite_create("worker_backfill");
     TCase *tc = tcase_create("worker_backfill");
@@ -274,6 +301,7 @@ static Suite *worker_backfill_suite(void) {
     tcase_add_test(tc, test_concurrent_shards_equal_local_run);
     tcase_add_test(tc, test_shared_output_temp_folders);
     tcase_add_test(tc, test_bad_backfill_shards);
+    tcase_add_test(tc, test_stop_flag);
     suite_add_tcase(s, tc);
     return s;
 }

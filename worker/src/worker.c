@@ -460,6 +460,7 @@ static int run_backfill_shard(tsr_worker_t *w, const Tessera__V1__ShardTask *t, 
     memset(&o, 0, sizeof o);
     o.format = TSR_FORMAT_JSONL;
     o.shared_output = 1;
+    o.stop = &w->stopping;          /* a drain abandons the shard at the next file or day */
     if (!t->start_ds || tsr_ds_parse(t->start_ds, &o.start_day) != 0 || !t->end_ds ||
         tsr_ds_parse(t->end_ds, &o.end_day) != 0)
         return tsr_error_set(err, TSR_EINVAL, "backfill shard of %s: bad days '%s'..'%s'", name,

@@ -30,6 +30,9 @@ typedef struct tsr_backfill_opts {
                                    the sources per range. */
     uint64_t max_bad_rows;      /* bad input rows tolerated (counted and reported) */
     FILE *progress;             /* progress and summary lines; NULL = quiet */
+    const int *stop;            /* NULL, or a flag that, once set (atomically, non-zero), ends
+                                   the run with TSR_EUNAVAIL at the next input file or output
+                                   day (a worker draining); partitions published stay */
     int shared_output;          /* other processes may be writing other ds partitions of the
                                    same output table (cluster backfill shards): leftover
                                    .tmp-* folders are removed only when over an hour old */

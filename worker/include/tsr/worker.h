@@ -76,7 +76,8 @@ typedef struct tsr_worker_stats {
 int tsr_worker_start(const tsr_worker_opts_t *opts, tsr_worker_t **out, tsr_error_t *err);
 int tsr_worker_port(const tsr_worker_t *w);
 const char *tsr_worker_id(const tsr_worker_t *w);
-/* Drains: stops the coordinator threads (a shard in hand is abandoned, unreported), stops
+/* Drains: stops the coordinator threads (a shard in hand is abandoned, unreported: a backfill
+ * shard at its next input file or output day), stops
  * ingests after the batch in hand, stops serving, closes the stores. Frees w. */
 void tsr_worker_stop(tsr_worker_t *w);
 
