@@ -68,7 +68,7 @@ CP=$(free_port); PP=$(free_port); EP=http://127.0.0.1:$CP
 PIDS+=($!)
 for _ in $(seq 100); do curl -s --max-time 1 "$EP/health" | grep -q true && break; sleep 0.1; done
 curl -s --max-time 1 "$EP/health" | grep -q true || { fail "etcd did not start"; exit 1; }
-"$COORD" --etcd "$EP" --listen 127.0.0.1:0 --id c1 --warehouse "$WH" --lease-ttl 3 --partitions 4 \
+"$COORD" --etcd "$EP" --listen 127.0.0.1:0 --id c1 --warehouse "$WH" --lease-ttl 6 --partitions 4 \
     --log-format json >"$TMP/c1.out" 2>"$TMP/c1.err" &
 PIDS+=($!)
 C=
