@@ -10,6 +10,7 @@
 
 #include "serve_int.h"
 #include "tessera.pb-c.h"
+#include "tsr/backfill.h"
 #include "tsr/batch.h"
 #include "tsr/entity_store.h"
 #include "tsr/host.h"
@@ -581,6 +582,131 @@ static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     return TSR_RPC_DEFER;
 }
 
+/* ---- Backfill: like Upload, a deferred call finished by its own thread; one upload or backfill
+ * runs at a time (upload_mu). The whole range is one "shard" run by the offline engine in this
+ * process, writing the warehouse's output table as `tessera backfill` does. */
+
+typedef struct backfill_job {
+    tsr_server_t *s;
+    tsr_rpc_call_t *call;
+    char *name, *start_ds, *end_ds, *warehouse;
+} backfill_job_t;
+
+static int backfill_run(backfill_job_t *j, Tessera__V1__BackfillResponse *out, char *odir, size_t cap,
+                        tsr_error_t *err) {
+    tsr_server_t *s = j->s;
+    tsr_backfill_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.format = TSR_FORMAT_JSONL;
+    o.warehouse = j->warehouse;
+    o.stop = &s->stopping;          /* shutdown ends the run at the next file or day */
+    if (tsr_ds_parse(j->start_ds, &o.start_day) != 0)
+        return tsr_error_set(err, TSR_EINVAL, "start_ds '%s' is not a date YYYY-MM-DD", j->start_ds);
+    if (tsr_ds_parse(j->end_ds, &o.end_day) != 0)
+        return tsr_error_set(err, TSR_EINVAL, "end_ds '%s' is not a date YYYY-MM-DD", j->end_ds);
+    if (o.end_day < o.start_day)
+        return tsr_error_set(err, TSR_EINVAL, "end_ds %s is before start_ds %s", j->end_ds, j->start_ds);
+    tsr_reg_entry_t e;
+    int rc = tsr_registry_get(s->reg, j->name, &e, err);
+    if (rc)
+        return tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)",
+                             j->name);
+    tsr_config_options_t copt;
+    memset(&copt, 0, sizeof copt);
+    copt.warehouse = j->warehouse;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    tsr_config_t *conf = NULL;
+    rc = tsr_config_load_string(e.text, e.text_len, e.name, &copt, &conf, &d);
+    tsr_reg_entry_free(&e);
+    if (rc) {
+        tsr_error_set(err, rc, "%s: %s", j->name, d.n ? d.items[0].text : tsr_strerror(rc));
+        tsr_diag_free(&d);
+        tsr_config_free(conf);
+        return rc;
+    }
+    tsr_diag_free(&d);
+    pthread_mutex_lock(&s->upload_mu);
+    rc = tsr_backfill_check(conf, &o, odir, cap, err);
+    tsr_backfill_stats_t st;
+    memset(&st, 0, sizeof st);
+    if (rc == 0) rc = tsr_backfill_run(conf, &o, &st, err);
+    pthread_mutex_unlock(&s->upload_mu);
+    if (rc) tsr_error_prefix(err, "backfill of %s", j->name);
+    out->name = j->name;
+    out->days = (int64_t)st.partitions_written;
+    out->rows = (int64_t)st.rows_written;
+    out->shards = 1;
+    out->output = odir;
+    if (rc == 0)
+        logf_(s, "backfilled %s ds=%s..%s: %llu rows in %.2f s into %s", j->name, j->start_ds, j->end_ds,
+              (unsigned long long)st.rows_written, st.seconds, odir);
+    tsr_config_free(conf);
+    return rc;
+}
+
+static void *backfill_main(void *arg) {
+    backfill_job_t *j = arg;
+    Tessera__V1__BackfillResponse out;
+    tessera__v1__backfill_response__init(&out);
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    char odir[1024] = "";
+    int rc = backfill_run(j, &out, odir, sizeof odir, &err);
+    if (rc == 0) {
+        tsr_buf_t b;
+        tsr_buf_init(&b);
+        tsr_pb_pack(&out.base, &b);
+        tsr_rpc_call_finish(j->call, 0, b.data, b.len, NULL);
+        tsr_buf_free(&b);
+    } else {
+        logf_(j->s, "backfill %s: %s", j->name, err.msg);
+        tsr_rpc_call_finish(j->call, rc, NULL, 0, err.msg);
+    }
+    free(j->name);
+    free(j->start_ds);
+    free(j->end_ds);
+    free(j->warehouse);
+    free(j);
+    return NULL;
+}
+
+static int h_backfill(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                      tsr_error_t *err) {
+    (void)resp;
+    tsr_server_t *s = ud;
+    tsr_arena_t *a = thread_arena(s);
+    Tessera__V1__BackfillRequest *rq = tsr_pb_unpack(&tessera__v1__backfill_request__descriptor, req, n, a, err);
+    if (!rq) return TSR_EINVAL;
+    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "BackfillRequest.name is empty");
+    if (!rq->start_ds || !rq->start_ds[0] || !rq->end_ds || !rq->end_ds[0])
+        return tsr_error_set(err, TSR_EINVAL, "BackfillRequest.start_ds and end_ds are required");
+    const char *wh = rq->warehouse && rq->warehouse[0] ? rq->warehouse : s->warehouse;
+    if (!wh) return tsr_error_set(err, TSR_EINVAL, "backfill: no warehouse (start the server with --warehouse)");
+    backfill_job_t *j = tsr_calloc(1, sizeof(*j));
+    j->s = s;
+    j->call = call;
+    j->name = tsr_strdup(rq->name);
+    j->start_ds = tsr_strdup(rq->start_ds);
+    j->end_ds = tsr_strdup(rq->end_ds);
+    j->warehouse = tsr_strdup(wh);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int prc = pthread_create(&t, &at, backfill_main, j);
+    pthread_attr_destroy(&at);
+    if (prc != 0) {
+        free(j->name);
+        free(j->start_ds);
+        free(j->end_ds);
+        free(j->warehouse);
+        free(j);
+        return tsr_error_set(err, TSR_EUNAVAIL, "cannot start a backfill thread");
+    }
+    return TSR_RPC_DEFER;
+}
+
 /* ------------------------------------------------------------------------------------------
  * metrics */
 
@@ -703,6 +829,7 @@ int tsr_server_start(const tsr_server_opts_t *o, tsr_server_t **out, tsr_error_t
         {"/tessera.v1.AdminService/ListConfigs", h_list},
         {"/tessera.v1.AdminService/DeleteConfig", h_delete},
         {"/tessera.v1.AdminService/Upload", h_upload},
+        {"/tessera.v1.AdminService/Backfill", h_backfill},
         {"/tessera.v1.AdminService/Status", h_status},
     };
     for (size_t i = 0; rc == 0 && i < sizeof methods / sizeof *methods; i++)

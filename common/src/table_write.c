@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tsr/time.h"
@@ -231,9 +232,15 @@ int tsr_out_partition_commit(tsr_out_partition_t *p, tsr_error_t *err) {
         }
         rm_rf(p->tmp_dir); /* now holds the old partition */
     } else if (rename(p->tmp_dir, p->final_dir) != 0) {
-        rc = tsr_error_set(err, TSR_EIO, "%s: cannot publish: %s", p->final_dir, strerror(errno));
-        tsr_out_partition_abort(p);
-        return rc;
+        /* another writer (a retried cluster shard) published ds=D since the stat: swap */
+        if ((errno == ENOTEMPTY || errno == EEXIST) &&
+            renameat2(AT_FDCWD, p->tmp_dir, AT_FDCWD, p->final_dir, RENAME_EXCHANGE) == 0) {
+            rm_rf(p->tmp_dir);
+        } else {
+            rc = tsr_error_set(err, TSR_EIO, "%s: cannot publish: %s", p->final_dir, strerror(errno));
+            tsr_out_partition_abort(p);
+            return rc;
+        }
     }
     free_partition(p);
     return 0;
@@ -249,19 +256,24 @@ void tsr_out_partition_abort(tsr_out_partition_t *p) {
     free_partition(p);
 }
 
-int tsr_out_cleanup(const char *table_dir) {
+int tsr_out_cleanup_older(const char *table_dir, int64_t min_age_s) {
     DIR *d = opendir(table_dir);
     if (!d) return 0;
     struct dirent *e;
     int n = 0;
+    time_t tnow = time(NULL);
     while ((e = readdir(d)) != NULL) {
         if (strncmp(e->d_name, ".tmp-", 5) != 0) continue;
         size_t len = strlen(table_dir) + strlen(e->d_name) + 2;
         char *c = tsr_malloc(len);
         snprintf(c, len, "%s/%s", table_dir, e->d_name);
-        if (rm_rf(c) == 0) n++;
+        struct stat st;
+        int old = min_age_s <= 0 || (lstat(c, &st) == 0 && (int64_t)(tnow - st.st_mtime) >= min_age_s);
+        if (old && rm_rf(c) == 0) n++;
         free(c);
     }
     closedir(d);
     return n;
 }
+
+int tsr_out_cleanup(const char *table_dir) { return tsr_out_cleanup_older(table_dir, 0); }

@@ -10,6 +10,7 @@
  *   shard → next worker    shard_retry()    failure report or worker gone; ≤ MAX_ATTEMPTS
  *   job → committed        commit_gb()      uploads/<gb> when all its shards are done
  *   job → finished         jobs_check()     every owner reported batch_end ≥ B
+ *   backfill → finished    jobs_check()     every day-range shard done (no commit, no load)
  *
  * Invariants: under c->mu, every cached assignment is what assign/<gb> holds for our epoch;
  * c->rev grows whenever anything a snapshot shows changes (broadcast on c->cv).
@@ -27,6 +28,7 @@
 #include "cluster.pb-c.h"
 #include "tessera.pb-c.h"
 #include "tsr/assign.h"
+#include "tsr/backfill.h"
 #include "tsr/config.h"
 #include "tsr/log.h"
 #include "tsr/pbvalue.h"
@@ -81,9 +83,10 @@ typedef struct topicn {
 enum { SH_RUNNING = 0, SH_DONE = 1, SH_FAILED = 2 };
 
 typedef struct shard {
-    char *gb;
+    char *gb;                       /* backfill: the config's name */
     int32_t *parts;
     size_t nparts;
+    int64_t lo, hi;                 /* backfill: its days */
     char *worker;
     int attempt, state;
     int64_t keys;
@@ -91,10 +94,15 @@ typedef struct shard {
 } shard_t;
 
 enum { JOB_RUNNING = 0, JOB_LOADING = 1, JOB_DONE = 2, JOB_FAILED = 3 };
+enum { KIND_UPLOAD = 0, KIND_BACKFILL = 1 };
 
 typedef struct job {
     char id[64];
-    char *name, *ds, *warehouse;
+    int kind;
+    char *name, *ds, *warehouse;    /* backfill: ds is "START..END" */
+    char *config_text, *output;     /* backfill: the config as applied when it began; the
+                                       output table folder */
+    int64_t days;                   /* backfill */
     int64_t batch_end, deadline;
     char **gbs;                     /* GroupBys uploaded */
     int *committed;
@@ -103,15 +111,21 @@ typedef struct job {
     size_t nsh;
     int state;
     tsr_coord_upload_cb cb;         /* NULL once called */
+    tsr_coord_backfill_cb bcb;      /* backfill: NULL once called */
     void *ud;
 } job_t;
 
+static int has_cb(const job_t *j) { return j->cb || j->bcb; }
+static const char *job_kind(const job_t *j) { return j->kind == KIND_BACKFILL ? "backfill" : "upload"; }
+
 typedef struct done_cb {            /* an upload callback to run outside the lock */
     tsr_coord_upload_cb cb;
+    tsr_coord_backfill_cb bcb;
     void *ud;
     int rc;
     tsr_coord_upload_result_t res;
-    char *name;
+    tsr_coord_backfill_result_t bres;
+    char *name, *output;
     char *msg;
 } done_cb_t;
 
@@ -200,7 +214,7 @@ static void bump(tsr_coord_t *c) {
 static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
-    if (!j->cb) return;
+    if (!has_cb(j)) return;
     if (c->ndone == c->capdone) {
         c->capdone = c->capdone ? 2 * c->capdone : 8;
         c->done = tsr_realloc(c->done, c->capdone * sizeof *c->done);
@@ -208,6 +222,7 @@ static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
     done_cb_t *d = &c->done[c->ndone++];
     memset(d, 0, sizeof *d);
     d->cb = j->cb;
+    d->bcb = j->bcb;
     d->ud = j->ud;
     d->rc = rc;
     d->name = tsr_strdup(j->name);
@@ -215,6 +230,14 @@ static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
     d->res.batch_end_ms = j->batch_end;
     for (size_t i = 0; i < j->nsh; i++) d->res.keys += j->sh[i].keys;
     d->res.group_bys = (int64_t)j->ngbs;
+    if (j->kind == KIND_BACKFILL) {
+        d->output = tsr_strdup(j->output ? j->output : "");
+        d->bres.name = d->name;
+        d->bres.days = j->days;
+        d->bres.rows = d->res.keys;
+        d->bres.shards = (int64_t)j->nsh;
+        d->bres.output = d->output;
+    }
     if (fmt) {
         char buf[TSR_ERROR_MSG_MAX];
         va_list ap;
@@ -224,6 +247,7 @@ static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
         d->msg = tsr_strdup(buf);
     }
     j->cb = NULL;
+    j->bcb = NULL;
 }
 
 static void reap(tsr_coord_t *c);
@@ -238,8 +262,10 @@ static void unlock_and_flush(tsr_coord_t *c) {
     c->ndone = c->capdone = 0;
     pthread_mutex_unlock(&c->mu);
     for (size_t i = 0; i < n; i++) {
-        v[i].cb(v[i].ud, v[i].rc, &v[i].res, v[i].msg ? v[i].msg : "");
+        if (v[i].bcb) v[i].bcb(v[i].ud, v[i].rc, &v[i].bres, v[i].msg ? v[i].msg : "");
+        else v[i].cb(v[i].ud, v[i].rc, &v[i].res, v[i].msg ? v[i].msg : "");
         free(v[i].name);
+        free(v[i].output);
         free(v[i].msg);
     }
     free(v);
@@ -352,6 +378,8 @@ static void job_free(job_t *j) {
     free(j->name);
     free(j->ds);
     free(j->warehouse);
+    free(j->config_text);
+    free(j->output);
     for (size_t i = 0; i < j->ngbs; i++) free(j->gbs[i]);
     free(j->gbs);
     free(j->committed);
@@ -394,8 +422,8 @@ static void free_leader_state(tsr_coord_t *c, const char *why) {
     c->status = NULL;
     c->nstatus = 0;
     for (size_t i = 0; i < c->njobs; i++) {
-        queue_done(c, c->jobs[i], TSR_EUNAVAIL, "upload %s ds=%s: %s; retry the upload",
-                   c->jobs[i]->name, c->jobs[i]->ds, why);
+        queue_done(c, c->jobs[i], TSR_EUNAVAIL, "%s %s ds=%s: %s; retry the %s", job_kind(c->jobs[i]),
+                   c->jobs[i]->name, c->jobs[i]->ds, why, job_kind(c->jobs[i]));
         job_free(c->jobs[i]);
     }
     free(c->jobs);
@@ -950,11 +978,21 @@ static void job_write(tsr_coord_t *c, job_t *j) {
                                                                            : "running",
                                              "keys", (json_int_t)j->sh[i].keys, "error",
                                              j->sh[i].error ? j->sh[i].error : ""));
+        if (j->kind == KIND_BACKFILL) {
+            char a[11], b[11];
+            tsr_ds_format(j->sh[i].lo, a);
+            tsr_ds_format(j->sh[i].hi, b);
+            json_t *o = json_array_get(sh, json_array_size(sh) - 1);
+            json_object_set_new(o, "start_ds", json_string(a));
+            json_object_set_new(o, "end_ds", json_string(b));
+        }
     }
     static const char *const states[] = {"running", "loading", "done", "failed"};
     json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "name", j->name, "ds", j->ds, "warehouse",
                           j->warehouse, "batch_end_millis", (json_int_t)j->batch_end, "state",
                           states[j->state], "shards", sh);
+    json_object_set_new(o, "kind", json_string(job_kind(j)));
+    if (j->output) json_object_set_new(o, "output", json_string(j->output));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     char jk[512];
@@ -992,9 +1030,18 @@ static void shard_retry(tsr_coord_t *c, job_t *j, size_t s, const char *why) {
     if (sh->attempt >= MAX_ATTEMPTS || !w) {
         sh->state = SH_FAILED;
         char msg[TSR_ERROR_MSG_MAX];
-        snprintf(msg, sizeof msg, "upload of %s ds=%s failed: shard %zu (GroupBy %s, %zu partitions) "
-                 "failed %d times%s; last error: %s (the previous upload keeps serving)",
-                 j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt, w ? "" : " and no worker is left", why);
+        if (j->kind == KIND_BACKFILL) {
+            char a[11], b[11];
+            tsr_ds_format(sh->lo, a);
+            tsr_ds_format(sh->hi, b);
+            snprintf(msg, sizeof msg, "backfill of %s ds=%s failed: shard %zu (days %s..%s) failed %d times%s; "
+                     "last error: %s (days of other shards may have been written; rerun the backfill)",
+                     j->name, j->ds, s, a, b, sh->attempt, w ? "" : " and no worker is left", why);
+        } else {
+            snprintf(msg, sizeof msg, "upload of %s ds=%s failed: shard %zu (GroupBy %s, %zu partitions) "
+                     "failed %d times%s; last error: %s (the previous upload keeps serving)",
+                     j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt, w ? "" : " and no worker is left", why);
+        }
         job_fail(c, j, TSR_EIO, msg);
         return;
     }
@@ -1064,6 +1111,19 @@ static void jobs_check(tsr_coord_t *c) {
                     snprintf(why, sizeof why, "worker %s left (lease lost)", j->sh[s].worker);
                     shard_retry(c, j, s, why);
                 }
+            if (j->kind == KIND_BACKFILL) {
+                int all = j->state == JOB_RUNNING;
+                for (size_t s = 0; s < j->nsh && all; s++) all = j->sh[s].state == SH_DONE;
+                if (all) {
+                    j->state = JOB_DONE;
+                    int64_t rows = 0;
+                    for (size_t s = 0; s < j->nsh; s++) rows += j->sh[s].keys;
+                    tsr_log(TSR_LOG_INFO, "coordinator", "backfill %s ds=%s done: %lld rows in %zu shards at %s",
+                            j->name, j->ds, (long long)rows, j->nsh, j->output);
+                    queue_done(c, j, TSR_OK, NULL);
+                    job_write(c, j);
+                }
+            }
             for (size_t g = 0; g < j->ngbs && j->state == JOB_RUNNING; g++) {
                 if (j->committed[g]) continue;
                 int all = 1;
@@ -1074,7 +1134,7 @@ static void jobs_check(tsr_coord_t *c) {
                     job_fail(c, j, err.code, err.msg);
                 }
             }
-            int allc = j->state == JOB_RUNNING;
+            int allc = j->state == JOB_RUNNING && j->kind == KIND_UPLOAD;
             for (size_t g = 0; g < j->ngbs; g++) allc &= j->committed[g];
             if (allc) {
                 j->state = JOB_LOADING;
@@ -1096,17 +1156,17 @@ static void jobs_check(tsr_coord_t *c) {
                 job_write(c, j);
             }
         }
-        if (j->cb && tn >= j->deadline) {
+        if (has_cb(j) && tn >= j->deadline) {
             const char *st = j->state == JOB_RUNNING ? "shards still running" : "owners still loading";
             queue_done(c, j, TSR_ETIMEOUT,
-                       "upload %s ds=%s: not finished before the deadline (%s); the job %s continues",
-                       j->name, j->ds, st, j->id);
+                       "%s %s ds=%s: not finished before the deadline (%s); the job %s continues",
+                       job_kind(j), j->name, j->ds, st, j->id);
         }
     }
     /* finished jobs leave memory (their record stays in jobs/) */
     for (size_t i = 0; i < c->njobs;) {
         job_t *j = c->jobs[i];
-        if ((j->state == JOB_DONE || j->state == JOB_FAILED) && !j->cb) {
+        if ((j->state == JOB_DONE || j->state == JOB_FAILED) && !has_cb(j)) {
             job_free(j);
             memmove(c->jobs + i, c->jobs + i + 1, (c->njobs - i - 1) * sizeof *c->jobs);
             c->njobs--;
@@ -1731,6 +1791,25 @@ int tsr_coord_assignment(tsr_coord_t *c, const char *worker, tsr_buf_t *out, int
         for (size_t s = 0; s < j->nsh; s++) {
             shard_t *sh = &j->sh[s];
             if (sh->state != SH_RUNNING || strcmp(sh->worker, worker) != 0) continue;
+            if (j->kind == KIND_BACKFILL) {
+                Tessera__V1__ShardTask *t = tsr_arena_alloc(&a, sizeof *t);
+                tessera__v1__shard_task__init(t);
+                t->kind = "backfill";
+                t->job_id = j->id;
+                t->shard = (int32_t)s;
+                t->group_by = sh->gb;
+                t->config_json = j->config_text;
+                t->part_index = -1;
+                t->warehouse = j->warehouse;
+                t->out_dir = j->output;
+                t->start_ds = tsr_arena_alloc(&a, 11);
+                t->end_ds = tsr_arena_alloc(&a, 11);
+                tsr_ds_format(sh->lo, t->start_ds);
+                tsr_ds_format(sh->hi, t->end_ds);
+                t->attempt = sh->attempt;
+                m.shards[m.n_shards++] = t;
+                continue;
+            }
             gbinfo_t *gi = find_gb(c, sh->gb);
             gbassign_t *as = find_as(c, sh->gb);
             const tsr_reg_entry_t *ce = gi ? find_config(c, gi->config) : NULL;
@@ -2097,6 +2176,107 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
     if (job_id) snprintf(job_id, 64, "%s", j->id);
     tsr_log(TSR_LOG_INFO, "coordinator", "job %s: upload %s ds=%s: %zu GroupBys, %zu shards", j->id, name, ds,
             j->ngbs, j->nsh);
+    job_write(c, j);
+    bump(c);
+    unlock_and_flush(c);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Backfills */
+
+size_t tsr_coord_split_days(int64_t start_day, int64_t end_day, size_t nworkers, int64_t (*ranges)[2],
+                            size_t cap) {
+    if (end_day < start_day || cap == 0) return 0;
+    uint64_t days = (uint64_t)(end_day - start_day) + 1;
+    uint64_t n = 2 * (uint64_t)(nworkers ? nworkers : 1);
+    if (n > days) n = days;
+    if (n > cap) n = cap;
+    uint64_t base = days / n, extra = days % n;
+    int64_t d = start_day;
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t len = (int64_t)(base + (i < extra ? 1 : 0));
+        ranges[i][0] = d;
+        ranges[i][1] = d + len - 1;
+        d += len;
+    }
+    return (size_t)n;
+}
+
+#define MAX_BACKFILL_SHARDS 256
+
+int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
+                       const char *warehouse, int64_t deadline_ms, tsr_coord_backfill_cb cb, void *ud,
+                       char *job_id, tsr_error_t *err) {
+    if (!name || !name[0]) return tsr_error_set(err, TSR_EINVAL, "backfill: name is empty");
+    int64_t lo, hi;
+    if (!start_ds || tsr_ds_parse(start_ds, &lo) != 0)
+        return tsr_error_set(err, TSR_EINVAL, "start_ds '%s' is not a date YYYY-MM-DD", start_ds ? start_ds : "");
+    if (!end_ds || tsr_ds_parse(end_ds, &hi) != 0)
+        return tsr_error_set(err, TSR_EINVAL, "end_ds '%s' is not a date YYYY-MM-DD", end_ds ? end_ds : "");
+    if (hi < lo) return tsr_error_set(err, TSR_EINVAL, "end_ds %s is before start_ds %s", end_ds, start_ds);
+    const char *wh = warehouse && warehouse[0] ? warehouse : c->warehouse;
+    if (!wh) return tsr_error_set(err, TSR_EINVAL, "backfill: no warehouse (start the coordinator with --warehouse)");
+    pthread_mutex_lock(&c->mu);
+    int rc = refresh_for_admin(c, err);
+    const tsr_reg_entry_t *e = rc == 0 ? find_config(c, name) : NULL;
+    if (rc == 0 && !e)
+        rc = tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)", name);
+    tsr_config_t *conf = NULL;
+    if (rc == 0) rc = load_conf(wh, e->text, e->text_len, e->name, &conf, err);
+    char out[1024] = "";
+    if (rc == 0) {
+        tsr_backfill_opts_t bo;
+        memset(&bo, 0, sizeof bo);
+        bo.warehouse = wh;
+        bo.start_day = lo;
+        bo.end_day = hi;
+        rc = tsr_backfill_check(conf, &bo, out, sizeof out, err);
+        if (rc) tsr_error_prefix(err, "backfill of %s", name);
+    }
+    if (rc == 0) {
+        tsr_error_t e2;
+        refresh_workers(c, &e2);
+        if (c->nmembers == 0) rc = tsr_error_set(err, TSR_EUNAVAIL, "backfill of %s: no live workers", name);
+    }
+    if (rc) {
+        tsr_config_free(conf);
+        unlock_and_flush(c);
+        return rc;
+    }
+    job_t *j = tsr_calloc(1, sizeof *j);
+    j->kind = KIND_BACKFILL;
+    j->name = tsr_strdup(name);
+    char dsr[32];
+    snprintf(dsr, sizeof dsr, "%s..%s", start_ds, end_ds);
+    j->ds = tsr_strdup(dsr);
+    j->warehouse = tsr_strdup(wh);
+    j->config_text = tsr_strndup(e->text, e->text_len);
+    j->output = tsr_strdup(out);
+    j->days = hi - lo + 1;
+    j->deadline = deadline_ms;
+    j->bcb = cb;
+    j->ud = ud;
+    c->job_seq++;
+    snprintf(j->id, sizeof j->id, "%lld-%llu", (long long)now(c), (unsigned long long)c->job_seq);
+    int64_t (*r)[2] = tsr_malloc(MAX_BACKFILL_SHARDS * sizeof *r);
+    size_t n = tsr_coord_split_days(lo, hi, c->nmembers, r, MAX_BACKFILL_SHARDS);
+    j->sh = tsr_calloc(n, sizeof *j->sh);
+    for (size_t i = 0; i < n; i++) {
+        shard_t *sh = &j->sh[j->nsh++];
+        sh->gb = tsr_strdup(name);
+        sh->lo = r[i][0];
+        sh->hi = r[i][1];
+        sh->worker = tsr_strdup(c->members[i % c->nmembers].id);   /* round-robin */
+        sh->attempt = 1;
+    }
+    free(r);
+    tsr_config_free(conf);
+    c->jobs = tsr_realloc(c->jobs, (c->njobs + 1) * sizeof *c->jobs);
+    c->jobs[c->njobs++] = j;
+    if (job_id) snprintf(job_id, 64, "%s", j->id);
+    tsr_log(TSR_LOG_INFO, "coordinator", "job %s: backfill %s ds=%s: %zu shards over %zu workers into %s", j->id,
+            name, j->ds, j->nsh, c->nmembers, j->output);
     job_write(c, j);
     bump(c);
     unlock_and_flush(c);

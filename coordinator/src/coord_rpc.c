@@ -1,5 +1,6 @@
 /*
- * coord_rpc.c — gRPC handlers of the coordinator (coord_rpc.h has the design).
+ * coord_rpc.c — gRPC handlers of the coordinator (coord_rpc.h has the design). Upload and
+ * Backfill are deferred: the core's job callback finishes the call.
  */
 #include "tsr/coord_rpc.h"
 
@@ -13,6 +14,7 @@
 #include "tsr/pbvalue.h"
 
 #define MAX_UPLOAD_MS (3600 * 1000LL)
+#define MAX_BACKFILL_MS (24 * 3600 * 1000LL)
 
 struct tsr_coord_rpc {
     tsr_coord_t *c;
@@ -295,6 +297,42 @@ static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     return rc ? fail(r, call, rc) : TSR_RPC_DEFER;
 }
 
+static void backfill_done(void *ud, int rc, const tsr_coord_backfill_result_t *res, const char *msg) {
+    tsr_rpc_call_t *call = ud;
+    if (rc) {
+        tsr_rpc_call_finish(call, rc, NULL, 0, msg);
+        return;
+    }
+    Tessera__V1__BackfillResponse out;
+    tessera__v1__backfill_response__init(&out);
+    out.name = (char *)res->name;
+    out.days = res->days;
+    out.rows = res->rows;
+    out.shards = res->shards;
+    out.output = (char *)res->output;
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_pb_pack(&out.base, &b);
+    tsr_rpc_call_finish(call, 0, b.data, b.len, NULL);
+    tsr_buf_free(&b);
+}
+
+static int h_backfill(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                      tsr_error_t *err) {
+    (void)resp;
+    tsr_coord_rpc_t *r = ud;
+    UNPACK(Tessera__V1__BackfillRequest, tessera__v1__backfill_request__descriptor);
+    int64_t left = tsr_rpc_call_remaining_ms(call);
+    int rc = 0;
+    if (left == 0) rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the backfill began");
+    if (left < 0 || left > MAX_BACKFILL_MS) left = MAX_BACKFILL_MS;
+    if (rc == 0)
+        rc = tsr_coord_backfill(r->c, rq->name, rq->start_ds, rq->end_ds, rq->warehouse, wall_ms() + left,
+                                backfill_done, call, NULL, err);
+    tsr_arena_free(&a);
+    return rc ? fail(r, call, rc) : TSR_RPC_DEFER;
+}
+
 static int h_status(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
                     tsr_error_t *err) {
     tsr_coord_rpc_t *r = ud;
@@ -335,6 +373,7 @@ int tsr_coord_rpc_register(tsr_coord_rpc_t *r, tsr_rpc_server_t *s, tsr_error_t 
         {"/tessera.v1.AdminService/ListConfigs", h_list},
         {"/tessera.v1.AdminService/DeleteConfig", h_delete},
         {"/tessera.v1.AdminService/Upload", h_upload},
+        {"/tessera.v1.AdminService/Backfill", h_backfill},
         {"/tessera.v1.AdminService/Status", h_status},
         {"/tessera.v1.AdminService/ListWorkers", h_workers},
         {"/tessera.v1.AdminService/ListPartitions", h_partitions},

@@ -111,6 +111,7 @@ static void xctx_init(engine_t *e, xctx_t *x, const char *what, size_t nparts) {
     x->max_bad_rows = e->o->max_bad_rows;
     x->progress = e->o->progress;
     x->what = what;
+    x->stop = e->o->stop;
     pthread_mutex_init(&x->mu, NULL);
 }
 
@@ -154,6 +155,16 @@ static char *output_dir(const tsr_backfill_opts_t *o, const tsr_conf_metadata_t 
     char *p = tsr_malloc(n);
     snprintf(p, n, "%s/%s/%s", o->warehouse, ns, clean);
     return p;
+}
+
+static int stopped(const tsr_backfill_opts_t *o) { return o->stop && __atomic_load_n(o->stop, __ATOMIC_ACQUIRE); }
+
+/* Leftover .tmp-* folders of crashed runs go; with a shared output (cluster shards writing
+ * other days of the same table at this moment) only those over an hour old, since a younger
+ * one may be another process's partition being written. */
+static void out_cleanup(const tsr_backfill_opts_t *o, const char *odir) {
+    if (o->shared_output) tsr_out_cleanup_older(odir, 3600);
+    else tsr_out_cleanup(odir);
 }
 
 /* Writes the Join's output partitions, one ds per task, on every thread: each thread has its
@@ -261,6 +272,10 @@ static void *join_writer_main(void *arg) {
     tsr_error_clear(&err);
     for (;;) {
         pthread_mutex_lock(&w->mu);
+        if (stopped(w->e->o) && !w->failed) {
+            w->failed = 1;
+            tsr_error_set(&w->err, TSR_EUNAVAIL, "backfill stopped (shutting down)");
+        }
         size_t d = w->next < w->ndays && !w->failed ? w->next++ : (size_t)-1;
         pthread_mutex_unlock(&w->mu);
         if (d == (size_t)-1) break;
@@ -429,7 +444,7 @@ static int run_join(engine_t *e, const tsr_config_t *conf, tsr_error_t *err) {
     /* 3. assemble and write, one ds at a time */
     odir = output_dir(o, &j->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
-    tsr_out_cleanup(odir);
+    out_cleanup(o, odir);
     size_t ncols = jp.nleft_cols + 2 + jp.deriv.nout;
     const char **names = tsr_malloc(ncols * sizeof(char *));
     for (size_t c = 0; c < jp.nleft_cols; c++) names[c] = jp.left_names[c];
@@ -604,7 +619,7 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
 
     odir = output_dir(o, &g->meta);
     snprintf(e->st->output_dir, sizeof e->st->output_dir, "%s", odir);
-    tsr_out_cleanup(odir);
+    out_cleanup(o, odir);
     size_t ncols = gb.nkeys + 1 + gb.deriv.nout;
     const char **names = tsr_malloc(ncols * sizeof(char *));
     for (size_t k = 0; k < gb.nkeys; k++) names[k] = g->key_columns[k];
@@ -617,6 +632,10 @@ static int run_group_by(engine_t *e, const tsr_config_t *conf, tsr_error_t *err)
     tsr_value_t *tmp = tsr_malloc((no ? no : 1) * sizeof(tsr_value_t));
     size_t r = 0;
     for (int64_t day = o->start_day; day <= o->end_day && rc == 0; day++) {
+        if (stopped(o)) {
+            rc = tsr_error_set(err, TSR_EUNAVAIL, "backfill stopped (shutting down)");
+            break;
+        }
         tsr_out_partition_t *op;
         if ((rc = tsr_out_partition_begin(odir, day, o->format, names, ncols, &op, err)) != 0) break;
         char ds[11];
@@ -679,6 +698,49 @@ int tsr_backfill_run(const tsr_config_t *conf, const tsr_backfill_opts_t *opts,
                            "tessera run-staging",
                            conf->file);
     stats->seconds = now_s() - e.t0;
+    return rc;
+}
+
+int tsr_backfill_check(const tsr_config_t *conf, const tsr_backfill_opts_t *opts, char *out_dir,
+                       size_t cap, tsr_error_t *err) {
+    tsr_backfill_opts_t o = *opts;
+    if (!o.warehouse) o.warehouse = "./warehouse";
+    if (o.end_day < o.start_day) return tsr_error_set(err, TSR_EINVAL, "--end-ds is before --start-ds");
+    int rc = 0;
+    char *odir = NULL;
+    if (conf->kind == TSR_CONF_JOIN) {
+        /* the checks of run_join, in its order */
+        const tsr_conf_join_t *j = conf->join;
+        join_plan_t jp;
+        if ((rc = tsr__join_plan_build(&jp, j, o.warehouse, o.start_day, o.end_day, err)) != 0) return rc;
+        int64_t lo = o.start_day, hi = o.end_day, pd;
+        if (j->left.query.start_partition && tsr_ds_parse(j->left.query.start_partition, &pd) == 0 && pd > lo) lo = pd;
+        if (j->left.query.end_partition && tsr_ds_parse(j->left.query.end_partition, &pd) == 0 && pd < hi) hi = pd;
+        if (lo > hi)
+            rc = tsr_error_set(err, TSR_EINVAL, "nothing to backfill: the left query's startPartition/endPartition "
+                               "leave no day of the range");
+        if (rc == 0) rc = check_partitions(&jp.left, lo, hi, err);
+        for (size_t p = 0; rc == 0 && p < jp.nparts; p++) {
+            const gb_plan_t *gb = &jp.parts[p].gb;
+            int64_t glo = jp.left_entity || gb->snapshot || gb->entity ? lo - 1 : lo;
+            rc = tsr__check_gb_partitions(gb, glo, hi, err);
+        }
+        tsr__join_plan_free(&jp);
+        if (rc == 0) odir = output_dir(&o, &j->meta);
+    } else if (conf->kind == TSR_CONF_GROUP_BY) {
+        gb_plan_t gb;
+        if ((rc = tsr__gb_plan_build(&gb, conf->group_by, o.warehouse, o.start_day, o.end_day, err)) != 0)
+            return rc;
+        rc = tsr__check_gb_partitions(&gb, o.start_day, o.end_day, err);
+        tsr__gb_plan_free(&gb);
+        if (rc == 0) odir = output_dir(&o, &conf->group_by->meta);
+    } else {
+        return tsr_error_set(err, TSR_EUNSUPPORTED,
+                             "%s: backfill runs GroupBys and Joins; run a StagingQuery with tessera run-staging",
+                             conf->file ? conf->file : "config");
+    }
+    if (rc == 0 && out_dir) snprintf(out_dir, cap, "%s", odir);
+    free(odir);
     return rc;
 }
 

@@ -264,6 +264,10 @@ static void *worker_main(void *arg) {
     tsr_error_clear(&err);
     for (;;) {
         pthread_mutex_lock(&x->mu);
+        if (x->stop && __atomic_load_n(x->stop, __ATOMIC_ACQUIRE) && !x->failed) {
+            x->failed = 1;
+            tsr_error_set(&x->err, TSR_EUNAVAIL, "backfill stopped (shutting down)");
+        }
         size_t fi = job->next < job->nfiles && !x->failed ? job->next++ : (size_t)-1;
         pthread_mutex_unlock(&x->mu);
         if (fi == (size_t)-1) break;

@@ -196,6 +196,7 @@ typedef struct xctx {
     uint64_t max_bad_rows;
     FILE *progress;
     const char *what;           /* for progress lines */
+    const int *stop;            /* tsr_backfill_opts_t.stop */
     pthread_mutex_t mu;
     xstats_t st;
     tsr_error_t err;            /* first fatal error */

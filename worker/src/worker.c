@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cluster.pb-c.h"
+#include "tsr/backfill.h"
 #include "tsr/log.h"
 #include "tsr/partfile.h"
 #include "tsr/partition.h"
@@ -445,8 +446,52 @@ static int shard_entity(void *ud, const void *key, size_t klen, const void *vals
     return s < 0 ? 0 : tsr_partfile_put_entity(k->wr[s], key, klen, vals, vlen, k->err);
 }
 
+static int is_backfill(const Tessera__V1__ShardTask *t) { return t->kind && strcmp(t->kind, "backfill") == 0; }
+
+/* A backfill shard: the offline engine over the shard's days, writing into the shared
+ * warehouse's output table exactly as `tessera backfill` does. Each ds partition is swapped in
+ * whole (table.h), so shards of other days writing the same table at the same time do not
+ * meet, and a retried shard rewrites its days atomically; leftover .tmp-* folders are left to
+ * their writers (shared_output). *rows = rows written. */
+static int run_backfill_shard(tsr_worker_t *w, const Tessera__V1__ShardTask *t, uint64_t *rows,
+                              tsr_error_t *err) {
+    const char *name = t->group_by && t->group_by[0] ? t->group_by : "config";
+    tsr_backfill_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.format = TSR_FORMAT_JSONL;
+    o.shared_output = 1;
+    o.stop = &w->stopping;          /* a drain abandons the shard at the next file or day */
+    if (!t->start_ds || tsr_ds_parse(t->start_ds, &o.start_day) != 0 || !t->end_ds ||
+        tsr_ds_parse(t->end_ds, &o.end_day) != 0)
+        return tsr_error_set(err, TSR_EINVAL, "backfill shard of %s: bad days '%s'..'%s'", name,
+                             t->start_ds ? t->start_ds : "", t->end_ds ? t->end_ds : "");
+    o.warehouse = t->warehouse && t->warehouse[0] ? t->warehouse : w->warehouse;
+    if (!o.warehouse) return tsr_error_set(err, TSR_EINVAL, "backfill shard of %s: no warehouse", name);
+    const char *text = t->config_json ? t->config_json : "";
+    tsr_config_options_t copt;
+    memset(&copt, 0, sizeof copt);
+    copt.warehouse = o.warehouse;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    tsr_config_t *conf = NULL;
+    int rc = tsr_config_load_string(text, strlen(text), name, &copt, &conf, &d);
+    if (rc) {
+        tsr_error_set(err, rc, "backfill shard of %s: %s", name, d.n ? d.items[0].text : tsr_strerror(rc));
+        tsr_diag_free(&d);
+        tsr_config_free(conf);
+        return rc;
+    }
+    tsr_diag_free(&d);
+    tsr_backfill_stats_t st;
+    rc = tsr_backfill_run(conf, &o, &st, err);
+    *rows = st.rows_written;
+    tsr_config_free(conf);
+    return rc;
+}
+
 static int run_shard(tsr_worker_t *w, const Tessera__V1__ShardTask *t, uint64_t *keys, tsr_error_t *err) {
     *keys = 0;
+    if (is_backfill(t)) return run_backfill_shard(w, t, keys, err);
     const char *gbname = t->group_by ? t->group_by : "";
     int64_t E;
     if (t->ds && t->ds[0]) {
@@ -869,7 +914,11 @@ static void *shards_main(void *arg) {
                 if (rc == 0) w->st.shards_ok++;
                 else w->st.shards_failed++;
                 pthread_mutex_unlock(&w->mu);
-                if (rc == 0)
+                if (rc == 0 && is_backfill(t))
+                    wlog(w, TSR_LOG_INFO, "backfill shard %s/%d of %s (%s..%s): %llu rows in %lld ms",
+                         t->job_id, (int)t->shard, t->group_by, t->start_ds, t->end_ds, (unsigned long long)keys,
+                         (long long)(now_ms() - t0));
+                else if (rc == 0)
                     wlog(w, TSR_LOG_INFO, "shard %s/%d of %s: %llu keys in %zu part files in %lld ms",
                          t->job_id, (int)t->shard, t->group_by, (unsigned long long)keys, t->n_partitions,
                          (long long)(now_ms() - t0));

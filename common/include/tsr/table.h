@@ -115,6 +115,9 @@ int tsr_out_partition_commit(tsr_out_partition_t *p, tsr_error_t *err);
 void tsr_out_partition_abort(tsr_out_partition_t *p);
 /* Removes leftover .tmp-* folders of crashed runs under table_dir. Returns how many. */
 int tsr_out_cleanup(const char *table_dir);
+/* The same for .tmp-* folders last modified at least min_age_s seconds ago (a younger one may
+ * be another process's write in progress: cluster backfill shards share an output table). */
+int tsr_out_cleanup_older(const char *table_dir, int64_t min_age_s);
 
 /* Parsers shared with other readers (Kafka messages use the same text -> value rules).
  * Each returns 0, or TSR_EPARSE when the text is not a value of that type. */

@@ -173,6 +173,39 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
                      int64_t deadline_ms, tsr_coord_upload_cb cb, void *ud, char *job_id,
                      tsr_error_t *err);
 
+/* ---- admin: backfills
+ *
+ * A backfill job's shards are day ranges of [start, end] (tsr_coord_split_days over the live
+ * workers), handed out round-robin in Assignment.shards (ShardTask.kind "backfill") and
+ * retried on the next live worker like upload shards (failure report or lease lost, at most
+ * 3 attempts). Each shard writes its ds partitions of the shared output table atomically, so
+ * a retry simply rewrites its days. The callback runs when every shard is done. */
+
+typedef struct tsr_coord_backfill_result {
+    const char *name;
+    int64_t days, rows, shards;
+    const char *output;             /* <warehouse>/<outputNamespace>/<cleanName> */
+} tsr_coord_backfill_result_t;
+
+/* As tsr_coord_upload_cb. */
+typedef void (*tsr_coord_backfill_cb)(void *ud, int rc, const tsr_coord_backfill_result_t *res,
+                                      const char *msg);
+
+/* Splits the days [start_day, end_day] into contiguous ranges, about 2 per worker (at least
+ * one day each, at most cap ranges): ranges[i][0..1] = first and last day. Returns the count
+ * (0 when end_day < start_day). Earlier ranges get the extra day of an uneven split. */
+size_t tsr_coord_split_days(int64_t start_day, int64_t end_day, size_t nworkers, int64_t (*ranges)[2],
+                            size_t cap);
+
+/* Starts a backfill of the applied config name (a GroupBy or Join) for ds in
+ * [start_ds, end_ds] from warehouse (NULL/"" = the default). Validated first as `tessera
+ * backfill` does: TSR_ENOTFOUND (no such config; a missing input partition, named),
+ * TSR_EUNSUPPORTED (a StagingQuery), TSR_EINVAL (dates), TSR_EUNAVAIL (no live worker, not
+ * the leader): then cb never runs. TSR_OK: cb runs exactly once later. */
+int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
+                       const char *warehouse, int64_t deadline_ms, tsr_coord_backfill_cb cb, void *ud,
+                       char *job_id, tsr_error_t *err);
+
 /* ---- admin: status (serialized tessera.v1 responses appended to out) */
 
 int tsr_coord_status(tsr_coord_t *c, const char *version, int64_t started_at_ms, tsr_buf_t *out,

@@ -30,6 +30,12 @@ typedef struct tsr_backfill_opts {
                                    the sources per range. */
     uint64_t max_bad_rows;      /* bad input rows tolerated (counted and reported) */
     FILE *progress;             /* progress and summary lines; NULL = quiet */
+    const int *stop;            /* NULL, or a flag that, once set (atomically, non-zero), ends
+                                   the run with TSR_EUNAVAIL at the next input file or output
+                                   day (a worker draining); partitions published stay */
+    int shared_output;          /* other processes may be writing other ds partitions of the
+                                   same output table (cluster backfill shards): leftover
+                                   .tmp-* folders are removed only when over an hour old */
 } tsr_backfill_opts_t;
 
 typedef struct tsr_backfill_stats {
@@ -51,5 +57,12 @@ typedef struct tsr_backfill_stats {
  * run yet), TSR_EIO. A failed run leaves no partial output partition behind. */
 int tsr_backfill_run(const tsr_config_t *conf, const tsr_backfill_opts_t *opts,
                      tsr_backfill_stats_t *stats, tsr_error_t *err);
+
+/* Checks, without reading rows, what tsr_backfill_run checks first: the tables exist and every
+ * input partition the run of [start_day, end_day] needs is there (TSR_ENOTFOUND naming the
+ * missing one), a StagingQuery is TSR_EUNSUPPORTED. output_dir (may be NULL) gets the output
+ * table folder <warehouse>/<outputNamespace>/<cleanName> (cap bytes). */
+int tsr_backfill_check(const tsr_config_t *conf, const tsr_backfill_opts_t *opts, char *output_dir,
+                       size_t cap, tsr_error_t *err);
 
 #endif

@@ -6,7 +6,8 @@
  *   coordinator ──RegisterWorker──▶ lease          (session thread)
  *               ──WatchAssignments─▶ snapshots ──▶ reconcile
  *               ◀─KeepAlive (TTL/3, PartitionState reports)    (keep-alive thread)
- *               ◀─ReportShard                       (shard thread: batch → part files)
+ *               ◀─ReportShard                       (shard thread: batch → part files, or
+ *                                                    a backfill's days → the output table)
  *   fetchers    ──ReadPartition────▶ owned? host read : READ_NOT_OWNER
  *
  * Reconcile of an Assignment snapshot (tsr_worker_apply_assignment):
@@ -75,7 +76,8 @@ typedef struct tsr_worker_stats {
 int tsr_worker_start(const tsr_worker_opts_t *opts, tsr_worker_t **out, tsr_error_t *err);
 int tsr_worker_port(const tsr_worker_t *w);
 const char *tsr_worker_id(const tsr_worker_t *w);
-/* Drains: stops the coordinator threads (a shard in hand is abandoned, unreported), stops
+/* Drains: stops the coordinator threads (a shard in hand is abandoned, unreported: a backfill
+ * shard at its next input file or output day), stops
  * ingests after the batch in hand, stops serving, closes the stores. Frees w. */
 void tsr_worker_stop(tsr_worker_t *w);
 
@@ -88,9 +90,10 @@ void tsr_worker_stats(tsr_worker_t *w, tsr_worker_stats_t *out);
 /* The host (tests: read values, inspect ingests). Borrowed until stop. */
 tsr_host_t *tsr_worker_host(tsr_worker_t *w);
 
-/* Runs one upload shard now (what the shard thread does for a ShardTask, minus the report):
- * computes the GroupBy's batch, keeps the keys of the shard's partitions and writes
- * <out_dir>/part-<p>.tsu for each. *keys gets the keys written. */
+/* Runs one shard now (what the shard thread does for a ShardTask, minus the report): an upload
+ * shard computes the GroupBy's batch, keeps the keys of the shard's partitions and writes
+ * <out_dir>/part-<p>.tsu for each (*keys = keys written); a "backfill" shard runs the offline
+ * backfill of config_json over [start_ds, end_ds] into the warehouse (*keys = rows written). */
 int tsr_worker_run_shard(tsr_worker_t *w, const uint8_t *shard_task, size_t n, uint64_t *keys,
                          tsr_error_t *err);
 
