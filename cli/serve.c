@@ -204,14 +204,14 @@ static int apply_text(tsr_server_t *s, const char *text, size_t n, const char *l
                              label);
     }
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = tsr_host_served_group_bys(conf, gbs, 64);
+    size_t ng = tsr_served_group_bys(conf, gbs, 64);
     gb_state_t *fresh[64];
     size_t nfresh = 0;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < ng && rc == 0; i++) {
         gb_state_t *st = find_state(s, gbs[i]->meta.name);
         if (st) {
-            char *fp = tsr_host_fingerprint(gbs[i]);
+            char *fp = tsr_served_fingerprint(gbs[i]);
             if (strcmp(fp, st->fp) != 0)
                 rc = tsr_error_set(err, TSR_ECONFIG,
                                    "GroupBy %s is already served with a different definition (keys, "
@@ -491,7 +491,7 @@ static int upload_run(upload_job_t *j, Tessera__V1__UploadResponse *out, tsr_err
     tsr_reg_entry_free(&e);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[64];
-    size_t ng = tsr_host_served_group_bys(conf, gbs, 64);
+    size_t ng = tsr_served_group_bys(conf, gbs, 64);
     out->name = j->name;
     out->batch_end_millis = B;
     pthread_mutex_lock(&s->upload_mu);

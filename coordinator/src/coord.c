@@ -32,6 +32,7 @@
 #include "tsr/config.h"
 #include "tsr/log.h"
 #include "tsr/pbvalue.h"
+#include "tsr/served.h"
 #include "tsr/serving.h"
 #include "tsr/table.h"
 #include "tsr/time.h"
@@ -484,81 +485,13 @@ static int fenced_put(tsr_coord_t *c, const char *k, const char *val, tsr_error_
 /* ------------------------------------------------------------------------------------------
  * Configs → served GroupBys */
 
-/* Everything the tiles and the stream evaluation depend on (the same as `tessera serve`'s
- * check, cli/serve.c fingerprint()). */
-static char *fingerprint(const tsr_conf_group_by_t *g) {
-    tsr_buf_t b;
-    tsr_buf_init(&b);
-    for (size_t i = 0; i < g->n_keys; i++) tsr_buf_printf(&b, "k:%s;", g->key_columns[i]);
-    for (size_t i = 0; i < g->n_sources; i++) {
-        const tsr_conf_source_t *src = &g->sources[i];
-        const tsr_conf_query_t *q = &src->query;
-        tsr_buf_printf(&b, "s:%d:%s:%s:%s;", (int)src->kind, src->table ? src->table : "",
-                       src->topic ? src->topic : "", q->time_column ? q->time_column : "");
-        for (size_t k = 0; k < q->n_selects; k++)
-            tsr_buf_printf(&b, "sel:%s=%s;", q->selects[k].key, q->selects[k].value);
-        for (size_t k = 0; k < q->n_wheres; k++) tsr_buf_printf(&b, "w:%s;", q->wheres[k]);
-    }
-    for (size_t i = 0; i < g->n_aggs; i++) {
-        const tsr_conf_aggregation_t *a = &g->aggs[i];
-        tsr_buf_printf(&b, "a:%s:%d:%lld:%u;", a->input_column, (int)a->op, (long long)a->k,
-                       (unsigned)a->input_type);
-        for (size_t k = 0; k < a->n_percentiles; k++) tsr_buf_printf(&b, "p:%.17g;", a->percentiles[k]);
-        for (size_t k = 0; k < a->n_windows; k++)
-            tsr_buf_printf(&b, "win:%lld:%d;", (long long)a->windows[k].length, (int)a->windows[k].unit);
-        for (size_t k = 0; k < a->n_buckets; k++) tsr_buf_printf(&b, "b:%s;", a->buckets[k]);
-    }
-    char *s = tsr_strdup(tsr_buf_cstr(&b));
-    tsr_buf_free(&b);
-    return s;
-}
-
-static size_t served_group_bys(const tsr_config_t *conf, const tsr_conf_group_by_t **out, size_t max) {
-    size_t n = 0;
-    if (conf->kind == TSR_CONF_GROUP_BY) {
-        out[n++] = conf->group_by;
-    } else if (conf->kind == TSR_CONF_JOIN) {
-        for (size_t i = 0; i < conf->join->n_parts && n < max; i++) out[n++] = conf->join->parts[i].group_by;
-    }
-    return n;
-}
-
-static int entity_group_by(const tsr_conf_group_by_t *g) {
-    if (!g->has_aggregations) return 1;
-    for (size_t i = 0; i < g->n_sources; i++)
-        if (g->sources[i].kind != TSR_SOURCE_ENTITIES) return 0;
-    return g->n_sources > 0;
-}
-
 /* The Kafka topic (name only, as the ingest consumes it) of g's first streamed source. */
 static const char *stream_topic(const tsr_conf_group_by_t *g, char *buf, size_t cap) {
-    if (entity_group_by(g)) return NULL;
+    if (tsr_served_is_entity(g)) return NULL;
     for (size_t i = 0; i < g->n_sources; i++)
         if (g->sources[i].kind == TSR_SOURCE_EVENTS && tsr_conf_topic_name(g->sources[i].topic, buf, cap))
             return buf;
     return NULL;
-}
-
-static int load_conf(const char *warehouse, const char *text, size_t n, const char *label,
-                     tsr_config_t **out, tsr_error_t *err) {
-    tsr_config_options_t opt;
-    memset(&opt, 0, sizeof opt);
-    opt.warehouse = warehouse;
-    tsr_diag_t d;
-    tsr_diag_init(&d);
-    int rc = tsr_config_load_string(text, n, label, &opt, out, &d);
-    if (rc) {
-        tsr_config_free(*out);
-        *out = NULL;
-        tsr_buf_t b;
-        tsr_buf_init(&b);
-        for (size_t i = 0; i < d.n && b.len < 800; i++) tsr_buf_printf(&b, "%s%s", i ? "; " : "", d.items[i].text);
-        if (d.n == 0) tsr_buf_puts(&b, tsr_strerror(rc));
-        tsr_error_set(err, rc, "%s", tsr_buf_cstr(&b));
-        tsr_buf_free(&b);
-    }
-    tsr_diag_free(&d);
-    return rc;
 }
 
 static gbinfo_t *find_gb(tsr_coord_t *c, const char *name) {
@@ -592,13 +525,13 @@ static void derive_gbs(tsr_coord_t *c) {
             tsr_config_t *conf = NULL;
             tsr_error_t err;
             /* with the warehouse, as apply validates (input types are part of the fingerprint) */
-            if (load_conf(c->warehouse, e->text, e->text_len, e->name, &conf, &err) &&
-                load_conf(NULL, e->text, e->text_len, e->name, &conf, &err)) {
+            if (tsr_served_load_conf(c->warehouse, e->text, e->text_len, e->name, &conf, &err) &&
+                tsr_served_load_conf(NULL, e->text, e->text_len, e->name, &conf, &err)) {
                 tsr_log(TSR_LOG_WARN, "coordinator", "config %s cannot be loaded: %s", e->name, err.msg);
                 continue;
             }
             const tsr_conf_group_by_t *g[64];
-            size_t ng = served_group_bys(conf, g, 64);
+            size_t ng = tsr_served_group_bys(conf, g, 64);
             for (size_t k = 0; k < ng; k++) {
                 if (!g[k]->meta.name || find_gb(c, g[k]->meta.name)) continue;
                 if (c->ngbs == cap) {
@@ -607,13 +540,13 @@ static void derive_gbs(tsr_coord_t *c) {
                 }
                 gbinfo_t *gi = &c->gbs[c->ngbs++];
                 gi->name = tsr_strdup(g[k]->meta.name);
-                gi->fp = fingerprint(g[k]);
+                gi->fp = tsr_served_fingerprint(g[k]);
                 char tb[256];
                 const char *t = stream_topic(g[k], tb, sizeof tb);
                 gi->topic = t ? tsr_strdup(t) : NULL;
                 gi->config = tsr_strdup(e->name);
                 gi->part_index = e->kind == TSR_CONF_GROUP_BY ? -1 : (int)k;
-                gi->entity = entity_group_by(g[k]);
+                gi->entity = tsr_served_is_entity(g[k]);
             }
             tsr_config_free(conf);
         }
@@ -1918,7 +1851,7 @@ int tsr_coord_apply(tsr_coord_t *c, const char *text, size_t n, const char *labe
     if (out) memset(out, 0, sizeof *out);
     *created = *unchanged = 0;
     tsr_config_t *conf = NULL;
-    int rc = load_conf(c->warehouse, text, n, label, &conf, err);
+    int rc = tsr_served_load_conf(c->warehouse, text, n, label, &conf, err);
     if (rc) return rc;
     if (conf->kind == TSR_CONF_JOIN && conf->join->n_parts > 64) {
         tsr_config_free(conf);
@@ -1936,7 +1869,7 @@ int tsr_coord_apply(tsr_coord_t *c, const char *text, size_t n, const char *labe
     /* compile for serving as the fetchers will (the item is discarded); that reads the
      * tables' schemas, so it needs the warehouse (tsr_serving_prepare does not take NULL) */
     tsr_config_t *conf2 = NULL;
-    if (c->warehouse) rc = load_conf(c->warehouse, text, n, label, &conf2, err);
+    if (c->warehouse) rc = tsr_served_load_conf(c->warehouse, text, n, label, &conf2, err);
     if (rc == 0 && conf2) {
         tsr_serving_item_t *item = NULL;
         rc = tsr_serving_prepare(conf2, c->warehouse, tsr_day_of_ms(now(c)), &item, err);
@@ -1949,11 +1882,11 @@ int tsr_coord_apply(tsr_coord_t *c, const char *text, size_t n, const char *labe
     pthread_mutex_lock(&c->mu);
     rc = refresh_for_admin(c, err);
     const tsr_conf_group_by_t *g[64];
-    size_t ng = served_group_bys(conf, g, 64);
+    size_t ng = tsr_served_group_bys(conf, g, 64);
     for (size_t i = 0; rc == 0 && i < ng; i++) {
         gbinfo_t *gi = find_gb(c, g[i]->meta.name);
         if (!gi) continue;
-        char *fp = fingerprint(g[i]);
+        char *fp = tsr_served_fingerprint(g[i]);
         if (strcmp(fp, gi->fp) != 0)
             rc = tsr_error_set(err, TSR_ECONFIG,
                                "GroupBy %s is already served with a different definition (keys, "
@@ -2107,9 +2040,9 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
     if (rc == 0 && !e)
         rc = tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)", name);
     tsr_config_t *conf = NULL;
-    if (rc == 0) rc = load_conf(wh, e->text, e->text_len, e->name, &conf, err);
+    if (rc == 0) rc = tsr_served_load_conf(wh, e->text, e->text_len, e->name, &conf, err);
     const tsr_conf_group_by_t *g[64];
-    size_t ng = rc == 0 ? served_group_bys(conf, g, 64) : 0;
+    size_t ng = rc == 0 ? tsr_served_group_bys(conf, g, 64) : 0;
     if (rc == 0 && ng == 0)
         rc = tsr_error_set(err, TSR_EUNSUPPORTED, "%s is a %s: only GroupBys and Joins are uploaded", name,
                            tsr_conf_kind_name(conf->kind));
@@ -2223,7 +2156,7 @@ int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, c
     if (rc == 0 && !e)
         rc = tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)", name);
     tsr_config_t *conf = NULL;
-    if (rc == 0) rc = load_conf(wh, e->text, e->text_len, e->name, &conf, err);
+    if (rc == 0) rc = tsr_served_load_conf(wh, e->text, e->text_len, e->name, &conf, err);
     char out[1024] = "";
     if (rc == 0) {
         tsr_backfill_opts_t bo;

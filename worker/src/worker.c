@@ -256,10 +256,10 @@ static void reconcile_gb(tsr_worker_t *w, const Tessera__V1__AssignedGroupBy *ag
         const char *text = ag->config_json ? ag->config_json : "";
         if (tsr_host_load_conf(w->host, text, strlen(text), name, &conf, &err) == 0) {
             const tsr_conf_group_by_t *gbs[TSR_HOST_MAX_PARTS];
-            size_t ng = tsr_host_served_group_bys(conf, gbs, TSR_HOST_MAX_PARTS);
+            size_t ng = tsr_served_group_bys(conf, gbs, TSR_HOST_MAX_PARTS);
             size_t i = ag->part_index < 0 ? 0 : (size_t)ag->part_index;
             if (i < ng) {
-                char *fp = tsr_host_fingerprint(gbs[i]);
+                char *fp = tsr_served_fingerprint(gbs[i]);
                 if (strcmp(fp, st->fp) != 0)
                     wlog(w, TSR_LOG_ERROR,
                          "%s: assigned with a changed definition; keeping the hosted one (a "
@@ -509,7 +509,7 @@ static int run_shard(tsr_worker_t *w, const Tessera__V1__ShardTask *t, uint64_t 
     int rc = tsr_host_load_conf(w->host, text, strlen(text), gbname, &conf, err);
     if (rc) return rc;
     const tsr_conf_group_by_t *gbs[TSR_HOST_MAX_PARTS];
-    size_t ng = tsr_host_served_group_bys(conf, gbs, TSR_HOST_MAX_PARTS);
+    size_t ng = tsr_served_group_bys(conf, gbs, TSR_HOST_MAX_PARTS);
     size_t gi = t->part_index < 0 ? 0 : (size_t)t->part_index;
     if (gi >= ng || strcmp(gbs[gi]->meta.name, gbname) != 0) {
         tsr_config_free(conf);
@@ -517,7 +517,7 @@ static int run_shard(tsr_worker_t *w, const Tessera__V1__ShardTask *t, uint64_t 
                              (int)t->part_index, gbname);
     }
     const tsr_conf_group_by_t *g = gbs[gi];
-    int entity = tsr_host_is_entity(g);
+    int entity = tsr_served_is_entity(g);
     tsr_gb_online_t *plan = NULL;
     if (!entity) rc = tsr_gb_online_build(g, wh, E, &plan, err); /* the kernels that encode IRs */
     if (rc == 0) rc = mkdir_p(t->out_dir, err);

@@ -38,6 +38,7 @@
 #include "tsr/error.h"
 #include "tsr/ingest.h"
 #include "tsr/metrics.h"
+#include "tsr/served.h"
 #include "tsr/tile_store.h"
 
 #define TSR_HOST_MAX_INGESTS 8
@@ -92,16 +93,10 @@ const char *tsr_host_warehouse(const tsr_host_t *h);
 
 /* ---- configs */
 
-/* Loads config text against the host's warehouse; err gets every diagnostic joined. */
+/* Loads config text against the host's warehouse (tsr_served_load_conf; the served GroupBys,
+ * entity GroupBys and fingerprints are offline/served.h's). */
 int tsr_host_load_conf(tsr_host_t *h, const char *text, size_t n, const char *label,
                        tsr_config_t **out, tsr_error_t *err);
-/* The GroupBys a config serves: the GroupBy itself, or a Join's parts (at most max). */
-size_t tsr_host_served_group_bys(const tsr_config_t *conf, const tsr_conf_group_by_t **out,
-                                 size_t max);
-/* Everything the tiles and the stream evaluation depend on; caller frees. */
-char *tsr_host_fingerprint(const tsr_conf_group_by_t *g);
-/* 1 for an entity GroupBy (snapshot sources, or no aggregations): stored values, no tiles. */
-int tsr_host_is_entity(const tsr_conf_group_by_t *g);
 
 /* ---- GroupBy states */
 
