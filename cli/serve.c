@@ -551,6 +551,17 @@ static void *upload_main(void *arg) {
     return NULL;
 }
 
+/* Runs fn(arg) on a detached thread (a deferred call's worker). 0 or pthread's error. */
+static int spawn_detached(void *(*fn)(void *), void *arg) {
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    return rc;
+}
+
 static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
                     tsr_error_t *err) {
     (void)resp;
@@ -566,13 +577,7 @@ static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     j->name = tsr_strdup(rq->name);
     j->ds = tsr_strdup(rq->ds);
     j->warehouse = tsr_strdup(rq->warehouse && rq->warehouse[0] ? rq->warehouse : s->warehouse);
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int prc = pthread_create(&t, &at, upload_main, j);
-    pthread_attr_destroy(&at);
-    if (prc != 0) {
+    if (spawn_detached(upload_main, j) != 0) {
         free(j->name);
         free(j->ds);
         free(j->warehouse);
@@ -690,13 +695,7 @@ static int h_backfill(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t
     j->start_ds = tsr_strdup(rq->start_ds);
     j->end_ds = tsr_strdup(rq->end_ds);
     j->warehouse = tsr_strdup(wh);
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int prc = pthread_create(&t, &at, backfill_main, j);
-    pthread_attr_destroy(&at);
-    if (prc != 0) {
+    if (spawn_detached(backfill_main, j) != 0) {
         free(j->name);
         free(j->start_ds);
         free(j->end_ds);
