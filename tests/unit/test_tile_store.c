@@ -260,6 +260,28 @@ START_TEST(test_store_equals_offline) {
 }
 END_TEST
 
+/* A worker gaining partitions of the served version adds their records in place: an add
+ * upload of B leaves every record of B readable (a plain re-upload of B starts from empty). */
+START_TEST(test_upload_add_keeps_served_version) {
+    tsr_rng_t r = {.s = 4242};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    uint64_t skipped = 0;
+    stream(s, B, &skipped);
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_begin_add(s, "team.gb.v1", B, &u, &err), 0);
+    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+    check_reads(s, &r, B, 4, 60);
+    ck_assert_int_eq(tsr_tile_upload_begin_add(s, "team.gb.v1", B, &u, &err), 0);
+    tsr_tile_upload_abort(u);
+    check_reads(s, &r, B, 4, 30);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
 /* kill -9 after streaming: the child never closes (nor flushes) the store.
  *   Iterations 0 and 1 (batches with Kafka offsets): the source is the log. The reopened store
  *   holds some prefix of the stream with the offset it reaches (iteration 1 flushes every
@@ -474,6 +496,7 @@ static Suite *tile_store_suite(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 3);
+    tcase_add_test(tc, test_upload_add_keeps_served_version);
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);
     tcase_add_test(tc, test_old_layout_refused);

@@ -568,7 +568,8 @@ int tsr_host_load_parts(tsr_host_t *h, tsr_host_gb_t *st, const char *dir, int64
     if (st->entity) {
         rc = tsr_entity_upload_begin(h->entities, st->name, batch_end, &eu, err);
     } else {
-        rc = tsr_tile_upload_begin(h->store, st->name, batch_end, &u, err);
+        /* added in place when batch_end is already served: the partitions held stay readable */
+        rc = tsr_tile_upload_begin_add(h->store, st->name, batch_end, &u, err);
         const tsr_tile_gb_t *tiles = tsr_gb_online_tiles(st->plan);
         irs = tsr_calloc(tiles->ncols ? tiles->ncols : 1, sizeof(void *));
         for (size_t c = 0; c < tiles->ncols; c++) irs[c] = tsr_calloc(1, tsr_agg_ir_size(tiles->cols[c].agg) + 8);

@@ -551,8 +551,21 @@ static void version_range(tsr_buf_t *lo, tsr_buf_t *hi, const tsr__ts_gb_t *g, i
     tsr__put_i64(hi, b + 1);
 }
 
+static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, int add,
+                        tsr_tile_upload_t **out, tsr_error_t *err);
+
 int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
                           tsr_tile_upload_t **out, tsr_error_t *err) {
+    return upload_begin(s, gb, batch_end, 0, out, err);
+}
+
+int tsr_tile_upload_begin_add(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
+                              tsr_tile_upload_t **out, tsr_error_t *err) {
+    return upload_begin(s, gb, batch_end, 1, out, err);
+}
+
+static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, int add,
+                        tsr_tile_upload_t **out, tsr_error_t *err) {
     *out = NULL;
     tsr__ts_gb_t *g = tsr__ts_lookup(s, gb, err);
     if (!g) return TSR_ENOTFOUND;
@@ -569,7 +582,12 @@ int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end
     tsr_buf_init(&u->life);
     tsr_buf_init(&u->tiles);
     tsr_buf_init(&u->sfx);
-    /* a leftover of a crashed upload of the same version is dropped first */
+    /* a leftover of a crashed upload of the same version is dropped first — unless records
+     * are added to the version being served (its records must stay readable) */
+    if (add && batch_end == __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE)) {
+        *out = u;
+        return 0;
+    }
     tsr_buf_t lo, hi;
     tsr_buf_init(&lo);
     tsr_buf_init(&hi);

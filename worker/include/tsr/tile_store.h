@@ -80,6 +80,12 @@ typedef struct tsr_tile_upload tsr_tile_upload_t;
 /* Starts an upload of version B (a midnight) for GroupBy gb. */
 int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
                           tsr_tile_upload_t **out, tsr_error_t *err);
+/* tsr_tile_upload_begin that, when batch_end is the version being served, adds to it in place
+ * instead of rewriting it: nothing is cleared, the keys put are overwritten, every other key
+ * keeps its records and stays readable throughout (abort then leaves what was written). A
+ * worker that gains partitions of the served version loads their part files this way. */
+int tsr_tile_upload_begin_add(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
+                              tsr_tile_upload_t **out, tsr_error_t *err);
 /* Adds one batch record: irs[c] is column c's IR (kernel IR blocks, borrowed for the call).
  * A key's records must be put one after another (any order among them): when the key changes
  * its tail tiles are written as suffix aggregates — the record at (kind, start) holds every
