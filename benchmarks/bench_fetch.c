@@ -132,7 +132,7 @@ static void usage(FILE *f, const char *argv0) {
             "  --tmp DIR              parent of the temp dir (default $TMPDIR or /tmp)\n"
             "attach mode (benchmarks/bench_cluster.sh; starts nothing):\n"
             "  --attach ADDR          fetch from ADDR (e.g. a tessera-fetcher)\n"
-            "  --admin ADDR           ApplyConfig/Upload/ListPartitions at ADDR (coordinator)\n"
+            "  --admin ADDR[,ADDR]    ApplyConfig/Upload/ListPartitions at the coordinators\n"
             "  --bootstrap ADDR       the running broker\n"
             "  --warehouse DIR        tessera-datagen output made with the same --days,\n"
             "                         --events, --keys (and --start-ds 2024-01-01)\n"
@@ -414,7 +414,9 @@ static int phase_on(const char *name) {
  * RPC helpers */
 
 static tsr_rpc_client_t *g_cli; /* fetches (and admin calls unless attached) */
-static tsr_rpc_client_t *g_adm; /* admin calls: g_cli, or the --admin coordinator */
+static tsr_rpc_client_t *g_adms[4]; /* attach mode: a client per --admin coordinator */
+static int g_nadm, g_adm_i;
+#define g_adm (g_nadm ? g_adms[g_adm_i] : NULL) /* admin calls: g_cli, or a coordinator */
 
 static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t *r,
                 int64_t timeout_ms) {
@@ -423,7 +425,16 @@ static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t
     tsr_pb_pack(req, &b);
     tsr_rpc_call_opts_t o = {.timeout_ms = timeout_ms, .wait_for_ready = 1};
     tsr_error_t err;
-    int rc = tsr_rpc_client_call(g_adm ? g_adm : g_cli, method, b.data, b.len, &o, r, &err);
+    int rc;
+    double until = now_s() + 60;
+    /* attach mode: a coordinator answers UNAVAILABLE while it is not the leader, has not read
+     * a topic's partition count yet ("not assigned to workers yet") or is stepping down; move
+     * to the next --admin address and retry, for up to 60 s (as the tessera CLI does) */
+    while ((rc = tsr_rpc_client_call(g_adm ? g_adm : g_cli, method, b.data, b.len, &o, r, &err)) &&
+           g_nadm && strstr(err.msg, "UNAVAILABLE") && now_s() < until && !g_stop) {
+        g_adm_i = (g_adm_i + 1) % g_nadm;
+        sleep_s(0.2);
+    }
     tsr_buf_free(&b);
     if (rc) fail("%s", err.msg);
 }
@@ -1165,9 +1176,15 @@ int main(int argc, char **argv) {
     tsr_error_t err;
     g_cli = tsr_rpc_client_new(grpc_addr, &err);
     if (!g_cli) fail("client: %s", err.msg);
-    if (O.attach) {
-        g_adm = tsr_rpc_client_new(O.admin, &err);
-        if (!g_adm) fail("admin client: %s", err.msg);
+    if (O.attach) { /* --admin HOST:PORT[,HOST:PORT...] */
+        char *list = tsr_strdup(O.admin), *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t && g_nadm < 4; t = strtok_r(NULL, ",", &save)) {
+            g_adms[g_nadm] = tsr_rpc_client_new(t, &err);
+            if (!g_adms[g_nadm]) fail("admin client %s: %s", t, err.msg);
+            g_nadm++;
+        }
+        free(list);
+        if (!g_nadm) fail("--admin: no address");
     }
 
     char *jj = join_json(start_ds);
@@ -1492,8 +1509,10 @@ int main(int argc, char **argv) {
     printf("SUMMARY bench_fetch");
     if (have_fetch)
         printf(" echo_p50_us=%.1f echo_p99_us=%.1f fetch1_p50_us=%.1f fetch1_p99_us=%.1f "
-               "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f",
-               echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99);
+               "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f fetch1_cpu_us=%.1f "
+               "fetch1_errors=%ld",
+               echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99, f1.cpu_us,
+               f1.errors);
     if (have_batch)
         printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f", O.batch_size, fb.p50, O.batch_size,
                fb.p99);
@@ -1515,8 +1534,8 @@ int main(int argc, char **argv) {
     free(reqb);
     tsr_rpc_client_free(g_cli);
     g_cli = NULL;
-    if (g_adm) tsr_rpc_client_free(g_adm);
-    g_adm = NULL;
+    for (int i = 0; i < g_nadm; i++) tsr_rpc_client_free(g_adms[i]);
+    g_nadm = 0;
     int st = child_stop(g_server_pid, SIGTERM, 30.0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "bench_fetch: tessera serve exited with status 0x%x\n", st);
