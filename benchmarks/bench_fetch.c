@@ -1178,7 +1178,8 @@ int main(int argc, char **argv) {
     if (!g_cli) fail("client: %s", err.msg);
     if (O.attach) { /* --admin HOST:PORT[,HOST:PORT...] */
         char *list = tsr_strdup(O.admin), *save = NULL;
-        for (char *t = strtok_r(list, ",", &save); t && g_nadm < 4; t = strtok_r(NULL, ",", &save)) {
+        for (char *t = strtok_r(list, ",", &save); t && g_nadm < 4;
+             t = strtok_r(NULL, ",", &save)) {
             g_adms[g_nadm] = tsr_rpc_client_new(t, &err);
             if (!g_adms[g_nadm]) fail("admin client %s: %s", t, err.msg);
             g_nadm++;
@@ -1187,28 +1188,33 @@ int main(int argc, char **argv) {
         if (!g_nadm) fail("--admin: no address");
     }
 
-    char *jj = join_json(start_ds);
-    apply_config(jj, "bench_join.json");
-    free(jj);
-    info("applied %s (%d GroupBys x 9 features)", JOIN_NAME, NGB);
-    {
-        Tessera__V1__UploadRequest rq = TESSERA__V1__UPLOAD_REQUEST__INIT;
-        rq.name = JOIN_NAME;
-        rq.ds = ds_e;
-        tsr_rpc_reply_t r;
-        tsr_rpc_reply_init(&r);
-        double t = now_s();
-        rpc("/tessera.v1.AdminService/Upload", &rq.base, &r, 600000);
-        Tessera__V1__UploadResponse *up =
-            tessera__v1__upload_response__unpack(NULL, r.body.len, r.body.data);
-        info("uploaded ds=%s: %lld keys, %lld GroupBys in %.1f s", ds_e, up ? (long long)up->keys : -1,
-             up ? (long long)up->group_bys : -1, now_s() - t);
-        if (up) tessera__v1__upload_response__free_unpacked(up, NULL);
-        tsr_rpc_reply_free(&r);
+    /* attach mode with the ingest phase alone skips the Join (apply, upload, stream) */
+    int join =
+        !O.attach || phase_on("fetch") || phase_on("batch") || phase_on("qps") || phase_on("fresh");
+    if (join) {
+        char *jj = join_json(start_ds);
+        apply_config(jj, "bench_join.json");
+        free(jj);
+        info("applied %s (%d GroupBys x 9 features)", JOIN_NAME, NGB);
+        {
+            Tessera__V1__UploadRequest rq = TESSERA__V1__UPLOAD_REQUEST__INIT;
+            rq.name = JOIN_NAME;
+            rq.ds = ds_e;
+            tsr_rpc_reply_t r;
+            tsr_rpc_reply_init(&r);
+            double t = now_s();
+            rpc("/tessera.v1.AdminService/Upload", &rq.base, &r, 600000);
+            Tessera__V1__UploadResponse *up =
+                tessera__v1__upload_response__unpack(NULL, r.body.len, r.body.data);
+            info("uploaded ds=%s: %lld keys, %lld GroupBys in %.1f s", ds_e,
+                 up ? (long long)up->keys : -1, up ? (long long)up->group_bys : -1, now_s() - t);
+            if (up) tessera__v1__upload_response__free_unpacked(up, NULL);
+            tsr_rpc_reply_free(&r);
+        }
     }
     tsr_kafka_producer_t *prod = open_producer(bootstrap);
-    long streamed;
-    {
+    long streamed = 0;
+    if (join) {
         char path[PATH_MAX];
         PATHF(path, "%s/payments/card_txn/ds=%s/part-00000.jsonl", wh, ds_s);
         double t = now_s();
@@ -1244,22 +1250,27 @@ int main(int argc, char **argv) {
     tsr_rpc_reply_init(&r);
     tsr_rpc_call_opts_t co = {.timeout_ms = 5000};
     resp_check_t c1, cb;
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err))
-        fail("FetchJoin: %s", err.msg);
-    if (check_response(r.body.data, r.body.len, &c1)) fail("malformed FetchResponse");
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[0].data, reqb[0].len, &co, &r, &err))
-        fail("FetchJoin (batch): %s", err.msg);
-    if (check_response(r.body.data, r.body.len, &cb)) fail("malformed FetchResponse");
+    memset(&c1, 0, sizeof c1);
+    memset(&cb, 0, sizeof cb);
     size_t resp1_bytes = 0;
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err) == 0)
-        resp1_bytes = r.body.len;
-    if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
-        fail("fetch returned failures: %s", c1.first_error[0] ? c1.first_error : cb.first_error);
-    /* warm-up: connections, pools, caches */
-    for (int i = 0; i < 2000; i++) {
-        tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
-        tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
-                            &r, NULL);
+    if (join) {
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err))
+            fail("FetchJoin: %s", err.msg);
+        if (check_response(r.body.data, r.body.len, &c1)) fail("malformed FetchResponse");
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[0].data, reqb[0].len, &co, &r, &err))
+            fail("FetchJoin (batch): %s", err.msg);
+        if (check_response(r.body.data, r.body.len, &cb)) fail("malformed FetchResponse");
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err) == 0)
+            resp1_bytes = r.body.len;
+        if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
+            fail("fetch returned failures: %s",
+                 c1.first_error[0] ? c1.first_error : cb.first_error);
+        /* warm-up: connections, pools, caches */
+        for (int i = 0; i < 2000; i++) {
+            tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
+            tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
+                                &r, NULL);
+        }
     }
     tsr_rpc_reply_free(&r);
     check_stop();
@@ -1267,12 +1278,12 @@ int main(int argc, char **argv) {
     printf("bench_fetch: %s (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
            "events, %d keys; upload ds=%s, streamed ds=%s (%ld events); q=%lld (end of the "
            "streamed day); setup %.1f s\n",
-           O.attach ? "attached to" : "tessera serve", (int)g_server_pid, grpc_addr, bootstrap, O.days, O.events, O.keys, ds_e, ds_s, streamed,
-           (long long)q, setup_s);
+           O.attach ? "attached to" : "tessera serve", (int)g_server_pid, grpc_addr, bootstrap,
+           O.days, O.events, O.keys, ds_e, ds_s, streamed, (long long)q, setup_s);
     printf("FetchJoin %s: %d GroupBys; 1 entity -> %zu features (%zu non-null), request %zu B, "
            "response %zu B; %d entities -> %zu rows, %zu features (%zu non-null)\n",
-           JOIN_NAME, NGB, c1.features, c1.nonnull, req1[0].len, resp1_bytes, O.batch_size,
-           cb.rows, cb.features, cb.nonnull);
+           JOIN_NAME, NGB, c1.features, c1.nonnull, req1[0].len, resp1_bytes, O.batch_size, cb.rows,
+           cb.features, cb.nonnull);
 
     lat_result_t echo = {0}, f1 = {0}, fb = {0}, qe = {0}, qf = {0};
     int have_fetch = 0, have_batch = 0, have_qps = 0, have_ingest = 0, have_fresh = 0;
