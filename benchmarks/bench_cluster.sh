@@ -198,7 +198,7 @@ print((h & 0x7fffffff) % n)
 PY
 }
 
-declare -a A_SR A_CR A_SCPU A_CCPU A_S50 A_S99 A_C50 A_C99 A_RATIO A_SE99 A_CE99 B_REASSIGN B_SERVED
+declare -a A_SERR A_CERR A_SR A_CR A_SCPU A_CCPU A_S50 A_S99 A_C50 A_C99 A_RATIO A_SE99 A_CE99 B_REASSIGN B_SERVED
 # ---- a + b ---------------------------------------------------------------------------------
 if has a || has b; then
     for run in $(seq 1 "$RUNS"); do
@@ -230,6 +230,7 @@ if has a || has b; then
             grep -E 'open loop|ratio' "$d/cluster.txt" | sed 's/^/    cluster: /' >&2
             A_C50+=("$(sval "$d/cluster.txt" fetch1_p50_us)"); A_C99+=("$(sval "$d/cluster.txt" fetch1_p99_us)")
             A_CE99+=("$(sval "$d/cluster.txt" echo_p99_us)"); A_CR+=("$(sval "$d/cluster.txt" fetch1_rate)")
+            A_SERR+=("$(sval "$d/single.txt" fetch1_errors)"); A_CERR+=("$(sval "$d/cluster.txt" fetch1_errors)")
             A_SCPU+=("$(sval "$d/single.txt" fetch1_cpu_us)"); A_CCPU+=("$(sval "$d/cluster.txt" fetch1_cpu_us)")
             A_RATIO+=("$(echo "${A_C99[-1]} ${A_S99[-1]}" | awk '{printf "%.2f", $1 / $2}')")
         fi
@@ -385,6 +386,7 @@ if has a; then
     printf '%-58s %11.0f us %11.0f us %7sx  (target <= 1.5x; runs: %s)\n' "   p99" "$s99" "$c99" "$r" "${A_RATIO[*]}"
     printf '%-58s %11.0f us %11.0f us\n' "   Health/Check p99 at the same rate (floor)" "$(median "${A_SE99[@]}")" "$(median "${A_CE99[@]}")"
     printf '%-58s %11.0f /s %11.0f /s\n' "   achieved FetchJoin rate" "$(median "${A_SR[@]}")" "$(median "${A_CR[@]}")"
+    printf '%-58s %14s %14s\n' "   failed FetchJoins (per run)" "${A_SERR[*]}" "${A_CERR[*]}"
     printf '%-58s %11.0f us %11.0f us\n' "   CPU per FetchJoin (serve; workers + fetcher)" "$(median "${A_SCPU[@]}")" "$(median "${A_CCPU[@]}")"
     S+=(rate=$RATE single_rate=$(median "${A_SR[@]}") cluster_rate=$(median "${A_CR[@]}")
         single_cpu_us=$(median "${A_SCPU[@]}") cluster_cpu_us=$(median "${A_CCPU[@]}") single_p50_us=$s50 single_p99_us=$s99 cluster_p50_us=$c50 cluster_p99_us=$c99 p99_ratio=$r)
