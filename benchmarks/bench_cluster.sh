@@ -376,7 +376,11 @@ fi
 
 # ---- table + SUMMARY -------------------------------------------------------------------------
 echo
-echo "bench_cluster: $RUNS run(s) of a/b (medians), lease TTL $TTL s, fetch $RATE/s for $SECONDS_F s"
+if has a || has b; then
+    echo "bench_cluster: $RUNS run(s) of a/b (medians), lease TTL $TTL s, fetch $RATE/s for $SECONDS_F s"
+else
+    echo "bench_cluster: 1 run of $PARTS"
+fi
 printf '%-58s %14s %14s %8s\n' "figure" "single" "cluster" "ratio"
 S=(SUMMARY bench_cluster)
 if has a; then
