@@ -416,7 +416,9 @@ static int phase_on(const char *name) {
 static tsr_rpc_client_t *g_cli; /* fetches (and admin calls unless attached) */
 static tsr_rpc_client_t *g_adms[4]; /* attach mode: a client per --admin coordinator */
 static int g_nadm, g_adm_i;
-#define g_adm (g_nadm ? g_adms[g_adm_i] : NULL) /* admin calls: g_cli, or a coordinator */
+
+/* The client of admin calls: g_cli, or the current --admin coordinator. */
+static tsr_rpc_client_t *admin_client(void) { return g_nadm ? g_adms[g_adm_i] : g_cli; }
 
 static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t *r,
                 int64_t timeout_ms) {
@@ -430,7 +432,7 @@ static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t
     /* attach mode: a coordinator answers UNAVAILABLE while it is not the leader, has not read
      * a topic's partition count yet ("not assigned to workers yet") or is stepping down; move
      * to the next --admin address and retry, for up to 60 s (as the tessera CLI does) */
-    while ((rc = tsr_rpc_client_call(g_adm ? g_adm : g_cli, method, b.data, b.len, &o, r, &err)) &&
+    while ((rc = tsr_rpc_client_call(admin_client(), method, b.data, b.len, &o, r, &err)) &&
            g_nadm && strstr(err.msg, "UNAVAILABLE") && now_s() < until && !g_stop) {
         g_adm_i = (g_adm_i + 1) % g_nadm;
         sleep_s(0.2);
@@ -503,15 +505,16 @@ static int ingest_status_cluster(const char *gb_prefix, uint64_t *min_msgs, int6
     for (size_t i = 0; i < st->n_partitions;) { /* sorted by group_by */
         const char *gb = st->partitions[i]->group_by;
         uint64_t sum = 0;
+        int64_t gb_lag = 0;
         size_t j = i;
         for (; j < st->n_partitions && !strcmp(st->partitions[j]->group_by, gb); j++) {
             const Tessera__V1__PartitionSummary *ps = st->partitions[j];
             if (ps->events > 0) sum += (uint64_t)ps->events;
-            if (!ps->worker_id[0] || ps->lag < 0) *lag += 1;
-            else *lag += ps->lag;
+            gb_lag += !ps->worker_id[0] || ps->lag < 0 ? 1 : ps->lag;
         }
         if (!strncmp(gb, gb_prefix, plen)) {
             if (sum < *min_msgs) *min_msgs = sum;
+            *lag += gb_lag;
             n++;
         }
         i = j;
