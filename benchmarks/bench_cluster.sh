@@ -62,7 +62,7 @@ done
 case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 TESSERA=$BUILD/cli/tessera
 GEN=$BUILD/benchmarks/tessera-datagen
-BF=$BUILD/benchmarks/bench_fetch
+BF=${BENCH_FETCH:-$BUILD/benchmarks/bench_fetch} # e.g. an ASan build of bench_fetch
 LC=$ROOT/scripts/local-cluster.sh
 PY=/usr/bin/python3
 for b in "$TESSERA" "$GEN" "$BF" "$BUILD/worker/tessera-worker" "$BUILD/coordinator/tessera-coordinator" \
