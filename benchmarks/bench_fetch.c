@@ -79,6 +79,10 @@
 
 typedef struct opts {
     const char *tessera, *datagen, *perf_dir, *tmp_parent;
+    /* attach mode (benchmarks/bench_cluster.sh): fetch from --attach ADDR (a fetcher), admin
+     * calls to --admin ADDR (a coordinator), an existing broker and warehouse, CPU summed over
+     * --cpu-pids; nothing is started or stopped here */
+    const char *attach, *admin, *bootstrap, *warehouse, *cpu_pids;
     int days, keys, ingest_partitions, clients, batch_size, keep, quiet;
     long events, ingest_events, ingest_keys;
     double rate, seconds, batch_rate, batch_seconds, qps_seconds, fresh_rate, fresh_seconds;
@@ -126,6 +130,13 @@ static void usage(FILE *f, const char *argv0) {
             "other:\n"
             "  --perf-dir DIR         perf record -g the server during each phase into DIR\n"
             "  --tmp DIR              parent of the temp dir (default $TMPDIR or /tmp)\n"
+            "attach mode (benchmarks/bench_cluster.sh; starts nothing):\n"
+            "  --attach ADDR          fetch from ADDR (e.g. a tessera-fetcher)\n"
+            "  --admin ADDR[,ADDR]    ApplyConfig/Upload/ListPartitions at the coordinators\n"
+            "  --bootstrap ADDR       the running broker\n"
+            "  --warehouse DIR        tessera-datagen output made with the same --days,\n"
+            "                         --events, --keys (and --start-ds 2024-01-01)\n"
+            "  --cpu-pids P,P,...     processes whose CPU counts as the server's\n"
             "  --keep                 keep the temp dir (printed) instead of removing it\n"
             "  --quiet                no progress lines on stderr\n"
             "  --help                 this text\n"
@@ -358,8 +369,23 @@ static double proc_cpu_s(pid_t pid) {
 
 static pid_t g_server_pid, g_perf_pid;
 
+/* CPU seconds of the server (attach mode: the sum over --cpu-pids, e.g. the workers). */
+static double srv_cpu_s(void) {
+    if (!O.cpu_pids) return g_server_pid > 0 ? proc_cpu_s(g_server_pid) : 0.0;
+    double sum = 0;
+    const char *p = O.cpu_pids;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        if (v > 0) sum += proc_cpu_s((pid_t)v);
+        p = *end == ',' ? end + 1 : end;
+    }
+    return sum;
+}
+
 static void perf_begin(const char *phase) {
-    if (!O.perf_dir) return;
+    if (!O.perf_dir || g_server_pid <= 0) return;
     static char data[PATH_MAX], log[PATH_MAX], spid[32];
     PATHF(data, "%s/%s.data", O.perf_dir, phase);
     snprintf(log, sizeof log, "%s/%s.log", O.perf_dir, phase);
@@ -387,7 +413,12 @@ static int phase_on(const char *name) {
 /* ------------------------------------------------------------------------------------------
  * RPC helpers */
 
-static tsr_rpc_client_t *g_cli;
+static tsr_rpc_client_t *g_cli; /* fetches (and admin calls unless attached) */
+static tsr_rpc_client_t *g_adms[4]; /* attach mode: a client per --admin coordinator */
+static int g_nadm, g_adm_i;
+
+/* The client of admin calls: g_cli, or the current --admin coordinator. */
+static tsr_rpc_client_t *admin_client(void) { return g_nadm ? g_adms[g_adm_i] : g_cli; }
 
 static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t *r,
                 int64_t timeout_ms) {
@@ -396,7 +427,16 @@ static void rpc(const char *method, const ProtobufCMessage *req, tsr_rpc_reply_t
     tsr_pb_pack(req, &b);
     tsr_rpc_call_opts_t o = {.timeout_ms = timeout_ms, .wait_for_ready = 1};
     tsr_error_t err;
-    int rc = tsr_rpc_client_call(g_cli, method, b.data, b.len, &o, r, &err);
+    int rc;
+    double until = now_s() + 60;
+    /* attach mode: a coordinator answers UNAVAILABLE while it is not the leader, has not read
+     * a topic's partition count yet ("not assigned to workers yet") or is stepping down; move
+     * to the next --admin address and retry, for up to 60 s (as the tessera CLI does) */
+    while ((rc = tsr_rpc_client_call(admin_client(), method, b.data, b.len, &o, r, &err)) &&
+           g_nadm && strstr(err.msg, "UNAVAILABLE") && now_s() < until && !g_stop) {
+        g_adm_i = (g_adm_i + 1) % g_nadm;
+        sleep_s(0.2);
+    }
     tsr_buf_free(&b);
     if (rc) fail("%s", err.msg);
 }
@@ -413,8 +453,10 @@ static void apply_config(const char *json, const char *label) {
 
 /* Sums "messages=N" over the ingests named kafka:<topic>-><gb prefix>*; returns how many
  * ingests matched, *min_msgs the smallest count among them, *lag the summed lag. */
+static int ingest_status_cluster(const char *gb_prefix, uint64_t *min_msgs, int64_t *lag);
 static int ingest_status(const char *topic, const char *gb_prefix, uint64_t *min_msgs,
                          int64_t *lag) {
+    if (O.attach) return ingest_status_cluster(gb_prefix, min_msgs, lag);
     Tessera__V1__StatusRequest rq = TESSERA__V1__STATUS_REQUEST__INIT;
     tsr_rpc_reply_t r;
     tsr_rpc_reply_init(&r);
@@ -439,6 +481,45 @@ static int ingest_status(const char *topic, const char *gb_prefix, uint64_t *min
         n++;
     }
     tessera__v1__status_response__free_unpacked(st, NULL);
+    tsr_rpc_reply_free(&r);
+    if (n == 0) *min_msgs = 0;
+    return n;
+}
+
+/* Attach mode: the same from the coordinator's ListPartitions — per GroupBy named gb_prefix*,
+ * the events its partitions applied (summed over partitions; the owners' last KeepAlive
+ * reports, so up to TTL/3 late); *lag sums the known lags, and counts 1 for each unassigned
+ * partition or one whose lag is unknown. */
+static int ingest_status_cluster(const char *gb_prefix, uint64_t *min_msgs, int64_t *lag) {
+    Tessera__V1__ListPartitionsRequest rq = TESSERA__V1__LIST_PARTITIONS_REQUEST__INIT;
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    rpc("/tessera.v1.AdminService/ListPartitions", &rq.base, &r, 10000);
+    Tessera__V1__ListPartitionsResponse *st =
+        tessera__v1__list_partitions_response__unpack(NULL, r.body.len, r.body.data);
+    if (!st) fail("malformed ListPartitionsResponse");
+    int n = 0;
+    *min_msgs = UINT64_MAX;
+    *lag = 0;
+    size_t plen = strlen(gb_prefix);
+    for (size_t i = 0; i < st->n_partitions;) { /* sorted by group_by */
+        const char *gb = st->partitions[i]->group_by;
+        uint64_t sum = 0;
+        int64_t gb_lag = 0;
+        size_t j = i;
+        for (; j < st->n_partitions && !strcmp(st->partitions[j]->group_by, gb); j++) {
+            const Tessera__V1__PartitionSummary *ps = st->partitions[j];
+            if (ps->events > 0) sum += (uint64_t)ps->events;
+            gb_lag += !ps->worker_id[0] || ps->lag < 0 ? 1 : ps->lag;
+        }
+        if (!strncmp(gb, gb_prefix, plen)) {
+            if (sum < *min_msgs) *min_msgs = sum;
+            *lag += gb_lag;
+            n++;
+        }
+        i = j;
+    }
+    tessera__v1__list_partitions_response__free_unpacked(st, NULL);
     tsr_rpc_reply_free(&r);
     if (n == 0) *min_msgs = 0;
     return n;
@@ -587,7 +668,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     atomic_init(&run.errors, 0);
     pthread_mutex_init(&run.mu, NULL);
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
-    double cpu0 = proc_cpu_s(g_server_pid);
+    double cpu0 = srv_cpu_s();
     double t0 = now_s() + 0.005, dt = 1.0 / rate;
     for (long i = 0; i < run.n && !g_stop; i++) {
         ol_slot_t *s = &run.slots[i];
@@ -618,7 +699,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
         if (run.slots[i].rc == 0) lat[m++] = run.slots[i].lat;
     double end = run.t_last_done > t0 ? run.t_last_done : now_s();
     summarize(lat, m, atomic_load(&run.errors), end - t0, run.max_send_lag, res);
-    res->cpu_us = (proc_cpu_s(g_server_pid) - cpu0) / (double)(run.started ? run.started : 1) * 1e6;
+    res->cpu_us = (srv_cpu_s() - cpu0) / (double)(run.started ? run.started : 1) * 1e6;
     if (res->errors) fprintf(stderr, "bench_fetch: %s: %ld errors, first: %s\n", method, res->errors,
                              run.first_error);
     free(lat);
@@ -676,7 +757,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     atomic_init(&run.errors, 0);
     atomic_init(&run.active, k);
     cl_chain_t *ch = tsr_calloc((size_t)k, sizeof *ch);
-    double cpu0 = proc_cpu_s(g_server_pid);
+    double cpu0 = srv_cpu_s();
     double t0 = now_s();
     run.until = t0 + seconds;
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
@@ -699,7 +780,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     long m = n - errors < run.cap ? n - errors : run.cap;
     summarize(run.lat, m, errors, el, 0, res);
     res->rate = (double)n / el;
-    res->cpu_us = (proc_cpu_s(g_server_pid) - cpu0) / (double)(n ? n : 1) * 1e6;
+    res->cpu_us = (srv_cpu_s() - cpu0) / (double)(n ? n : 1) * 1e6;
     free(run.lat);
     free(ch);
 }
@@ -776,7 +857,11 @@ static long produce_file(tsr_kafka_producer_t *p, const char *path, const char *
     while ((len = getline(&line, &cap, f)) > 0) {
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
         if (len == 0) continue;
-        if (tsr_kafka_producer_send(p, topic, NULL, 0, line, (size_t)len, -1, &err))
+        /* keyed by user_id, as a cluster needs (docs/cluster.md: murmur2 of the key) */
+        const char *k = strstr(line, "\"user_id\":\""), *ke = NULL;
+        if (k) k += 11, ke = memchr(k, '"', (size_t)(line + len - k));
+        if (tsr_kafka_producer_send(p, topic, ke ? k : NULL, ke ? (size_t)(ke - k) : 0, line,
+                                    (size_t)len, -1, &err))
             fail("produce: %s", err.msg);
         n++;
     }
@@ -942,6 +1027,11 @@ static void parse_args(int argc, char **argv) {
         O.field = (type)d;                                                                         \
     }
         if (!strcmp(a, "--tessera")) O.tessera = v;
+        else if (!strcmp(a, "--attach")) O.attach = v;
+        else if (!strcmp(a, "--admin")) O.admin = v;
+        else if (!strcmp(a, "--bootstrap")) O.bootstrap = v;
+        else if (!strcmp(a, "--warehouse")) O.warehouse = v;
+        else if (!strcmp(a, "--cpu-pids")) O.cpu_pids = v;
         else if (!strcmp(a, "--datagen")) O.datagen = v;
         else if (!strcmp(a, "--perf-dir")) O.perf_dir = v;
         else if (!strcmp(a, "--tmp")) O.tmp_parent = v;
@@ -1027,7 +1117,11 @@ int main(int argc, char **argv) {
     tsr_ds_format(E, ds_e);
     tsr_ds_format(E + 1, ds_s);
     double t_setup = now_s();
-    {
+    if (O.attach) {
+        if (!O.admin || !O.bootstrap || !O.warehouse)
+            fail("--attach needs --admin, --bootstrap and --warehouse");
+        snprintf(wh, sizeof wh, "%s", O.warehouse);
+    } else {
         char sdays[32], sev[32], skeys[32];
         snprintf(sdays, sizeof sdays, "%d", O.days);
         snprintf(sev, sizeof sev, "%ld", O.events);
@@ -1045,8 +1139,10 @@ int main(int argc, char **argv) {
         }
     }
     char bootstrap[256];
-    pid_t kpid;
-    {
+    pid_t kpid = 0;
+    if (O.attach) {
+        snprintf(bootstrap, sizeof bootstrap, "%s", O.bootstrap);
+    } else {
         /* dev-kafka gives every --topic the same partition count: the ingest topic is made
          * with --ingest-partitions, the main topic is auto-created (4 partitions) on first use */
         char siparts[32];
@@ -1061,7 +1157,9 @@ int main(int argc, char **argv) {
     }
     info("dev-kafka pid %d at %s", (int)kpid, bootstrap);
     char grpc_addr[256] = "", http_addr[256] = "";
-    {
+    if (O.attach) {
+        snprintf(grpc_addr, sizeof grpc_addr, "%s", O.attach);
+    } else {
         char *av[] = {tessera, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port",
                       "0", "--warehouse", wh, "--kafka-bootstrap", bootstrap, NULL};
         int fd;
@@ -1081,29 +1179,45 @@ int main(int argc, char **argv) {
     tsr_error_t err;
     g_cli = tsr_rpc_client_new(grpc_addr, &err);
     if (!g_cli) fail("client: %s", err.msg);
+    if (O.attach) { /* --admin HOST:PORT[,HOST:PORT...] */
+        char *list = tsr_strdup(O.admin), *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t && g_nadm < 4;
+             t = strtok_r(NULL, ",", &save)) {
+            g_adms[g_nadm] = tsr_rpc_client_new(t, &err);
+            if (!g_adms[g_nadm]) fail("admin client %s: %s", t, err.msg);
+            g_nadm++;
+        }
+        free(list);
+        if (!g_nadm) fail("--admin: no address");
+    }
 
-    char *jj = join_json(start_ds);
-    apply_config(jj, "bench_join.json");
-    free(jj);
-    info("applied %s (%d GroupBys x 9 features)", JOIN_NAME, NGB);
-    {
-        Tessera__V1__UploadRequest rq = TESSERA__V1__UPLOAD_REQUEST__INIT;
-        rq.name = JOIN_NAME;
-        rq.ds = ds_e;
-        tsr_rpc_reply_t r;
-        tsr_rpc_reply_init(&r);
-        double t = now_s();
-        rpc("/tessera.v1.AdminService/Upload", &rq.base, &r, 600000);
-        Tessera__V1__UploadResponse *up =
-            tessera__v1__upload_response__unpack(NULL, r.body.len, r.body.data);
-        info("uploaded ds=%s: %lld keys, %lld GroupBys in %.1f s", ds_e, up ? (long long)up->keys : -1,
-             up ? (long long)up->group_bys : -1, now_s() - t);
-        if (up) tessera__v1__upload_response__free_unpacked(up, NULL);
-        tsr_rpc_reply_free(&r);
+    /* attach mode with the ingest phase alone skips the Join (apply, upload, stream) */
+    int join =
+        !O.attach || phase_on("fetch") || phase_on("batch") || phase_on("qps") || phase_on("fresh");
+    if (join) {
+        char *jj = join_json(start_ds);
+        apply_config(jj, "bench_join.json");
+        free(jj);
+        info("applied %s (%d GroupBys x 9 features)", JOIN_NAME, NGB);
+        {
+            Tessera__V1__UploadRequest rq = TESSERA__V1__UPLOAD_REQUEST__INIT;
+            rq.name = JOIN_NAME;
+            rq.ds = ds_e;
+            tsr_rpc_reply_t r;
+            tsr_rpc_reply_init(&r);
+            double t = now_s();
+            rpc("/tessera.v1.AdminService/Upload", &rq.base, &r, 600000);
+            Tessera__V1__UploadResponse *up =
+                tessera__v1__upload_response__unpack(NULL, r.body.len, r.body.data);
+            info("uploaded ds=%s: %lld keys, %lld GroupBys in %.1f s", ds_e,
+                 up ? (long long)up->keys : -1, up ? (long long)up->group_bys : -1, now_s() - t);
+            if (up) tessera__v1__upload_response__free_unpacked(up, NULL);
+            tsr_rpc_reply_free(&r);
+        }
     }
     tsr_kafka_producer_t *prod = open_producer(bootstrap);
-    long streamed;
-    {
+    long streamed = 0;
+    if (join) {
         char path[PATH_MAX];
         PATHF(path, "%s/payments/card_txn/ds=%s/part-00000.jsonl", wh, ds_s);
         double t = now_s();
@@ -1139,35 +1253,40 @@ int main(int argc, char **argv) {
     tsr_rpc_reply_init(&r);
     tsr_rpc_call_opts_t co = {.timeout_ms = 5000};
     resp_check_t c1, cb;
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err))
-        fail("FetchJoin: %s", err.msg);
-    if (check_response(r.body.data, r.body.len, &c1)) fail("malformed FetchResponse");
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[0].data, reqb[0].len, &co, &r, &err))
-        fail("FetchJoin (batch): %s", err.msg);
-    if (check_response(r.body.data, r.body.len, &cb)) fail("malformed FetchResponse");
+    memset(&c1, 0, sizeof c1);
+    memset(&cb, 0, sizeof cb);
     size_t resp1_bytes = 0;
-    if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err) == 0)
-        resp1_bytes = r.body.len;
-    if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
-        fail("fetch returned failures: %s", c1.first_error[0] ? c1.first_error : cb.first_error);
-    /* warm-up: connections, pools, caches */
-    for (int i = 0; i < 2000; i++) {
-        tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
-        tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
-                            &r, NULL);
+    if (join) {
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err))
+            fail("FetchJoin: %s", err.msg);
+        if (check_response(r.body.data, r.body.len, &c1)) fail("malformed FetchResponse");
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[0].data, reqb[0].len, &co, &r, &err))
+            fail("FetchJoin (batch): %s", err.msg);
+        if (check_response(r.body.data, r.body.len, &cb)) fail("malformed FetchResponse");
+        if (tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[0].data, req1[0].len, &co, &r, &err) == 0)
+            resp1_bytes = r.body.len;
+        if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
+            fail("fetch returned failures: %s",
+                 c1.first_error[0] ? c1.first_error : cb.first_error);
+        /* warm-up: connections, pools, caches */
+        for (int i = 0; i < 2000; i++) {
+            tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
+            tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
+                                &r, NULL);
+        }
     }
     tsr_rpc_reply_free(&r);
     check_stop();
 
-    printf("bench_fetch: tessera serve (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
+    printf("bench_fetch: %s (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
            "events, %d keys; upload ds=%s, streamed ds=%s (%ld events); q=%lld (end of the "
            "streamed day); setup %.1f s\n",
-           (int)g_server_pid, grpc_addr, bootstrap, O.days, O.events, O.keys, ds_e, ds_s, streamed,
-           (long long)q, setup_s);
+           O.attach ? "attached to" : "tessera serve", (int)g_server_pid, grpc_addr, bootstrap,
+           O.days, O.events, O.keys, ds_e, ds_s, streamed, (long long)q, setup_s);
     printf("FetchJoin %s: %d GroupBys; 1 entity -> %zu features (%zu non-null), request %zu B, "
            "response %zu B; %d entities -> %zu rows, %zu features (%zu non-null)\n",
-           JOIN_NAME, NGB, c1.features, c1.nonnull, req1[0].len, resp1_bytes, O.batch_size,
-           cb.rows, cb.features, cb.nonnull);
+           JOIN_NAME, NGB, c1.features, c1.nonnull, req1[0].len, resp1_bytes, O.batch_size, cb.rows,
+           cb.features, cb.nonnull);
 
     lat_result_t echo = {0}, f1 = {0}, fb = {0}, qe = {0}, qf = {0};
     int have_fetch = 0, have_batch = 0, have_qps = 0, have_ingest = 0, have_fresh = 0;
@@ -1251,7 +1370,10 @@ int main(int argc, char **argv) {
             int len = snprintf(msg, sizeof msg, "{\"user_id\":\"u%ld\",\"amount\":%ld.%02ld,\"ts\":%lld}",
                                u, (long)((s2 >> 20) % 1000), (long)((s2 >> 10) % 100),
                                (long long)(ts0 + (int64_t)((double)i / (double)M * 86399000.0)));
-            if (tsr_kafka_producer_send(prod, INGEST_TOPIC, NULL, 0, msg, (size_t)len, -1, &e2))
+            char key[32];
+            int klen = snprintf(key, sizeof key, "u%ld", u);
+            if (tsr_kafka_producer_send(prod, INGEST_TOPIC, key, (size_t)klen, msg, (size_t)len, -1,
+                                        &e2))
                 fail("produce: %s", e2.msg);
         }
         flush_producer(prod);
@@ -1259,14 +1381,14 @@ int main(int argc, char **argv) {
         info("ingest: produced %ld events in %.2f s (%.0f/s) into %d partitions", M, tprod,
              (double)M / tprod, (int)np);
         /* idle baseline: the server's CPU while nothing is produced or fetched */
-        double c0 = proc_cpu_s(g_server_pid), w0 = now_s();
+        double c0 = srv_cpu_s(), w0 = now_s();
         sleep_s(2.0);
-        idle_cpu_rate = (proc_cpu_s(g_server_pid) - c0) / (now_s() - w0);
+        idle_cpu_rate = (srv_cpu_s() - c0) / (now_s() - w0);
         tsr_buf_t gb;
         tsr_buf_init(&gb);
         gb_json(&gb, INGEST_GB, INGEST_TOPIC, start_ds);
         perf_begin("ingest");
-        double cpu0 = proc_cpu_s(g_server_pid), t0 = now_s();
+        double cpu0 = srv_cpu_s(), t0 = now_s();
         apply_config(tsr_buf_cstr(&gb), "bench_ingest_gb.json");
         /* first message seen: the consumer's connect/assign time, reported apart */
         for (;;) {
@@ -1281,7 +1403,7 @@ int main(int argc, char **argv) {
         uint64_t got = 0;
         double t1 = wait_consumed(INGEST_TOPIC, INGEST_GB, 1, (uint64_t)M, 600, 0.02, &got);
         if (got < (uint64_t)M) M = (long)got; /* rates over what was consumed */
-        double cpu1 = proc_cpu_s(g_server_pid);
+        double cpu1 = srv_cpu_s();
         /* the tile store folds events into a write-back table and writes it later (when it
          * fills, or 10 s after the stream goes quiet): wait until the server is back to its
          * idle CPU rate for 2 s in a row (at most 40 s) and count that deferred work too */
@@ -1289,13 +1411,13 @@ int main(int argc, char **argv) {
         int quiet = 0;
         while (quiet < 4 && now_s() - t2 < 40) {
             check_stop();
-            double ca = proc_cpu_s(g_server_pid), wa = now_s();
+            double ca = srv_cpu_s(), wa = now_s();
             sleep_s(0.5);
-            double rate = (proc_cpu_s(g_server_pid) - ca) / (now_s() - wa);
+            double rate = (srv_cpu_s() - ca) / (now_s() - wa);
             quiet = rate <= 2 * idle_cpu_rate + 0.02 ? quiet + 1 : 0;
         }
         double tail_s = now_s() - t2;
-        cpu2 = proc_cpu_s(g_server_pid) - idle_cpu_rate * tail_s; /* less the idle baseline */
+        cpu2 = srv_cpu_s() - idle_cpu_rate * tail_s; /* less the idle baseline */
         perf_end();
         tsr_buf_free(&gb);
         ing_wall = t1 - t0;
@@ -1401,8 +1523,10 @@ int main(int argc, char **argv) {
     printf("SUMMARY bench_fetch");
     if (have_fetch)
         printf(" echo_p50_us=%.1f echo_p99_us=%.1f fetch1_p50_us=%.1f fetch1_p99_us=%.1f "
-               "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f",
-               echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99);
+               "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f fetch1_cpu_us=%.1f "
+               "fetch1_errors=%ld",
+               echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99, f1.cpu_us,
+               f1.errors);
     if (have_batch)
         printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f", O.batch_size, fb.p50, O.batch_size,
                fb.p99);
@@ -1424,6 +1548,8 @@ int main(int argc, char **argv) {
     free(reqb);
     tsr_rpc_client_free(g_cli);
     g_cli = NULL;
+    for (int i = 0; i < g_nadm; i++) tsr_rpc_client_free(g_adms[i]);
+    g_nadm = 0;
     int st = child_stop(g_server_pid, SIGTERM, 30.0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "bench_fetch: tessera serve exited with status 0x%x\n", st);
