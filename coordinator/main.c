@@ -137,6 +137,10 @@ int main(int argc, char **argv) {
     tsr_coord_opts_t o;
     memset(&o, 0, sizeof o);
     o.kv = kv;
+    /* the replica's lease is renewed on its own connection and thread (never starved by the
+     * loop's etcd calls) */
+    tsr_kv_t *lease_kv = tsr_kv_etcd_new(etcd, NULL);
+    o.lease_kv = lease_kv;
     o.id = id ? id : adv;
     o.advertise = adv;
     o.warehouse = warehouse;
@@ -160,6 +164,7 @@ int main(int argc, char **argv) {
         tsr_rpc_server_free(srv);
         tsr_coord_rpc_free(r);
         tsr_coord_free(c);
+        tsr_kv_free(lease_kv);
         tsr_kv_free(kv);
         return tsr_error_exit_code(rc);
     }
@@ -175,6 +180,7 @@ int main(int argc, char **argv) {
     tsr_rpc_server_free(srv);
     tsr_coord_rpc_free(r);
     tsr_coord_free(c);
+    tsr_kv_free(lease_kv);
     tsr_kv_free(kv);
     tsr_log(TSR_LOG_INFO, "coordinator", "stopped");
     return 0;

@@ -152,7 +152,11 @@ struct tsr_coord {
     int watch_broken;
 
     /* replica */
-    int64_t lease, lease_renewed;   /* own lease; 0 = none */
+    int64_t lease, lease_renewed;   /* own lease; 0 = none (atomic: the lease thread) */
+    int64_t lease_lost;             /* the lease the lease thread found expired (atomic) */
+    pthread_t lease_thread;         /* renews the own lease over o.lease_kv (when given) */
+    int lease_thread_started;
+    int lease_stop;                 /* atomic */
     int leader;
     int64_t epoch;
     int stale;                      /* stepped down; leader caches not freed yet (reap()) */
@@ -1117,26 +1121,60 @@ static void jobs_check(tsr_coord_t *c) {
  * expired (and nobody else can have been elected) — a replica paused or cut off from etcd
  * stops acting as leader before its lease could run out. Renewals come every TTL/3. */
 static int lease_fresh(tsr_coord_t *c) {
-    return c->lease && now(c) - c->lease_renewed < c->own_ttl_ms * 2 / 3;
+    return c->lease && now(c) - __atomic_load_n(&c->lease_renewed, __ATOMIC_ACQUIRE) < c->own_ttl_ms * 2 / 3;
+}
+
+/* The lease thread (o.lease_kv given): renews the current lease every TTL/3 on its own
+ * connection, without c->mu; marks a lease found expired for the loop to replace. */
+static void *lease_main(void *arg) {
+    tsr_coord_t *c = arg;
+    while (!__atomic_load_n(&c->lease_stop, __ATOMIC_ACQUIRE)) {
+        int64_t id = __atomic_load_n(&c->lease, __ATOMIC_ACQUIRE);
+        int64_t t0 = now(c);
+        if (id && t0 - __atomic_load_n(&c->lease_renewed, __ATOMIC_ACQUIRE) >= c->own_ttl_ms / 3 &&
+            __atomic_load_n(&c->lease_lost, __ATOMIC_ACQUIRE) != id) {
+            tsr_error_t err;
+            int rc = tsr_kv_lease_keepalive(c->o.lease_kv, id, NULL, &err);
+            if (rc == 0) {
+                /* renewed as of when the request was sent */
+                if (__atomic_load_n(&c->lease, __ATOMIC_ACQUIRE) == id)
+                    __atomic_store_n(&c->lease_renewed, t0, __ATOMIC_RELEASE);
+            } else if (rc == TSR_ENOTFOUND) {
+                __atomic_store_n(&c->lease_lost, id, __ATOMIC_RELEASE);
+            }
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
 }
 
 static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
     int64_t tn = now(c);
     if (c->lease) {
-        if (tn - c->lease_renewed < c->own_ttl_ms / 3) return 0;
-        int rc = tsr_kv_lease_keepalive(c->o.kv, c->lease, NULL, err);
-        if (rc == 0) {
-            c->lease_renewed = tn;
-            return 0;
+        int rc = 0;
+        if (c->lease_thread_started) {
+            /* renewed by the lease thread; it says when the lease is gone */
+            if (__atomic_load_n(&c->lease_lost, __ATOMIC_ACQUIRE) != c->lease) return 0;
+            rc = TSR_ENOTFOUND;
+        } else {
+            if (tn - c->lease_renewed < c->own_ttl_ms / 3) return 0;
+            rc = tsr_kv_lease_keepalive(c->o.kv, c->lease, NULL, err);
+            if (rc == 0) {
+                c->lease_renewed = tn;
+                return 0;
+            }
         }
         if (rc != TSR_ENOTFOUND) return rc;
         tsr_log(TSR_LOG_WARN, "coordinator", "%s: own lease %lld expired", c->id, (long long)c->lease);
-        c->lease = 0;
+        __atomic_store_n(&c->lease, 0, __ATOMIC_RELEASE);
         step_down(c, "own lease expired");
     }
-    int rc = tsr_kv_lease_grant(c->o.kv, c->own_ttl_s, &c->lease, err);
+    int64_t id = 0;
+    int rc = tsr_kv_lease_grant(c->o.kv, c->own_ttl_s, &id, err);
     if (rc) return rc;
-    c->lease_renewed = tn;
+    __atomic_store_n(&c->lease_renewed, tn, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->lease, id, __ATOMIC_RELEASE);
     char ck[512];
     key(c, ck, sizeof ck, "coordinators/%s", c->id);
     json_t *o = json_pack("{s:s}", "addr", c->advertise);
@@ -1425,6 +1463,7 @@ int tsr_coord_start(tsr_coord_t *c, tsr_error_t *err) {
         pthread_mutex_unlock(&c->mu);
         if (!c->topic_thread_started) return tsr_error_set(err, TSR_EUNAVAIL, "cannot start the topic thread");
     }
+    if (c->o.lease_kv) c->lease_thread_started = pthread_create(&c->lease_thread, NULL, lease_main, c) == 0;
     if (pthread_create(&c->thread, NULL, loop_main, c) != 0) {
         pthread_mutex_lock(&c->mu);
         c->stopping = 1;
@@ -1453,7 +1492,7 @@ void tsr_coord_resign(tsr_coord_t *c) {
         tsr_error_t err;
         if (tsr_kv_lease_revoke(c->o.kv, c->lease, &err) && err.code != TSR_ENOTFOUND)
             tsr_log(TSR_LOG_WARN, "coordinator", "resign: %s", err.msg);
-        c->lease = 0;
+        __atomic_store_n(&c->lease, 0, __ATOMIC_RELEASE);
     }
     bump(c);
     unlock_and_flush(c);
@@ -1469,6 +1508,8 @@ void tsr_coord_free(tsr_coord_t *c) {
     pthread_mutex_unlock(&c->mu);
     if (c->thread_started) pthread_join(c->thread, NULL);
     if (c->topic_thread_started) pthread_join(c->topic_thread, NULL);
+    __atomic_store_n(&c->lease_stop, 1, __ATOMIC_RELEASE);
+    if (c->lease_thread_started) pthread_join(c->lease_thread, NULL);
     pthread_mutex_lock(&c->mu);
     c->leader = 0;
     free_leader_state(c, "the coordinator stopped");

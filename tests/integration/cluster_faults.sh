@@ -162,6 +162,10 @@ if [ $ok = 1 ]; then pass "admin calls answer again once etcd is back"; else
     for f in "$CLUSTER_DIR"/logs/coordinator*.log "$TMP/c3.log"; do
         echo "    == $f"; tail -n 8 "$f" | sed 's/^/    | /'; done
 fi
+# workers whose leases ran out while etcd was paused withdraw their partitions and register
+# again: recovered = every partition owned and caught up again
+wait_caught_up 60 && pass "every partition owned and caught up after etcd returned" ||
+    fail "partitions not owned and caught up within 60 s of etcd's return"
 check_exact "after etcd returned"
 
 kill -TERM "$C3" 2>/dev/null

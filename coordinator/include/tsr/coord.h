@@ -72,6 +72,10 @@ typedef struct tsr_coord_opts {
     void *clock_ud;
     tsr_coord_topic_fn topic_partitions;  /* NULL = every GroupBy has default_partitions */
     void *topic_ud;
+    tsr_kv_t *lease_kv;             /* optional, borrowed: a second client (its own connection)
+                                       that a thread of its own uses only to renew the replica's
+                                       lease, so a busy loop or slow etcd calls cannot starve the
+                                       renewal; NULL = the loop renews it (tests) */
 } tsr_coord_opts_t;
 
 /* Creates the replica (contacts nothing yet). Caller frees with tsr_coord_free. */
