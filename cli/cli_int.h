@@ -112,8 +112,10 @@ void tsr_cli_conn_close(tsr_cli_conn_t *c);
  * NULL). */
 int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const char *what);
 /* tsr_cli_call that, while the server answers UNAVAILABLE with a message containing
- * retry_when (a transient state it names, e.g. "not assigned to workers yet"), says so once
- * on stderr and retries every 250 ms for up to 60 s (within --timeout-ms). */
+ * retry_when (a transient state it names, e.g. "not assigned to workers yet"; NULL: none) or
+ * saying a coordinator election is in progress ("leader is unknown"), says so once on stderr
+ * and retries every 250 ms for up to 60 s (within --timeout-ms). tsr_cli_call does the same
+ * with retry_when NULL. */
 int tsr_cli_call_retry(tsr_cli_conn_t *c, const char *method, const void *req, const char *what,
                        const char *retry_when);
 

@@ -125,7 +125,9 @@ static int call_once(tsr_cli_conn_t *c, const char *method, tsr_error_t *err) {
     if (rc != TSR_OK && c->reply.status == TSR_GRPC_UNAVAILABLE &&
         strncmp(c->reply.message, k_not_leader, sizeof k_not_leader - 1) == 0) {
         const char *leader = c->reply.message + sizeof k_not_leader - 1;
-        tsr_rpc_client_t *lc = *leader ? tsr_rpc_client_new(leader, err) : NULL;
+        /* an address (HOST:PORT), not "unknown (election in progress)" */
+        int addr = *leader && strchr(leader, ':') && !strchr(leader, ' ');
+        tsr_rpc_client_t *lc = addr ? tsr_rpc_client_new(leader, err) : NULL;
         if (lc) {
             fprintf(stderr, "tessera %s: %s is not the leader; asking the leader %s\n",
                     c->cmd->name, c->server, leader);
@@ -154,8 +156,10 @@ int tsr_cli_call_retry(tsr_cli_conn_t *c, const char *method, const void *req, c
     int rc, said = 0;
     for (;;) {
         rc = call_once(c, method, &err);
-        if (rc == TSR_OK || !retry_when || c->reply.status != TSR_GRPC_UNAVAILABLE ||
-            !strstr(c->reply.message, retry_when))
+        /* transient: the state the caller names, or a coordinator election in progress */
+        if (rc == TSR_OK || c->reply.status != TSR_GRPC_UNAVAILABLE ||
+            !((retry_when && strstr(c->reply.message, retry_when)) ||
+              strstr(c->reply.message, "not the leader; leader is unknown")))
             break;
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
