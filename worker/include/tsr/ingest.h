@@ -1,7 +1,8 @@
 /*
  * ingest.h — streaming one GroupBy source's Kafka topic into the tile store (SPEC §6
  * "Streaming"): consume, apply the source query (the batch path's compiled program), fold the
- * events into tiles, store the offsets in the same write batch.
+ * events into tiles; the offsets are stored with the tiles they reach (tile_store.h: Kafka is
+ * the log).
  *
  * Design:
  *   - One thread per (GroupBy, source topic). It owns a Kafka consumer assigned to every
@@ -9,8 +10,8 @@
  *     store, or at the beginning of the topic when none are stored (events with ts < B are
  *     skipped by the store, so replaying from the start is correct, only slower).
  *   - Each poll's messages are parsed (JSON objects with the source table's raw columns),
- *     evaluated, and applied in one write per poll (tsr_tile_store_apply_offsets) carrying
- *     the next offset of every partition the poll touched. Bad messages (not JSON, wrong types) are counted,
+ *     evaluated, and applied once per poll (tsr_tile_store_apply_offsets) with the next offset of
+ *     every partition the poll touched. Bad messages (not JSON, wrong types) are counted,
  *     logged (the first few) and skipped; their offsets still advance, so a bad message never
  *     stalls its partition.
  *   - Late events: per partition the consumer tracks the newest event time seen; an event
