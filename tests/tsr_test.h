@@ -7,7 +7,9 @@
 
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 typedef struct tsr_rng {
     uint64_t s;
@@ -28,6 +30,36 @@ static inline int64_t tsr_rng_range(tsr_rng_t *r, int64_t lo, int64_t hi) {
 static inline double tsr_rng_double(tsr_rng_t *r) { return (double)(tsr_rng_next(r) >> 11) * 0x1.0p-53; }
 
 /* Runs the suite in Check's fork mode with a per-test timeout; returns the exit status. */
+/* A one-table warehouse in a fresh temp dir (wh: a mkdtemp template, e.g.
+ * "/tmp/tsr_x_XXXXXX", replaced by the dir): table t.ev with the given _schema.json text and
+ * one partition, ds=2024-01-01, holding a CSV of only csv_header. */
+static inline void tsr_test_wh_events(char *wh, const char *schema_json, const char *csv_header) {
+    ck_assert_ptr_nonnull(mkdtemp(wh));
+    char p[512];
+    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", wh, dirs[i]);
+        mkdir(p, 0755);
+    }
+    snprintf(p, sizeof p, "%s/t/ev/_schema.json", wh);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(schema_json, f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/t/ev/ds=2024-01-01/part-0.csv", wh);
+    f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(csv_header, f);
+    fclose(f);
+}
+
+/* rm -rf dir (a test's temp dir). */
+static inline void tsr_test_rm_rf(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
 static inline int tsr_test_run(Suite *s) {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

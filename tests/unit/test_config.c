@@ -875,6 +875,19 @@ START_TEST(test_random_damage_never_crashes) {
 }
 END_TEST
 
+/* An events source's topic as Kafka names it: scheme and arguments dropped. */
+START_TEST(test_topic_name) {
+    char b[32];
+    ck_assert_str_eq(tsr_conf_topic_name("payments.card_txn", b, sizeof b), "payments.card_txn");
+    ck_assert_str_eq(tsr_conf_topic_name("kafka://payments.card_txn", b, sizeof b), "payments.card_txn");
+    ck_assert_str_eq(tsr_conf_topic_name("kafka://t/serde=json/x=1", b, sizeof b), "t");
+    ck_assert_ptr_null(tsr_conf_topic_name("", b, sizeof b));
+    ck_assert_ptr_null(tsr_conf_topic_name(NULL, b, sizeof b));
+    ck_assert_ptr_null(tsr_conf_topic_name("kafka://", b, sizeof b));
+    ck_assert_ptr_null(tsr_conf_topic_name("kafka://a-topic-name-longer-than-the-buffer", b, sizeof b));
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
@@ -910,6 +923,7 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_contextual_external_part);
     tcase_add_test(tc, test_join_source_chaining);
     tcase_add_test(tc, test_random_damage_never_crashes);
+    tcase_add_test(tc, test_topic_name);
     suite_add_tcase(s, tc);
     return s;
 }

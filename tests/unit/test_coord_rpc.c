@@ -26,28 +26,11 @@ static char wh[256];
 
 static void setup(void) {
     snprintf(wh, sizeof wh, "/tmp/tsr_coordrpc_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(wh));
-    char p[512];
-    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s/%s", wh, dirs[i]);
-        mkdir(p, 0755);
-    }
-    snprintf(p, sizeof p, "%s/t/ev/_schema.json", wh);
-    FILE *f = fopen(p, "w");
-    fputs("{\"user\": \"string\", \"v\": \"long\", \"ts\": \"long\"}", f);
-    fclose(f);
-    snprintf(p, sizeof p, "%s/t/ev/ds=2024-01-01/part-0.csv", wh);
-    f = fopen(p, "w");
-    fputs("user,v,ts\n", f);
-    fclose(f);
+    tsr_test_wh_events(wh, "{\"user\": \"string\", \"v\": \"long\", \"ts\": \"long\"}",
+                       "user,v,ts\n");
 }
 
-static void teardown(void) {
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
-}
+static void teardown(void) { tsr_test_rm_rf(wh); }
 
 static const char *GB_JSON =
     "{\"metaData\": {\"name\": \"t.by_user.v1\"}, \"sources\": [{\"events\": {\"table\": \"t.ev\", "

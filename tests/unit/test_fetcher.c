@@ -212,28 +212,11 @@ static char wh[256];
 
 static void wh_setup(void) {
     snprintf(wh, sizeof wh, "/tmp/tsr_fetcher_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(wh));
-    char p[512];
-    const char *dirs[] = {"t", "t/ev", "t/ev/ds=2024-01-01"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s/%s", wh, dirs[i]);
-        mkdir(p, 0755);
-    }
-    snprintf(p, sizeof p, "%s/t/ev/_schema.json", wh);
-    FILE *f = fopen(p, "w");
-    fputs("{\"user\": \"string\", \"shop\": \"string\", \"v\": \"long\", \"ts\": \"long\"}", f);
-    fclose(f);
-    snprintf(p, sizeof p, "%s/t/ev/ds=2024-01-01/part-0.csv", wh);
-    f = fopen(p, "w");
-    fputs("user,shop,v,ts\n", f);
-    fclose(f);
+    tsr_test_wh_events(wh, "{\"user\": \"string\", \"shop\": \"string\", \"v\": \"long\", \"ts\": \"long\"}",
+                       "user,shop,v,ts\n");
 }
 
-static void wh_teardown(void) {
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", wh);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
-}
+static void wh_teardown(void) { tsr_test_rm_rf(wh); }
 
 #define GB(name, key)                                                                              \
     "{\"metaData\": {\"name\": \"" name "\"}, \"sources\": [{\"events\": {\"table\": \"t.ev\", "    \
