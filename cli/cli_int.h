@@ -92,10 +92,16 @@ int tsr_cli_parse_count(const tsr_cli_cmd_t *cmd, const char *opt, const char *v
 int tsr_cli_client_option(const tsr_cli_cmd_t *cmd, int argc, char **argv, int *i,
                           tsr_cli_client_opts_t *o, int with_output);
 
-/* One command's connection: a channel to the server and buffers reused by its calls. */
+/* One command's connection: a channel to the server and buffers reused by its calls.
+ * --server may list several addresses (a cluster's coordinators, "A,B"): calls go to the
+ * first (and to the leader a follower names); a job followed after a failover
+ * (tsr_cli_call_job) is looked for at every one. */
+#define TSR_CLI_MAX_SERVERS 8
 typedef struct tsr_cli_conn {
     const tsr_cli_cmd_t *cmd;
-    char server[256];
+    char server[256];               /* the address calls go to */
+    char servers[TSR_CLI_MAX_SERVERS][256];  /* --server's addresses */
+    size_t nservers;
     int64_t timeout_ms;
     tsr_rpc_client_t *client;
     tsr_rpc_reply_t reply;          /* reply.body holds the last response */
@@ -118,6 +124,24 @@ int tsr_cli_call(tsr_cli_conn_t *c, const char *method, const void *req, const c
  * with retry_when NULL. */
 int tsr_cli_call_retry(tsr_cli_conn_t *c, const char *method, const void *req, const char *what,
                        const char *retry_when);
+
+/* A fresh job id for a job call ("<prefix>-<time>-<pid>-<random>") into buf (64 bytes). */
+void tsr_cli_job_id(const char *prefix, char *buf, size_t n);
+
+/* A call that starts a cluster job (AdminService.Upload / Backfill, req's job_id set to
+ * job_id, from tsr_cli_job_id) and survives a coordinator failover (docs/cluster.md "Jobs"):
+ * as tsr_cli_call_retry; but when the call breaks with UNAVAILABLE (the leader died or stepped
+ * down while the job ran) or the coordinator says the job exists, the job is followed with
+ * AdminService.GetJob: at the leader a follower names, else at each --server address in turn,
+ * every 500 ms, until it is done or failed, within --timeout-ms of the start, giving up when
+ * no coordinator has answered for 30 s (at once when none ever answered: nothing reachable).
+ * A job the leader does not know (the call broke before the job was recorded) is started
+ * again under the same id (at most 3 times). Returns TSR_OK with *followed = 0 and the
+ * method's response in c->reply.body, or TSR_OK with *followed = 1 and a
+ * tessera.v1.GetJobResponse of the finished job (state "done") in c->reply.body; else the
+ * error code after printing why (a job that failed: TSR_EIO with its error). */
+int tsr_cli_call_job(tsr_cli_conn_t *c, const char *method, const void *req, const char *what,
+                     const char *retry_when, const char *job_id, int *followed);
 
 /* Epoch milliseconds as "2024-05-02T00:00:00Z" (".123" before the Z when not whole seconds);
  * 0 prints as "-". buf must hold 32 bytes. Returns buf. */

@@ -9,7 +9,8 @@
  * (AdminService.Backfill): `tessera serve` in its process, a coordinator split into day-range
  * shards over its workers. --warehouse is made absolute here (the server resolves paths in its
  * own directory); the engine's tuning options are local-only. The call waits for the whole
- * backfill (default deadline 24 h).
+ * backfill (default deadline 24 h). The backfill is a job with an id chosen here: a failover of
+ * the cluster's leader coordinator is followed (tsr_cli_call_job) and the job resumed there.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -78,12 +79,16 @@ static int run_remote(const tsr_cli_client_opts_t *co, const char *conf, const c
     }
     if (!quiet) fprintf(stderr, "backfill %s ds=%s..%s: running on %s\n", name, start, end, conn.server);
     Tessera__V1__BackfillRequest req = TESSERA__V1__BACKFILL_REQUEST__INIT;
+    char job_id[64];
+    tsr_cli_job_id("backfill", job_id, sizeof job_id);
     req.name = name;
     req.start_ds = (char *)start;
     req.end_ds = (char *)end;
     req.warehouse = wh_abs;
+    req.job_id = job_id;
     double t0 = mono_s();
-    rc = tsr_cli_call(&conn, "/tessera.v1.AdminService/Backfill", &req, name);
+    int followed = 0;
+    rc = tsr_cli_call_job(&conn, "/tessera.v1.AdminService/Backfill", &req, name, NULL, job_id, &followed);
     double dt = mono_s() - t0;
     int exit_code = 0;
     if (rc) {
@@ -93,8 +98,14 @@ static int run_remote(const tsr_cli_client_opts_t *co, const char *conf, const c
         tsr_arena_init(&arena, 0);
         ProtobufCAllocator pa;
         tsr_pb_allocator(&arena, &pa);
-        Tessera__V1__BackfillResponse *resp =
-            tessera__v1__backfill_response__unpack(&pa, conn.reply.body.len, conn.reply.body.data);
+        Tessera__V1__BackfillResponse *resp = NULL;
+        if (followed) {             /* the job's record, once done, says what Backfill would have */
+            Tessera__V1__GetJobResponse *j =
+                tessera__v1__get_job_response__unpack(&pa, conn.reply.body.len, conn.reply.body.data);
+            resp = j ? j->backfill : NULL;
+        } else {
+            resp = tessera__v1__backfill_response__unpack(&pa, conn.reply.body.len, conn.reply.body.data);
+        }
         if (!resp) {
             fprintf(stderr, "tessera backfill: malformed BackfillResponse from %s\n", conn.server);
             exit_code = tsr_error_exit_code(TSR_ECORRUPT);
@@ -229,8 +240,9 @@ const tsr_cli_cmd_t tsr_cmd_backfill_def = {
     "Output: <warehouse>/<outputNamespace>/<cleanName>/ds=YYYY-MM-DD/, each partition written\n"
     "atomically (a rerun replaces it; a failed run leaves none half-written).\n"
     "With --server the server runs it (NAME: a config applied there; a cluster splits the days\n"
-    "over its workers and retries a shard whose worker is lost) and the output is written\n"
-    "under the server's warehouse (or --warehouse, made absolute).\n"
+    "over its workers and retries a shard whose worker is lost; the job survives a failover of\n"
+    "the leader coordinator, which the command follows) and the output is written under the\n"
+    "server's warehouse (or --warehouse, made absolute).\n"
     "\n"
     "options:\n"
     "  --warehouse DIR      warehouse root (default ./warehouse)\n"
@@ -240,7 +252,8 @@ const tsr_cli_cmd_t tsr_cmd_backfill_def = {
     "  --max-bad-rows N     skip up to N malformed input rows, counting them (default 0)\n"
     "  --dialect D          airbnb|zipline|auto operation ids (default: detect)\n"
     "  --quiet              no progress lines\n"
-    "  --server ADDR        run on that server (tessera serve or a coordinator): remote mode\n"
+    "  --server ADDR        run on that server (tessera serve or a coordinator): remote mode;\n"
+    "                       a cluster's coordinators may be listed (A,B) for failovers\n"
     "  --timeout-ms MS      remote: deadline of the call (default 86400000: 24 h)\n"
     "\n"
     "exit: 0 ok, 1 error (invalid config, bad rows, I/O), 2 usage, 3 a config, table or\n"

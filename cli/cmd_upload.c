@@ -11,6 +11,9 @@
  *     and may run in another directory; without it the server uses its own default.
  *   - The call's deadline defaults to 1 hour: an upload reads a whole warehouse partition
  *     range and may take minutes.
+ *   - The upload is a job with an id chosen here: when the coordinator leading the cluster
+ *     fails while it runs, the new leader resumes the job and the command follows it there
+ *     (tsr_cli_call_job), printing the same line when it is done.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -125,13 +128,17 @@ static int run_upload(int argc, char **argv) {
         return rc;
     }
     Tessera__V1__UploadRequest req = TESSERA__V1__UPLOAD_REQUEST__INIT;
+    char job_id[64];
+    tsr_cli_job_id("upload", job_id, sizeof job_id);
     req.name = name;
     req.ds = (char *)ds;
     req.warehouse = wh_abs;
+    req.job_id = job_id;
     double t0 = now_s();
     /* a cluster coordinator refuses an upload until the GroupBys are assigned (just applied) */
-    rc = tsr_cli_call_retry(&conn, "/tessera.v1.AdminService/Upload", &req, name,
-                            "not assigned to workers yet");
+    int followed = 0;
+    rc = tsr_cli_call_job(&conn, "/tessera.v1.AdminService/Upload", &req, name, "not assigned to workers yet",
+                          job_id, &followed);
     double dt = now_s() - t0;
     int exit_code = 0;
     if (rc) {
@@ -141,8 +148,14 @@ static int run_upload(int argc, char **argv) {
         tsr_arena_init(&arena, 0);
         ProtobufCAllocator pa;
         tsr_pb_allocator(&arena, &pa);
-        Tessera__V1__UploadResponse *resp = tessera__v1__upload_response__unpack(
-            &pa, conn.reply.body.len, conn.reply.body.data);
+        Tessera__V1__UploadResponse *resp = NULL;
+        if (followed) {             /* the job's record, once done, says what Upload would have */
+            Tessera__V1__GetJobResponse *j =
+                tessera__v1__get_job_response__unpack(&pa, conn.reply.body.len, conn.reply.body.data);
+            resp = j ? j->upload : NULL;
+        } else {
+            resp = tessera__v1__upload_response__unpack(&pa, conn.reply.body.len, conn.reply.body.data);
+        }
         if (!resp) {
             fprintf(stderr, "tessera upload: malformed UploadResponse from %s\n", conn.server);
             exit_code = tsr_error_exit_code(TSR_ECORRUPT);
@@ -170,12 +183,14 @@ const tsr_cli_cmd_t tsr_cmd_upload_def = {
     "batch state as of B = E+1 00:00 UTC and load it for serving (a Join uploads each of its\n"
     "GroupBys). CONF is a config file (its metaData.name is sent) or a config name; the\n"
     "config must have been applied to the server (`tessera apply`). Prints the name, B, the\n"
-    "keys loaded, the GroupBys uploaded and the time taken.\n"
+    "keys loaded, the GroupBys uploaded and the time taken. In a cluster the upload is a job\n"
+    "that survives a coordinator failover: the command follows it to the new leader.\n"
     "\n"
     "options:\n"
     "  --ds E              end partition, YYYY-MM-DD\n"
     "  --warehouse DIR     warehouse root (made absolute here; default: the server's)\n"
-    "  --server ADDR       host:port (default $TESSERA_SERVER, else 127.0.0.1:7070)\n"
+    "  --server ADDR       host:port (default $TESSERA_SERVER, else 127.0.0.1:7070); a cluster's\n"
+    "                      coordinators may be listed (A,B): a failover is followed at each\n"
     "  --timeout-ms MS     deadline of the call (default 3600000: one hour)\n"
     "\n"
     "exit: 0 uploaded, 1 error, 2 usage, 3 config, file or warehouse not found,\n"

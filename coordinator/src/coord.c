@@ -11,6 +11,14 @@
  *   job → committed        commit_gb()      uploads/<gb> when all its shards are done
  *   job → finished         jobs_check()     every owner reported batch_end ≥ B
  *   backfill → finished    jobs_check()     every day-range shard done (no commit, no load)
+ *   job → resumed          jobs_resume()    a new leader reads jobs/: every unfinished record
+ *                                           becomes a job again, its shards not done re-issued
+ *                                           with the next attempt number at the new epoch
+ *
+ * Write-ahead of shard attempts: an attempt is handed out (Assignment.shards) only once the
+ * job record naming it is in etcd (shard.held until then), so a new leader that re-issues
+ * "recorded attempt + 1" never hands out a number some worker has already seen from the old
+ * leader (workers run each job/shard/attempt once).
  *
  * Invariants: under c->mu, every cached assignment is what assign/<gb> holds for our epoch;
  * c->rev grows whenever anything a snapshot shows changes (broadcast on c->cv).
@@ -38,6 +46,7 @@
 #include "tsr/time.h"
 
 #define MAX_ATTEMPTS 3
+#define JOB_KEEP_MS (3600 * 1000LL)     /* finished job records are dropped after an hour */
 #define TOPIC_RETRY_MS 1000
 #define LOOP_MS 250
 
@@ -90,6 +99,10 @@ typedef struct shard {
     int64_t lo, hi;                 /* backfill: its days */
     char *worker;
     int attempt, state;
+    int resumes;                    /* attempts re-issued by a new leader (not failures: they do
+                                       not count against MAX_ATTEMPTS) */
+    int held;                       /* this attempt is not recorded in jobs/ yet: not handed out */
+    int64_t epoch;                  /* the epoch that issued this attempt */
     int64_t keys;
     char *error;
 } shard_t;
@@ -111,6 +124,9 @@ typedef struct job {
     shard_t *sh;
     size_t nsh;
     int state;
+    int64_t created_at, finished_at;
+    char *error;                    /* failed: why */
+    int resumed;                    /* times a new leader resumed it */
     tsr_coord_upload_cb cb;         /* NULL once called */
     tsr_coord_backfill_cb bcb;      /* backfill: NULL once called */
     void *ud;
@@ -126,7 +142,7 @@ typedef struct done_cb {            /* an upload callback to run outside the loc
     int rc;
     tsr_coord_upload_result_t res;
     tsr_coord_backfill_result_t bres;
-    char *name, *output;
+    char *name, *output, *job_id;
     char *msg;
 } done_cb_t;
 
@@ -138,6 +154,7 @@ struct tsr_coord {
                                        that a failover completes before the workers' leases
                                        run out */
     int64_t grace_until;
+    int64_t jobs_grace_until;       /* a new leader moves no shard of a departed worker before */
     int64_t last_warn;              /* rate limit of "etcd unreachable" lines */            /* a new leader keeps the stored assignments until then */
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* revision changes, stop */
@@ -231,7 +248,10 @@ static void queue_done(tsr_coord_t *c, job_t *j, int rc, const char *fmt, ...) {
     d->ud = j->ud;
     d->rc = rc;
     d->name = tsr_strdup(j->name);
+    d->job_id = tsr_strdup(j->id);
     d->res.name = d->name;
+    d->res.job_id = d->job_id;
+    d->bres.job_id = d->job_id;
     d->res.batch_end_ms = j->batch_end;
     for (size_t i = 0; i < j->nsh; i++) d->res.keys += j->sh[i].keys;
     d->res.group_bys = (int64_t)j->ngbs;
@@ -270,6 +290,7 @@ static void unlock_and_flush(tsr_coord_t *c) {
         if (v[i].bcb) v[i].bcb(v[i].ud, v[i].rc, &v[i].bres, v[i].msg ? v[i].msg : "");
         else v[i].cb(v[i].ud, v[i].rc, &v[i].res, v[i].msg ? v[i].msg : "");
         free(v[i].name);
+        free(v[i].job_id);
         free(v[i].output);
         free(v[i].msg);
     }
@@ -385,6 +406,7 @@ static void job_free(job_t *j) {
     free(j->warehouse);
     free(j->config_text);
     free(j->output);
+    free(j->error);
     for (size_t i = 0; i < j->ngbs; i++) free(j->gbs[i]);
     free(j->gbs);
     free(j->committed);
@@ -427,8 +449,10 @@ static void free_leader_state(tsr_coord_t *c, const char *why) {
     c->status = NULL;
     c->nstatus = 0;
     for (size_t i = 0; i < c->njobs; i++) {
-        queue_done(c, c->jobs[i], TSR_EUNAVAIL, "%s %s ds=%s: %s; retry the %s", job_kind(c->jobs[i]),
-                   c->jobs[i]->name, c->jobs[i]->ds, why, job_kind(c->jobs[i]));
+        /* the record stays "running": the next leader resumes the job */
+        queue_done(c, c->jobs[i], TSR_EUNAVAIL, "%s %s ds=%s: %s; job %s continues under the next leader "
+                   "(GetJob follows it)", job_kind(c->jobs[i]), c->jobs[i]->name, c->jobs[i]->ds, why,
+                   c->jobs[i]->id);
         job_free(c->jobs[i]);
     }
     free(c->jobs);
@@ -902,42 +926,75 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
 /* ------------------------------------------------------------------------------------------
  * Jobs */
 
-static void job_write(tsr_coord_t *c, job_t *j) {
+static const char *const job_states[] = {"running", "loading", "done", "failed"};
+
+/* The record of a job (jobs/<id>): everything a new leader needs to resume it. */
+static json_t *job_json(const job_t *j) {
     json_t *sh = json_array();
     for (size_t i = 0; i < j->nsh; i++) {
         json_t *parts = json_array();
         for (size_t p = 0; p < j->sh[i].nparts; p++) json_array_append_new(parts, json_integer(j->sh[i].parts[p]));
-        json_array_append_new(sh, json_pack("{s:s, s:o, s:s, s:i, s:s, s:I, s:s}", "group_by", j->sh[i].gb,
-                                             "partitions", parts, "worker", j->sh[i].worker ? j->sh[i].worker : "",
-                                             "attempt", j->sh[i].attempt, "state",
-                                             j->sh[i].state == SH_DONE     ? "done"
-                                             : j->sh[i].state == SH_FAILED ? "failed"
-                                                                           : "running",
-                                             "keys", (json_int_t)j->sh[i].keys, "error",
-                                             j->sh[i].error ? j->sh[i].error : ""));
+        json_t *o = json_pack("{s:s, s:o, s:s, s:i, s:s, s:I, s:s, s:i, s:I}", "group_by", j->sh[i].gb,
+                              "partitions", parts, "worker", j->sh[i].worker ? j->sh[i].worker : "",
+                              "attempt", j->sh[i].attempt, "state",
+                              j->sh[i].state == SH_DONE     ? "done"
+                              : j->sh[i].state == SH_FAILED ? "failed"
+                                                            : "running",
+                              "keys", (json_int_t)j->sh[i].keys, "error", j->sh[i].error ? j->sh[i].error : "",
+                              "resumes", j->sh[i].resumes, "epoch", (json_int_t)j->sh[i].epoch);
         if (j->kind == KIND_BACKFILL) {
             char a[11], b[11];
             tsr_ds_format(j->sh[i].lo, a);
             tsr_ds_format(j->sh[i].hi, b);
-            json_t *o = json_array_get(sh, json_array_size(sh) - 1);
             json_object_set_new(o, "start_ds", json_string(a));
             json_object_set_new(o, "end_ds", json_string(b));
         }
+        json_array_append_new(sh, o);
     }
-    static const char *const states[] = {"running", "loading", "done", "failed"};
     json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "name", j->name, "ds", j->ds, "warehouse",
                           j->warehouse, "batch_end_millis", (json_int_t)j->batch_end, "state",
-                          states[j->state], "shards", sh);
+                          job_states[j->state], "shards", sh);
     json_object_set_new(o, "kind", json_string(job_kind(j)));
     if (j->output) json_object_set_new(o, "output", json_string(j->output));
+    if (j->config_text) json_object_set_new(o, "config", json_string(j->config_text));
+    if (j->kind == KIND_BACKFILL) json_object_set_new(o, "days", json_integer(j->days));
+    json_t *g = json_array();
+    for (size_t i = 0; i < j->ngbs; i++) json_array_append_new(g, json_string(j->gbs[i]));
+    json_object_set_new(o, "group_bys", g);
+    json_object_set_new(o, "created_at_millis", json_integer(j->created_at));
+    json_object_set_new(o, "finished_at_millis", json_integer(j->finished_at));
+    json_object_set_new(o, "resumed", json_integer(j->resumed));
+    if (j->error) json_object_set_new(o, "error", json_string(j->error));
+    return o;
+}
+
+/* Records the job in jobs/<id> (fenced). On success every shard attempt is recorded and may be
+ * handed out (held cleared). */
+static int job_write(tsr_coord_t *c, job_t *j) {
+    json_t *o = job_json(j);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     char jk[512];
     key(c, jk, sizeof jk, "jobs/%s", j->id);
     tsr_error_t err;
-    if (fenced_put(c, jk, s, &err))
+    int rc = fenced_put(c, jk, s, &err);
+    if (rc) {
         tsr_log(TSR_LOG_WARN, "coordinator", "job %s: cannot record its state: %s", j->id, err.msg);
+    } else {
+        int released = 0;
+        for (size_t i = 0; i < j->nsh; i++) {
+            released |= j->sh[i].held;
+            j->sh[i].held = 0;
+        }
+        if (released) bump(c);
+    }
     free(s);
+    return rc;
+}
+
+static void job_finish(tsr_coord_t *c, job_t *j, int state) {
+    j->state = state;
+    j->finished_at = now(c);
 }
 
 static void upload_dir(const job_t *j, const char *gb, char *buf, size_t cap) {
@@ -945,7 +1002,9 @@ static void upload_dir(const job_t *j, const char *gb, char *buf, size_t cap) {
 }
 
 static void job_fail(tsr_coord_t *c, job_t *j, int rc, const char *msg) {
-    j->state = JOB_FAILED;
+    job_finish(c, j, JOB_FAILED);
+    free(j->error);
+    j->error = tsr_strdup(msg);
     tsr_log(TSR_LOG_WARN, "coordinator", "job %s: %s", j->id, msg);
     queue_done(c, j, rc, "%s", msg);
     job_write(c, j);
@@ -964,7 +1023,7 @@ static void shard_retry(tsr_coord_t *c, job_t *j, size_t s, const char *why) {
     free(sh->error);
     sh->error = tsr_strdup(why);
     const char *w = next_worker(c, sh->worker);
-    if (sh->attempt >= MAX_ATTEMPTS || !w) {
+    if (sh->attempt - sh->resumes >= MAX_ATTEMPTS || !w) {
         sh->state = SH_FAILED;
         char msg[TSR_ERROR_MSG_MAX];
         if (j->kind == KIND_BACKFILL) {
@@ -973,11 +1032,12 @@ static void shard_retry(tsr_coord_t *c, job_t *j, size_t s, const char *why) {
             tsr_ds_format(sh->hi, b);
             snprintf(msg, sizeof msg, "backfill of %s ds=%s failed: shard %zu (days %s..%s) failed %d times%s; "
                      "last error: %s (days of other shards may have been written; rerun the backfill)",
-                     j->name, j->ds, s, a, b, sh->attempt, w ? "" : " and no worker is left", why);
+                     j->name, j->ds, s, a, b, sh->attempt - sh->resumes, w ? "" : " and no worker is left", why);
         } else {
             snprintf(msg, sizeof msg, "upload of %s ds=%s failed: shard %zu (GroupBy %s, %zu partitions) "
                      "failed %d times%s; last error: %s (the previous upload keeps serving)",
-                     j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt, w ? "" : " and no worker is left", why);
+                     j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt - sh->resumes, w ? "" : " and no worker is left",
+                     why);
         }
         job_fail(c, j, TSR_EIO, msg);
         return;
@@ -987,6 +1047,8 @@ static void shard_retry(tsr_coord_t *c, job_t *j, size_t s, const char *why) {
     free(sh->worker);
     sh->worker = tsr_strdup(w);
     sh->attempt++;
+    sh->epoch = c->epoch;
+    sh->held = 1;                   /* handed out once recorded */
     job_write(c, j);
     bump(c);
 }
@@ -1042,7 +1104,13 @@ static void jobs_check(tsr_coord_t *c) {
     for (size_t i = 0; i < c->njobs && c->leader; i++) {
         job_t *j = c->jobs[i];
         if (j->state == JOB_RUNNING) {
-            for (size_t s = 0; s < j->nsh && j->state == JOB_RUNNING; s++)
+            /* attempts not recorded yet (etcd was out of reach): record them now */
+            int held = 0;
+            for (size_t s = 0; s < j->nsh; s++) held |= j->sh[s].held;
+            if (held && job_write(c, j) && !c->leader) break;
+            /* (for one worker TTL after a takeover, workers whose leases ran out during the
+             * failover may still re-register and keep their shards) */
+            for (size_t s = 0; s < j->nsh && j->state == JOB_RUNNING && tn >= c->jobs_grace_until; s++)
                 if (j->sh[s].state == SH_RUNNING && !find_member(c, j->sh[s].worker)) {
                     char why[256];
                     snprintf(why, sizeof why, "worker %s left (lease lost)", j->sh[s].worker);
@@ -1052,7 +1120,7 @@ static void jobs_check(tsr_coord_t *c) {
                 int all = j->state == JOB_RUNNING;
                 for (size_t s = 0; s < j->nsh && all; s++) all = j->sh[s].state == SH_DONE;
                 if (all) {
-                    j->state = JOB_DONE;
+                    job_finish(c, j, JOB_DONE);
                     int64_t rows = 0;
                     for (size_t s = 0; s < j->nsh; s++) rows += j->sh[s].keys;
                     tsr_log(TSR_LOG_INFO, "coordinator", "backfill %s ds=%s done: %lld rows in %zu shards at %s",
@@ -1087,7 +1155,7 @@ static void jobs_check(tsr_coord_t *c) {
                 if (!a) loaded = 0;
             }
             if (loaded) {
-                j->state = JOB_DONE;
+                job_finish(c, j, JOB_DONE);
                 tsr_log(TSR_LOG_INFO, "coordinator", "upload %s ds=%s done: loaded by every owner", j->name, j->ds);
                 queue_done(c, j, TSR_OK, NULL);
                 job_write(c, j);
@@ -1185,29 +1253,157 @@ static int ensure_lease(tsr_coord_t *c, tsr_error_t *err) {
     return rc;
 }
 
-/* Jobs are not resumed by a new leader (their Upload calls ended with the old one): records
- * of finished jobs are deleted, unfinished ones marked "abandoned". */
-static void jobs_abandon(tsr_coord_t *c) {
+/* A job from its record (jobs/<id>), or NULL (with *why) when the record is not one that can
+ * be resumed. The job has no callback (the call that started it ended with the old leader). */
+static job_t *job_from_json(const char *id, json_t *o, const char **why) {
+    const char *name = NULL, *ds = NULL, *wh = NULL, *state = NULL, *kind = "upload";
+    json_int_t be = 0;
+    json_t *shards = NULL;
+    *why = "malformed record";
+    if (json_unpack(o, "{s:s, s:s, s:s, s:I, s:s, s:o, s?s}", "name", &name, "ds", &ds, "warehouse", &wh,
+                    "batch_end_millis", &be, "state", &state, "shards", &shards, "kind", &kind) ||
+        !json_is_array(shards) || json_array_size(shards) == 0 || strlen(id) >= 64)
+        return NULL;
+    job_t *j = tsr_calloc(1, sizeof *j);
+    snprintf(j->id, sizeof j->id, "%s", id);
+    j->kind = strcmp(kind, "backfill") == 0 ? KIND_BACKFILL : KIND_UPLOAD;
+    j->name = tsr_strdup(name);
+    j->ds = tsr_strdup(ds);
+    j->warehouse = tsr_strdup(wh);
+    j->batch_end = be;
+    j->deadline = INT64_MAX;
+    j->state = strcmp(state, "loading") == 0 ? JOB_LOADING : JOB_RUNNING;
+    const char *s;
+    if ((s = json_string_value(json_object_get(o, "output")))) j->output = tsr_strdup(s);
+    if ((s = json_string_value(json_object_get(o, "config")))) j->config_text = tsr_strdup(s);
+    j->days = json_integer_value(json_object_get(o, "days"));
+    j->created_at = json_integer_value(json_object_get(o, "created_at_millis"));
+    j->resumed = (int)json_integer_value(json_object_get(o, "resumed"));
+    size_t n = json_array_size(shards);
+    j->sh = tsr_calloc(n, sizeof *j->sh);
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        json_t *x = json_array_get(shards, i);
+        shard_t *sh = &j->sh[j->nsh++];
+        const char *gb = NULL, *w = "", *st = "running", *err = "", *a = NULL, *b = NULL;
+        json_t *parts = NULL;
+        int attempt = 0, resumes = 0;
+        json_int_t keys = 0, ep = 0;
+        ok = json_unpack(x, "{s:s, s?o, s?s, s:i, s?s, s?I, s?s, s?i, s?I, s?s, s?s}", "group_by", &gb,
+                         "partitions", &parts, "worker", &w, "attempt", &attempt, "state", &st, "keys", &keys,
+                         "error", &err, "resumes", &resumes, "epoch", &ep, "start_ds", &a, "end_ds", &b) == 0;
+        if (!ok) break;
+        sh->gb = tsr_strdup(gb);
+        sh->worker = tsr_strdup(w);
+        sh->attempt = attempt;
+        sh->resumes = resumes;
+        sh->epoch = ep;
+        sh->keys = keys;
+        sh->state = strcmp(st, "done") == 0 ? SH_DONE : strcmp(st, "failed") == 0 ? SH_FAILED : SH_RUNNING;
+        sh->error = err[0] ? tsr_strdup(err) : NULL;
+        size_t np = json_is_array(parts) ? json_array_size(parts) : 0;
+        sh->parts = tsr_calloc(np ? np : 1, sizeof(int32_t));
+        for (size_t p = 0; p < np; p++) sh->parts[sh->nparts++] = (int32_t)json_integer_value(json_array_get(parts, p));
+        if (j->kind == KIND_BACKFILL)
+            ok = a && b && tsr_ds_parse(a, &sh->lo) == 0 && tsr_ds_parse(b, &sh->hi) == 0 && sh->lo <= sh->hi;
+        else
+            ok = np > 0;
+    }
+    if (ok && j->kind == KIND_BACKFILL && (!j->config_text || !j->output)) {
+        ok = 0;
+        *why = "a backfill record without its config (written by an older coordinator)";
+    }
+    /* the GroupBys an upload commits: as recorded, else those of its shards in order */
+    json_t *g = json_object_get(o, "group_bys");
+    size_t ng = json_is_array(g) ? json_array_size(g) : 0;
+    j->gbs = tsr_calloc(j->nsh + ng + 1, sizeof(char *));
+    j->committed = tsr_calloc(j->nsh + ng + 1, sizeof(int));
+    for (size_t i = 0; ok && j->kind == KIND_UPLOAD && i < ng + j->nsh; i++) {
+        const char *name_i = i < ng ? json_string_value(json_array_get(g, i)) : j->sh[i - ng].gb;
+        if (!name_i) continue;
+        int dup = 0;
+        for (size_t k = 0; k < j->ngbs; k++) dup |= strcmp(j->gbs[k], name_i) == 0;
+        if (!dup) j->gbs[j->ngbs++] = tsr_strdup(name_i);
+    }
+    /* committed: every GroupBy of a job past "running" (a re-commit writes the same value) */
+    for (size_t g2 = 0; g2 < j->ngbs; g2++) j->committed[g2] = j->state == JOB_LOADING;
+    if (!ok) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* On becoming leader: every unfinished job record becomes a job again (resumed: the shards not
+ * reported done are re-issued with the next attempt number at the new epoch, to the same worker
+ * while it is alive; reports of the old attempts are ignored), finished records older than
+ * JOB_KEEP_MS are deleted (younger ones stay for GetJob), and a record that cannot be resumed
+ * is marked "abandoned". */
+static void jobs_resume(tsr_coord_t *c) {
     char pk[512];
     key(c, pk, sizeof pk, "jobs/");
+    size_t plen = strlen(pk);
     tsr_kv_entry_t *v;
     size_t n;
     tsr_error_t err;
-    if (tsr_kv_range(c->o.kv, pk, &v, &n, NULL, &err)) return;
+    if (tsr_kv_range(c->o.kv, pk, &v, &n, NULL, &err)) {
+        tsr_log(TSR_LOG_WARN, "coordinator", "cannot read jobs/ to resume jobs: %s", err.msg);
+        return;
+    }
+    int64_t tn = now(c);
     for (size_t i = 0; i < n && c->leader; i++) {
+        const char *id = v[i].key + plen;
         json_error_t je;
-        json_t *j = json_loadb(v[i].val, v[i].val_len, 0, &je);
-        const char *st = j ? json_string_value(json_object_get(j, "state")) : NULL;
+        json_t *o = json_loadb(v[i].val, v[i].val_len, 0, &je);
+        const char *st = o ? json_string_value(json_object_get(o, "state")) : NULL;
         if (!st || strcmp(st, "done") == 0 || strcmp(st, "failed") == 0 || strcmp(st, "abandoned") == 0) {
-            tsr_kv_op_t op = {TSR_KV_DELETE, v[i].key, NULL, 0, 0, 0};
-            fenced(c, NULL, 0, &op, 1, &err);
-        } else {
-            json_object_set_new(j, "state", json_string("abandoned"));
-            char *sv = json_dumps(j, JSON_COMPACT);
-            fenced_put(c, v[i].key, sv, &err);
-            free(sv);
+            json_int_t fin = o ? json_integer_value(json_object_get(o, "finished_at_millis")) : 0;
+            if (fin <= 0 || tn - fin > JOB_KEEP_MS) {
+                tsr_kv_op_t op = {TSR_KV_DELETE, v[i].key, NULL, 0, 0, 0};
+                fenced(c, NULL, 0, &op, 1, &err);
+            }
+            if (o) json_decref(o);
+            continue;
         }
-        if (j) json_decref(j);
+        int dup = 0;
+        for (size_t k = 0; k < c->njobs; k++) dup |= strcmp(c->jobs[k]->id, id) == 0;
+        const char *why = NULL;
+        job_t *j = dup ? NULL : job_from_json(id, o, &why);
+        if (!j) {
+            if (!dup) {
+                tsr_log(TSR_LOG_WARN, "coordinator", "job %s cannot be resumed (%s): marked abandoned", id, why);
+                json_object_set_new(o, "state", json_string("abandoned"));
+                json_object_set_new(o, "error", json_string(why));
+                json_object_set_new(o, "finished_at_millis", json_integer(tn));
+                char *sv = json_dumps(o, JSON_COMPACT);
+                fenced_put(c, v[i].key, sv, &err);
+                free(sv);
+            }
+            json_decref(o);
+            continue;
+        }
+        json_decref(o);
+        size_t done = 0, again = 0;
+        for (size_t s = 0; s < j->nsh; s++) {
+            shard_t *sh = &j->sh[s];
+            if (sh->state == SH_DONE) {
+                done++;
+                continue;
+            }
+            sh->state = SH_RUNNING;
+            sh->attempt++;
+            sh->resumes++;
+            sh->epoch = c->epoch;
+            sh->held = 1;
+            again++;
+        }
+        j->resumed++;
+        c->jobs = tsr_realloc(c->jobs, (c->njobs + 1) * sizeof *c->jobs);
+        c->jobs[c->njobs++] = j;
+        tsr_log(TSR_LOG_INFO, "coordinator",
+                "job %s: resuming %s %s ds=%s (%s): %zu of %zu shards done, %zu re-issued at epoch %lld", j->id,
+                job_kind(j), j->name, j->ds, job_states[j->state], done, j->nsh, again, (long long)c->epoch);
+        job_write(c, j);
     }
     tsr_kv_entries_free(v, n);
 }
@@ -1233,7 +1429,8 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
         return;
     }
     c->grace_until = c->nas ? now(c) + c->ttl_ms : 0;
-    jobs_abandon(c);
+    c->jobs_grace_until = now(c) + c->ttl_ms;
+    jobs_resume(c);
     tsr_log(TSR_LOG_INFO, "coordinator", "%s: leader at epoch %lld (%zu stored assignments)", c->id,
             (long long)epoch, c->nas);
     bump(c);
@@ -1688,9 +1885,16 @@ int tsr_coord_report_shard(tsr_coord_t *c, const char *worker, const char *job_i
     job_t *j = NULL;
     for (size_t i = 0; rc == 0 && i < c->njobs; i++)
         if (strcmp(c->jobs[i]->id, job_id ? job_id : "") == 0) j = c->jobs[i];
+    if (rc == 0 && j && seen_epoch > 0 && seen_epoch < c->epoch) {
+        /* the worker has not seen this leader: what it reports was handed out by an earlier
+         * one (the shard has been re-issued with a new attempt); 0 = no epoch stated */
+        tsr_log(TSR_LOG_INFO, "coordinator", "job %s shard %d: report of %s at epoch %lld ignored (epoch %lld leads)",
+                j->id, (int)shard, worker ? worker : "", (long long)seen_epoch, (long long)c->epoch);
+        j = NULL;
+    }
     if (rc == 0 && j && j->state == JOB_RUNNING && shard >= 0 && (size_t)shard < j->nsh) {
         shard_t *sh = &j->sh[shard];
-        if (sh->state == SH_RUNNING && sh->attempt == attempt && sh->worker && worker &&
+        if (sh->state == SH_RUNNING && !sh->held && sh->attempt == attempt && sh->worker && worker &&
             strcmp(sh->worker, worker) == 0) {
             if (ok) {
                 sh->state = SH_DONE;
@@ -1764,7 +1968,7 @@ int tsr_coord_assignment(tsr_coord_t *c, const char *worker, tsr_buf_t *out, int
         if (j->state != JOB_RUNNING) continue;
         for (size_t s = 0; s < j->nsh; s++) {
             shard_t *sh = &j->sh[s];
-            if (sh->state != SH_RUNNING || strcmp(sh->worker, worker) != 0) continue;
+            if (sh->state != SH_RUNNING || sh->held || strcmp(sh->worker, worker) != 0) continue;
             if (j->kind == KIND_BACKFILL) {
                 Tessera__V1__ShardTask *t = tsr_arena_alloc(&a, sizeof *t);
                 tessera__v1__shard_task__init(t);
@@ -2038,6 +2242,57 @@ int tsr_coord_delete_config(tsr_coord_t *c, const char *name, tsr_reg_entry_t *o
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Job ids chosen by clients */
+
+static int valid_job_id(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n >= 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = id[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static job_t *find_job(tsr_coord_t *c, const char *id) {
+    for (size_t i = 0; i < c->njobs; i++)
+        if (strcmp(c->jobs[i]->id, id) == 0) return c->jobs[i];
+    return NULL;
+}
+
+/* Under c->mu, leading, want_id non-empty: TSR_OK when no job has that id (the new job takes
+ * it); 1 when a running job of that kind and name that nobody waits on has it (*out; the caller
+ * attaches its callback); TSR_EEXIST otherwise. */
+static int claim_job_id(tsr_coord_t *c, const char *want_id, int kind, const char *name, job_t **out,
+                        tsr_error_t *err) {
+    *out = NULL;
+    if (!valid_job_id(want_id))
+        return tsr_error_set(err, TSR_EINVAL, "job id '%s': 1 to 63 characters of [A-Za-z0-9._-]", want_id);
+    job_t *j = find_job(c, want_id);
+    if (j) {
+        if (j->kind != kind || strcmp(j->name, name) != 0 || has_cb(j) ||
+            (j->state != JOB_RUNNING && j->state != JOB_LOADING))
+            return tsr_error_set(err, TSR_EEXIST, "job %s already exists (%s %s, %s)", want_id, job_kind(j), j->name,
+                                 job_states[j->state]);
+        *out = j;
+        return 1;
+    }
+    char jk[512];
+    key(c, jk, sizeof jk, "jobs/%s", want_id);
+    tsr_kv_entry_t e;
+    int found = 0;
+    int rc = tsr_kv_get(c->o.kv, jk, &e, &found, err);
+    if (rc) return rc;
+    if (found) {
+        tsr_kv_entry_free(&e);
+        return tsr_error_set(err, TSR_EEXIST, "job %s already exists (GetJob tells its state)", want_id);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Uploads */
 
 /* Every source table of g must have the partition E (unless E is outside the source's
@@ -2069,6 +2324,12 @@ static int check_ds(const char *warehouse, const tsr_conf_group_by_t *g, int64_t
 int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const char *warehouse,
                      int64_t deadline_ms, tsr_coord_upload_cb cb, void *ud, char *job_id,
                      tsr_error_t *err) {
+    return tsr_coord_upload_job(c, name, ds, warehouse, deadline_ms, NULL, cb, ud, job_id, err);
+}
+
+int tsr_coord_upload_job(tsr_coord_t *c, const char *name, const char *ds, const char *warehouse,
+                         int64_t deadline_ms, const char *want_id, tsr_coord_upload_cb cb, void *ud,
+                         char *job_id, tsr_error_t *err) {
     if (!name || !name[0]) return tsr_error_set(err, TSR_EINVAL, "upload: name is empty");
     int64_t E;
     if (!ds || tsr_ds_parse(ds, &E) != 0)
@@ -2077,6 +2338,17 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
     if (!wh) return tsr_error_set(err, TSR_EINVAL, "upload: no warehouse (start the coordinator with --warehouse)");
     pthread_mutex_lock(&c->mu);
     int rc = refresh_for_admin(c, err);
+    job_t *old = NULL;
+    if (rc == 0 && want_id && want_id[0]) rc = claim_job_id(c, want_id, KIND_UPLOAD, name, &old, err);
+    if (rc == 1) {                  /* a resumed job: this call waits on it */
+        old->cb = cb;
+        old->ud = ud;
+        old->deadline = deadline_ms;
+        if (job_id) snprintf(job_id, 64, "%s", old->id);
+        tsr_log(TSR_LOG_INFO, "coordinator", "job %s: a client waits on it again", old->id);
+        unlock_and_flush(c);
+        return 0;
+    }
     const tsr_reg_entry_t *e = rc == 0 ? find_config(c, name) : NULL;
     if (rc == 0 && !e)
         rc = tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)", name);
@@ -2099,8 +2371,10 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
         j->committed = tsr_calloc(ng, sizeof(int));
         j->cb = cb;
         j->ud = ud;
+        j->created_at = now(c);
         c->job_seq++;
-        snprintf(j->id, sizeof j->id, "%lld-%llu", (long long)now(c), (unsigned long long)c->job_seq);
+        if (want_id && want_id[0]) snprintf(j->id, sizeof j->id, "%s", want_id);
+        else snprintf(j->id, sizeof j->id, "%lld-%llu", (long long)now(c), (unsigned long long)c->job_seq);
     }
     for (size_t i = 0; rc == 0 && i < ng; i++) {
         int dup = 0;
@@ -2131,12 +2405,16 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
                 sh->gb = tsr_strdup(as->name);
                 sh->worker = tsr_strdup(as->owners[p]);
                 sh->attempt = 1;
+                sh->epoch = c->epoch;
+                sh->held = 1;       /* handed out once the job is recorded */
                 sh->parts = tsr_calloc((size_t)as->nparts, sizeof(int32_t));
             }
             sh->parts[sh->nparts++] = p;
         }
     }
     tsr_config_free(conf);
+    if (rc == 0 && job_write(c, j))
+        rc = tsr_error_set(err, TSR_EUNAVAIL, "upload of %s: cannot record the job in etcd; try again", name);
     if (rc) {
         if (j) {
             j->cb = NULL;
@@ -2150,7 +2428,6 @@ int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const cha
     if (job_id) snprintf(job_id, 64, "%s", j->id);
     tsr_log(TSR_LOG_INFO, "coordinator", "job %s: upload %s ds=%s: %zu GroupBys, %zu shards", j->id, name, ds,
             j->ngbs, j->nsh);
-    job_write(c, j);
     bump(c);
     unlock_and_flush(c);
     return 0;
@@ -2182,6 +2459,12 @@ size_t tsr_coord_split_days(int64_t start_day, int64_t end_day, size_t nworkers,
 int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
                        const char *warehouse, int64_t deadline_ms, tsr_coord_backfill_cb cb, void *ud,
                        char *job_id, tsr_error_t *err) {
+    return tsr_coord_backfill_job(c, name, start_ds, end_ds, warehouse, deadline_ms, NULL, cb, ud, job_id, err);
+}
+
+int tsr_coord_backfill_job(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
+                           const char *warehouse, int64_t deadline_ms, const char *want_id,
+                           tsr_coord_backfill_cb cb, void *ud, char *job_id, tsr_error_t *err) {
     if (!name || !name[0]) return tsr_error_set(err, TSR_EINVAL, "backfill: name is empty");
     int64_t lo, hi;
     if (!start_ds || tsr_ds_parse(start_ds, &lo) != 0)
@@ -2193,6 +2476,17 @@ int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, c
     if (!wh) return tsr_error_set(err, TSR_EINVAL, "backfill: no warehouse (start the coordinator with --warehouse)");
     pthread_mutex_lock(&c->mu);
     int rc = refresh_for_admin(c, err);
+    job_t *old = NULL;
+    if (rc == 0 && want_id && want_id[0]) rc = claim_job_id(c, want_id, KIND_BACKFILL, name, &old, err);
+    if (rc == 1) {                  /* a resumed job: this call waits on it */
+        old->bcb = cb;
+        old->ud = ud;
+        old->deadline = deadline_ms;
+        if (job_id) snprintf(job_id, 64, "%s", old->id);
+        tsr_log(TSR_LOG_INFO, "coordinator", "job %s: a client waits on it again", old->id);
+        unlock_and_flush(c);
+        return 0;
+    }
     const tsr_reg_entry_t *e = rc == 0 ? find_config(c, name) : NULL;
     if (rc == 0 && !e)
         rc = tsr_error_set(err, TSR_ENOTFOUND, "no config named '%s' is applied (run `tessera apply -f` first)", name);
@@ -2231,8 +2525,10 @@ int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, c
     j->deadline = deadline_ms;
     j->bcb = cb;
     j->ud = ud;
+    j->created_at = now(c);
     c->job_seq++;
-    snprintf(j->id, sizeof j->id, "%lld-%llu", (long long)now(c), (unsigned long long)c->job_seq);
+    if (want_id && want_id[0]) snprintf(j->id, sizeof j->id, "%s", want_id);
+    else snprintf(j->id, sizeof j->id, "%lld-%llu", (long long)now(c), (unsigned long long)c->job_seq);
     int64_t (*r)[2] = tsr_malloc(MAX_BACKFILL_SHARDS * sizeof *r);
     size_t n = tsr_coord_split_days(lo, hi, c->nmembers, r, MAX_BACKFILL_SHARDS);
     j->sh = tsr_calloc(n, sizeof *j->sh);
@@ -2243,18 +2539,114 @@ int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, c
         sh->hi = r[i][1];
         sh->worker = tsr_strdup(c->members[i % c->nmembers].id);   /* round-robin */
         sh->attempt = 1;
+        sh->epoch = c->epoch;
+        sh->held = 1;               /* handed out once the job is recorded */
     }
     free(r);
     tsr_config_free(conf);
+    if (job_write(c, j)) {
+        j->bcb = NULL;
+        job_free(j);
+        rc = tsr_error_set(err, TSR_EUNAVAIL, "backfill of %s: cannot record the job in etcd; try again", name);
+        unlock_and_flush(c);
+        return rc;
+    }
     c->jobs = tsr_realloc(c->jobs, (c->njobs + 1) * sizeof *c->jobs);
     c->jobs[c->njobs++] = j;
     if (job_id) snprintf(job_id, 64, "%s", j->id);
     tsr_log(TSR_LOG_INFO, "coordinator", "job %s: backfill %s ds=%s: %zu shards over %zu workers into %s", j->id,
             name, j->ds, j->nsh, c->nmembers, j->output);
-    job_write(c, j);
     bump(c);
     unlock_and_flush(c);
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Jobs by id */
+
+/* tessera.v1.GetJobResponse of a job record (as job_json writes it) into out. */
+static void job_response(tsr_coord_t *c, const char *id, json_t *o, tsr_buf_t *out) {
+    Tessera__V1__GetJobResponse m;
+    tessera__v1__get_job_response__init(&m);
+    Tessera__V1__UploadResponse up;
+    tessera__v1__upload_response__init(&up);
+    Tessera__V1__BackfillResponse bf;
+    tessera__v1__backfill_response__init(&bf);
+    const char *s;
+    m.job_id = (char *)id;
+    m.kind = (s = json_string_value(json_object_get(o, "kind"))) ? (char *)s : "upload";
+    m.name = (s = json_string_value(json_object_get(o, "name"))) ? (char *)s : "";
+    m.ds = (s = json_string_value(json_object_get(o, "ds"))) ? (char *)s : "";
+    m.state = (s = json_string_value(json_object_get(o, "state"))) ? (char *)s : "abandoned";
+    m.error = (s = json_string_value(json_object_get(o, "error"))) ? (char *)s : "";
+    m.epoch = c->epoch;
+    m.created_at_millis = json_integer_value(json_object_get(o, "created_at_millis"));
+    m.finished_at_millis = json_integer_value(json_object_get(o, "finished_at_millis"));
+    m.resumed = (int32_t)json_integer_value(json_object_get(o, "resumed"));
+    json_t *sh = json_object_get(o, "shards");
+    int64_t keys = 0;
+    for (size_t i = 0; i < json_array_size(sh); i++) {
+        json_t *x = json_array_get(sh, i);
+        m.shards++;
+        const char *st = json_string_value(json_object_get(x, "state"));
+        if (st && strcmp(st, "done") == 0) {
+            m.shards_done++;
+            keys += json_integer_value(json_object_get(x, "keys"));
+        }
+    }
+    if (strcmp(m.state, "done") == 0) {
+        if (strcmp(m.kind, "backfill") == 0) {
+            bf.name = m.name;
+            bf.days = json_integer_value(json_object_get(o, "days"));
+            bf.rows = keys;
+            bf.shards = m.shards;
+            bf.output = (s = json_string_value(json_object_get(o, "output"))) ? (char *)s : "";
+            bf.job_id = (char *)id;
+            m.backfill = &bf;
+        } else {
+            up.name = m.name;
+            up.batch_end_millis = json_integer_value(json_object_get(o, "batch_end_millis"));
+            up.keys = keys;
+            up.group_bys = (int64_t)json_array_size(json_object_get(o, "group_bys"));
+            up.job_id = (char *)id;
+            m.upload = &up;
+        }
+    }
+    tsr_pb_pack(&m.base, out);
+}
+
+int tsr_coord_job(tsr_coord_t *c, const char *id, tsr_buf_t *out, tsr_error_t *err) {
+    if (!id || !id[0]) return tsr_error_set(err, TSR_EINVAL, "GetJob: job_id is empty");
+    if (!valid_job_id(id)) return tsr_error_set(err, TSR_ENOTFOUND, "no job '%s'", id);
+    pthread_mutex_lock(&c->mu);
+    int rc = require_leader(c, err);
+    json_t *o = NULL;
+    if (rc == 0) {
+        job_t *j = find_job(c, id);
+        if (j) {
+            o = job_json(j);
+        } else {
+            char jk[512];
+            key(c, jk, sizeof jk, "jobs/%s", id);
+            tsr_kv_entry_t e;
+            int found = 0;
+            rc = tsr_kv_get(c->o.kv, jk, &e, &found, err);
+            if (rc == 0 && found) {
+                json_error_t je;
+                o = json_loadb(e.val, e.val_len, 0, &je);
+                tsr_kv_entry_free(&e);
+                if (!o) o = json_pack("{s:s, s:s}", "state", "abandoned", "error", "unreadable job record");
+            } else if (rc == 0) {
+                rc = tsr_error_set(err, TSR_ENOTFOUND, "no job '%s' (never started, or finished over an hour ago)", id);
+            }
+        }
+    }
+    if (o) {
+        job_response(c, id, o, out);
+        json_decref(o);
+    }
+    unlock_and_flush(c);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -275,6 +275,7 @@ static void upload_done(void *ud, int rc, const tsr_coord_upload_result_t *res, 
     out.batch_end_millis = res->batch_end_ms;
     out.keys = res->keys;
     out.group_bys = res->group_bys;
+    out.job_id = (char *)(res->job_id ? res->job_id : "");
     tsr_buf_t b;
     tsr_buf_init(&b);
     tsr_pb_pack(&out.base, &b);
@@ -292,7 +293,8 @@ static int h_upload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n
     if (left == 0) rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the upload began");
     if (left > MAX_UPLOAD_MS) left = MAX_UPLOAD_MS;
     if (rc == 0)
-        rc = tsr_coord_upload(r->c, rq->name, rq->ds, rq->warehouse, wall_ms() + left, upload_done, call, NULL, err);
+        rc = tsr_coord_upload_job(r->c, rq->name, rq->ds, rq->warehouse, wall_ms() + left, rq->job_id, upload_done,
+                                  call, NULL, err);
     tsr_arena_free(&a);
     return rc ? fail(r, call, rc) : TSR_RPC_DEFER;
 }
@@ -310,6 +312,7 @@ static void backfill_done(void *ud, int rc, const tsr_coord_backfill_result_t *r
     out.rows = res->rows;
     out.shards = res->shards;
     out.output = (char *)res->output;
+    out.job_id = (char *)(res->job_id ? res->job_id : "");
     tsr_buf_t b;
     tsr_buf_init(&b);
     tsr_pb_pack(&out.base, &b);
@@ -327,10 +330,19 @@ static int h_backfill(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t
     if (left == 0) rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the backfill began");
     if (left < 0 || left > MAX_BACKFILL_MS) left = MAX_BACKFILL_MS;
     if (rc == 0)
-        rc = tsr_coord_backfill(r->c, rq->name, rq->start_ds, rq->end_ds, rq->warehouse, wall_ms() + left,
-                                backfill_done, call, NULL, err);
+        rc = tsr_coord_backfill_job(r->c, rq->name, rq->start_ds, rq->end_ds, rq->warehouse, wall_ms() + left,
+                                    rq->job_id, backfill_done, call, NULL, err);
     tsr_arena_free(&a);
     return rc ? fail(r, call, rc) : TSR_RPC_DEFER;
+}
+
+static int h_get_job(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                     tsr_error_t *err) {
+    tsr_coord_rpc_t *r = ud;
+    UNPACK(Tessera__V1__GetJobRequest, tessera__v1__get_job_request__descriptor);
+    int rc = tsr_coord_job(r->c, rq->job_id, resp, err);
+    tsr_arena_free(&a);
+    return rc ? fail(r, call, rc) : 0;
 }
 
 static int h_status(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
@@ -377,6 +389,7 @@ int tsr_coord_rpc_register(tsr_coord_rpc_t *r, tsr_rpc_server_t *s, tsr_error_t 
         {"/tessera.v1.AdminService/Status", h_status},
         {"/tessera.v1.AdminService/ListWorkers", h_workers},
         {"/tessera.v1.AdminService/ListPartitions", h_partitions},
+        {"/tessera.v1.AdminService/GetJob", h_get_job},
     };
     for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++) {
         int rc = tsr_rpc_server_add_unary(s, unary[i].path, unary[i].fn, r, err);

@@ -275,7 +275,7 @@ START_TEST(test_coord_failover) {
     Tessera__V1__Assignment *as = assignment(b, "w1");
     ck_assert_int_eq(as->epoch, e2);
     tessera__v1__assignment__free_unpacked(as, NULL);
-    /* the new leader knows the reports; the old job is marked abandoned */
+    /* the new leader knows the reports; it resumed the old job (test_coord_jobs.c has more) */
     tsr_buf_t lb;
     tsr_buf_init(&lb);
     ck_assert_int_eq(tsr_coord_list_partitions(b, "t.by_user.v1", &lb, &err), 0);
@@ -289,8 +289,15 @@ START_TEST(test_coord_failover) {
     int jfound;
     ck_assert_int_eq(tsr_kv_get(kv, jk, &je, &jfound, &err), 0);
     ck_assert(jfound);
-    ck_assert_ptr_nonnull(strstr(je.val, "\"abandoned\""));
+    ck_assert_ptr_nonnull(strstr(je.val, "\"state\":\"running\""));
+    ck_assert_ptr_nonnull(strstr(je.val, "\"resumed\":1"));
+    ck_assert_ptr_null(strstr(je.val, "\"abandoned\""));
     tsr_kv_entry_free(&je);
+    as = assignment(b, "w1");
+    ck_assert_uint_eq(as->n_shards, 1);
+    ck_assert_str_eq(as->shards[0]->job_id, job);
+    ck_assert_int_eq(as->shards[0]->attempt, 2);
+    tessera__v1__assignment__free_unpacked(as, NULL);
     /* the worker's keepalive works with the new leader (leases live in etcd) */
     ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
     /* a worker whose lease ran out during the failover re-registers within the new leader's

@@ -32,9 +32,19 @@
  *     next live worker, at most 3 attempts. When every shard of a GroupBy is done the leader
  *     commits uploads/<gb>; the job's callback runs when every owner reports (KeepAlive) that
  *     it loaded that batch, or with an error (a shard failed 3 times, the deadline passed,
- *     leadership was lost). Jobs are kept in memory and mirrored to jobs/<id>; a new leader
- *     does not resume them (the client retries the upload): it marks unfinished records
- *     "abandoned" and deletes finished ones.
+ *     leadership was lost). Jobs are kept in memory and mirrored to jobs/<id>, which holds all
+ *     a new leader needs to resume them (a backfill's config text too).
+ *   - Failover: a new leader resumes every unfinished job record as if the first leader had
+ *     continued: shards already reported done stay done (their keys/rows count), the others
+ *     are re-issued with the next attempt number at the new epoch (a re-issue is not a failure:
+ *     it does not count against the 3 attempts), GroupBys are committed when all their shards
+ *     are done. A report stating an older epoch than the leader's, or naming an attempt that is
+ *     not current, is ignored. An attempt is handed out only once recorded in etcd (so a new
+ *     leader never re-issues a number the old one already handed out). The callback of the old
+ *     leader's call runs with TSR_EUNAVAIL ("job X continues under the next leader"); clients
+ *     follow the job with tsr_coord_job (AdminService.GetJob), or wait on it again by starting
+ *     it with the same client-chosen id. Finished records stay an hour (for GetJob); a new
+ *     leader deletes older ones.
  *   - Worker reports (KeepAlive partition states) are kept in memory and in status/<id>
  *     (written when they change), so a new leader starts with them.
  *   - One mutex guards the cache; etcd calls are made under it (each is bounded: 5 s), so calls
@@ -160,9 +170,10 @@ typedef struct tsr_coord_upload_result {
     int64_t batch_end_ms;
     int64_t keys;
     int64_t group_bys;
+    const char *job_id;
 } tsr_coord_upload_result_t;
 
-/* Runs once per accepted upload, on whatever thread finished it (a tick, a KeepAlive or
+/* Runs once per accepted upload (per call waiting on it), on whatever thread finished it (a tick, a KeepAlive or
  * ReportShard handler), never under the caller's locks: rc = TSR_OK with res, or an error
  * code with msg. */
 typedef void (*tsr_coord_upload_cb)(void *ud, int rc, const tsr_coord_upload_result_t *res,
@@ -176,6 +187,13 @@ typedef void (*tsr_coord_upload_cb)(void *ud, int rc, const tsr_coord_upload_res
 int tsr_coord_upload(tsr_coord_t *c, const char *name, const char *ds, const char *warehouse,
                      int64_t deadline_ms, tsr_coord_upload_cb cb, void *ud, char *job_id,
                      tsr_error_t *err);
+/* tsr_coord_upload with the job's id chosen by the client (want_id: 1..63 characters of
+ * [A-Za-z0-9._-]; NULL/"" = pick one): a running job of that id, kind and name that no call
+ * waits on (one resumed after a failover) is waited on by this call (cb runs when it
+ * finishes); any other job of that id: TSR_EEXIST. */
+int tsr_coord_upload_job(tsr_coord_t *c, const char *name, const char *ds, const char *warehouse,
+                         int64_t deadline_ms, const char *want_id, tsr_coord_upload_cb cb, void *ud,
+                         char *job_id, tsr_error_t *err);
 
 /* ---- admin: backfills
  *
@@ -189,6 +207,7 @@ typedef struct tsr_coord_backfill_result {
     const char *name;
     int64_t days, rows, shards;
     const char *output;             /* <warehouse>/<outputNamespace>/<cleanName> */
+    const char *job_id;
 } tsr_coord_backfill_result_t;
 
 /* As tsr_coord_upload_cb. */
@@ -209,6 +228,16 @@ size_t tsr_coord_split_days(int64_t start_day, int64_t end_day, size_t nworkers,
 int tsr_coord_backfill(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
                        const char *warehouse, int64_t deadline_ms, tsr_coord_backfill_cb cb, void *ud,
                        char *job_id, tsr_error_t *err);
+/* tsr_coord_backfill with a client-chosen job id, as tsr_coord_upload_job. */
+int tsr_coord_backfill_job(tsr_coord_t *c, const char *name, const char *start_ds, const char *end_ds,
+                           const char *warehouse, int64_t deadline_ms, const char *want_id,
+                           tsr_coord_backfill_cb cb, void *ud, char *job_id, tsr_error_t *err);
+
+/* ---- admin: jobs */
+
+/* Serialized tessera.v1.GetJobResponse of job id (appended to out): from memory while the
+ * job runs here, else from its record. TSR_ENOTFOUND when there is no such job. */
+int tsr_coord_job(tsr_coord_t *c, const char *id, tsr_buf_t *out, tsr_error_t *err);
 
 /* ---- admin: status (serialized tessera.v1 responses appended to out) */
 

@@ -10,8 +10,9 @@
  *     the core's revision; between changes the handler waits on the core's condition variable
  *     for at most 1 s and re-checks whether the call was cancelled or the server stops. A
  *     replica that stops leading ends the stream with UNAVAILABLE (clients reconnect).
- *   - Upload is deferred (TSR_RPC_DEFER): the core's callback finishes the call. Its deadline
- *     is the call's (at most one hour when the client sets none).
+ *   - Upload and Backfill are deferred (TSR_RPC_DEFER): the core's callback finishes the call.
+ *     Its deadline is the call's (at most one hour / a day when the client sets none). A call
+ *     that names its job (job_id) can be followed with GetJob when it breaks (failover).
  */
 #ifndef TSR_COORD_RPC_H
 #define TSR_COORD_RPC_H
