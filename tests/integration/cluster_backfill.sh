@@ -5,7 +5,11 @@
 # row (each ds partition's rows compared sorted) — also when one worker is killed -9 while its
 # shard runs (the coordinator retries the shard on the other worker once the lease is gone).
 # Then the same command against `tessera serve`, remote error exit codes, and a SIGTERM of
-# the last worker during a shard (prompt drain; the job fails: no worker left). Skipped when
+# the last worker during a shard (prompt drain; the job fails: no worker left). Then jobs across
+# a leader failover (a second coordinator): kill -9 of the leader coordinator mid-backfill and
+# mid-upload — the new leader resumes the job, `tessera backfill/upload --server A,B` follows it
+# there, and the output equals the run without a fault (backfill: the rows of every partition;
+# upload: the part files byte for byte, loaded by every owner). Skipped when
 # etcd, the cluster binaries or tessera-datagen are absent. Loopback only; every wait bounded;
 # only the processes started here are stopped (by PID).
 set -u
@@ -59,8 +63,9 @@ t0=$(date +%s%3N)
 mv "$OUT" "$TMP/ref"
 nref=$(cat "$TMP/ref"/ds=*/part-* | wc -l)
 
-# ---- etcd, coordinator, 2 workers
+# ---- etcd, coordinator (a second one joins for the failover part), 2 workers
 CP=$(free_port); PP=$(free_port); EP=http://127.0.0.1:$CP
+P1=$(free_port); P2=$(free_port)
 "$ETCD_BIN" --name t --data-dir "$TMP/etcd" --listen-client-urls "$EP" --advertise-client-urls "$EP" \
     --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
     --initial-cluster "t=http://127.0.0.1:$PP" --heartbeat-interval 10 --election-timeout 100 \
@@ -68,14 +73,18 @@ CP=$(free_port); PP=$(free_port); EP=http://127.0.0.1:$CP
 PIDS+=($!)
 for _ in $(seq 100); do curl -s --max-time 1 "$EP/health" | grep -q true && break; sleep 0.1; done
 curl -s --max-time 1 "$EP/health" | grep -q true || { fail "etcd did not start"; exit 1; }
-"$COORD" --etcd "$EP" --listen 127.0.0.1:0 --id c1 --warehouse "$WH" --lease-ttl 6 --partitions 4 \
-    --log-format json >"$TMP/c1.out" 2>"$TMP/c1.err" &
-PIDS+=($!)
+start_coord() { # I PORT: coordinator cI on 127.0.0.1:PORT (logs appended)
+    "$COORD" --etcd "$EP" --listen "127.0.0.1:$2" --id "c$1" --warehouse "$WH" --lease-ttl 6 --partitions 4 \
+        --log-format json >"$TMP/c$1.out" 2>>"$TMP/c$1.err" &
+    PIDS+=($!)
+    eval "C$1_PID=$!"
+}
+start_coord 1 "$P1"
 C=
 for _ in $(seq 100); do C=$(sed -n 's/^grpc=//p' "$TMP/c1.out" 2>/dev/null); [ -n "$C" ] && break; sleep 0.1; done
 [ -n "$C" ] || { fail "coordinator did not start"; tail "$TMP/c1.err"; exit 1; }
 start_worker() { # I
-    "$WORKER" --coordinator "$C" --listen 127.0.0.1:0 --data-dir "$TMP/w$1" --id "w$1" --warehouse "$WH" \
+    "$WORKER" --coordinator "$C,127.0.0.1:$P2" --listen 127.0.0.1:0 --data-dir "$TMP/w$1" --id "w$1" --warehouse "$WH" \
         --log-format json >"$TMP/w$1.out" 2>>"$TMP/w$1.err" &
     PIDS+=($!)
     eval "W$1_PID=$!"
@@ -179,6 +188,106 @@ else wait $BF; rc=$?
     [ $rc -eq 1 ] && grep -q "no worker is left" "$TMP/bf4.err" && pass "with no worker left the backfill fails (exit 1), saying so" \
         || { fail "backfill without workers: exit $rc"; cat "$TMP/bf4.err"; }
 fi
+
+# ---- jobs across a failover of the leader coordinator (kill -9 mid-backfill, mid-upload)
+start_coord 2 "$P2"
+C2=
+for _ in $(seq 100); do C2=$(sed -n 's/^grpc=//p' "$TMP/c2.out" 2>/dev/null); [ -n "$C2" ] && break; sleep 0.1; done
+[ -n "$C2" ] || { fail "coordinator 2 did not start"; tail "$TMP/c2.err"; }
+wait_log "$TMP/c2.err" "c2" 100 >/dev/null
+start_worker 1
+start_worker 2
+for i in 1 2; do
+    for _ in $(seq 200); do [ "$(grep -c "registered as w$i" "$TMP/w$i.err")" -ge 2 ] && break; sleep 0.05; done
+done
+for _ in $(seq 100); do
+    [ "$("$TESSERA" get workers -o json --server "$C" --timeout-ms 2000 2>/dev/null | grep -o '"id"' | wc -l)" -eq 2 ] && break
+    sleep 0.1
+done
+# kill_leader_when_queued LOGS... : once every worker log has a new "queued" line, kill -9 the
+# leader (c1 or c2, from the logs) a moment later; sets KILLED (its number)
+kill_leader_when_queued() {
+    local q=() i f n
+    for f in "$TMP/w1.err" "$TMP/w2.err"; do q+=("$(grep -c "queued" "$f")"); done
+    for _ in $(seq 400); do
+        n=0
+        i=0
+        for f in "$TMP/w1.err" "$TMP/w2.err"; do [ "$(grep -c "queued" "$f")" -gt "${q[$i]}" ] && n=$((n + 1)); i=$((i + 1)); done
+        [ $n -eq 2 ] && break
+        sleep 0.05
+    done
+    sleep 0.3
+    # the leader: the replica whose log names the highest epoch it leads at
+    local e1 e2
+    e1=$(grep -o "leader at epoch [0-9]*" "$TMP/c1.err" | awk '{print $4}' | sort -n | tail -1)
+    e2=$(grep -o "leader at epoch [0-9]*" "$TMP/c2.err" | awk '{print $4}' | sort -n | tail -1)
+    if [ "${e1:-0}" -gt "${e2:-0}" ]; then KILLED=1; else KILLED=2; fi
+    kill -KILL "$(eval echo \$C${KILLED}_PID)"
+    wait "$(eval echo \$C${KILLED}_PID)" 2>/dev/null
+}
+strip_time() { sed 's/ in [0-9.]* s$//' "$1"; }
+ALL="127.0.0.1:$P1,127.0.0.1:$P2"
+
+rm -rf "$OUT"
+dn=$(cat "$TMP/w1.err" "$TMP/w2.err" | grep -c "backfill shard .* rows in")
+"$TESSERA" backfill $NAME --start-ds $S --end-ds $E --server "$ALL" --timeout-ms 120000 >"$TMP/bf5.out" 2>"$TMP/bf5.err" &
+BF=$!
+PIDS+=($BF)
+kill_leader_when_queued
+dk=$(cat "$TMP/w1.err" "$TMP/w2.err" | grep -c "backfill shard .* rows in")
+[ "$((dk - dn))" -lt 4 ] && pass "leader c$KILLED killed -9 mid-backfill ($((dk - dn)) of 4 shards done)" \
+    || fail "every shard finished before the leader was killed (no resume exercised)"
+for _ in $(seq 1200); do kill -0 $BF 2>/dev/null || break; sleep 0.05; done
+if kill -0 $BF 2>/dev/null; then fail "backfill still running 60 s after the leader was killed"; rc=99
+else wait $BF; rc=$?; fi
+[ $rc -eq 0 ] && [ "$(strip_time "$TMP/bf5.out")" = "$(strip_time "$TMP/bf1.out")" ] \
+    && pass "backfill across the leader kill: exit 0, the same summary as without a fault" \
+    || { fail "backfill across the leader kill: exit $rc"; cat "$TMP/bf5.out" "$TMP/bf5.err"; }
+sed 's/^/    | /' "$TMP/bf5.out"
+NEW=$((3 - KILLED))
+grep -q "resuming backfill" "$TMP/c$NEW.err" && pass "the new leader c$NEW resumed the backfill job" \
+    || { fail "c$NEW did not resume the job"; grep -i "job" "$TMP/c$NEW.err" | tail -5; }
+grep -q "following job" "$TMP/bf5.err" && pass "the CLI followed the job to the new leader" \
+    || { fail "the CLI did not say it followed the job"; cat "$TMP/bf5.err"; }
+same_rows "$OUT" "$TMP/ref" && pass "output after the leader kill equals the local backfill" \
+    || fail "output after the leader kill differs from the local backfill"
+
+# upload: with a failover (the workers load the batch for the first time) and without one
+# (the same ds again: the same part files); restart the killed coordinator first
+start_coord "$KILLED" "$(eval echo \$P$KILLED)"
+wait_log "$TMP/c$KILLED.err" "grpc\|leader\|follower\|campaign" 100 >/dev/null
+sleep 1
+UDS=2024-01-05
+UPL=$WH/_tessera/uploads
+"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms 120000 >"$TMP/up1.out" 2>"$TMP/up1.err" &
+UP=$!
+PIDS+=($UP)
+kill_leader_when_queued
+for _ in $(seq 1200); do kill -0 $UP 2>/dev/null || break; sleep 0.05; done
+if kill -0 $UP 2>/dev/null; then fail "upload still running 60 s after the leader was killed"; rc=99
+else wait $UP; rc=$?; fi
+NEW=$((3 - KILLED))
+[ $rc -eq 0 ] && grep -q "^uploaded $NAME" "$TMP/up1.out" && pass "upload across the leader kill (c$KILLED): exit 0" \
+    || { fail "upload across the leader kill: exit $rc"; cat "$TMP/up1.out" "$TMP/up1.err"; grep -i "job" "$TMP/c$NEW.err" | tail -5; }
+sed 's/^/    | /' "$TMP/up1.out"
+st=$(grep -o "resuming upload [^(]*([a-z]*)" "$TMP/c$NEW.err" | tail -1)
+[ -n "$st" ] && pass "the new leader c$NEW resumed the upload job: $st" || fail "c$NEW did not resume the upload"
+B=$(( ($(date -ud "$UDS" +%s) + 86400) * 1000 ))
+loaded=$("$TESSERA" get partitions -o json --server "$ALL" --timeout-ms 5000 2>/dev/null | /usr/bin/python3 -c "
+import json,sys
+p=[x for x in json.load(sys.stdin) if x.get('partition',-1)>=0]
+print(sum(1 for x in p if int(x.get('batchEndMillis',0))==$B), len(p))")
+[ -n "$loaded" ] && [ "${loaded% *}" = "${loaded#* }" ] && pass "every owned partition serves the batch ($loaded)" \
+    || fail "not every partition loaded the batch: $loaded"
+mv "$UPL" "$TMP/up_failover"
+"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms 120000 >"$TMP/up2.out" 2>"$TMP/up2.err"; rc=$?
+[ $rc -eq 0 ] && [ "$(strip_time "$TMP/up2.out")" = "$(strip_time "$TMP/up1.out")" ] \
+    && pass "upload without a fault: the same summary (keys, GroupBys)" \
+    || { fail "upload without a fault: exit $rc"; cat "$TMP/up1.out" "$TMP/up2.out" "$TMP/up2.err"; }
+nf=$(find "$UPL" -name 'part-*' | wc -l)
+diff -r "$UPL" "$TMP/up_failover" >/dev/null && [ "$nf" -gt 0 ] \
+    && pass "the part files written across the failover equal those without ($nf files)" \
+    || { fail "part files differ"; diff -rq "$UPL" "$TMP/up_failover" | head -5; }
 
 [ $fails -eq 0 ] || { echo "cluster_backfill: $fails failed"; exit 1; }
 echo "cluster_backfill: all passed"
