@@ -452,7 +452,8 @@ int tsr_cli_call_job(tsr_cli_conn_t *c, const char *method, const void *req, con
         c->reply.status = saved.status;
         memcpy(c->reply.message, saved.message, sizeof saved.message);
         print_failure(c, method, what, &err);
-        if (r == FOLLOW_LOST && c->nservers < 2)
+        /* (a call that never reached a server started no job) */
+        if (r == FOLLOW_LOST && c->nservers < 2 && !strstr(saved.message, "failed to connect"))
             fprintf(stderr, "  (job %s may go on under another coordinator: list them all in --server A,B)\n",
                     job_id);
         break;

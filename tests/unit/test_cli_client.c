@@ -8,6 +8,8 @@
  * be initialised in the parent). A command's stdout and stderr are captured into temp files
  * with dup2 around the call. Handlers run on the server's CQ thread and record what they saw
  * under g_mu; the test reads it after the command returned (the call is then complete).
+ * test_upload_follows_failover runs two fake coordinators: A's Upload breaks as a leader's
+ * does when it loses leadership, B knows the job (GetJob) — the command follows it to B.
  */
 #include <fcntl.h>
 #include <jansson.h>
@@ -897,6 +899,186 @@ START_TEST(test_fetch_bad_keys_file_line) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------------
+ * a job followed across a coordinator failover (two fake coordinators A and B) */
+
+static struct {
+    pthread_mutex_t mu;
+    char b_addr[64];
+    char upload_id[64];             /* the job id of the first Upload */
+    int upload_a, upload_b, getjob_a, getjob_b;
+    int ids_differ;                 /* a call named another job id */
+    int b_unknown;                  /* B: NOT_FOUND until an Upload reached it */
+    int b_fails;                    /* B: the job failed */
+} fo = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void fo_seen_id(const char *id) {
+    if (!fo.upload_id[0]) snprintf(fo.upload_id, sizeof fo.upload_id, "%s", id);
+    else if (strcmp(fo.upload_id, id) != 0) fo.ids_differ = 1;
+}
+
+/* A: Upload ends as a leader's call does when it loses leadership; GetJob redirects to B */
+static int h_fo_upload_a(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                         tsr_error_t *err) {
+    (void)ud, (void)call, (void)resp;
+    Tessera__V1__UploadRequest *rq = tessera__v1__upload_request__unpack(NULL, n, req);
+    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed UploadRequest");
+    pthread_mutex_lock(&fo.mu);
+    fo.upload_a++;
+    fo_seen_id(rq->job_id);
+    pthread_mutex_unlock(&fo.mu);
+    int rc = tsr_error_set(err, TSR_EUNAVAIL, "upload %s ds=%s: own lease expired; job %s continues under the "
+                           "next leader (GetJob follows it)", rq->name, rq->ds, rq->job_id);
+    tessera__v1__upload_request__free_unpacked(rq, NULL);
+    return rc;
+}
+
+static int h_fo_getjob_a(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                         tsr_error_t *err) {
+    (void)ud, (void)call, (void)req, (void)n, (void)resp;
+    pthread_mutex_lock(&fo.mu);
+    fo.getjob_a++;
+    int rc = tsr_error_set(err, TSR_EUNAVAIL, "not the leader; leader is %s", fo.b_addr);
+    pthread_mutex_unlock(&fo.mu);
+    return rc;
+}
+
+/* B: the job runs for two polls, then is done (or failed) */
+static int h_fo_upload_b(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                         tsr_error_t *err) {
+    (void)ud, (void)call;
+    Tessera__V1__UploadRequest *rq = tessera__v1__upload_request__unpack(NULL, n, req);
+    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed UploadRequest");
+    pthread_mutex_lock(&fo.mu);
+    fo.upload_b++;
+    fo_seen_id(rq->job_id);
+    fo.b_unknown = 0;
+    pthread_mutex_unlock(&fo.mu);
+    Tessera__V1__UploadResponse out = TESSERA__V1__UPLOAD_RESPONSE__INIT;
+    out.name = rq->name;
+    out.batch_end_millis = 1714608000000LL;
+    out.keys = 1234;
+    out.group_bys = 2;
+    out.job_id = rq->job_id;
+    tsr_pb_pack((const ProtobufCMessage *)&out, resp);
+    tessera__v1__upload_request__free_unpacked(rq, NULL);
+    return TSR_OK;
+}
+
+static int h_fo_getjob_b(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                         tsr_error_t *err) {
+    (void)ud, (void)call;
+    Tessera__V1__GetJobRequest *rq = tessera__v1__get_job_request__unpack(NULL, n, req);
+    if (!rq) return tsr_error_set(err, TSR_EINVAL, "malformed GetJobRequest");
+    pthread_mutex_lock(&fo.mu);
+    int k = ++fo.getjob_b;
+    fo_seen_id(rq->job_id);
+    int unknown = fo.b_unknown, fails = fo.b_fails;
+    pthread_mutex_unlock(&fo.mu);
+    int rc = TSR_OK;
+    if (unknown) {
+        rc = tsr_error_set(err, TSR_ENOTFOUND, "no job '%s'", rq->job_id);
+    } else {
+        Tessera__V1__GetJobResponse out = TESSERA__V1__GET_JOB_RESPONSE__INIT;
+        Tessera__V1__UploadResponse up = TESSERA__V1__UPLOAD_RESPONSE__INIT;
+        out.job_id = rq->job_id;
+        out.kind = "upload";
+        out.name = "x.v1";
+        out.ds = "2024-05-01";
+        out.shards = 2;
+        out.shards_done = k > 2 ? 2 : 1;
+        out.resumed = 1;
+        out.state = k <= 2 ? "running" : fails ? "failed" : "done";
+        if (k > 2 && fails) out.error = "upload of x.v1 ds=2024-05-01 failed: shard 1 failed 3 times; last error: disk full";
+        if (k > 2 && !fails) {
+            up.name = "x.v1";
+            up.batch_end_millis = 1714608000000LL;
+            up.keys = 1234;
+            up.group_bys = 2;
+            up.job_id = rq->job_id;
+            out.upload = &up;
+        }
+        tsr_pb_pack((const ProtobufCMessage *)&out, resp);
+    }
+    tessera__v1__get_job_request__free_unpacked(rq, NULL);
+    return rc;
+}
+
+static tsr_rpc_server_t *fo_server(tsr_rpc_unary_fn up, tsr_rpc_unary_fn job, char *addr, size_t cap) {
+    tsr_error_t err;
+    tsr_rpc_server_t *s = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(s, "/tessera.v1.AdminService/Upload", up, NULL, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(s, "/tessera.v1.AdminService/GetJob", job, NULL, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_start(s, &err), 0);
+    snprintf(addr, cap, "127.0.0.1:%d", tsr_rpc_server_port(s));
+    return s;
+}
+
+static void fo_reset(int b_unknown, int b_fails) {
+    pthread_mutex_lock(&fo.mu);
+    fo.upload_id[0] = '\0';
+    fo.upload_a = fo.upload_b = fo.getjob_a = fo.getjob_b = fo.ids_differ = 0;
+    fo.b_unknown = b_unknown;
+    fo.b_fails = b_fails;
+    pthread_mutex_unlock(&fo.mu);
+}
+
+START_TEST(test_upload_follows_failover) {
+    char a_addr[64];
+    tsr_rpc_server_t *a = fo_server(h_fo_upload_a, h_fo_getjob_a, a_addr, sizeof a_addr);
+    tsr_rpc_server_t *b = fo_server(h_fo_upload_b, h_fo_getjob_b, fo.b_addr, sizeof fo.b_addr);
+
+    /* A's call breaks; A names B; B's job runs, then is done: the usual summary, exit 0 */
+    fo_reset(0, 0);
+    cap_t c = run_cmd(&tsr_cmd_upload_def, "x.v1", "--ds", "2024-05-01", "--server", a_addr, "--timeout-ms", "20000",
+                      NULL);
+    ck_assert_msg(c.rc == 0, "rc %d stderr: %s", c.rc, c.err);
+    ck_assert_msg(strstr(c.out, "uploaded x.v1 as of 2024-05-02T00:00:00Z (--ds 2024-05-01): 1234 keys, 2 group_bys in "),
+                  "stdout: %s", c.out);
+    ck_assert_msg(strstr(c.err, "following job") && strstr(c.err, fo.b_addr) && strstr(c.err, "resumed"), "stderr: %s",
+                  c.err);
+    ck_assert_int_eq(fo.upload_a, 1);
+    ck_assert_int_eq(fo.upload_b, 0);
+    ck_assert_int_ge(fo.getjob_a, 1);
+    ck_assert_int_eq(fo.getjob_b, 3);
+    ck_assert(!fo.ids_differ);
+    ck_assert_ptr_nonnull(strstr(fo.upload_id, "upload-"));
+    cap_free(&c);
+
+    /* B does not know the job (the call broke before it was recorded): started there again,
+     * under the same id; --server lists both (B found without a redirect) */
+    fo_reset(1, 0);
+    char both[160];
+    snprintf(both, sizeof both, "%s,%s", a_addr, fo.b_addr);
+    c = run_cmd(&tsr_cmd_upload_def, "x.v1", "--ds", "2024-05-01", "--server", both, "--timeout-ms", "20000", NULL);
+    ck_assert_msg(c.rc == 0, "rc %d stderr: %s", c.rc, c.err);
+    ck_assert_ptr_nonnull(strstr(c.out, "1234 keys, 2 group_bys"));
+    ck_assert_ptr_nonnull(strstr(c.err, "does not know job"));
+    ck_assert_int_eq(fo.upload_a, 1);
+    ck_assert_int_eq(fo.upload_b, 1);
+    ck_assert(!fo.ids_differ);
+    cap_free(&c);
+
+    /* the job fails under B: exit 1 with its error */
+    fo_reset(0, 1);
+    c = run_cmd(&tsr_cmd_upload_def, "x.v1", "--ds", "2024-05-01", "--server", a_addr, NULL);
+    ck_assert_int_eq(c.rc, 1);
+    ck_assert_msg(strstr(c.err, "failed 3 times; last error: disk full"), "stderr: %s", c.err);
+    ck_assert_str_eq(c.out, "");
+    cap_free(&c);
+
+    /* B gone too: nothing answers for long → not followed forever (bounded by --timeout-ms) */
+    tsr_rpc_server_free(b);
+    fo_reset(0, 0);
+    c = run_cmd(&tsr_cmd_upload_def, "x.v1", "--ds", "2024-05-01", "--server", a_addr, "--timeout-ms", "1500", NULL);
+    ck_assert_int_eq(c.rc, 4);
+    ck_assert_msg(c.secs < 5.0, "took %.3f s", c.secs);
+    cap_free(&c);
+    tsr_rpc_server_free(a);
+}
+END_TEST
+
 START_TEST(test_unreachable_server) {
     /* a port nobody listens on: UNAVAILABLE → exit 4, long before the deadline */
     tsr_error_t err;
@@ -944,6 +1126,7 @@ static Suite *cli_client_suite(void) {
     tcase_add_test(tc, test_get_table_and_json);
     tcase_add_test(tc, test_describe_delete_status);
     tcase_add_test(tc, test_upload);
+    tcase_add_test(tc, test_upload_follows_failover);
     tcase_add_test(tc, test_fetch_keys);
     tcase_add_test(tc, test_fetch_keys_file_order_and_chunks);
     tcase_add_test(tc, test_fetch_default_chunking);
