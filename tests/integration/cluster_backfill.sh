@@ -190,6 +190,7 @@ else wait $BF; rc=$?
 fi
 
 # ---- jobs across a failover of the leader coordinator (kill -9 mid-backfill, mid-upload)
+SLOW=${TSR_TEST_SLOW:-1}     # multiplies the bounds of this part (e.g. 10 for sanitizer builds)
 start_coord 2 "$P2"
 C2=
 for _ in $(seq 100); do C2=$(sed -n 's/^grpc=//p' "$TMP/c2.out" 2>/dev/null); [ -n "$C2" ] && break; sleep 0.1; done
@@ -209,7 +210,7 @@ done
 kill_leader_when_queued() {
     local q=() i f n
     for f in "$TMP/w1.err" "$TMP/w2.err"; do q+=("$(grep -c "queued" "$f")"); done
-    for _ in $(seq 400); do
+    for _ in $(seq $((400 * SLOW))); do
         n=0
         i=0
         for f in "$TMP/w1.err" "$TMP/w2.err"; do [ "$(grep -c "queued" "$f")" -gt "${q[$i]}" ] && n=$((n + 1)); i=$((i + 1)); done
@@ -230,7 +231,7 @@ ALL="127.0.0.1:$P1,127.0.0.1:$P2"
 
 rm -rf "$OUT"
 dn=$(cat "$TMP/w1.err" "$TMP/w2.err" | grep -c "backfill shard .* rows in")
-"$TESSERA" backfill $NAME --start-ds $S --end-ds $E --server "$ALL" --timeout-ms 120000 >"$TMP/bf5.out" 2>"$TMP/bf5.err" &
+"$TESSERA" backfill $NAME --start-ds $S --end-ds $E --server "$ALL" --timeout-ms $((120000 * SLOW)) >"$TMP/bf5.out" 2>"$TMP/bf5.err" &
 BF=$!
 PIDS+=($BF)
 kill_leader_when_queued
@@ -241,10 +242,10 @@ dk=$(cat "$TMP/w1.err" "$TMP/w2.err" | grep -c "backfill shard .* rows in")
 # would; soon, so that the workers' channels to that address are not deep in gRPC's reconnect
 # backoff when it must take over in the upload part)
 NEW=$((3 - KILLED))
-for _ in $(seq 300); do grep -q "resuming backfill" "$TMP/c$NEW.err" && break; sleep 0.05; done
+for _ in $(seq $((300 * SLOW))); do grep -q "resuming backfill" "$TMP/c$NEW.err" && break; sleep 0.05; done
 start_coord "$KILLED" "$(eval echo \$P$KILLED)"
-for _ in $(seq 1200); do kill -0 $BF 2>/dev/null || break; sleep 0.05; done
-if kill -0 $BF 2>/dev/null; then fail "backfill still running 60 s after the leader was killed"; rc=99
+for _ in $(seq $((1200 * SLOW))); do kill -0 $BF 2>/dev/null || break; sleep 0.05; done
+if kill -0 $BF 2>/dev/null; then fail "backfill still running $((60 * SLOW)) s after the leader was killed"; rc=99
 else wait $BF; rc=$?; fi
 [ $rc -eq 0 ] && [ "$(strip_time "$TMP/bf5.out")" = "$(strip_time "$TMP/bf1.out")" ] \
     && pass "backfill across the leader kill: exit 0, the same summary as without a fault" \
@@ -262,12 +263,12 @@ same_rows "$OUT" "$TMP/ref" && pass "output after the leader kill equals the loc
 # (the same ds again: the same part files)
 UDS=2024-01-05
 UPL=$WH/_tessera/uploads
-"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms 120000 >"$TMP/up1.out" 2>"$TMP/up1.err" &
+"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms $((120000 * SLOW)) >"$TMP/up1.out" 2>"$TMP/up1.err" &
 UP=$!
 PIDS+=($UP)
 kill_leader_when_queued
-for _ in $(seq 1200); do kill -0 $UP 2>/dev/null || break; sleep 0.05; done
-if kill -0 $UP 2>/dev/null; then fail "upload still running 60 s after the leader was killed"; rc=99
+for _ in $(seq $((1200 * SLOW))); do kill -0 $UP 2>/dev/null || break; sleep 0.05; done
+if kill -0 $UP 2>/dev/null; then fail "upload still running $((60 * SLOW)) s after the leader was killed"; rc=99
 else wait $UP; rc=$?; fi
 NEW=$((3 - KILLED))
 [ $rc -eq 0 ] && grep -q "^uploaded $NAME" "$TMP/up1.out" && pass "upload across the leader kill (c$KILLED): exit 0" \
@@ -283,7 +284,7 @@ print(sum(1 for x in p if int(x.get('batchEndMillis',0))==$B), len(p))")
 [ -n "$loaded" ] && [ "${loaded% *}" = "${loaded#* }" ] && pass "every owned partition serves the batch ($loaded)" \
     || fail "not every partition loaded the batch: $loaded"
 mv "$UPL" "$TMP/up_failover"
-"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms 120000 >"$TMP/up2.out" 2>"$TMP/up2.err"; rc=$?
+"$TESSERA" upload "$JOIN" --ds $UDS --server "$ALL" --timeout-ms $((120000 * SLOW)) >"$TMP/up2.out" 2>"$TMP/up2.err"; rc=$?
 [ $rc -eq 0 ] && [ "$(strip_time "$TMP/up2.out")" = "$(strip_time "$TMP/up1.out")" ] \
     && pass "upload without a fault: the same summary (keys, GroupBys)" \
     || { fail "upload without a fault: exit $rc"; cat "$TMP/up1.out" "$TMP/up2.out" "$TMP/up2.err"; }
