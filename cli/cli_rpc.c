@@ -249,8 +249,8 @@ void tsr_cli_job_id(const char *prefix, char *buf, size_t n) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     unsigned seed = (unsigned)t.tv_nsec ^ ((unsigned)getpid() << 16);
-    snprintf(buf, n, "%s-%llx-%x-%04x", prefix, (unsigned long long)t.tv_sec * 1000 + (unsigned long long)(t.tv_nsec / 1000000),
-             (unsigned)getpid(), rand_r(&seed) & 0xffff);
+    unsigned long long ms = (unsigned long long)t.tv_sec * 1000 + (unsigned long long)(t.tv_nsec / 1000000);
+    snprintf(buf, n, "%s-%llx-%x-%04x", prefix, ms, (unsigned)getpid(), rand_r(&seed) & 0xffff);
 }
 
 /* Points the connection at addr (a new channel when it changes). 0, or -1 when addr is not

@@ -1036,8 +1036,8 @@ static void shard_retry(tsr_coord_t *c, job_t *j, size_t s, const char *why) {
         } else {
             snprintf(msg, sizeof msg, "upload of %s ds=%s failed: shard %zu (GroupBy %s, %zu partitions) "
                      "failed %d times%s; last error: %s (the previous upload keeps serving)",
-                     j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt - sh->resumes, w ? "" : " and no worker is left",
-                     why);
+                     j->name, j->ds, s, sh->gb, sh->nparts, sh->attempt - sh->resumes,
+                     w ? "" : " and no worker is left", why);
         }
         job_fail(c, j, TSR_EIO, msg);
         return;

@@ -989,7 +989,8 @@ static int h_fo_getjob_b(void *ud, tsr_rpc_call_t *call, const uint8_t *req, siz
         out.shards_done = k > 2 ? 2 : 1;
         out.resumed = 1;
         out.state = k <= 2 ? "running" : fails ? "failed" : "done";
-        if (k > 2 && fails) out.error = "upload of x.v1 ds=2024-05-01 failed: shard 1 failed 3 times; last error: disk full";
+        if (k > 2 && fails)
+            out.error = "upload of x.v1 ds=2024-05-01 failed: shard 1 failed 3 times; last error: disk full";
         if (k > 2 && !fails) {
             up.name = "x.v1";
             up.batch_end_millis = 1714608000000LL;
@@ -1034,7 +1035,8 @@ START_TEST(test_upload_follows_failover) {
     cap_t c = run_cmd(&tsr_cmd_upload_def, "x.v1", "--ds", "2024-05-01", "--server", a_addr, "--timeout-ms", "20000",
                       NULL);
     ck_assert_msg(c.rc == 0, "rc %d stderr: %s", c.rc, c.err);
-    ck_assert_msg(strstr(c.out, "uploaded x.v1 as of 2024-05-02T00:00:00Z (--ds 2024-05-01): 1234 keys, 2 group_bys in "),
+    ck_assert_msg(strstr(c.out, "uploaded x.v1 as of 2024-05-02T00:00:00Z (--ds 2024-05-01): "
+                                "1234 keys, 2 group_bys in "),
                   "stdout: %s", c.out);
     ck_assert_msg(strstr(c.err, "following job") && strstr(c.err, fo.b_addr) && strstr(c.err, "resumed"), "stderr: %s",
                   c.err);
