@@ -830,12 +830,18 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     tsr_assign_gb_t *in = tsr_calloc(ng ? ng : 1, sizeof *in);
     const char **workers = tsr_calloc(c->nmembers ? c->nmembers : 1, sizeof(char *));
     for (size_t i = 0; i < c->nmembers; i++) workers[i] = c->members[i].id;
+    /* co-location class = the partition count: a key lands in the same partition p of every
+     * GroupBy with that count (common/partition.h), so partition p of all of them goes to one
+     * worker as far as the balance allows, and one entity of a Join is read from one owner */
+    char (*colo)[24] = tsr_calloc(ng ? ng : 1, sizeof *colo);
     size_t nin = 0;
     for (size_t i = 0; i < ng; i++) {
         int32_t np = gb_partitions(c, &c->gbs[i]);
         if (np <= 0) continue;
         gbassign_t *cur = find_as(c, c->gbs[i].name);
+        snprintf(colo[nin], sizeof colo[nin], "partitions=%d", (int)np);
         in[nin].name = c->gbs[i].name;
+        in[nin].colocate = colo[nin];
         in[nin].num_partitions = np;
         in[nin].prev = cur && cur->nparts == np ? (const char *const *)cur->owners : NULL;
         in[nin].owners = tsr_calloc((size_t)np, sizeof(int32_t));
@@ -894,6 +900,7 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     }
     for (size_t k = 0; k < nin; k++) free(in[k].owners);
     free(in);
+    free(colo);
     free(workers);
     if (changed && c->leader) bump(c);
     return rc;
