@@ -842,7 +842,7 @@ static void *keepalive_main(void *arg) {
         } else {
             wlog(w, TSR_LOG_WARN, "keep-alive: %s", err.msg);
         }
-        nap(w, ttl / 3 > 0 ? ttl / 3 : 100);
+        nap(w, ttl / 5 > 0 ? ttl / 5 : 100); /* the leader declares a worker silent for 4/5 TTL dead */
     }
     tsr_arena_free(&a);
     tsr_rpc_reply_free(&r);
