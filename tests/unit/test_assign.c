@@ -312,7 +312,7 @@ START_TEST(test_assign_colocate) {
     memset(&s, 0, sizeof s);
     s.ng = 8;
     for (size_t g = 0; g < s.ng; g++) {
-        snprintf(s.gname[g], sizeof s.gname[g], "bench.fetch_gb_%zu", g);
+        snprintf(s.gname[g], sizeof s.gname[g], "bench.fetch_gb_%d", (int)g);
         s.np[g] = 6;
     }
     int ids[3] = {11, 42, 97}, worst;
