@@ -86,6 +86,7 @@ typedef struct opts {
     int days, keys, ingest_partitions, clients, batch_size, keep, quiet;
     long events, ingest_events, ingest_keys;
     double rate, seconds, batch_rate, batch_seconds, qps_seconds, fresh_rate, fresh_seconds;
+    double spin_us;                 /* open-loop sender: spin this long before each send */
     double fresh_poll_ms;
     char phases[128];
 } opts_t;
@@ -114,6 +115,9 @@ static void usage(FILE *f, const char *argv0) {
             "phases (--phases LIST, comma-separated; default all: fetch,batch,qps,ingest,fresh):\n"
             "  --rate R               open-loop req/s for 1-entity phases (default 2000)\n"
             "  --seconds S            duration of each 1-entity open-loop run (default 10)\n"
+            "  --spin-us US           open-loop sender: sleep until US before each send time,\n"
+            "                         then spin (default 200; 0 = sleep only: a sleeping\n"
+            "                         sender wakes ~65 us late, counted in every latency)\n"
             "  --batch-size N         entities per request in 'batch' (default 100)\n"
             "  --batch-rate R         req/s in 'batch' (default 20: below the capacity of a\n"
             "                         2-vCPU server for 100-entity requests)\n"
@@ -674,7 +678,12 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
         ol_slot_t *s = &run.slots[i];
         s->run = &run;
         s->sched = t0 + (double)i * dt;
-        sleep_until(s->sched);
+        /* the sender sleeps until spin_us before the send time, then spins: a sleeping
+         * thread on these VMs wakes ~65 us late (median), and that lateness would count in
+         * every latency (measured from the schedule) though it is the load generator's */
+        sleep_until(s->sched - O.spin_us * 1e-6);
+        while (now_s() < s->sched) {
+        }
         double lag = now_s() - s->sched;
         if (lag > run.max_send_lag) run.max_send_lag = lag;
         const tsr_buf_t *b = &reqs[(size_t)i % nreqs];
@@ -921,6 +930,24 @@ static void settle(void) {
     sleep_s(0.5);
 }
 
+/* Waits until the server is idle: the setup leaves background work behind it (the streamed
+ * day's write-back flush, at the latest 10 s after the stream went quiet — pass that time as
+ * `not_before` — then RocksDB's flushes and compactions of it and of the upload) that would
+ * otherwise land in the first latency phase. Idle = under 0.15 cores for 3 half-second
+ * windows in a row (10 idle consumers poll at ~0.05); at most 60 s. Returns the seconds
+ * waited. */
+static double quiesce(double not_before) {
+    double t0 = now_s();
+    int quiet = 0;
+    while ((quiet < 3 || now_s() < not_before) && now_s() - t0 < 60 && !g_stop) {
+        double c = srv_cpu_s(), w = now_s();
+        sleep_s(0.5);
+        double rate = (srv_cpu_s() - c) / (now_s() - w);
+        quiet = rate <= 0.15 ? quiet + 1 : 0;
+    }
+    return now_s() - t0;
+}
+
 /* ------------------------------------------------------------------------------------------
  * freshness */
 
@@ -985,6 +1012,7 @@ static void parse_args(int argc, char **argv) {
     O.ingest_partitions = 64;
     O.rate = 2000;
     O.seconds = 10;
+    O.spin_us = 200;
     O.batch_size = 100;
     O.batch_rate = 20;
     O.batch_seconds = 5;
@@ -1042,6 +1070,7 @@ static void parse_args(int argc, char **argv) {
         NUM("--ingest-partitions", ingest_partitions, int)
         NUM("--rate", rate, double)
         NUM("--seconds", seconds, double)
+        NUM("--spin-us", spin_us, double)
         NUM("--batch-size", batch_size, int)
         NUM("--batch-rate", batch_rate, double)
         NUM("--batch-seconds", batch_seconds, double)
@@ -1217,6 +1246,7 @@ int main(int argc, char **argv) {
     }
     tsr_kafka_producer_t *prod = open_producer(bootstrap);
     long streamed = 0;
+    double t_streamed = now_s();
     if (join) {
         char path[PATH_MAX];
         PATHF(path, "%s/payments/card_txn/ds=%s/part-00000.jsonl", wh, ds_s);
@@ -1224,6 +1254,7 @@ int main(int argc, char **argv) {
         streamed = produce_file(prod, path, MAIN_TOPIC);
         double t_prod = now_s();
         wait_consumed(MAIN_TOPIC, "bench.fetch_gb_", NGB, (uint64_t)streamed, 120, 0.05, NULL);
+        t_streamed = now_s();
         info("streamed day %s: %ld events produced in %.2f s, consumed by %d GroupBys %.2f s later",
              ds_s, streamed, t_prod - t, NGB, now_s() - t_prod);
     }
@@ -1277,12 +1308,15 @@ int main(int argc, char **argv) {
     }
     tsr_rpc_reply_free(&r);
     check_stop();
+    double quiet_s = quiesce(t_streamed + 11);
+    check_stop();
 
     printf("bench_fetch: %s (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
            "events, %d keys; upload ds=%s, streamed ds=%s (%ld events); q=%lld (end of the "
-           "streamed day); setup %.1f s\n",
+           "streamed day); setup %.1f s, then %.1f s until the server was idle (background "
+           "flushes and compactions of the setup)\n",
            O.attach ? "attached to" : "tessera serve", (int)g_server_pid, grpc_addr, bootstrap,
-           O.days, O.events, O.keys, ds_e, ds_s, streamed, (long long)q, setup_s);
+           O.days, O.events, O.keys, ds_e, ds_s, streamed, (long long)q, setup_s, quiet_s);
     printf("FetchJoin %s: %d GroupBys; 1 entity -> %zu features (%zu non-null), request %zu B, "
            "response %zu B; %d entities -> %zu rows, %zu features (%zu non-null)\n",
            JOIN_NAME, NGB, c1.features, c1.nonnull, req1[0].len, resp1_bytes, O.batch_size, cb.rows,

@@ -284,6 +284,62 @@ int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req
     return cc_close(&cc, method, reply, err);
 }
 
+void tsr_rpc_client_call_all(const char *method, tsr_rpc_multi_t *calls, size_t n,
+                             const tsr_rpc_call_opts_t *opts) {
+    if (n == 0) return;
+    if (n == 1) { /* the plain blocking call: its own pluck queue */
+        tsr_error_clear(&calls[0].err);
+        calls[0].rc = tsr_rpc_client_call(calls[0].client, method, calls[0].req, calls[0].n, opts,
+                                          calls[0].reply, &calls[0].err);
+        return;
+    }
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    rpc_cc_t *cc = tsr_calloc(n, sizeof *cc);
+    grpc_byte_buffer **resp = tsr_calloc(n, sizeof *resp);
+    size_t started = 0;
+    for (size_t i = 0; i < n; i++) {
+        tsr_rpc_multi_t *m = &calls[i];
+        reply_reset(m->reply);
+        tsr_error_clear(&m->err);
+        m->rc = cc_open(m->client, &cc[i], method, opts, cq, &m->err);
+        if (m->rc) {
+            m->reply->status = TSR_GRPC_INVALID_ARGUMENT;
+            snprintf(m->reply->message, sizeof m->reply->message, "%.500s", m->err.msg);
+            continue;
+        }
+        grpc_op ops[6];
+        size_t k = cc_send_ops(&cc[i], ops, m->req, m->n, opts);
+        ops[k].op = GRPC_OP_RECV_MESSAGE;
+        ops[k].data.recv_message.recv_message = &resp[i];
+        k++;
+        cc_status_op(&cc[i], &ops[k++]);
+        if (grpc_call_start_batch(cc[i].call, ops, k, &cc[i], NULL) != GRPC_CALL_OK) {
+            cc[i].status = GRPC_STATUS_INTERNAL;
+            grpc_slice_unref(cc[i].details);
+            cc[i].details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
+            continue;
+        }
+        started++;
+    }
+    /* every started batch completes exactly once (at the latest at its deadline) */
+    while (started > 0) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_OP_COMPLETE) started--;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tsr_rpc_multi_t *m = &calls[i];
+        if (!cc[i].call) continue; /* cc_open failed: rc and err are set */
+        tsr__rpc_bb_read(resp[i], &m->reply->body);
+        m->rc = cc_close(&cc[i], method, m->reply, &m->err);
+    }
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    free(resp);
+    free(cc);
+}
+
 int tsr_rpc_client_stream(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
                           const tsr_rpc_call_opts_t *opts, tsr_rpc_stream_cb cb, void *ud,
                           tsr_rpc_reply_t *reply, tsr_error_t *err) {

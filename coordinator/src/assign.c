@@ -24,6 +24,11 @@ uint64_t tsr_assign_score(const char *worker, const char *gb, int32_t partition)
     return h ^ (h >> 31);
 }
 
+/* what partition p of gb is scored by */
+static const char *class_of(const tsr_assign_gb_t *gb) {
+    return gb->colocate ? gb->colocate : gb->name;
+}
+
 typedef struct bound {
     size_t *load;
     size_t floor_, rem, nceil;      /* nceil: workers already at floor_ + 1 */
@@ -91,10 +96,11 @@ void tsr_assign(const char *const *workers, size_t nw, tsr_assign_gb_t *gbs, siz
         for (int32_t p = 0; p < gbs[g].num_partitions; p++) {
             int w = find_worker(workers, nw, gbs[g].prev[p]);
             if (w < 0) continue;
-            kv[nk].score = tsr_assign_score(workers[w], gbs[g].name, p);
+            const char *cls = class_of(&gbs[g]);
+            kv[nk].score = tsr_assign_score(workers[w], cls, p);
             kv[nk].rank = 0;
             for (size_t o = 0; o < nw; o++)
-                if ((int)o != w && tsr_assign_score(workers[o], gbs[g].name, p) > kv[nk].score) kv[nk].rank++;
+                if ((int)o != w && tsr_assign_score(workers[o], cls, p) > kv[nk].score) kv[nk].rank++;
             kv[nk].g = g;
             kv[nk].p = p;
             kv[nk].w = w;
@@ -108,15 +114,20 @@ void tsr_assign(const char *const *workers, size_t nw, tsr_assign_gb_t *gbs, siz
             gbs[kv[i].g].owners[kv[i].p] = kv[i].w;
         }
     free(kv);
-    /* pass 2: the rest by rendezvous among workers under the bound */
-    for (size_t g = 0; g < ngb; g++) {
-        for (int32_t p = 0; p < gbs[g].num_partitions; p++) {
-            if (gbs[g].owners[p] >= 0) continue;
+    /* pass 2: the rest by rendezvous among workers under the bound, partition-major so that
+     * partition p of co-located GroupBys is placed together (the bound fills up in the same
+     * order for all of them) */
+    int32_t maxp = 0;
+    for (size_t g = 0; g < ngb; g++)
+        if (gbs[g].num_partitions > maxp) maxp = gbs[g].num_partitions;
+    for (int32_t p = 0; p < maxp; p++) {
+        for (size_t g = 0; g < ngb; g++) {
+            if (p >= gbs[g].num_partitions || gbs[g].owners[p] >= 0) continue;
             int best = -1;
             uint64_t best_score = 0;
             for (size_t w = 0; w < nw; w++) {
                 if (!can_take(&b, w)) continue;
-                uint64_t s = tsr_assign_score(workers[w], gbs[g].name, p);
+                uint64_t s = tsr_assign_score(workers[w], class_of(&gbs[g]), p);
                 if (best < 0 || s > best_score) {
                     best = (int)w;
                     best_score = s;

@@ -56,6 +56,7 @@
 typedef struct member {
     char *id, *addr;
     int64_t lease, registered_at;
+    int64_t seen;                   /* leader's clock: first listed, or its last KeepAlive */
 } member_t;
 
 typedef struct wstatus {            /* last KeepAlive report of a worker (status/<id>) */
@@ -153,9 +154,10 @@ struct tsr_coord {
     int64_t own_ttl_ms, own_ttl_s;  /* the replica's lease: half the workers' (at least 1 s), so
                                        that a failover completes before the workers' leases
                                        run out */
-    int64_t grace_until;
+    int64_t grace_until;            /* a new leader keeps the stored assignments until then */
     int64_t jobs_grace_until;       /* a new leader moves no shard of a departed worker before */
-    int64_t last_warn;              /* rate limit of "etcd unreachable" lines */            /* a new leader keeps the stored assignments until then */
+    int64_t last_warn;              /* rate limit of "etcd unreachable" lines */
+    int64_t last_tick;              /* the loop's last tick as leader (pause detection) */
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* revision changes, stop */
     pthread_cond_t wake;            /* the loop: a watch fired */
@@ -648,6 +650,8 @@ static int refresh_workers(tsr_coord_t *c, tsr_error_t *err) {
         m[nm].addr = tsr_strdup(addr);
         m[nm].lease = v[i].lease;
         m[nm].registered_at = at;
+        const member_t *old = find_member(c, m[nm].id);
+        m[nm].seen = old && old->lease == m[nm].lease ? old->seen : now(c);
         nm++;
         json_decref(j);
     }
@@ -854,12 +858,18 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     tsr_assign_gb_t *in = tsr_calloc(ng ? ng : 1, sizeof *in);
     const char **workers = tsr_calloc(c->nmembers ? c->nmembers : 1, sizeof(char *));
     for (size_t i = 0; i < c->nmembers; i++) workers[i] = c->members[i].id;
+    /* co-location class = the partition count: a key lands in the same partition p of every
+     * GroupBy with that count (common/partition.h), so partition p of all of them goes to one
+     * worker as far as the balance allows, and one entity of a Join is read from one owner */
+    char (*colo)[24] = tsr_calloc(ng ? ng : 1, sizeof *colo);
     size_t nin = 0;
     for (size_t i = 0; i < ng; i++) {
         int32_t np = gb_partitions(c, &c->gbs[i]);
         if (np <= 0) continue;
         gbassign_t *cur = find_as(c, c->gbs[i].name);
+        snprintf(colo[nin], sizeof colo[nin], "partitions=%d", (int)np);
         in[nin].name = c->gbs[i].name;
+        in[nin].colocate = colo[nin];
         in[nin].num_partitions = np;
         in[nin].prev = cur && cur->nparts == np ? (const char *const *)cur->owners : NULL;
         in[nin].owners = tsr_calloc((size_t)np, sizeof(int32_t));
@@ -918,6 +928,7 @@ static int reassign(tsr_coord_t *c, tsr_error_t *err) {
     }
     for (size_t k = 0; k < nin; k++) free(in[k].owners);
     free(in);
+    free(colo);
     free(workers);
     if (changed && c->leader) bump(c);
     return rc;
@@ -1436,6 +1447,37 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
     bump(c);
 }
 
+/* Failure detection. Workers send a KeepAlive every TTL/5; one silent for 4/5 of the TTL is
+ * declared dead now (its lease revoked, so it leaves at once) instead of when etcd lets the
+ * lease lapse — a TTL after its last KeepAlive, which is most of a TTL after a crash on
+ * average. That moves a dead worker's partitions within one TTL of its death, and tolerates
+ * the same late KeepAlives as before (3/5 of a TTL; etcd's lease was renewed every TTL/3).
+ * A revoked worker that was merely slow finds its lease gone at its next KeepAlive and
+ * registers again (as after an expiry). The leader judges only time it was listening: after
+ * a pause of its own (a gap between ticks of over TTL/5: SIGSTOP, a stalled VM) every clock
+ * restarts. Returns whether a lease was revoked. Leader only, under c->mu. */
+static int expire_silent(tsr_coord_t *c) {
+    int64_t tn = now(c);
+    int paused = c->last_tick && tn - c->last_tick > c->ttl_ms / 5;
+    c->last_tick = tn;
+    int revoked = 0;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        member_t *m = &c->members[i];
+        if (paused) m->seen = tn;
+        if (tn - m->seen <= c->ttl_ms * 4 / 5 || !lease_fresh(c)) continue;
+        tsr_error_t err;
+        if (tsr_kv_lease_revoke(c->o.kv, m->lease, &err) && err.code != TSR_ENOTFOUND) {
+            tsr_log(TSR_LOG_WARN, "coordinator", "worker %s: revoking lease %lld: %s", m->id,
+                    (long long)m->lease, err.msg);
+            continue;
+        }
+        tsr_log(TSR_LOG_WARN, "coordinator", "worker %s (%s): no KeepAlive for %lld ms (lease TTL %lld ms): "
+                "declared dead, lease revoked", m->id, m->addr, (long long)(tn - m->seen), (long long)c->ttl_ms);
+        revoked = 1;
+    }
+    return revoked;
+}
+
 static void tick_locked(tsr_coord_t *c) {
     if (c->resigned || c->stopping) return;
     tsr_error_t err;
@@ -1498,6 +1540,7 @@ static void tick_locked(tsr_coord_t *c) {
         tsr_log(TSR_LOG_WARN, "coordinator", "refresh: %s", err.msg);
         return;
     }
+    if (expire_silent(c)) refresh_workers(c, &err);
     /* reports of departed workers are dropped (memory and status/<id>) */
     for (size_t i = 0; i < c->nstatus;) {
         /* (during the grace period a worker may still re-register) */
@@ -1854,6 +1897,8 @@ int tsr_coord_keepalive(tsr_coord_t *c, const char *id, int64_t lease, int64_t s
             tsr_error_set(err, TSR_ENOTFOUND, "lease %lld of worker %s expired: register again", (long long)lease, id);
     }
     if (rc == 0) {
+        member_t *m = find_member(c, id);
+        if (m) m->seen = now(c);
         wstatus_t *w = status_set(c, id, ps, nps);
         /* kept in etcd too (status/<id>), so that a new leader knows what workers hold */
         char *js = status_json(w);

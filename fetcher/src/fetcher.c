@@ -4,13 +4,12 @@
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
  *   fetch pool    deferred FeatureService calls: serving fetch (which calls read_many)
- *   rpc client    one completion thread per worker client: ReadPartition callbacks copy the
- *                 answer into their fan-out slot and signal the waiting fetch thread
  *   HTTP          one thread per connection (http.h), fetching the same way
  *
- * Lifetime of a fan-out: the fetch thread and every started call hold a reference to it; the
- * last to let go frees it, so a fetch thread that stops waiting at its bound never leaves a
- * callback writing into freed memory.
+ * A fan-out (one ReadPartition per owner) runs on the fetching thread itself:
+ * tsr_rpc_client_call_all starts the calls on one completion queue and polls it there, so
+ * the answers wake the thread that assembles the rows — no hop through a client completion
+ * thread — and every call carries the caller's remaining deadline, which bounds the wait.
  */
 #include "tsr/fetcher.h"
 
@@ -417,53 +416,6 @@ static tsr_rpc_client_t *worker_client(tsr_fetcher_t *f, const char *addr, tsr_e
     return c;
 }
 
-typedef struct fan fan_t;
-
-typedef struct slot {
-    fan_t *fan;
-    int done;
-    int rc;
-    int status;                     /* gRPC */
-    char msg[400];
-    tsr_buf_t body;
-} slot_t;
-
-struct fan {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs;                       /* under mu */
-    int pending;
-    size_t nslots;
-    slot_t *slots;
-};
-
-static void fan_release(fan_t *fan) {
-    pthread_mutex_lock(&fan->mu);
-    int last = --fan->refs == 0;
-    pthread_mutex_unlock(&fan->mu);
-    if (!last) return;
-    for (size_t i = 0; i < fan->nslots; i++) tsr_buf_free(&fan->slots[i].body);
-    free(fan->slots);
-    pthread_mutex_destroy(&fan->mu);
-    pthread_cond_destroy(&fan->cv);
-    free(fan);
-}
-
-static void on_read_done(void *ud, int rc, const tsr_rpc_reply_t *reply, const char *msg) {
-    slot_t *s = ud;
-    fan_t *fan = s->fan;
-    pthread_mutex_lock(&fan->mu);
-    s->rc = rc;
-    s->status = reply->status;
-    snprintf(s->msg, sizeof s->msg, "%.390s", msg);
-    if (rc == 0) tsr_buf_append(&s->body, reply->body.data, reply->body.len);
-    s->done = 1;
-    fan->pending--;
-    pthread_cond_broadcast(&fan->cv);
-    pthread_mutex_unlock(&fan->mu);
-    fan_release(fan);
-}
-
 /* Per read: where it went in this attempt. */
 typedef struct rstate {
     int partition, worker;
@@ -514,24 +466,29 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
         }
     }
     tsr_buf_free(&scratch);
-    fan_t *fan = tsr_calloc(1, sizeof(*fan));
-    pthread_mutex_init(&fan->mu, NULL);
-    pthread_cond_init(&fan->cv, NULL);
-    fan->refs = 1;
-    fan->nslots = nw;
-    fan->slots = tsr_calloc(nw + 1, sizeof(slot_t));
-    size_t **items = tsr_arena_alloc(arena, (nw + 1) * sizeof(size_t *));
+    /* one ReadPartition per owner, all at once; the replies come back to this thread */
+    typedef struct owner {
+        size_t *items;              /* reads sent to it, in request order */
+        tsr_buf_t req;
+        int call;                   /* index into calls, or -1 */
+        int rc;                     /* when call < 0: why it was not called */
+        const char *msg;
+    } owner_t;
+    owner_t *ow = tsr_arena_alloc(arena, (nw + 1) * sizeof *ow);
+    tsr_rpc_multi_t *calls = tsr_calloc(nw + 1, sizeof *calls);
+    tsr_rpc_reply_t *replies = tsr_calloc(nw + 1, sizeof *replies);
+    size_t ncalls = 0;
     int64_t left = remaining(deadline);
-    tsr_buf_t body;
-    tsr_buf_init(&body);
     for (size_t w = 0; w < nw; w++) {
-        slot_t *s = &fan->slots[w];
-        s->fan = fan;
-        tsr_buf_init(&s->body);
-        items[w] = NULL;
+        owner_t *o = &ow[w];
+        o->items = NULL;
+        o->call = -1;
+        o->rc = 0;
+        o->msg = NULL;
+        tsr_buf_init(&o->req);
         if (!count[w]) continue;
         /* the owner's batch */
-        items[w] = tsr_arena_alloc(arena, count[w] * sizeof(size_t));
+        o->items = tsr_arena_alloc(arena, count[w] * sizeof(size_t));
         Tessera__V1__ReadPartitionRequest rq;
         tessera__v1__read_partition_request__init(&rq);
         rq.epoch = rt->epoch;
@@ -546,92 +503,80 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
             it->key.data = (uint8_t *)reqs[i].key;
             it->key.len = reqs[i].klen;
             it->at_millis = reqs[i].q;
-            items[w][rq.n_items] = i;
+            o->items[rq.n_items] = i;
             rq.items[rq.n_items++] = it;
         }
-        tsr_buf_clear(&body);
-        tsr_pb_pack(&rq.base, &body);
-        int rc;
+        tsr_pb_pack(&rq.base, &o->req);
         tsr_error_t e;
         tsr_error_clear(&e);
-        s->done = 1;
         if (left == 0) {
-            rc = tsr_error_set(&e, TSR_ETIMEOUT, "deadline exceeded before the read of worker %s",
-                               rt->worker_ids[w]);
-        } else {
-            tsr_rpc_client_t *c = worker_client(f, rt->worker_addrs[w], &e);
-            tsr_rpc_call_opts_t co;
-            memset(&co, 0, sizeof co);
-            co.timeout_ms = left;
-            rc = c ? TSR_OK : TSR_EUNAVAIL;
-            if (c) {
-                pthread_mutex_lock(&fan->mu);
-                fan->refs++;
-                fan->pending++;
-                s->done = 0;
-                pthread_mutex_unlock(&fan->mu);
-                rc = tsr_rpc_client_call_async(c, M_READ, body.data, body.len, &co, on_read_done, s, &e);
-                if (rc) {
-                    pthread_mutex_lock(&fan->mu);
-                    fan->refs--;
-                    fan->pending--;
-                    s->done = 1;
-                    pthread_mutex_unlock(&fan->mu);
-                } else {
-                    __atomic_add_fetch(&f->st.read_rpcs, 1, __ATOMIC_RELAXED);
-                }
-            }
+            o->rc = tsr_error_set(&e, TSR_ETIMEOUT, "deadline exceeded before the read of worker %s",
+                                  rt->worker_ids[w]);
+            o->msg = tsr_arena_strdup(arena, e.msg);
+            continue;
         }
-        if (rc) {
-            s->rc = rc;
-            s->status = tsr_error_grpc_status(rc);
-            snprintf(s->msg, sizeof s->msg, "%.390s", e.msg);
+        tsr_rpc_client_t *c = worker_client(f, rt->worker_addrs[w], &e);
+        if (!c) {
+            o->rc = TSR_EUNAVAIL;
+            o->msg = tsr_arena_strdup(arena, e.msg);
+            continue;
         }
+        tsr_rpc_reply_init(&replies[ncalls]);
+        calls[ncalls].client = c;
+        calls[ncalls].req = o->req.data;
+        calls[ncalls].n = o->req.len;
+        calls[ncalls].reply = &replies[ncalls];
+        o->call = (int)ncalls++;
     }
-    tsr_buf_free(&body);
-    /* every call has the remaining deadline: the wait is bounded by it (plus a margin for the
-     * callbacks; past that the fan is abandoned to its callbacks, which free it) */
-    int64_t bound = left == INT64_MAX ? 0 : left + 1000;
-    struct timespec until = abs_in(bound);
-    pthread_mutex_lock(&fan->mu);
-    while (fan->pending > 0 && pthread_cond_timedwait(&fan->cv, &fan->mu, &until) == 0) {
-    }
+    tsr_rpc_call_opts_t co;
+    memset(&co, 0, sizeof co);
+    co.timeout_ms = left;           /* the caller's remaining deadline reaches the workers */
+    tsr_rpc_client_call_all(M_READ, calls, ncalls, &co);
+    __atomic_add_fetch(&f->st.read_rpcs, ncalls, __ATOMIC_RELAXED);
     for (size_t w = 0; w < nw; w++) {
-        slot_t *s = &fan->slots[w];
-        if (!items[w]) continue;
+        owner_t *o = &ow[w];
+        if (!o->items) continue;
         size_t ni = count[w];
         const char *wid = rt->worker_ids[w];
-        if (!s->done) {
+        int rc = o->rc;
+        const char *cmsg = o->msg;
+        const tsr_buf_t *answer = NULL;
+        if (o->call >= 0) {
+            rc = calls[o->call].rc;
+            cmsg = calls[o->call].err.msg;
+            answer = &replies[o->call].body;
+        }
+        if (rc == TSR_ETIMEOUT) {
             for (size_t k = 0; k < ni; k++)
-                fail_read(f, &reqs[items[w][k]], &st[items[w][k]], TSR_ETIMEOUT,
+                fail_read(f, &reqs[o->items[k]], &st[o->items[k]], TSR_ETIMEOUT,
                           tsr_arena_printf(arena, "worker %s: no answer within the deadline", wid), arena);
             continue;
         }
-        if (s->rc) {
+        if (rc) {
             /* unreachable (or gone): a newer table may route elsewhere */
-            int retry = s->rc == TSR_EUNAVAIL && !last;
-            const char *msg = tsr_arena_printf(arena, "worker %s (%s): %s", wid, rt->worker_addrs[w], s->msg);
+            int retry = rc == TSR_EUNAVAIL && !last;
+            const char *msg = tsr_arena_printf(arena, "worker %s (%s): %.390s", wid, rt->worker_addrs[w], cmsg);
             for (size_t k = 0; k < ni; k++) {
-                size_t i = items[w][k];
+                size_t i = o->items[k];
                 if (retry) {
                     st[i].retry = 1;
-                    reqs[i].status = s->rc;
+                    reqs[i].status = rc;
                     reqs[i].error = msg;
                 } else {
-                    fail_read(f, &reqs[i], &st[i], s->rc, msg, arena);
+                    fail_read(f, &reqs[i], &st[i], rc, msg, arena);
                 }
             }
             continue;
         }
         tsr_error_t e;
         Tessera__V1__ReadPartitionResponse *rs =
-            tsr_pb_unpack(&tessera__v1__read_partition_response__descriptor, s->body.data, s->body.len, arena, &e);
+            tsr_pb_unpack(&tessera__v1__read_partition_response__descriptor, answer->data, answer->len, arena, &e);
         if (rs && rs->n_results != ni) {
             tsr_error_set(&e, TSR_ECORRUPT, "%zu results for %zu items", rs->n_results, ni);
             rs = NULL;
         }
         for (size_t k = 0; k < ni; k++) {
-            size_t i = items[w][k];
+            size_t i = o->items[k];
             tsr_tile_read_req_t *r = &reqs[i];
             if (!rs) {
                 fail_read(f, r, &st[i], TSR_ECORRUPT, tsr_arena_printf(arena, "worker %s: bad answer: %s", wid, e.msg),
@@ -683,8 +628,10 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
             st[i].done = 1;
         }
     }
-    pthread_mutex_unlock(&fan->mu);
-    fan_release(fan);
+    for (size_t k = 0; k < ncalls; k++) tsr_rpc_reply_free(&replies[k]);
+    for (size_t w = 0; w < nw; w++) tsr_buf_free(&ow[w].req);
+    free(replies);
+    free(calls);
 }
 
 /* tsr_tile_read_many_fn of the serving: locate, group by owner, fan out, retry once. */

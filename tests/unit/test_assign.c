@@ -25,6 +25,8 @@ typedef struct scenario {
     int32_t owners[MAXG][MAXP];
     const char *prev[MAXG][MAXP];
     tsr_assign_gb_t gbs[MAXG];
+    int colocate;                   /* score by "partitions=N" (as the coordinator does) */
+    char colo[MAXG][24];
 } scenario_t;
 
 static uint64_t rng = 88172645463325252ULL;
@@ -55,6 +57,8 @@ static void run(scenario_t *s, int with_prev, size_t *moved) {
         s->gbs[g].num_partitions = s->np[g];
         s->gbs[g].prev = with_prev ? s->prev[g] : NULL;
         s->gbs[g].owners = s->owners[g];
+        snprintf(s->colo[g], sizeof s->colo[g], "partitions=%d", (int)s->np[g]);
+        s->gbs[g].colocate = s->colocate ? s->colo[g] : NULL;
     }
     tsr_assign(s->workers, s->nw, s->gbs, s->ng, moved);
 }
@@ -95,11 +99,15 @@ static void check_balance(const scenario_t *s) {
                          load[w], lo, hi, t, s->nw);
 }
 
+/* Half the cases co-locate by partition count, with counts from a small set so that classes
+ * are shared (the properties below hold either way). */
 static void random_gbs(scenario_t *s) {
+    static const int32_t counts[] = {1, 4, 6, 8, 12, 64};
     s->ng = 1 + xr() % MAXG;
+    s->colocate = (int)(xr() % 2);
     for (size_t g = 0; g < s->ng; g++) {
         snprintf(s->gname[g], sizeof s->gname[g], "team.gb_%zu.v%d", g, (int)(xr() % 5));
-        s->np[g] = (int32_t)(1 + xr() % MAXP);
+        s->np[g] = s->colocate ? counts[xr() % 6] : (int32_t)(1 + xr() % MAXP);
     }
 }
 
@@ -281,6 +289,61 @@ START_TEST(test_assign_edges) {
 }
 END_TEST
 
+/* Distinct owners of partition p over n GroupBys, averaged over the partitions. */
+static double fanout(const scenario_t *s, int32_t np, int *worst) {
+    double sum = 0;
+    *worst = 0;
+    for (int32_t p = 0; p < np; p++) {
+        int seen[MAXW] = {0}, d = 0;
+        for (size_t g = 0; g < s->ng; g++)
+            if (!seen[s->owners[g][p]]++) d++;
+        sum += d;
+        if (d > *worst) *worst = d;
+    }
+    return sum / np;
+}
+
+/* Co-location: 8 GroupBys x 6 partitions over 3 workers (a Join over one topic). Scored by
+ * the partition count, partition p of every GroupBy sits on one worker, or two where the
+ * bound splits it; scored by name, p is spread over all three. Then a worker leaves and
+ * comes back: still balanced, still co-located. */
+START_TEST(test_assign_colocate) {
+    static scenario_t s;
+    memset(&s, 0, sizeof s);
+    s.ng = 8;
+    for (size_t g = 0; g < s.ng; g++) {
+        snprintf(s.gname[g], sizeof s.gname[g], "bench.fetch_gb_%d", (int)g);
+        s.np[g] = 6;
+    }
+    int ids[3] = {11, 42, 97}, worst;
+    set_workers(&s, ids, 3);
+    run(&s, 0, NULL);
+    check_balance(&s);
+    double by_name = fanout(&s, 6, &worst);
+    s.colocate = 1;
+    run(&s, 0, NULL);
+    check_balance(&s);
+    double colo = fanout(&s, 6, &worst);
+    printf("co-location: 8 GroupBys x 6 partitions over 3 workers: %.2f owners per partition "
+           "(worst %d), %.2f when scored by name\n", colo, worst, by_name);
+    ck_assert_int_le(worst, 2);
+    ck_assert(colo <= 1.5);
+    ck_assert(by_name > colo);
+    /* w042 leaves, then comes back */
+    save_prev(&s);
+    int two[2] = {11, 97};
+    set_workers(&s, two, 2);
+    run(&s, 1, NULL);
+    check_balance(&s);
+    ck_assert(fanout(&s, 6, &worst) <= 1.5);
+    save_prev(&s);
+    set_workers(&s, ids, 3);
+    run(&s, 1, NULL);
+    check_balance(&s);
+    ck_assert(fanout(&s, 6, &worst) <= 1.5);
+}
+END_TEST
+
 /* Cost: 64 GroupBys x 64 partitions over 16 workers, fresh and with history (one worker
  * joined). Printed, not asserted (shared machine). */
 START_TEST(test_assign_cost) {
@@ -296,7 +359,7 @@ START_TEST(test_assign_cost) {
     }
     for (int g = 0; g < G; g++) {
         snprintf(names[g], sizeof names[g], "gb_%02d.v1", g);
-        gbs[g] = (tsr_assign_gb_t){names[g], P, NULL, owners[g]};
+        gbs[g] = (tsr_assign_gb_t){names[g], P, NULL, owners[g], NULL};
     }
     struct timespec t0, t1;
     double fresh = 1e9, hist = 1e9;
@@ -331,6 +394,7 @@ static Suite *assign_suite(void) {
     tcase_add_test(tc, test_assign_join_leave);
     tcase_add_test(tc, test_assign_deterministic);
     tcase_add_test(tc, test_assign_edges);
+    tcase_add_test(tc, test_assign_colocate);
     tcase_add_test(tc, test_assign_cost);
     suite_add_tcase(s, tc);
     return s;

@@ -389,7 +389,13 @@ START_TEST(test_coord_seen_epoch) {
     for (int s = 0; s < 7; s++) {
         tsr_kv_fake_advance(kv, 1000);
         cb.ms += 1000;
-        ck_assert_int_eq(tsr_kv_lease_keepalive(kv, l1, NULL, &err), 0);
+        /* w1 stays alive: its KeepAlives reach b once b leads (b declares a worker it does
+         * not hear from for 4/5 of the TTL dead), a's never reach etcd (a is cut off) */
+        int64_t eb = 0;
+        if (tsr_coord_is_leader(b, &eb))
+            ck_assert_int_eq(tsr_coord_keepalive(b, "w1", l1, eb, NULL, 0, &ttl, &ep, &err), 0);
+        else
+            ck_assert_int_eq(tsr_kv_lease_keepalive(kv, l1, NULL, &err), 0);
         tsr_coord_tick(b);
     }
     ck_assert(tsr_coord_is_leader(b, &e2));
@@ -537,6 +543,60 @@ START_TEST(test_coord_membership) {
     ck_assert_int_eq(seen, 1);
     tessera__v1__list_partitions_response__free_unpacked(lp, NULL);
     tsr_buf_free(&b);
+    tsr_coord_free(a);
+    tsr_kv_free(kv);
+}
+END_TEST
+
+/* Failure detection: a worker silent for 4/5 of the TTL loses its lease and partitions then,
+ * before etcd would let the lease lapse (5 s); one that keeps sending stays. A pause of the
+ * leader itself (a gap between its ticks) is not blamed on the workers. */
+START_TEST(test_coord_failure_detect) {
+    tsr_kv_t *kv = tsr_kv_fake_new();
+    clk_t ca = {0};
+    tsr_coord_t *a = mk(kv, "a", "a:1", &ca, NULL);
+    tsr_coord_tick(a);
+    apply_ok(a, GB("t.by_user.v1", "user"), 1, 0, 1);
+    int64_t l1 = reg(a, "w1", "h:1"), l2 = reg(a, "w2", "h:2");
+    tsr_coord_tick(a);
+    ck_assert_uint_ne(owned(a, "w2", "t.by_user.v1"), 0);
+    int64_t moved_at = -1;
+    for (int64_t t = 500; t <= 6000 && moved_at < 0; t += 500) {
+        ca.ms += 500;
+        tsr_kv_fake_advance(kv, 500);
+        ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
+        tsr_coord_tick(a);
+        if (owned(a, "w2", "t.by_user.v1") == 0) moved_at = t;
+    }
+    ck_assert_int_eq(moved_at, 4500);   /* first tick past 4/5 of the TTL; etcd: 5000 */
+    ck_assert_uint_eq(owned(a, "w1", "t.by_user.v1"), 0xff);
+    tsr_error_t err;
+    int64_t ttl, epoch;
+    ck_assert_int_eq(tsr_coord_keepalive(a, "w2", l2, 0, NULL, 0, &ttl, &epoch, &err), TSR_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err.msg, "register again"));
+    /* w2 back. Then both go quiet for 3 s while the leader ticks, and the leader's own loop
+     * stalls for 1.5 s (its lease still fresh): their KeepAlives may have been waiting on it,
+     * so the stall is not blamed on them — nobody is declared dead, both carry on */
+    l2 = reg(a, "w2", "h:2");
+    tsr_coord_tick(a);
+    ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
+    ck_assert_int_eq(alive(a, "w2", l2, NULL, 0), 0);
+    uint64_t m1 = owned(a, "w1", "t.by_user.v1"), m2 = owned(a, "w2", "t.by_user.v1");
+    ck_assert_uint_ne(m2, 0);
+    for (int i = 0; i < 3; i++) {
+        ca.ms += 1000;
+        tsr_kv_fake_advance(kv, 1000);
+        tsr_coord_tick(a);
+    }
+    ca.ms += 1500;
+    tsr_kv_fake_advance(kv, 1500);
+    tsr_coord_tick(a);                  /* 4.5 s after their last KeepAlive */
+    ck_assert(tsr_coord_is_leader(a, NULL));
+    ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
+    ck_assert_int_eq(alive(a, "w2", l2, NULL, 0), 0);
+    tsr_coord_tick(a);
+    ck_assert_uint_eq(owned(a, "w1", "t.by_user.v1"), m1);
+    ck_assert_uint_eq(owned(a, "w2", "t.by_user.v1"), m2);
     tsr_coord_free(a);
     tsr_kv_free(kv);
 }
@@ -705,6 +765,7 @@ static Suite *coord_suite(void) {
     tcase_add_test(tc, test_coord_seen_epoch);
     tcase_add_test(tc, test_coord_configs);
     tcase_add_test(tc, test_coord_membership);
+    tcase_add_test(tc, test_coord_failure_detect);
     tcase_add_test(tc, test_coord_topic_partitions);
     tcase_add_test(tc, test_coord_topic_thread);
     tcase_add_test(tc, test_coord_upload);

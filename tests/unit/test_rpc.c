@@ -935,6 +935,68 @@ START_TEST(test_unavailable_server) {
 END_TEST
 
 
+/* tsr_rpc_client_call_all: a fan-out to two servers and a closed port, each call with its own
+ * answer, status and error; then one slow server against the shared deadline: the fan-out
+ * ends at the deadline with the fast answer kept. */
+START_TEST(test_call_all) {
+    fx_t a, b;
+    fx_start(&a, 1);
+    fx_start(&b, 1);
+    tsr_error_t err;
+    tsr_rpc_server_t *s = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
+    char dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", tsr_rpc_server_port(s));
+    tsr_rpc_server_free(s);
+    tsr_rpc_client_t *dc = tsr_rpc_client_new(dead, &err);
+    ck_assert_ptr_nonnull(dc);
+    tsr_rpc_reply_t r[3];
+    for (int i = 0; i < 3; i++) tsr_rpc_reply_init(&r[i]);
+    tsr_rpc_multi_t calls[3] = {
+        {.client = a.cli, .req = "to a", .n = 4, .reply = &r[0]},
+        {.client = b.cli, .req = "to b", .n = 4, .reply = &r[1]},
+        {.client = dc, .req = "to nobody", .n = 9, .reply = &r[2]},
+    };
+    for (int rep = 0; rep < 20; rep++) { /* replies and queues are reused cleanly */
+        tsr_rpc_client_call_all("/test.Echo/Echo", calls, 3, &OPTS_5S);
+        ck_assert_int_eq(calls[0].rc, 0);
+        ck_assert_int_eq(calls[1].rc, 0);
+        ck_assert_uint_eq(r[0].body.len, 4);
+        ck_assert_int_eq(memcmp(r[0].body.data, "to a", 4), 0);
+        ck_assert_int_eq(memcmp(r[1].body.data, "to b", 4), 0);
+        ck_assert_int_eq(calls[2].rc, TSR_EUNAVAIL);
+        ck_assert_int_eq(r[2].status, TSR_GRPC_UNAVAILABLE);
+        ck_assert_ptr_nonnull(strstr(calls[2].err.msg, "/test.Echo/Echo: UNAVAILABLE"));
+    }
+    /* one call: the plain blocking path; none: nothing */
+    tsr_rpc_client_call_all("/test.Echo/Echo", &calls[1], 1, &OPTS_5S);
+    ck_assert_int_eq(calls[1].rc, 0);
+    tsr_rpc_client_call_all("/test.Echo/Echo", calls, 0, &OPTS_5S);
+    /* a bad method fails every call locally */
+    tsr_rpc_client_call_all("no-slash", calls, 2, &OPTS_5S);
+    ck_assert_int_eq(calls[0].rc, TSR_EINVAL);
+    ck_assert_int_eq(calls[1].rc, TSR_EINVAL);
+    /* the shared deadline bounds the fan-out */
+    calls[0].req = "1500";
+    calls[1].req = "10";
+    calls[0].n = 4;
+    calls[1].n = 2;
+    tsr_rpc_call_opts_t o = {.timeout_ms = 300};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tsr_rpc_client_call_all("/test.Echo/Slow", calls, 2, &o);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ck_assert_int_eq(calls[0].rc, TSR_ETIMEOUT);
+    ck_assert_int_eq(calls[1].rc, 0);
+    ck_assert_int_eq(memcmp(r[1].body.data, "slept", 5), 0);
+    ck_assert_msg(ms < 1400, "fan-out took %.0f ms past a 300 ms deadline", ms);
+    for (int i = 0; i < 3; i++) tsr_rpc_reply_free(&r[i]);
+    tsr_rpc_client_free(dc);
+    fx_stop(&a);
+    fx_stop(&b);
+}
+END_TEST
+
 /* ---- async client calls, and the fetcher pattern: deferred handler + async downstream ---- */
 
 typedef struct async_state {
@@ -1136,6 +1198,7 @@ static Suite *rpc_suite(void) {
     tcase_add_test(tc, test_unavailable_server);
     tcase_add_test(tc, test_python_interop);
     tcase_add_test(tc, test_async_calls);
+    tcase_add_test(tc, test_call_all);
     tcase_add_test(tc, test_proxy_deferred_async);
     suite_add_tcase(s, tc);
     return s;

@@ -706,6 +706,15 @@ START_TEST(test_entity_shard_and_load) {
     size_t nv;
     ck_assert_int_eq(tsr_host_read_values(tsr_worker_host(w), "t.ent.v1", key.data, key.len, B, &vals, &nv, &arena, &err), 0);
     ck_assert_uint_gt(nv, 0);
+    /* the batched form (ReadPartition's): the same values; an unknown GroupBy fails alone */
+    tsr_host_vread_t vr[2] = {{.gb = "t.ent.v1", .key = key.data, .klen = key.len, .q = B},
+                              {.gb = "t.nope.v1", .key = key.data, .klen = key.len, .q = B}};
+    tsr_host_read_values_many(tsr_worker_host(w), vr, 2, &arena);
+    ck_assert_int_eq(vr[0].status, 0);
+    ck_assert_uint_eq(vr[0].nvalues, nv);
+    for (size_t k = 0; k < nv; k++) ck_assert(tsr_value_equal(&vr[0].values[k], &vals[k]));
+    ck_assert_int_eq(vr[1].status, TSR_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(vr[1].error, "not hosted"));
     tsr_buf_free(&key);
     tsr_arena_free(&arena);
     tsr_buf_free(&b);
@@ -1031,6 +1040,12 @@ START_TEST(test_end_to_end_fake_coordinator) {
         items[k].at_millis = B + 3600000;
         ip[k] = &items[k];
     }
+    /* one owned read asks for a time before the upload: it fails alone, the batch goes on */
+    int early = -1;
+    for (int k = 0; k < NUSERS && early < 0; k++)
+        if (part_of[k] == 0 || part_of[k] == 2) early = k;
+    ck_assert_int_ge(early, 0);
+    items[early].at_millis = B - 3600000;
     Tessera__V1__ReadPartitionRequest rq;
     tessera__v1__read_partition_request__init(&rq);
     rq.n_items = NUSERS;
@@ -1049,6 +1064,12 @@ START_TEST(test_end_to_end_fake_coordinator) {
     int nok = 0, nnot = 0;
     for (int k = 0; k < NUSERS; k++) {
         Tessera__V1__ReadResult *res = rs->results[k];
+        if (k == early) {
+            ck_assert_int_eq(res->status, TESSERA__V1__READ_STATUS__READ_ERROR);
+            ck_assert_ptr_nonnull(res->error);
+            ck_assert_uint_eq(res->n_values, 0);
+            continue;
+        }
         if (part_of[k] == 0 || part_of[k] == 2) {
             ck_assert_msg(res->status == TESSERA__V1__READ_STATUS__READ_OK, "user %d: %s", k, res->error);
             ck_assert_uint_eq(res->n_values, 2);

@@ -428,6 +428,41 @@ int tsr_host_read_values(tsr_host_t *h, const char *gb, const void *key, size_t 
     return rc;
 }
 
+void tsr_host_read_values_many(tsr_host_t *h, tsr_host_vread_t *reads, size_t n, tsr_arena_t *arena) {
+    tsr_tile_store_req_t *t = tsr_arena_alloc(arena, (n ? n : 1) * sizeof *t);
+    size_t *at = tsr_arena_alloc(arena, (n ? n : 1) * sizeof *at);
+    size_t nt = 0;
+    for (size_t i = 0; i < n; i++) {
+        tsr_host_vread_t *r = &reads[i];
+        r->values = NULL;
+        r->nvalues = 0;
+        r->status = 0;
+        r->error = NULL;
+        size_t cnt = 0;
+        int kind = hosted_kind(h, r->gb, &cnt);
+        if (kind != 0) { /* entity GroupBys (or unknown ones: the error) one by one */
+            tsr_error_t e;
+            r->status = tsr_host_read_values(h, r->gb, r->key, r->klen, r->q, &r->values, &r->nvalues, arena, &e);
+            if (r->status) r->error = tsr_arena_strdup(arena, e.msg);
+            continue;
+        }
+        r->values = tsr_arena_alloc(arena, (cnt ? cnt : 1) * sizeof(tsr_value_t));
+        for (size_t k = 0; k < cnt; k++) r->values[k] = tsr_value_null();
+        r->nvalues = cnt;
+        t[nt] = (tsr_tile_store_req_t){r->gb, r->key, r->klen, r->q, r->values, 0, NULL};
+        at[nt++] = i;
+    }
+    if (nt == 0) return;
+    tsr_error_t err;
+    int rc = tsr_tile_store_read_many(h->store, t, nt, arena, &err);
+    for (size_t j = 0; j < nt; j++) {
+        tsr_host_vread_t *r = &reads[at[j]];
+        r->status = rc ? rc : t[j].status;
+        r->error = rc ? tsr_arena_strdup(arena, err.msg) : t[j].error;
+        if (r->status) r->nvalues = 0;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * batch state */
 

@@ -218,6 +218,27 @@ int tsr_rpc_client_call_async(tsr_rpc_client_t *c, const char *method, const voi
                               const tsr_rpc_call_opts_t *opts, tsr_rpc_done_cb cb, void *ud,
                               tsr_error_t *err);
 
+/* One call of a tsr_rpc_client_call_all: the caller fills client, req and n, and gives reply
+ * (initialised with tsr_rpc_reply_init, reusable); rc and err are set as
+ * tsr_rpc_client_call sets its return and err. */
+typedef struct tsr_rpc_multi {
+    tsr_rpc_client_t *client;
+    const void *req;
+    size_t n;
+    tsr_rpc_reply_t *reply;
+    int rc;
+    tsr_error_t err;
+} tsr_rpc_multi_t;
+
+/* Fan-out: starts calls[0..n) of method (each on its own client, all with opts — the same
+ * deadline) at once and blocks until every one has its status. The replies are received by
+ * the calling thread itself (one completion queue for the whole fan-out, polled here), so a
+ * fan-out costs no thread hop on the way back — unlike async calls, whose callbacks run on
+ * the client's completion thread and must then wake the waiter. Every call ends by its
+ * deadline; with no deadline in opts, a call waits for its answer. */
+void tsr_rpc_client_call_all(const char *method, tsr_rpc_multi_t *calls, size_t n,
+                             const tsr_rpc_call_opts_t *opts);
+
 /* Called once per streamed message (msg borrowed until it returns). Return 0 to continue,
  * non-zero to cancel the call (the call then ends with CANCELLED). */
 typedef int (*tsr_rpc_stream_cb)(void *ud, const uint8_t *msg, size_t n);

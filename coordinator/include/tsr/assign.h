@@ -18,6 +18,13 @@
  *     score hash(worker, GroupBy, partition) among those under the bound. Without previous
  *     owners the result is plain bounded rendezvous hashing: deterministic, independent of
  *     the order in which workers joined.
+ *   - Co-location. GroupBys given the same `colocate` string are scored by it instead of
+ *     their names, so partition p of every one of them ranks the workers alike and lands on
+ *     the same worker as far as the bound allows (what the bound pushes off goes to the same
+ *     second choice). The coordinator passes the partition count: the same key text maps to
+ *     the same partition p in every GroupBy with the same count, so one entity's reads for a
+ *     whole Join go to one worker — one ReadPartition instead of one per GroupBy's owner.
+ *     Partitions are visited partition-major (p, then GroupBy) for that reason.
  *   - No allocation visible to the caller; O(T * W + T log T) time (T * W scores in each pass).
  */
 #ifndef TSR_ASSIGN_H
@@ -27,12 +34,13 @@
 #include <stdint.h>
 
 typedef struct tsr_assign_gb {
-    const char *name;               /* GroupBy name (hashed) */
+    const char *name;               /* GroupBy name (hashed unless colocate is set) */
     int32_t num_partitions;
     const char *const *prev;        /* num_partitions previous owner ids (NULL entry = none),
                                        or NULL for no history; borrowed */
     int32_t *owners;                /* out: num_partitions indexes into workers, -1 = none
                                        (only when there are no workers); caller-owned */
+    const char *colocate;           /* co-location class hashed instead of name, or NULL */
 } tsr_assign_gb_t;
 
 /* Assigns every partition of gbs[0..ngb) to one of workers[0..nw) (ids sorted ascending by
@@ -41,7 +49,8 @@ typedef struct tsr_assign_gb {
 void tsr_assign(const char *const *workers, size_t nw, tsr_assign_gb_t *gbs, size_t ngb,
                 size_t *moved);
 
-/* The rendezvous score of (worker, GroupBy, partition); exposed for tests. */
+/* The rendezvous score of (worker, GroupBy or co-location class, partition); exposed for
+ * tests. */
 uint64_t tsr_assign_score(const char *worker, const char *gb, int32_t partition);
 
 #endif

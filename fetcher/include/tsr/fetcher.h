@@ -6,7 +6,8 @@
  *   coordinators ──WatchRouting (stream)──▶ watcher thread ──▶ routing table (tsr_routing_t)
  *                                                          └─▶ serving items from its configs
  *   FetchJoin ──▶ fetch pool thread ──▶ serving (two passes) ──many──▶ ReadPartition per owner,
- *   HTTP      ──▶ (connection thread) ─┘                                 async, in parallel
+ *   HTTP      ──▶ (connection thread) ─┘                          in parallel, answers polled
+ *                                                                 by the fetching thread
  *
  * Design:
  *   - Routing client: one address of --coordinator at a time. A follower answers UNAVAILABLE
@@ -18,9 +19,10 @@
  *   - Configs: a config whose version changed is compiled (tsr_serving_prepare against
  *     --warehouse) and installed; configs gone from the table are removed. A config that does
  *     not compile is logged and its previous item (if any) keeps serving.
- *   - Reads (tsr_tile_read_many_fn): locate each read (routing.h), group by owner, one async
- *     ReadPartition per owner (clients reused per worker address), all in flight at once, with
- *     the request's remaining deadline. Items answered READ_NOT_OWNER and owners that were
+ *   - Reads (tsr_tile_read_many_fn): locate each read (routing.h), group by owner, one
+ *     ReadPartition per owner (clients reused per worker address), all in flight at once
+ *     (tsr_rpc_client_call_all: the fetching thread polls their completion queue itself, so an
+ *     answer costs no thread hop), with the request's remaining deadline. Items answered READ_NOT_OWNER and owners that were
  *     unreachable wait up to retry_wait_ms for a newer table and are retried once; what still
  *     fails is that read's error (its part's exception).
  *   - FeatureService calls are deferred (TSR_RPC_DEFER) to a pool of fetch threads, so a CQ

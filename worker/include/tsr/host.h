@@ -144,6 +144,24 @@ int tsr_host_read_many(tsr_host_t *h, tsr_tile_store_req_t *reqs, size_t n, tsr_
 int tsr_host_read_values(tsr_host_t *h, const char *gb, const void *key, size_t klen, int64_t q,
                          tsr_value_t **out, size_t *n, tsr_arena_t *arena, tsr_error_t *err);
 
+/* One read of tsr_host_read_values_many: in gb, key, klen, q; out values/nvalues (in the
+ * arena), status (0 or a TSR code) and error (arena). */
+typedef struct tsr_host_vread {
+    const char *gb;
+    const void *key;
+    size_t klen;
+    int64_t q;
+    tsr_value_t *values;
+    size_t nvalues;
+    int status;
+    const char *error;
+} tsr_host_vread_t;
+
+/* n tsr_host_read_values at once: every tile read in one tsr_tile_store_read_many (one
+ * multi-get per column family for all of them — a worker's ReadPartition of a Join's reads),
+ * entity reads one by one; values equal to n tsr_host_read_values calls. */
+void tsr_host_read_values_many(tsr_host_t *h, tsr_host_vread_t *reads, size_t n, tsr_arena_t *arena);
+
 /* ---- batch state */
 
 /* Computes a GroupBy's batch for ds E (B = E + 1 day) with the offline engine over the
