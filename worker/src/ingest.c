@@ -305,6 +305,12 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
                                           (const char *const *)in->offnames, in->offv, noff,
                                           &skipped, err);
     if (rc) return rc;
+    /* one watermark pass per poll (each partition's is a lookup under librdkafka's locks) */
+    const tsr_kafka_partition_lag_t *lg;
+    size_t nl = tsr_kafka_consumer_lag(in->consumer, &lg);
+    int64_t total_lag = 0;
+    for (size_t i = 0; i < nl; i++)
+        if (lg[i].lag > 0) total_lag += lg[i].lag;
     pthread_mutex_lock(&in->mu);
     in->st.messages += n;
     in->st.events += ne - skipped;
@@ -314,10 +320,8 @@ static int process(tsr_ingest_t *in, const tsr_kafka_msg_t *msgs, size_t n, tsr_
     in->st.bad += bad;
     in->st.misrouted += misrouted;
     in->st.batches += batches;
-    in->st.lag = tsr_kafka_consumer_total_lag(in->consumer);
+    in->st.lag = total_lag;
     for (size_t i = 0; i < ne; i++) in->pevents[in->evpart[i]]++;
-    const tsr_kafka_partition_lag_t *lg;
-    size_t nl = tsr_kafka_consumer_lag(in->consumer, &lg);
     for (size_t i = 0; i < nl; i++)
         if (lg[i].partition >= 0 && lg[i].partition < in->nparts) in->plag[lg[i].partition] = lg[i].lag;
     pthread_mutex_unlock(&in->mu);
