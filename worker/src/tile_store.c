@@ -1166,9 +1166,8 @@ static inline void fold_prefetch(const tsr__pend_t *c, const fold_ref_t *r, int 
     }
     const rec_entry_t *e = *at;
     if (!e) return;
-    if (stage == 1) {
-        __builtin_prefetch(e);
-        __builtin_prefetch((const char *)e + 64);
+    if (stage == 1) { /* an hour entry and its key (after the slot pointers): 3-4 lines */
+        for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)e + 64 * l);
         return;
     }
     if (e->hash != r->h) return;
