@@ -123,7 +123,8 @@ static void stream(tsr_tile_store_t *s) {
         }
         tsr_error_t err;
         for (int g = 0; g < 2; g++)
-            if (tsr_tile_store_apply(s, gbs[g].name, batch, (size_t)nb, "topic/0", i0 + nb, NULL, &err))
+            if (tsr_tile_store_apply(s, gbs[g].name, batch, (size_t)nb, "topic/0", i0 + nb, NULL,
+                                     &err))
                 ck_abort_msg("apply: %s", err.msg);
     }
     free(keys);

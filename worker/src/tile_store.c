@@ -828,9 +828,9 @@ static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *of
  * after the flush, the 4 MiB ones into the store's pool, from which the next table takes them
  * again: memory the process already touched, rather than fresh pages faulted in and zeroed
  * again for every table (first touch was ~17 % of the consumer thread's profile). The pool
- * keeps at most the write-back budget (plus two chunks). Tiles of the columns this store knows to own no heap
- * memory (COUNT, SUM, AVERAGE of a scalar, unbucketed) need no clearing, so no list of every
- * node is kept for them; other tables are walked once at free. */
+ * keeps at most the write-back budget (plus two chunks). Tiles known to own no heap memory
+ * (COUNT, SUM, AVERAGE with a scalar output, unbucketed) need no clearing, so no list of
+ * every node is kept for them; other tables are walked once at free. */
 typedef tsr__raw_chunk_t raw_chunk_t; /* tile_store_int.h: reads walk the chains */
 
 /* A 5-minute slot of an hour record: its raw events in arrival order, then its tile block. */
@@ -1209,7 +1209,8 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
     tsr_buf_put_uvarint(rb, e->seq);
     for (size_t col = 0; col < g->ncols; col++) {
         tsr_value_encode(&e->inputs[col], rb);
-        if (g->cols[col].bucket_slot >= 0) tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, rb);
+        if (g->cols[col].bucket_slot >= 0)
+            tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, rb);
     }
     raw_chunk_t *ch = pend_alloc(c, sizeof(raw_chunk_t) + rb->len);
     ch->next = NULL;
