@@ -282,8 +282,10 @@ int tsr__kafka_row_fast(const char *text, size_t len, const tsr_kafka_field_t *f
             s.p++;
             skip_ws(&s);
             size_t f = nfields;
+            /* the first byte settles most non-matches without a library call */
             for (size_t i = 0; i < nfields; i++)
-                if (strncmp(fields[i].name, z, n) == 0 && fields[i].name[n] == '\0') {
+                if (fields[i].name[0] == (n ? z[0] : '\0') && strncmp(fields[i].name, z, n) == 0 &&
+                    fields[i].name[n] == '\0') {
                     f = i;
                     break;
                 }

@@ -94,6 +94,9 @@ struct tsr_tile_store {
     rocksdb_column_family_handle_t *cf[TSR__NCF];
     pthread_rwlock_t lock;      /* guards gbs/ngbs */
     size_t pend_budget;         /* write-back bytes, shared by the GroupBys */
+    pthread_mutex_t pend_pool_mu; /* guards pend_pool, pend_npool */
+    void *pend_pool;            /* free write-back memory chunks, kept across flushes */
+    size_t pend_npool;          /* (tile_store.c, pend_alloc; at most the budget) */
     pthread_t flusher;          /* writes handed-over imm tables */
     pthread_mutex_t fl_mu;      /* guards imm hand-over, fl_stop, flush_failed */
     pthread_cond_t fl_cv;       /* work for the flusher */
