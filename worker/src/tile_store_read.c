@@ -660,10 +660,20 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     r0->klen = x->keys.len - r0->koff;
     memset(ctx_masks(&c, 0), 0, p->nacc * sizeof(uint32_t));
     c.nrec = 1;
-    /* the stream tiles of each window's cover of [from, head) */
+    /* the stream tiles of each window's cover of [from, head); a window whose stream part
+     * starts where an earlier one's does (the same window over another column) has the
+     * same cover: its masks are copied (records made after that window's cover have 0s) */
     const win_acc_t *acc = x->acc + p->acc0;
-    for (size_t i = 0; i < p->nacc; i++)
-        if (acc[i].from < p->head) want_cover(&c, i, acc[i].from, p->head);
+    for (size_t i = 0; i < p->nacc; i++) {
+        if (acc[i].from >= p->head) continue;
+        size_t j = 0;
+        while (j < i && acc[j].from != acc[i].from) j++;
+        if (j == i) {
+            want_cover(&c, i, acc[i].from, p->head);
+            continue;
+        }
+        for (size_t r = 0; r < c.nrec; r++) ctx_masks(&c, r)[i] = ctx_masks(&c, r)[j];
+    }
     /* the raw events of [head, q) */
     int64_t hh = tsr_floor_div(p->head, TSR_TILE_1H) * TSR_TILE_1H;
     p->head_rec = rq->q > p->head ? rec_of(&c, TSR__REC_HOUR, hh) : SIZE_MAX;
