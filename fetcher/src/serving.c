@@ -4,6 +4,11 @@
  * Reads go through a reader_t (a tsr_tile_read_fn and its ud): the caller's single read, or,
  * for batched serving, the collecting read of pass 1 and the replaying read of pass 2
  * (batch_t). Only readers with count = 1 add to the stats, so a request counts once.
+ *
+ * gRPC responses are encoded directly (resp_encode, tsr_pb_value_write): the rows' feature
+ * names and values are written as the bytes protobuf-c would pack for the FetchResponse, in
+ * two passes (sizes, then bytes into one reservation), instead of building a protobuf-c
+ * message per feature (a 100-entity Join answer is 9,000 map entries and Value messages).
  */
 #include "tsr/serving.h"
 
