@@ -16,11 +16,14 @@
  * by entity as the fetch layer asks, q at the end of the streamed day.
  *
  *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact] [--threads 2]
- *                   [--batch N] [--batch-iters N] [--only-batched]
+ *                   [--batch N] [--batch-iters N] [--only-batched] [--sparse]
  * (--compact: fold merge operands into tiles before reading, the steady state;
  *  --threads 2: a second thread reads GroupBys 5..9 while the caller reads 0..4, as a fetch
  *  layer could; the hand-off is a semaphore each way;
- *  --only-batched: skip the single-read phases and baselines before the batched comparison)
+ *  --only-batched: skip the single-read phases and baselines before the batched comparison;
+ *  --sparse: each key's upload has 7 of the 30 day tiles, 3 of the 25 hour tiles and 1 of the
+ *  13 five-minute tiles, like bench_fetch's warehouse (25 events per key over 8 days): ~400-byte
+ *  batch records instead of ~3 KB; e.g. --sparse --keys 10000 --events-per-key 3 --compact)
  */
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -200,7 +203,9 @@ static int bench_batched(tsr_tile_store_t *s, char (*names)[32], int nkeys, int 
 
 int main(int argc, char **argv) {
     int nkeys = 500, per_key = 100, iters = 3000, threads = 1, batch = 100, batch_iters = 100, only_batched = 0;
+    int sparse = 0;
     for (int i = 1; i < argc; i++) only_batched |= strcmp(argv[i], "--only-batched") == 0;
+    for (int i = 1; i < argc; i++) sparse |= strcmp(argv[i], "--sparse") == 0;
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--batch") == 0) batch = atoi(argv[i + 1]);
         if (strcmp(argv[i], "--batch-iters") == 0) batch_iters = atoi(argv[i + 1]);
@@ -247,8 +252,10 @@ int main(int argc, char **argv) {
             const struct { tsr_tile_kind_t kind; int64_t hop; int n; } specs[] = {
                 {TSR_TILE_TAIL_1D, TSR_MS_PER_DAY, 30}, {TSR_TILE_TAIL_1H, TSR_MS_PER_HOUR, 25},
                 {TSR_TILE_TAIL_5M, 5 * TSR_MS_PER_MINUTE, 13}};
+            static const int keep[3] = {7, 3, 1}; /* --sparse: tiles kept per spec */
             for (size_t sp = 0; sp < 3; sp++)
                 for (int t = 1; t <= specs[sp].n; t++) {
+                    if (sparse && rnd(&seed) % (uint64_t)specs[sp].n >= (uint64_t)keep[sp]) continue;
                     for (int c = 0; c < NCOL; c++) {
                         tsr_agg_init(aggs[c], irs[c]);
                         tsr_value_t v = tsr_value_double((double)(rnd(&seed) % 1000));

@@ -145,3 +145,123 @@ void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out) {
     protobuf_c_message_pack(m, out->data + out->len);
     out->len += n;
 }
+
+/* ---- direct encoding (tsr_pb_value_size / _write): the bytes protobuf-c packs for
+ * tsr_pb_value_new(v). Value: oneof kind, always written once set — null 1 (varint 0), bool 2,
+ * long 3 (int64 varint), double 4 (fixed64), string 5, list 6 (ValueList: items 1), map 7
+ * (ValueMap: entries 1; MapEntry: key 1, omitted when empty as proto3 does, value 2). */
+
+static size_t cstr_len(const char *s, size_t n) {
+    const char *z = n ? memchr(s, 0, n) : NULL;
+    return z ? (size_t)(z - s) : n;
+}
+
+/* A map key's text (key_text without the arena): strings borrowed, others rendered in tmp. */
+static const char *key_bytes(const tsr_value_t *k, tsr_buf_t *tmp, size_t *n) {
+    if (k->kind == TSR_STRING) {
+        *n = cstr_len(k->u.s, k->len);
+        return k->u.s;
+    }
+    tsr_buf_clear(tmp);
+    tsr_value_to_json(k, tmp);
+    *n = cstr_len((const char *)tmp->data, tmp->len);
+    return (const char *)tmp->data;
+}
+
+static size_t entry_size(const tsr_value_t *k, const tsr_value_t *v) {
+    size_t kn = 0;
+    if (k->kind == TSR_STRING) kn = cstr_len(k->u.s, k->len);
+    else {
+        tsr_buf_t tmp;
+        tsr_buf_init(&tmp);
+        key_bytes(k, &tmp, &kn);
+        tsr_buf_free(&tmp);
+    }
+    return (kn ? tsr_pb_ld_size(kn) : 0) + tsr_pb_ld_size(tsr_pb_value_size(v));
+}
+
+size_t tsr_pb_value_size(const tsr_value_t *v) {
+    switch (v->kind) {
+    case TSR_BOOL: return 2;
+    case TSR_LONG: return 1 + tsr_pb_varint_size((uint64_t)v->u.l);
+    case TSR_DOUBLE: return 9;
+    case TSR_STRING: return tsr_pb_ld_size(cstr_len(v->u.s, v->len));
+    case TSR_LIST: {
+        size_t n = 0;
+        for (uint32_t i = 0; i < v->len; i++) n += tsr_pb_ld_size(tsr_pb_value_size(&v->u.items[i]));
+        return tsr_pb_ld_size(n);
+    }
+    case TSR_MAP: {
+        size_t n = 0;
+        for (uint32_t i = 0; i < v->len; i++)
+            n += tsr_pb_ld_size(entry_size(&v->u.items[2 * i], &v->u.items[2 * i + 1]));
+        return tsr_pb_ld_size(n);
+    }
+    default: return 2;
+    }
+}
+
+static uint8_t *ld_write(uint8_t tag, const void *b, size_t n, uint8_t *p) {
+    *p++ = tag;
+    p = tsr_pb_varint_write(n, p);
+    if (n) memcpy(p, b, n);
+    return p + n;
+}
+
+uint8_t *tsr_pb_value_write(const tsr_value_t *v, uint8_t *p) {
+    switch (v->kind) {
+    case TSR_BOOL:
+        *p++ = 0x10;
+        *p++ = v->u.b ? 1 : 0;
+        return p;
+    case TSR_LONG:
+        *p++ = 0x18;
+        return tsr_pb_varint_write((uint64_t)v->u.l, p);
+    case TSR_DOUBLE: {
+        uint64_t u;
+        memcpy(&u, &v->u.d, 8);
+        *p++ = 0x21;
+        for (int i = 0; i < 8; i++) *p++ = (uint8_t)(u >> (8 * i));
+        return p;
+    }
+    case TSR_STRING: return ld_write(0x2a, v->u.s, cstr_len(v->u.s, v->len), p);
+    case TSR_LIST: {
+        size_t n = 0;
+        for (uint32_t i = 0; i < v->len; i++) n += tsr_pb_ld_size(tsr_pb_value_size(&v->u.items[i]));
+        *p++ = 0x32;
+        p = tsr_pb_varint_write(n, p);
+        for (uint32_t i = 0; i < v->len; i++) {
+            *p++ = 0x0a;
+            p = tsr_pb_varint_write(tsr_pb_value_size(&v->u.items[i]), p);
+            p = tsr_pb_value_write(&v->u.items[i], p);
+        }
+        return p;
+    }
+    case TSR_MAP: {
+        size_t n = 0;
+        for (uint32_t i = 0; i < v->len; i++)
+            n += tsr_pb_ld_size(entry_size(&v->u.items[2 * i], &v->u.items[2 * i + 1]));
+        *p++ = 0x3a;
+        p = tsr_pb_varint_write(n, p);
+        tsr_buf_t tmp;
+        tsr_buf_init(&tmp);
+        for (uint32_t i = 0; i < v->len; i++) {
+            const tsr_value_t *k = &v->u.items[2 * i], *x = &v->u.items[2 * i + 1];
+            *p++ = 0x0a;
+            p = tsr_pb_varint_write(entry_size(k, x), p);
+            size_t kn;
+            const char *kb = key_bytes(k, &tmp, &kn);
+            if (kn) p = ld_write(0x0a, kb, kn, p);
+            *p++ = 0x12;
+            p = tsr_pb_varint_write(tsr_pb_value_size(x), p);
+            p = tsr_pb_value_write(x, p);
+        }
+        tsr_buf_free(&tmp);
+        return p;
+    }
+    default:
+        *p++ = 0x08;
+        *p++ = 0;
+        return p;
+    }
+}

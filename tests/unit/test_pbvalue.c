@@ -2,7 +2,8 @@
  * test_pbvalue.c — tsr_value_t <-> tessera.v1.Value (common/pbvalue.h): every kind round-trips
  * through the wire format (maps keep their entry order, non-string map keys become JSON text),
  * an unset Value reads as null, nesting deeper than TSR_PB_MAX_DEPTH is TSR_EINVAL, and
- * tsr_pb_unpack names the message it could not read.
+ * tsr_pb_unpack names the message it could not read. The direct encoder (tsr_pb_value_size /
+ * _write, used for FetchJoin responses) writes the bytes protobuf-c packs, for every kind.
  */
 #include <string.h>
 
@@ -69,11 +70,67 @@ START_TEST(test_depth_and_malformed) {
 }
 END_TEST
 
+/* Direct encoding == protobuf-c's packing of tsr_pb_value_new, byte for byte. */
+static void check_direct(const tsr_value_t *v, tsr_arena_t *a) {
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_pb_pack(&tsr_pb_value_new(v, a)->base, &b);
+    size_t n = tsr_pb_value_size(v);
+    if (n != b.len) ck_abort_msg("direct size %zu, protobuf-c %zu (kind %d)", n, b.len, v->kind);
+    uint8_t *d = tsr_malloc(n + 1);
+    uint8_t *e = tsr_pb_value_write(v, d);
+    if ((size_t)(e - d) != n) ck_abort_msg("direct write %zu bytes, size said %zu", (size_t)(e - d), n);
+    if (memcmp(d, b.data, n) != 0) ck_abort_msg("direct bytes differ from protobuf-c (kind %d)", v->kind);
+    free(d);
+    tsr_buf_free(&b);
+}
+
+START_TEST(test_direct_encoding) {
+    tsr_arena_t a;
+    tsr_arena_init(&a, 4096);
+    const int64_t longs[] = {0, 1, -1, 127, 128, 300, INT64_MAX, INT64_MIN, -300};
+    const double dbls[] = {0.0, -0.0, 1.5, -2.25e300, 1e-310};
+    for (size_t i = 0; i < sizeof longs / sizeof *longs; i++) {
+        tsr_value_t v = tsr_value_long(longs[i]);
+        check_direct(&v, &a);
+    }
+    for (size_t i = 0; i < sizeof dbls / sizeof *dbls; i++) {
+        tsr_value_t v = tsr_value_double(dbls[i]);
+        check_direct(&v, &a);
+    }
+    char big[300];
+    memset(big, 'x', sizeof big);
+    tsr_value_t scal[] = {tsr_value_null(), tsr_value_bool(0), tsr_value_bool(1), tsr_value_string("", 0),
+                          tsr_value_string("héllo", 6), tsr_value_string(big, sizeof big),
+                          tsr_value_string("a\0b", 3)};
+    for (size_t i = 0; i < sizeof scal / sizeof *scal; i++) check_direct(&scal[i], &a);
+    tsr_value_t inner[2] = {tsr_value_long(-7), tsr_value_double(2.5)};
+    tsr_value_t map[8] = {tsr_value_string("z", 1), tsr_value_list(inner, 2),
+                          tsr_value_string("", 0), tsr_value_null(),
+                          tsr_value_long(42), tsr_value_bool(1),
+                          tsr_value_string("big", 3), tsr_value_string(big, sizeof big)};
+    tsr_value_t items[6] = {tsr_value_null(), tsr_value_bool(0), tsr_value_string("héllo", 6),
+                            tsr_value_map(map, 4), tsr_value_long(INT64_MIN), tsr_value_list(NULL, 0)};
+    tsr_value_t v = tsr_value_list(items, 6);
+    check_direct(&v, &a);
+    tsr_value_t m = tsr_value_map(map, 4), em = tsr_value_map(NULL, 0);
+    check_direct(&m, &a);
+    check_direct(&em, &a);
+    /* a list long enough for a two-byte length */
+    tsr_value_t many[100];
+    for (int i = 0; i < 100; i++) many[i] = tsr_value_double(i * 0.5);
+    tsr_value_t l = tsr_value_list(many, 100);
+    check_direct(&l, &a);
+    tsr_arena_free(&a);
+}
+END_TEST
+
 static Suite *pbvalue_suite(void) {
     Suite *s = suite_create("pbvalue");
     TCase *tc = tcase_create("pbvalue");
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_depth_and_malformed);
+    tcase_add_test(tc, test_direct_encoding);
     suite_add_tcase(s, tc);
     return s;
 }

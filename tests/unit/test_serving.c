@@ -5,7 +5,8 @@
  * names and kind mismatches are NOT_FOUND, bad bytes are INVALID_ARGUMENT, a passed deadline
  * is DEADLINE_EXCEEDED, replacing an item while it is held is safe, and the HTTP callback
  * answers the same rows. Batched serving (tsr_serving_new_many: two passes, one `many` call per
- * request) answers byte for byte what single reads answer.
+ * request) answers byte for byte what single reads answer; every response is byte for byte what
+ * protobuf-c packs for it (it is encoded directly).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,14 @@ static Tessera__V1__FetchResponse *call(tsr_serving_t *s, int join, const char *
     int rc = tsr_serving_fetch_pb(s, join, req.data, req.len, timeout, &resp, &a, err);
     ck_assert_msg(rc == want_rc, "rc %d, want %d: %s", rc, want_rc, err->msg);
     Tessera__V1__FetchResponse *r = rc ? NULL : tessera__v1__fetch_response__unpack(NULL, resp.len, resp.data);
+    if (r) { /* the directly encoded response is exactly what protobuf-c packs for it */
+        tsr_buf_t re;
+        tsr_buf_init(&re);
+        tsr_pb_pack(&r->base, &re);
+        ck_assert_uint_eq(re.len, resp.len);
+        ck_assert_int_eq(memcmp(re.data, resp.data, resp.len), 0);
+        tsr_buf_free(&re);
+    }
     tsr_arena_free(&a);
     tsr_buf_free(&req);
     tsr_buf_free(&resp);

@@ -14,10 +14,10 @@
  * merged into every window that wants it (a per record and window bitmask of slots).
  *
  * Many reads at once (tsr_tile_store_read_many; a single read is a call with n = 1), in four
- * phases so that RocksDB sees every key of the call together:
+ * phases, by chunks of 64 reads (phases 2-4) so that RocksDB sees many keys together:
  *   1. plan     every read's windows, records, slot masks and keys, into per-thread scratch
  *               (indices, not pointers: the arrays grow while planning)
- *   2. batch    one batched multi-get of every read's batch record (batch family; needs no
+ *   2. batch    a batched multi-get of the reads' batch records (batch family; needs no
  *               lock: batch records do not depend on the write-back state)
  *   3. stream   the read lock of each GroupBy involved (in address order: no lock-order
  *               cycle between callers), then one batched multi-get of every stream record
@@ -88,6 +88,12 @@ typedef struct gb_lock {
     size_t last;                /* its last read: released after it */
 } gb_lock_t;
 
+/* A GroupBy of a call while its reads are ordered: reads, then next position. */
+typedef struct grp {
+    tsr__ts_gb_t *g;
+    size_t n;
+} grp_t;
+
 /* Per-thread scratch, grown on demand and kept for the thread's life. */
 typedef struct read_scratch {
     win_acc_t *acc;
@@ -104,6 +110,10 @@ typedef struct read_scratch {
     size_t capgls;
     gb_lock_t **glord;
     size_t capglord;
+    size_t *ord;                /* planned reads in the order they are fetched and merged */
+    size_t capord;
+    grp_t *grp;                 /* the call's GroupBys while ordering */
+    size_t capgrp;
     tsr_buf_t keys;
     const char **kp;
     size_t *kl;
@@ -125,6 +135,8 @@ static void scratch_free(void *p) {
     free(x->plans);
     free(x->gls);
     free(x->glord);
+    free(x->ord);
+    free(x->grp);
     tsr_buf_free(&x->keys);
     free(x->kp);
     free(x->kl);
@@ -141,6 +153,10 @@ static read_scratch_t *scratch_get(void) {
         x = tsr_calloc(1, sizeof(*x));
         tsr_buf_init(&x->keys);
         pthread_setspecific(scratch_key, x);
+        /* RocksDB counts into this thread's perf context by default (perf level is per
+         * thread): two thread-local lookups (__tls_get_addr, a shared library) per counter,
+         * ~3 % of a read's instructions, for counters nothing reads */
+        rocksdb_set_perf_level(rocksdb_disable);
     }
     return x;
 }
@@ -648,10 +664,20 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     r0->klen = x->keys.len - r0->koff;
     memset(ctx_masks(&c, 0), 0, p->nacc * sizeof(uint32_t));
     c.nrec = 1;
-    /* the stream tiles of each window's cover of [from, head) */
+    /* the stream tiles of each window's cover of [from, head); a window whose stream part
+     * starts where an earlier one's does (the same window over another column) has the
+     * same cover: its masks are copied (records made after that window's cover have 0s) */
     const win_acc_t *acc = x->acc + p->acc0;
-    for (size_t i = 0; i < p->nacc; i++)
-        if (acc[i].from < p->head) want_cover(&c, i, acc[i].from, p->head);
+    for (size_t i = 0; i < p->nacc; i++) {
+        if (acc[i].from >= p->head) continue;
+        size_t j = 0;
+        while (j < i && acc[j].from != acc[i].from) j++;
+        if (j == i) {
+            want_cover(&c, i, acc[i].from, p->head);
+            continue;
+        }
+        for (size_t r = 0; r < c.nrec; r++) ctx_masks(&c, r)[i] = ctx_masks(&c, r)[j];
+    }
     /* the raw events of [head, q) */
     int64_t hh = tsr_floor_div(p->head, TSR_TILE_1H) * TSR_TILE_1H;
     p->head_rec = rq->q > p->head ? rec_of(&c, TSR__REC_HOUR, hh) : SIZE_MAX;
@@ -665,12 +691,11 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     *nmask_used += c.nrec * p->nacc;
 }
 
-/* Prefetch stage (tsr__pend_prefetch) for the stream records of read j, if it is one (j < n:
- * of the current chunk). */
-static void prefetch_read(read_scratch_t *x, size_t j, size_t n, int stage) {
-    if (j >= n) return;
-    const plan_t *p = &x->plans[j];
-    if (!p->ok) return;
+/* Prefetch stage (tsr__pend_prefetch) for the stream records of the read at position k of
+ * the call's order, if it is one (k < end: of the current chunk). */
+static void prefetch_read(read_scratch_t *x, size_t k, size_t end, int stage) {
+    if (k >= end) return;
+    const plan_t *p = &x->plans[x->ord[k]];
     const tsr__pend_t *act = p->g->act, *imm = x->gls[p->gi].imm;
     if (!act && !imm) return;
     for (size_t r = 1; r < p->nrec; r++) {
@@ -769,36 +794,65 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         x->vals = tsr_realloc(x->vals, x->capget * sizeof(*x->vals));
         x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
     }
-    size_t nb = 0;
-    for (size_t j = 0; j < n; j++) {
-        const plan_t *p = &x->plans[j];
+    /* the order the planned reads are fetched and merged in: grouped by GroupBy (in order of
+     * first appearance), request order within a GroupBy. A fetch layer asks entity by entity
+     * (e0 g0..g9, e1 g0..g9, ...); grouped, each chunk's keys lie in one or two GroupBys'
+     * key ranges, so each of RocksDB's 32-key batches touches one GroupBy's files instead of
+     * every GroupBy's, and a chunk takes one or two write-back locks instead of ten. Every
+     * read is still merged alone: its values do not depend on the order. */
+    GROW(x->ord, x->capord, nplanned + 1);
+    size_t ngroups = 0;
+    for (size_t j = 0, gi = 0; j < n; j++) {
+        plan_t *p = &x->plans[j];
         if (!p->ok) continue;
-        rec_t *rec = &x->recs[p->rec0];
-        rec->vi = nb++;
-        x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
-        x->kl[rec->vi] = rec->klen;
-        x->errs[rec->vi] = NULL;
+        if (gi >= ngroups || x->grp[gi].g != p->g) /* consecutive reads: mostly another one */
+            for (gi = 0; gi < ngroups && x->grp[gi].g != p->g; gi++) {}
+        if (gi == ngroups) {
+            GROW(x->grp, x->capgrp, ngroups + 1);
+            x->grp[ngroups++] = (grp_t){p->g, 0};
+        }
+        x->grp[gi].n++;
+        p->gi = gi;
     }
-    /* phase 2: batch records, all at once, no lock needed */
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], nb, x->kp, x->kl, x->vals, x->errs, 0);
-    /* phases 3 and 4 by chunks of TSR__READ_CHUNK reads: the write-back locks are held from a
-     * chunk's stream multi-get until its last merge, so a large call blocks ingest (the fold
-     * takes them exclusively) for one chunk at a time, not for the whole call. Nothing is lost
-     * to the chunking: RocksDB works through a multi-get 32 keys at a time anyway. */
-    for (size_t j0 = 0; j0 < n;) {
-        size_t jend = j0, nread = 0, ngls = 0;
-        while (jend < n && nread < TSR__READ_CHUNK) nread += x->plans[jend++].ok;
+    for (size_t gi = 0, at = 0; gi < ngroups; gi++) {
+        size_t c = x->grp[gi].n;
+        x->grp[gi].n = at; /* now: the group's next position */
+        at += c;
+    }
+    for (size_t j = 0; j < n; j++)
+        if (x->plans[j].ok) x->ord[x->grp[x->plans[j].gi].n++] = j;
+    /* batch record slots [0, nplanned) in that order */
+    for (size_t k = 0; k < nplanned; k++) {
+        const plan_t *p = &x->plans[x->ord[k]];
+        rec_t *rec = &x->recs[p->rec0];
+        rec->vi = k;
+        x->kp[k] = (const char *)x->keys.data + rec->koff;
+        x->kl[k] = rec->klen;
+        x->errs[k] = NULL;
+    }
+    /* phases 2, 3 and 4 by chunks of TSR__READ_CHUNK reads: the write-back locks are held
+     * from a chunk's stream multi-get until its last merge, so a large call blocks ingest (the
+     * fold takes them exclusively) for one chunk at a time, not for the whole call. Nothing is
+     * lost to the chunking: RocksDB works through a multi-get 32 keys at a time anyway, and
+     * its per-call arrays (keys, PinnableSlices, statuses: ~100 bytes a key) stay small enough
+     * to be recycled by malloc instead of growing and trimming the heap (page faults) at every
+     * call of 1000 reads. */
+    const size_t *ord = x->ord;
+    for (size_t k0 = 0; k0 < nplanned;) {
+        size_t kend = k0 + TSR__READ_CHUNK < nplanned ? k0 + TSR__READ_CHUNK : nplanned, ngls = 0;
+        /* phase 2: the chunk's batch records, no lock needed */
+        rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], kend - k0, x->kp + k0, x->kl + k0,
+                                     x->vals + k0, x->errs + k0, 0);
         /* the chunk's GroupBys, each released after its last read */
-        for (size_t j = j0; j < jend; j++) {
-            plan_t *p = &x->plans[j];
-            if (!p->ok) continue;
+        for (size_t k = k0; k < kend; k++) {
+            plan_t *p = &x->plans[ord[k]];
             size_t gi = 0;
             while (gi < ngls && x->gls[gi].g != p->g) gi++;
             if (gi == ngls) {
                 GROW(x->gls, x->capgls, ngls + 1);
-                x->gls[ngls++] = (gb_lock_t){p->g, NULL, 0, SIZE_MAX, 0, j};
+                x->gls[ngls++] = (gb_lock_t){p->g, NULL, 0, SIZE_MAX, 0, k};
             }
-            x->gls[gi].last = j;
+            x->gls[gi].last = k;
             p->gi = gi;
         }
         /* phase 3: lock them (address order), markers of flushes in flight, stream records */
@@ -806,9 +860,8 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         for (size_t i = 0; i < ngls; i++) x->glord[i] = &x->gls[i];
         qsort(x->glord, ngls, sizeof(*x->glord), gl_cmp);
         size_t ns = nplanned;
-        for (size_t j = j0; j < jend; j++) {
-            const plan_t *p = &x->plans[j];
-            if (!p->ok) continue;
+        for (size_t k = k0; k < kend; k++) {
+            const plan_t *p = &x->plans[ord[k]];
             for (size_t r = 1; r < p->nrec; r++) {
                 rec_t *rec = &x->recs[p->rec0 + r];
                 rec->vi = ns++;
@@ -834,9 +887,8 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         for (size_t i = 0; i < ngls; i++)
             if (x->gls[i].marker_vi != SIZE_MAX)
                 x->kp[x->gls[i].marker_vi] = (const char *)x->keys.data + x->gls[i].mkoff;
-        for (size_t j = j0; j < jend; j++) {
-            const plan_t *p = &x->plans[j];
-            if (!p->ok) continue;
+        for (size_t k = k0; k < kend; k++) {
+            const plan_t *p = &x->plans[ord[k]];
             for (size_t r = 1; r < p->nrec; r++) {
                 const rec_t *rec = &x->recs[p->rec0 + r];
                 x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
@@ -861,19 +913,19 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         /* phase 4: merge read by read; a GroupBy's lock goes after its last read of the
          * chunk. The write-back lookups are pipelined: buckets two reads ahead, entries one
          * read ahead (within the chunk: those reads' locks are still held) */
-        prefetch_read(x, j0, jend, 0);
-        prefetch_read(x, j0 + 1, jend, 0);
-        prefetch_read(x, j0, jend, 1);
-        for (size_t j = j0; j < jend; j++) {
-            prefetch_read(x, j + 2, jend, 0);
-            prefetch_read(x, j + 1, jend, 1);
+        prefetch_read(x, k0, kend, 0);
+        prefetch_read(x, k0 + 1, kend, 0);
+        prefetch_read(x, k0, kend, 1);
+        for (size_t k = k0; k < kend; k++) {
+            prefetch_read(x, k + 2, kend, 0);
+            prefetch_read(x, k + 1, kend, 1);
+            size_t j = ord[k];
             const plan_t *p = &x->plans[j];
-            if (!p->ok) continue;
             gb_lock_t *gl = &x->gls[p->gi];
             merge_read(x, p, gl, &reqs[j], arena);
-            if (gl->last == j) pthread_rwlock_unlock(&gl->g->pend_lock);
+            if (gl->last == k) pthread_rwlock_unlock(&gl->g->pend_lock);
         }
-        j0 = jend;
+        k0 = kend;
     }
     return 0;
 }

@@ -40,4 +40,31 @@ void *tsr_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_
 /* Serializes a message, appending to out. */
 void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out);
 
+/* Direct encoding, for responses of thousands of values (FetchJoin): the bytes protobuf-c packs
+ * for tsr_pb_value_new(v), without building the message. tsr_pb_value_size is the size of the
+ * Value message's body; tsr_pb_value_write writes that body at p and returns p + size. Strings
+ * are cut at their first NUL, as the C strings of tsr_pb_value_new are. Allocates nothing
+ * (except for a map key that is not a string: rendered as JSON, which no Tessera value has). */
+size_t tsr_pb_value_size(const tsr_value_t *v);
+uint8_t *tsr_pb_value_write(const tsr_value_t *v, uint8_t *p);
+/* Wire helpers for direct encoders: varint length and writing, a length-delimited field. */
+static inline size_t tsr_pb_varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 128) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+static inline uint8_t *tsr_pb_varint_write(uint64_t v, uint8_t *p) {
+    while (v >= 128) {
+        *p++ = (uint8_t)(v | 128);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+/* Bytes of a length-delimited field (one-byte tag) whose body has n bytes. */
+static inline size_t tsr_pb_ld_size(size_t n) { return 1 + tsr_pb_varint_size(n) + n; }
+
 #endif
