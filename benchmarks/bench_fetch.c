@@ -1439,11 +1439,13 @@ int main(int argc, char **argv) {
         if (got < (uint64_t)M) M = (long)got; /* rates over what was consumed */
         double cpu1 = srv_cpu_s();
         /* the tile store folds events into a write-back table and writes it later (when it
-         * fills, or 10 s after the stream goes quiet): wait until the server is back to its
-         * idle CPU rate for 2 s in a row (at most 40 s) and count that deferred work too */
+         * fills, or 10 s after the stream goes quiet): wait past that write (11 s after the
+         * last event was consumed) and then until the server is back to its idle CPU rate for
+         * 2 s in a row (at most 60 s in all), and count that deferred work too — the tiles
+         * are durable only once written */
         double cpu2 = cpu1, t2 = now_s();
         int quiet = 0;
-        while (quiet < 4 && now_s() - t2 < 40) {
+        while ((quiet < 4 || now_s() < t1 + 11) && now_s() - t2 < 60) {
             check_stop();
             double ca = srv_cpu_s(), wa = now_s();
             sleep_s(0.5);
