@@ -17,6 +17,7 @@
 #include "tessera.pb-c.h"
 #include "tsr/coord.h"
 #include "tsr_test.h"
+#include "tsr_test_coord.h"
 
 static char wh[256];
 
@@ -35,11 +36,6 @@ static void teardown(void) { tsr_test_rm_rf(wh); }
     "{\"inputColumn\": \"v\", \"operation\": \"" op "\"}]}"
 #define GB(name, key) GB_OP(name, key, "risk", "SUM")
 
-typedef struct clk {
-    int64_t ms;
-} clk_t;
-
-static int64_t clock_fn(void *ud) { return ((clk_t *)ud)->ms; }
 
 typedef struct topics {
     int32_t n;                      /* 0: the topic does not exist */
@@ -56,23 +52,12 @@ static int topic_fn(void *ud, const char *topic, int32_t *out, tsr_error_t *err)
 
 static tsr_coord_t *mk(tsr_kv_t *kv, const char *id, const char *addr, clk_t *clk, topics_t *t) {
     tsr_coord_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.kv = kv;
-    o.id = id;
-    o.advertise = addr;
-    o.warehouse = wh;
-    o.lease_ttl_ms = 5000;
-    o.default_partitions = 8;
-    o.clock = clock_fn;
-    o.clock_ud = clk;
+    tsr_test_coord_opts(&o, kv, id, addr, wh, clk);
     if (t) {
         o.topic_partitions = topic_fn;
         o.topic_ud = t;
     }
-    tsr_coord_t *c;
-    tsr_error_t err;
-    ck_assert_int_eq(tsr_coord_new(&o, &c, &err), 0);
-    return c;
+    return tsr_test_coord_start(&o);
 }
 
 static void apply_ok(tsr_coord_t *c, const char *json, int created, int unchanged, int64_t version) {
@@ -89,15 +74,7 @@ static void apply_ok(tsr_coord_t *c, const char *json, int created, int unchange
 }
 
 static Tessera__V1__Assignment *assignment(tsr_coord_t *c, const char *w) {
-    tsr_buf_t b;
-    tsr_buf_init(&b);
-    tsr_error_t err;
-    int rc = tsr_coord_assignment(c, w, &b, NULL, &err);
-    if (rc) ck_abort_msg("assignment: %s", err.msg);
-    Tessera__V1__Assignment *a = tessera__v1__assignment__unpack(NULL, b.len, b.data);
-    tsr_buf_free(&b);
-    ck_assert_ptr_nonnull(a);
-    return a;
+    return tsr_test_coord_assignment(c, w);
 }
 
 /* partitions of gb owned by w (bitmask) */
@@ -112,10 +89,8 @@ static uint64_t owned(tsr_coord_t *c, const char *w, const char *gb) {
 }
 
 static int64_t reg(tsr_coord_t *c, const char *w, const char *addr) {
-    int64_t lease, ttl, epoch;
-    tsr_error_t err;
-    int rc = tsr_coord_register_worker(c, w, addr, 0, &lease, &ttl, &epoch, &err);
-    if (rc) ck_abort_msg("register %s: %s", w, err.msg);
+    int64_t ttl;
+    int64_t lease = tsr_test_coord_reg(c, w, addr, &ttl);
     ck_assert_int_eq(ttl, 5000);
     return lease;
 }
@@ -126,16 +101,7 @@ static int alive(tsr_coord_t *c, const char *w, int64_t lease, const tsr_coord_p
     return tsr_coord_keepalive(c, w, lease, 0, ps, n, &ttl, &epoch, &err);
 }
 
-static int64_t mod_rev(tsr_kv_t *kv, const char *k) {
-    tsr_kv_entry_t e;
-    int found;
-    tsr_error_t err;
-    ck_assert_int_eq(tsr_kv_get(kv, k, &e, &found, &err), 0);
-    if (!found) return 0;
-    int64_t r = e.mod_revision;
-    tsr_kv_entry_free(&e);
-    return r;
-}
+#define mod_rev tsr_test_mod_rev
 
 /* With the background loop, a slow topic lookup (a broker that takes 800 ms) runs on its own
  * thread: calls are not held up meanwhile, and the GroupBy is assigned once it answers. */

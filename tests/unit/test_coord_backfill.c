@@ -14,6 +14,7 @@
 #include "cluster.pb-c.h"
 #include "tsr/coord.h"
 #include "tsr_test.h"
+#include "tsr_test_coord.h"
 
 static char wh[256];
 
@@ -52,25 +53,13 @@ static void teardown(void) {
     "\"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"user\"], \"aggregations\": ["                  \
     "{\"inputColumn\": \"v\", \"operation\": \"SUM\"}]}"
 
-typedef struct clk {
-    int64_t ms;
-} clk_t;
-
-static int64_t clock_fn(void *ud) { return ((clk_t *)ud)->ms; }
 
 static tsr_coord_t *mk(tsr_kv_t *kv, clk_t *clk) {
     tsr_coord_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.kv = kv;
-    o.id = "a";
-    o.advertise = "a:1";
-    o.warehouse = wh;
-    o.lease_ttl_ms = 5000;
-    o.clock = clock_fn;
-    o.clock_ud = clk;
-    tsr_coord_t *c;
+    tsr_test_coord_opts(&o, kv, "a", "a:1", wh, clk);
+    o.default_partitions = 0;       /* the coordinator's own default */
+    tsr_coord_t *c = tsr_test_coord_start(&o);
     tsr_error_t err;
-    ck_assert_int_eq(tsr_coord_new(&o, &c, &err), 0);
     tsr_coord_tick(c);
     ck_assert(tsr_coord_is_leader(c, NULL));
     tsr_reg_entry_t e;
@@ -81,25 +70,9 @@ static tsr_coord_t *mk(tsr_kv_t *kv, clk_t *clk) {
     return c;
 }
 
-static int64_t reg(tsr_coord_t *c, const char *w) {
-    int64_t lease, ttl, epoch;
-    tsr_error_t err;
-    int rc = tsr_coord_register_worker(c, w, "h:1", 0, &lease, &ttl, &epoch, &err);
-    if (rc) ck_abort_msg("register %s: %s", w, err.msg);
-    return lease;
-}
+static int64_t reg(tsr_coord_t *c, const char *w) { return tsr_test_coord_reg(c, w, "h:1", NULL); }
 
-static Tessera__V1__Assignment *assignment(tsr_coord_t *c, const char *w) {
-    tsr_buf_t b;
-    tsr_buf_init(&b);
-    tsr_error_t err;
-    int rc = tsr_coord_assignment(c, w, &b, NULL, &err);
-    if (rc) ck_abort_msg("assignment: %s", err.msg);
-    Tessera__V1__Assignment *a = tessera__v1__assignment__unpack(NULL, b.len, b.data);
-    tsr_buf_free(&b);
-    ck_assert_ptr_nonnull(a);
-    return a;
-}
+#define assignment tsr_test_coord_assignment
 
 typedef struct bfres {
     int calls, rc;

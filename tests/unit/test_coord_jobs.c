@@ -17,6 +17,7 @@
 #include "tessera.pb-c.h"
 #include "tsr/coord.h"
 #include "tsr_test.h"
+#include "tsr_test_coord.h"
 
 static char wh[256];
 
@@ -45,48 +46,16 @@ static const char *GB_JSON =
     "\"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"user\"], \"aggregations\": ["
     "{\"inputColumn\": \"v\", \"operation\": \"SUM\"}]}";
 
-typedef struct clk {
-    int64_t ms;
-} clk_t;
-
-static int64_t clock_fn(void *ud) { return ((clk_t *)ud)->ms; }
 
 static tsr_coord_t *mk(tsr_kv_t *kv, const char *id, const char *addr, clk_t *clk) {
     tsr_coord_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.kv = kv;
-    o.id = id;
-    o.advertise = addr;
-    o.warehouse = wh;
-    o.lease_ttl_ms = 5000;
-    o.default_partitions = 8;
-    o.clock = clock_fn;
-    o.clock_ud = clk;
-    tsr_coord_t *c;
-    tsr_error_t err;
-    ck_assert_int_eq(tsr_coord_new(&o, &c, &err), 0);
-    return c;
+    tsr_test_coord_opts(&o, kv, id, addr, wh, clk);
+    return tsr_test_coord_start(&o);
 }
 
-static int64_t reg(tsr_coord_t *c, const char *w) {
-    int64_t lease, ttl, epoch;
-    tsr_error_t err;
-    int rc = tsr_coord_register_worker(c, w, "h:1", 0, &lease, &ttl, &epoch, &err);
-    if (rc) ck_abort_msg("register %s: %s", w, err.msg);
-    return lease;
-}
+static int64_t reg(tsr_coord_t *c, const char *w) { return tsr_test_coord_reg(c, w, "h:1", NULL); }
 
-static Tessera__V1__Assignment *assignment(tsr_coord_t *c, const char *w) {
-    tsr_buf_t b;
-    tsr_buf_init(&b);
-    tsr_error_t err;
-    int rc = tsr_coord_assignment(c, w, &b, NULL, &err);
-    if (rc) ck_abort_msg("assignment: %s", err.msg);
-    Tessera__V1__Assignment *a = tessera__v1__assignment__unpack(NULL, b.len, b.data);
-    tsr_buf_free(&b);
-    ck_assert_ptr_nonnull(a);
-    return a;
-}
+#define assignment tsr_test_coord_assignment
 
 /* The attempt of shard s in w's assignment; 0 when w has no such shard. */
 static int attempt_of(tsr_coord_t *c, const char *w, int s, int64_t *epoch) {
@@ -164,16 +133,7 @@ static void up_cb(void *ud, int rc, const tsr_coord_upload_result_t *r, const ch
     snprintf(u->msg, sizeof u->msg, "%s", msg ? msg : "");
 }
 
-static int64_t mod_rev(tsr_kv_t *kv, const char *k) {
-    tsr_kv_entry_t e;
-    int found;
-    tsr_error_t err;
-    ck_assert_int_eq(tsr_kv_get(kv, k, &e, &found, &err), 0);
-    if (!found) return 0;
-    int64_t r = e.mod_revision;
-    tsr_kv_entry_free(&e);
-    return r;
-}
+#define mod_rev tsr_test_mod_rev
 
 START_TEST(test_jobs_backfill_failover) {
     tsr_kv_t *kv = tsr_kv_fake_new();
