@@ -29,6 +29,11 @@
 
 #include "rpc_int.h"
 
+#ifndef BACKOFF_MAX
+#define BACKOFF_INITIAL 100         /* ms */
+#define BACKOFF_MAX 1000
+#endif
+
 typedef struct rpc_acall rpc_acall_t;
 
 struct tsr_rpc_client {
@@ -55,12 +60,28 @@ tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
     c->target = tsr_strdup(target);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    grpc_arg args[1];
+    /* Reconnect backoff capped at 1 s (gRPC's default grows to 120 s): a daemon restarted at
+     * the same address — a coordinator after a failover, a worker after a crash — is reached
+     * again within a second instead of after minutes of a channel still backing off from
+     * its refusals. The cost is at most one connection attempt per second to a dead peer. */
+    static const struct {
+        const char *key;
+        int value;
+    } ints[] = {
+        {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20},
+        {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, BACKOFF_INITIAL},
+        {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, BACKOFF_INITIAL},
+        {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, BACKOFF_MAX},
+    };
+    enum { NARGS = sizeof ints / sizeof ints[0] };
+    grpc_arg args[NARGS];
     memset(args, 0, sizeof(args));
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = 64 << 20;
-    grpc_channel_args cargs = {1, args};
+    for (size_t i = 0; i < NARGS; i++) {
+        args[i].type = GRPC_ARG_INTEGER;
+        args[i].key = (char *)ints[i].key;
+        args[i].value.integer = ints[i].value;
+    }
+    grpc_channel_args cargs = {NARGS, args};
     grpc_channel_credentials *cr = grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(target, cr, &cargs);
     grpc_channel_credentials_release(cr);

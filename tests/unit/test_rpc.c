@@ -935,6 +935,54 @@ START_TEST(test_unavailable_server) {
 END_TEST
 
 
+/* A server that comes back at the same address (a restarted daemon) is reached again within
+ * about a second, however long the client's channel saw it refuse: its reconnect backoff is
+ * capped at 1 s (gRPC's default grows toward 120 s: after 10 s of refusals the next attempt
+ * would come ~6 s later). */
+START_TEST(test_reconnect_backoff) {
+    tsr_error_t err;
+    tsr_rpc_server_t *s = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
+    ck_assert_ptr_nonnull(s);
+    int port = tsr_rpc_server_port(s);
+    tsr_rpc_server_free(s);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    tsr_rpc_client_t *c = tsr_rpc_client_new(target, &err);
+    ck_assert_ptr_nonnull(c);
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    tsr_rpc_call_opts_t o = {.timeout_ms = 1000};
+    for (int i = 0; i < 50; i++) { /* 10 s of refusals */
+        ck_assert_int_eq(tsr_rpc_client_call(c, "/test.Echo/Echo", "x", 1, &o, &r, &err), TSR_EUNAVAIL);
+        sleep_ms(200);
+    }
+    s = tsr_rpc_server_new(target, NULL, &err);
+    if (!s) { /* somebody else took the port meanwhile: nothing to test */
+        printf("test_reconnect_backoff: port %d taken meanwhile, skipped\n", port);
+        tsr_rpc_reply_free(&r);
+        tsr_rpc_client_free(c);
+        return;
+    }
+    ck_assert_int_eq(tsr_rpc_server_add_unary(s, "/test.Echo/Echo", h_echo, NULL, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_start(s, &err), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = -1;
+    for (int i = 0; i < 100 && rc != 0; i++) { /* at most 10 s */
+        rc = tsr_rpc_client_call(c, "/test.Echo/Echo", "x", 1, &o, &r, &err);
+        if (rc) sleep_ms(100);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ck_assert_msg(rc == 0, "the server at %s was not reached again in 10 s", target);
+    printf("test_reconnect_backoff: reached again %.0f ms after the server came back\n", ms);
+    ck_assert_msg(ms < 3000, "reached again only after %.0f ms", ms);
+    tsr_rpc_reply_free(&r);
+    tsr_rpc_client_free(c);
+    tsr_rpc_server_free(s);
+}
+END_TEST
+
 /* tsr_rpc_client_call_all: a fan-out to two servers and a closed port, each call with its own
  * answer, status and error; then one slow server against the shared deadline: the fan-out
  * ends at the deadline with the fast answer kept. */
@@ -1199,6 +1247,7 @@ static Suite *rpc_suite(void) {
     tcase_add_test(tc, test_python_interop);
     tcase_add_test(tc, test_async_calls);
     tcase_add_test(tc, test_call_all);
+    tcase_add_test(tc, test_reconnect_backoff);
     tcase_add_test(tc, test_proxy_deferred_async);
     suite_add_tcase(s, tc);
     return s;
