@@ -80,6 +80,8 @@ struct tsr_worker {
     char **addrs;
     size_t naddr, cur;
     char *leader;                   /* redirect target, NULL = addrs[cur] */
+    char redirect_logged[520];      /* the last "target -> leader" logged, and when: the */
+    int64_t redirect_logged_at;     /* threads redirect many times a second in a failover */
     struct client {
         char *addr;
         tsr_rpc_client_t *c;
@@ -623,11 +625,20 @@ static int coord_failed(tsr_worker_t *w, const char *target, const tsr_rpc_reply
     }
     if (!strchr(leader, ':')) leader[0] = 0; /* "leader is unknown": no address to follow */
     pthread_mutex_lock(&w->c_mu);
-    int redirected = 0;
+    int redirected = 0, log_it = 0;
     if (leader[0] && strcmp(leader, target) != 0) {
         free(w->leader);
         w->leader = tsr_strdup(leader);
         redirected = 1;
+        /* one line per redirect, repeated at most every 5 s */
+        char pair[sizeof w->redirect_logged];
+        snprintf(pair, sizeof pair, "%.255s -> %.255s", target, leader);
+        int64_t t = now_ms();
+        if (strcmp(pair, w->redirect_logged) != 0 || t - w->redirect_logged_at >= 5000) {
+            memcpy(w->redirect_logged, pair, sizeof pair);
+            w->redirect_logged_at = t;
+            log_it = 1;
+        }
     } else {
         free(w->leader);
         w->leader = NULL;
@@ -637,7 +648,7 @@ static int coord_failed(tsr_worker_t *w, const char *target, const tsr_rpc_reply
         w->cur = (w->cur + 1) % w->naddr;
     }
     pthread_mutex_unlock(&w->c_mu);
-    if (redirected) wlog(w, TSR_LOG_INFO, "coordinator %s is not the leader: trying %s", target, leader);
+    if (log_it) wlog(w, TSR_LOG_INFO, "coordinator %s is not the leader: trying %s", target, leader);
     return redirected;
 }
 
