@@ -274,6 +274,24 @@ static void cc_status_op(rpc_cc_t *cc, grpc_op *op) {
     op->data.recv_status_on_client.status_details = &cc->details;
 }
 
+/* Starts the unary batch (send metadata, message and close; receive metadata, message into
+ * *resp and status) with tag. Returns 1 when started (the tag will come); 0 when gRPC refused
+ * it — the call's status is then INTERNAL, for cc_close to report. */
+static int cc_start_unary(rpc_cc_t *cc, const void *req, size_t n, const tsr_rpc_call_opts_t *opts,
+                          grpc_byte_buffer **resp, void *tag) {
+    grpc_op ops[6];
+    size_t k = cc_send_ops(cc, ops, req, n, opts);
+    ops[k].op = GRPC_OP_RECV_MESSAGE;
+    ops[k].data.recv_message.recv_message = resp;
+    k++;
+    cc_status_op(cc, &ops[k++]);
+    if (grpc_call_start_batch(cc->call, ops, k, tag, NULL) == GRPC_CALL_OK) return 1;
+    cc->status = GRPC_STATUS_INTERNAL;
+    grpc_slice_unref(cc->details);
+    cc->details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
+    return 0;
+}
+
 int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req, size_t n,
                         const tsr_rpc_call_opts_t *opts, tsr_rpc_reply_t *reply,
                         tsr_error_t *err) {
@@ -287,20 +305,8 @@ int tsr_rpc_client_call(tsr_rpc_client_t *c, const char *method, const void *req
         if (err) *err = oerr;
         return rc;
     }
-    grpc_op ops[6];
     grpc_byte_buffer *resp_bb = NULL;
-    size_t k = cc_send_ops(&cc, ops, req, n, opts);
-    ops[k].op = GRPC_OP_RECV_MESSAGE;
-    ops[k].data.recv_message.recv_message = &resp_bb;
-    k++;
-    cc_status_op(&cc, &ops[k++]);
-    if (grpc_call_start_batch(cc.call, ops, k, (void *)1, NULL) != GRPC_CALL_OK) {
-        cc.status = GRPC_STATUS_INTERNAL;
-        grpc_slice_unref(cc.details);
-        cc.details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
-    } else {
-        cc_pluck(&cc, (void *)1);
-    }
+    if (cc_start_unary(&cc, req, n, opts, &resp_bb, (void *)1)) cc_pluck(&cc, (void *)1);
     tsr__rpc_bb_read(resp_bb, &reply->body);
     return cc_close(&cc, method, reply, err);
 }
@@ -328,19 +334,7 @@ void tsr_rpc_client_call_all(const char *method, tsr_rpc_multi_t *calls, size_t 
             snprintf(m->reply->message, sizeof m->reply->message, "%.500s", m->err.msg);
             continue;
         }
-        grpc_op ops[6];
-        size_t k = cc_send_ops(&cc[i], ops, m->req, m->n, opts);
-        ops[k].op = GRPC_OP_RECV_MESSAGE;
-        ops[k].data.recv_message.recv_message = &resp[i];
-        k++;
-        cc_status_op(&cc[i], &ops[k++]);
-        if (grpc_call_start_batch(cc[i].call, ops, k, &cc[i], NULL) != GRPC_CALL_OK) {
-            cc[i].status = GRPC_STATUS_INTERNAL;
-            grpc_slice_unref(cc[i].details);
-            cc[i].details = grpc_slice_from_static_string("grpc_call_start_batch refused the call");
-            continue;
-        }
-        started++;
+        started += (size_t)cc_start_unary(&cc[i], m->req, m->n, opts, &resp[i], &cc[i]);
     }
     /* every started batch completes exactly once (at the latest at its deadline) */
     while (started > 0) {
