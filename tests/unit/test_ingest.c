@@ -270,12 +270,203 @@ START_TEST(test_waits_for_broker) {
 }
 END_TEST
 
+/* ---- two GroupBys on one topic: one shared consumer (ingest.h "Shared consumers") */
+
+static const char *gb_b_json =
+    "{\"metaData\": {\"name\": \"t.stream.b\"}, "
+    "\"sources\": [{\"events\": {\"table\": \"t.ev\", \"topic\": \"kafka://ev/serde=json\", "
+    "\"query\": {\"selects\": {\"user\": \"user\", \"v\": \"v\"}, \"wheres\": [\"v >= 100\"], "
+    "\"timeColumn\": \"ts\"}}}], \"keyColumns\": [\"user\"], \"aggregations\": ["
+    "{\"inputColumn\": \"v\", \"operation\": \"SUM\", \"windows\": [{\"length\": 1, \"timeUnit\": \"DAYS\"}]},"
+    "{\"inputColumn\": \"v\", \"operation\": \"COUNT\"}], \"accuracy\": \"TEMPORAL\"}";
+
+/* Threads of this process named `name` (what prctl(PR_SET_NAME) set). */
+static int threads_named(const char *name) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "grep -lx '%s' /proc/%d/task/*/comm 2>/dev/null | wc -l", name, (int)getpid());
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1) n = -1;
+        pclose(f);
+    }
+    return n;
+}
+
+/* Sum of the stored next offsets of gb over the topic's 2 partitions. */
+static int64_t stored_total(tsr_tile_store_t *store, const char *gb) {
+    int64_t off = 0;
+    for (int part = 0; part < 2; part++) {
+        char name[16];
+        snprintf(name, sizeof name, "ev/%d", part);
+        int64_t o = tsr_tile_store_offset(store, gb, name);
+        if (o > 0) off += o;
+    }
+    return off;
+}
+
+/* Reads gb's SUM 1d and COUNT for user at q and compares them with the expected values. */
+static void check_user(tsr_tile_store_t *store, const char *gb, const char *user, int64_t q,
+                       int64_t sum, int64_t cnt) {
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 4096);
+    tsr_value_t out[2];
+    tsr_buf_t key;
+    tsr_buf_init(&key);
+    tsr_value_t kv = tsr_value_string(user, 1);
+    tsr_value_encode(&kv, &key);
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_read(store, gb, key.data, key.len, q, out, &arena, &err) == 0, "%s", err.msg);
+    if (cnt == 0) {
+        ck_assert_msg(out[1].kind == TSR_NULL || out[1].u.l == 0, "%s %s: count %lld, want 0", gb, user,
+                      (long long)out[1].u.l);
+    } else {
+        ck_assert_msg(out[0].kind == TSR_LONG && out[0].u.l == sum, "%s %s: sum %lld, want %lld", gb, user,
+                      (long long)out[0].u.l, (long long)sum);
+        ck_assert_msg(out[1].u.l == cnt, "%s %s: count %lld, want %lld", gb, user, (long long)out[1].u.l,
+                      (long long)cnt);
+    }
+    tsr_buf_free(&key);
+    tsr_arena_free(&arena);
+}
+
+START_TEST(test_shared_topic) {
+    setup_warehouse();
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    const char *topics[] = {"ev"};
+    tsr_kafka_mock_opts_t mo = {2, topics, 1};
+    tsr_kafka_mock_t *m;
+    ck_assert_msg(tsr_kafka_mock_start(&mo, &m, &err) == 0, "%s", err.msg);
+    const char *bs = tsr_kafka_mock_bootstrap(m);
+    char wh[400], dir[400];
+    snprintf(wh, sizeof wh, "%s/wh", tmp);
+    snprintf(dir, sizeof dir, "%s/tiles", tmp);
+    tsr_config_options_t co = {0};
+    co.warehouse = wh;
+    int64_t day0;
+    ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
+    const char *js[2] = {gb_json, gb_b_json};
+    const char *names[2] = {"t.stream.v1", "t.stream.b"};
+    tsr_config_t *conf[2];
+    tsr_gb_online_t *plan[2];
+    tsr_tile_store_t *store;
+    ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
+    int64_t B = (day0 + 1) * DAY;
+    for (int g = 0; g < 2; g++) {
+        tsr_diag_t d;
+        tsr_diag_init(&d);
+        ck_assert_int_eq(tsr_config_load_string(js[g], strlen(js[g]), "t", &co, &conf[g], &d), 0);
+        tsr_diag_free(&d);
+        ck_assert_msg(tsr_gb_online_build(conf[g]->group_by, wh, day0, &plan[g], &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(plan[g]), &err), 0);
+        tsr_tile_upload_t *u;
+        ck_assert_int_eq(tsr_tile_upload_begin(store, names[g], B, &u, &err), 0);
+        ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+    }
+    tsr_kafka_producer_t *p;
+    ck_assert_msg(tsr_kafka_producer_open(bs, &p, &err) == 0, "%s", err.msg);
+    const char *users[3] = {"a", "b", "c"};
+    int64_t sa[3] = {0}, ca[3] = {0}, sb[3] = {0}, cb[3] = {0}; /* brute force per GroupBy */
+    int64_t t0 = B + 3600000;
+    int next = 0;
+    char msg[256];
+#define PRODUCE(count)                                                                        \
+    do {                                                                                      \
+        for (int i_ = 0; i_ < (count); i_++, next++) {                                        \
+            int k = next % 3;                                                                 \
+            snprintf(msg, sizeof msg, "{\"user\": \"%s\", \"v\": %d, \"ts\": %lld}", users[k], \
+                     next, (long long)(t0 + next * 1000));                                   \
+            send(p, users[k], msg);                                                           \
+            sa[k] += 2 * next;                                                                \
+            ca[k]++;                                                                          \
+            if (next >= 100) {                                                                \
+                sb[k] += next;                                                                \
+                cb[k]++;                                                                      \
+            }                                                                                 \
+        }                                                                                     \
+        ck_assert_msg(tsr_kafka_producer_flush(p, 10000, &err) == 0, "%s", err.msg);          \
+    } while (0)
+
+    tsr_ingest_opts_t io[2];
+    tsr_ingest_t *in[2];
+    for (int g = 0; g < 2; g++) {
+        memset(&io[g], 0, sizeof io[g]);
+        io[g].bootstrap = bs;
+        io[g].store = store;
+        io[g].plan = plan[g];
+    }
+    /* A streams alone, then B joins from the beginning while A goes on */
+    PRODUCE(300);
+    ck_assert_msg(tsr_ingest_start(&io[0], &in[0], &err) == 0, "%s", err.msg);
+    wait_messages(in[0], 300);
+    ck_assert_msg(tsr_ingest_start(&io[1], &in[1], &err) == 0, "%s", err.msg);
+    PRODUCE(100);
+    wait_messages(in[0], 400);
+    wait_messages(in[1], 400);
+    ck_assert_int_eq(threads_named("tsr-ingest"), 1); /* one consumer thread for both */
+    tsr_ingest_stats_t st;
+    tsr_ingest_stats(in[0], &st);
+    ck_assert_uint_eq(st.messages, 400); /* A saw nothing twice across B's join */
+    ck_assert_uint_eq(st.events, 400);
+    tsr_ingest_stats(in[1], &st);
+    ck_assert_uint_eq(st.messages, 400);
+    ck_assert_uint_eq(st.events, 300);
+    ck_assert_uint_eq(st.filtered, 100);
+
+    /* A stops (its store is not written after stop returns); B goes on alone */
+    tsr_ingest_stop(in[0]);
+    int64_t a_off = stored_total(store, names[0]);
+    ck_assert_int_eq(a_off, 400);
+    int64_t a_sum[3], a_cnt[3];
+    memcpy(a_sum, sa, sizeof a_sum);
+    memcpy(a_cnt, ca, sizeof a_cnt);
+    PRODUCE(50);
+    wait_messages(in[1], 450);
+    ck_assert_int_eq(stored_total(store, names[0]), a_off);
+    int64_t q = t0 + 500 * 1000;
+    for (int k = 0; k < 3; k++) check_user(store, names[0], users[k], q, a_sum[k], a_cnt[k]);
+
+    /* A again: it catches up on exactly the 50 it missed, B unaffected */
+    ck_assert_msg(tsr_ingest_start(&io[0], &in[0], &err) == 0, "%s", err.msg);
+    PRODUCE(30);
+    wait_messages(in[0], 80);
+    wait_messages(in[1], 480);
+    sleep_ms(300);
+    tsr_ingest_stats(in[0], &st);
+    ck_assert_uint_eq(st.messages, 80);
+    tsr_ingest_stats(in[1], &st);
+    ck_assert_uint_eq(st.messages, 480);
+    ck_assert_int_eq(threads_named("tsr-ingest"), 1);
+    tsr_ingest_stop(in[1]);
+    tsr_ingest_stop(in[0]);
+    ck_assert_int_eq(threads_named("tsr-ingest"), 0);
+    ck_assert_int_eq(stored_total(store, names[0]), 480);
+    ck_assert_int_eq(stored_total(store, names[1]), 480);
+    q = t0 + 480 * 1000;
+    for (int k = 0; k < 3; k++) {
+        check_user(store, names[0], users[k], q, sa[k], ca[k]);
+        check_user(store, names[1], users[k], q, sb[k], cb[k]);
+    }
+#undef PRODUCE
+    tsr_kafka_producer_close(p);
+    tsr_tile_store_close(store);
+    for (int g = 0; g < 2; g++) {
+        tsr_gb_online_free(plan[g]);
+        tsr_config_free(conf[g]);
+    }
+    tsr_kafka_mock_stop(m);
+    cleanup();
+}
+END_TEST
+
 static Suite *ingest_suite(void) {
     Suite *s = suite_create("ingest");
     TCase *tc = tcase_create("ingest");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_stream_into_tiles);
     tcase_add_test(tc, test_waits_for_broker);
+    tcase_add_test(tc, test_shared_topic);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,10 +5,19 @@
  * the log).
  *
  * Design:
- *   - One thread per (GroupBy, source topic). It owns a Kafka consumer assigned to every
- *     partition of the topic (no consumer group), started at the offsets stored in the tile
- *     store, or at the beginning of the topic when none are stored (events with ts < B are
- *     skipped by the store, so replaying from the start is correct, only slower).
+ *   - Shared consumers: one thread and one Kafka consumer per (bootstrap, topic) in the
+ *     process, whatever the number of GroupBys streaming that topic (a Join's GroupBys often
+ *     share one). Each GroupBy (a tsr_ingest_t, a member of the topic's feed) keeps its own
+ *     position per partition — the offsets stored in its tile store, or the beginning of the
+ *     topic when none are stored (events with ts < B are skipped by the store, so replaying
+ *     from the start is correct, only slower). The consumer is assigned (no consumer group)
+ *     to every partition some member consumes, from the smallest of their positions; each poll
+ *     is handed to every member, which takes the messages of its partitions from its own
+ *     position on — so a GroupBy that joins later replays from its own offsets while the
+ *     others skip what they already applied. A member joining or leaving reopens the consumer
+ *     (the next poll), nothing else. Before: one consumer per GroupBy, and a worker with the
+ *     10 GroupBys of a Join had 10 consumers long-polling the broker for the same messages.
+ *     Members are processed one after another on the feed's thread.
  *   - Each poll's messages are parsed (JSON objects with the source table's raw columns),
  *     evaluated, and applied once per poll (tsr_tile_store_apply_offsets) with the next offset of
  *     every partition the poll touched. Bad messages (not JSON, wrong types) are counted,
@@ -19,10 +28,12 @@
  *     so a consumer catching up on one partition never makes another look late).
  *   - When the topic does not exist yet or the broker is unreachable, the thread retries
  *     (every second) until stopped, and says so in its status.
- *   - Stop: the thread finishes the batch in hand (applied atomically or not at all), closes
- *     the consumer and exits; nothing consumed is lost, a restart continues at the stored
- *     offsets. A poll waits at most 100 ms, so a stop returns within one poll plus one write
- *     (a worker that lost a partition stops writing it at once: fencing).
+ *   - Stop: waits until the poll in hand has been applied (atomically or not at all) and
+ *     leaves the feed; the last member stops the feed's thread and closes the consumer.
+ *     Nothing consumed is lost, a restart continues at the stored offsets. Once stop returns
+ *     the GroupBy's store is never written by the feed again (a worker that lost a partition
+ *     stops writing it at once: fencing). A failed write (store error) puts that member back
+ *     to its stored offsets after a second; the other members go on.
  *   - Partitioned mode (cluster workers, docs/cluster.md): opts.partitions lists the Kafka
  *     partitions to consume (Tessera partition p = Kafka partition p). A partition without a
  *     stored offset starts at the offset of time start_time_ms (the upload's batch end B,
