@@ -95,6 +95,8 @@ struct tsr_worker {
 
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;
+    pthread_mutex_t nap_mu;         /* naps end early at stop (nap_cv) */
+    pthread_cond_t nap_cv;
     shard_t *q_head, *q_tail;
 };
 
@@ -112,12 +114,21 @@ static int64_t now_ms(void) {
 static int stopping(tsr_worker_t *w) { return __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE); }
 
 /* Sleeps ms in small steps; returns early (1) when the worker stops. */
+/* Sleeps ms, or less when the worker stops; returns stopping(). One timed wait, not a poll:
+ * an idle worker's threads wake only when they have something to do. */
 static int nap(tsr_worker_t *w, int64_t ms) {
-    for (int64_t t = 0; t < ms; t += 20) {
-        if (stopping(w)) return 1;
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
     }
+    pthread_mutex_lock(&w->nap_mu);
+    while (!stopping(w) && pthread_cond_timedwait(&w->nap_cv, &w->nap_mu, &ts) == 0) {
+    }
+    pthread_mutex_unlock(&w->nap_mu);
     return stopping(w);
 }
 
@@ -1047,6 +1058,8 @@ int tsr_worker_start(const tsr_worker_opts_t *o, tsr_worker_t **out, tsr_error_t
     pthread_mutex_init(&w->c_mu, NULL);
     pthread_mutex_init(&w->q_mu, NULL);
     pthread_cond_init(&w->q_cv, NULL);
+    pthread_mutex_init(&w->nap_mu, NULL);
+    pthread_cond_init(&w->nap_cv, NULL);
     pthread_rwlock_init(&w->own_lock, NULL);
     pthread_key_create(&w->arena_key, arena_destroy);
     if (o->coordinators && o->coordinators[0]) {
@@ -1128,6 +1141,9 @@ void tsr_worker_stats(tsr_worker_t *w, tsr_worker_stats_t *out) {
 void tsr_worker_stop(tsr_worker_t *w) {
     if (!w) return;
     __atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&w->nap_mu);
+    pthread_cond_broadcast(&w->nap_cv);
+    pthread_mutex_unlock(&w->nap_mu);
     if (w->rpc) tsr_rpc_health_set(w->rpc, "", TSR_HEALTH_NOT_SERVING);
     if (w->started_threads & 1) {
         pthread_join(w->t_session, NULL);
@@ -1169,6 +1185,8 @@ void tsr_worker_stop(tsr_worker_t *w) {
     pthread_rwlock_destroy(&w->own_lock);
     pthread_cond_destroy(&w->q_cv);
     pthread_mutex_destroy(&w->q_mu);
+    pthread_cond_destroy(&w->nap_cv);
+    pthread_mutex_destroy(&w->nap_mu);
     pthread_mutex_destroy(&w->c_mu);
     pthread_mutex_destroy(&w->mu);
     free(w->data_dir);
