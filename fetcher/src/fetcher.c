@@ -3,7 +3,8 @@
  *
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
- *   fetch pool    deferred FeatureService calls: serving fetch (which calls read_many)
+ *   CQ threads    FeatureService calls, inline (fetch_call), up to CQ_THREADS - 1 at a time
+ *   fetch pool    FeatureService calls past that (deferred): serving fetch (read_many)
  *   HTTP          one thread per connection (http.h), fetching the same way
  *
  * A fan-out (one ReadPartition per owner) runs on the fetching thread itself:
@@ -34,6 +35,10 @@
 #define M_READ "/tessera.v1.WorkerService/ReadPartition"
 #define QUEUE_MAX 1024
 #define MAX_COORDS 16
+/* Completion-queue threads of the fetcher's server: up to CQ_THREADS - 1 fetches run on the
+ * thread that received them, one stays free to accept calls (fetch_call). */
+#define CQ_THREADS 4
+#define ARENA_KEEP_MAX (8u << 20)
 
 typedef struct installed {
     char *name;
@@ -77,6 +82,9 @@ struct tsr_fetcher {
     fjob_t q[QUEUE_MAX];
     size_t q_head, q_len;
     int q_stop;
+    int inline_busy;                /* atomic: fetches running on CQ threads */
+    pthread_key_t arena_key;        /* a CQ thread's arena for inline fetches */
+    int arena_key_made;
     pthread_t *pool;
     int npool;
     /* servers */
@@ -709,16 +717,58 @@ static int enqueue(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, s
     return TSR_RPC_DEFER;
 }
 
+static void arena_destroy(void *p) {
+    tsr_arena_free(p);
+    free(p);
+}
+
+/* The calling CQ thread's arena, reset; it keeps one chunk sized to its largest recent use
+ * (up to ARENA_KEEP_MAX), so a steady load allocates nothing per call. */
+static tsr_arena_t *thread_arena(tsr_fetcher_t *f) {
+    tsr_arena_t *a = pthread_getspecific(f->arena_key);
+    if (!a) {
+        a = tsr_malloc(sizeof *a);
+        tsr_arena_init(a, 1 << 16);
+        pthread_setspecific(f->arena_key, a);
+        return a;
+    }
+    size_t used = a->total, chunk = a->chunk_size;
+    if (used > chunk && chunk < ARENA_KEEP_MAX) {
+        while (chunk < used + used / 4 && chunk < ARENA_KEEP_MAX) chunk *= 2;
+        tsr_arena_free(a);
+        tsr_arena_init(a, chunk);
+    } else {
+        tsr_arena_reset(a);
+    }
+    return a;
+}
+
+/* A fetch runs on the CQ thread that received it — no hand-off to a pool thread (a futex wake
+ * per call, tens of microseconds on a busy VM) — while at most CQ_THREADS - 1 do, so one CQ
+ * thread always stays free to accept calls and answer health checks; past that it is queued
+ * for the pool. The fan-out polls its own completion queue (tsr_rpc_client_call_all), not the
+ * server's, so blocking here is safe. */
+static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
+                      tsr_buf_t *resp, tsr_error_t *err) {
+    if (__atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) < CQ_THREADS) {
+        int64_t left = tsr_rpc_call_remaining_ms(call);
+        int rc = left == 0 ? tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
+                           : tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+        __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
+        return rc;
+    }
+    __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
+    return enqueue(f, call, req, n, join, err);
+}
+
 static int h_fetch_join(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
                         tsr_error_t *err) {
-    (void)resp;
-    return enqueue(ud, call, req, n, 1, err);
+    return fetch_call(ud, call, req, n, 1, resp, err);
 }
 
 static int h_fetch_gb(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
                       tsr_error_t *err) {
-    (void)resp;
-    return enqueue(ud, call, req, n, 0, err);
+    return fetch_call(ud, call, req, n, 0, resp, err);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -816,7 +866,9 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     pthread_mutex_init(&f->q_mu, NULL);
     pthread_cond_init(&f->q_cv, NULL);
     f->serving = tsr_serving_new_many(read_many, f);
+    f->arena_key_made = pthread_key_create(&f->arena_key, arena_destroy) == 0;
     int rc = f->ncoords ? 0 : tsr_error_set(err, TSR_EINVAL, "no coordinator address in '%s'", o->coordinators);
+    if (rc == 0 && !f->arena_key_made) rc = tsr_error_set(err, TSR_EINTERNAL, "cannot create a thread key");
     if (rc == 0) rc = metrics_init(f, err);
     if (rc == 0) {
         f->pool = tsr_calloc((size_t)f->o.fetch_threads, sizeof(pthread_t));
@@ -828,6 +880,7 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     if (rc == 0) {
         tsr_rpc_server_opts_t ro;
         memset(&ro, 0, sizeof ro);
+        ro.cq_threads = CQ_THREADS;
         f->rpc = tsr_rpc_server_new(f->listen, &ro, err);
         if (!f->rpc) rc = err && err->code ? err->code : TSR_EIO;
     }
@@ -877,8 +930,9 @@ void tsr_fetcher_stop(tsr_fetcher_t *f) {
         tsr_http_server_stop(f->http, 5000);
     }
     /* deferred calls are finished by the pool, which runs until the server is gone */
-    tsr_rpc_server_free(f->rpc);
+    tsr_rpc_server_free(f->rpc); /* joins the CQ threads: their arenas are freed at their exit */
     f->rpc = NULL;
+    if (f->arena_key_made) pthread_key_delete(f->arena_key);
     pthread_mutex_lock(&f->q_mu);
     f->q_stop = 1;
     pthread_cond_broadcast(&f->q_cv);

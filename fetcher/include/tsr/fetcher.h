@@ -25,8 +25,11 @@
  *     answer costs no thread hop), with the request's remaining deadline. Items answered READ_NOT_OWNER and owners that were
  *     unreachable wait up to retry_wait_ms for a newer table and are retried once; what still
  *     fails is that read's error (its part's exception).
- *   - FeatureService calls are deferred (TSR_RPC_DEFER) to a pool of fetch threads, so a CQ
- *     thread never waits on a fan-out; HTTP fetches run on their connection's thread.
+ *   - FeatureService calls run on the completion-queue thread that received them (4 CQ
+ *     threads), at most 3 at a time, so one CQ thread is always free to accept calls and
+ *     answer health checks; beyond that they are deferred (TSR_RPC_DEFER) to a pool of fetch
+ *     threads. Inline saves the hand-off (a thread wake-up) per call. HTTP fetches run on
+ *     their connection's thread.
  *   - Health: gRPC "" and HTTP /health report NOT_SERVING until the first routing table.
  */
 #ifndef TSR_FETCHER_H
