@@ -67,6 +67,21 @@ typedef struct tsr_tile_store tsr_tile_store_t;
 
 /* Opens (creating) the store in dir. Caller closes with tsr_tile_store_close. */
 int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *err);
+
+/* The store's read memory: cache_bytes for RocksDB's caches together (0: the default,
+ * TSR_TILE_STORE_CACHE_DEFAULT), of which row_cache_bytes go to a row cache of records (whole
+ * values by key, in front of the table files) and the rest to the block cache;
+ * TSR_TILE_ROW_CACHE_AUTO: a quarter of cache_bytes; 0: no row cache (docs/tile-store.md). */
+#define TSR_TILE_STORE_CACHE_DEFAULT ((size_t)256 << 20)
+#define TSR_TILE_ROW_CACHE_AUTO ((size_t)-1)
+typedef struct tsr_tile_store_opts {
+    size_t cache_bytes;
+    size_t row_cache_bytes;
+} tsr_tile_store_opts_t;
+
+/* tsr_tile_store_open with memory options (o NULL: the defaults). */
+int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, tsr_tile_store_t **out,
+                             tsr_error_t *err);
 void tsr_tile_store_close(tsr_tile_store_t *s);
 
 /* Registers a GroupBy's columns (needed before any write or read of it, also after a
