@@ -729,13 +729,24 @@ static unsigned char keys_sorted(const char *const *kp, const size_t *kl, size_t
     return 1;
 }
 
-/* A read's stream records in key order: 't' gb \0 K, then type, then start (sign-flipped
+/* Stream records of one key in key order: 't' gb \0 K, then type, then start (sign-flipped
  * big-endian: numeric order). */
 static int rec_before(const rec_t *a, const rec_t *b) {
     return a->type != b->type ? a->type < b->type : a->start < b->start;
 }
 
 static size_t put_prefix_len(const tsr__ts_gb_t *g) { return g->nlen + 2; }
+
+/* Stream records of a run of reads ordered together at most (more: left as planned). */
+#define TSR__READ_RUN_SORT 64
+
+/* A stream record's place vi in the chunk's multi-get. */
+static void rec_slot(read_scratch_t *x, rec_t *rec, size_t vi) {
+    rec->vi = vi;
+    x->kp[vi] = (const char *)x->keys.data + rec->koff;
+    x->kl[vi] = rec->klen;
+    x->errs[vi] = NULL;
+}
 
 static int gl_cmp(const void *a, const void *b) {
     const tsr__ts_gb_t *x = (*(gb_lock_t *const *)a)->g, *y = (*(gb_lock_t *const *)b)->g;
@@ -895,7 +906,8 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         }
         /* the stream multi-get's keys, laid out in key order when the reads are in key order:
          * the markers ('m' < 't') in GroupBy name order (the chunk's order), then read by read
-         * its stream records by (type, start); key pointers now that keys no longer grow */
+         * (GroupBy, key) its stream records by (type, start); key pointers now that keys no
+         * longer grow */
         size_t ns = nplanned;
         for (size_t i = 0; i < ngls; i++) {
             gb_lock_t *gl = &x->gls[i];
@@ -905,26 +917,36 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
             x->kl[gl->marker_vi] = put_prefix_len(gl->g) + 1;
             x->errs[gl->marker_vi] = NULL;
         }
-        for (size_t k = k0; k < kend; k++) {
-            const plan_t *p = &x->plans[ord[k]];
-            size_t nr = p->nrec - 1, rs[32];
-            rec_t *recs = &x->recs[p->rec0];
-            int sort = nr <= 32; /* more (a read long after B): left as planned, not sorted */
-            for (size_t r = 0; sort && r < nr; r++) {
-                rs[r] = r + 1; /* a few records: insertion sort */
-                for (size_t b = r; b > 0 && rec_before(&recs[rs[b]], &recs[rs[b - 1]]); b--) {
-                    size_t t = rs[b];
-                    rs[b] = rs[b - 1];
-                    rs[b - 1] = t;
+        for (size_t k = k0, e; k < kend; k = e) {
+            /* a run of reads of the same GroupBy and key (an entity asked twice): their
+             * records share keys, so they are ordered together */
+            const rec_t *bk = &x->recs[x->plans[ord[k]].rec0];
+            size_t nr = 0;
+            for (e = k; e < kend; e++) {
+                const plan_t *p = &x->plans[ord[e]];
+                const rec_t *b = &x->recs[p->rec0];
+                if (e > k && (b->klen != bk->klen || memcmp(x->keys.data + b->koff, x->keys.data + bk->koff,
+                                                          b->klen) != 0))
+                    break;
+                nr += p->nrec - 1;
+            }
+            rec_t *rr[TSR__READ_RUN_SORT];
+            int sort = nr <= TSR__READ_RUN_SORT; /* more (reads long after B): as planned */
+            nr = 0;
+            for (size_t m = k; m < e; m++) {
+                const plan_t *p = &x->plans[ord[m]];
+                for (size_t r = 1; r < p->nrec; r++) {
+                    rec_t *rec = &x->recs[p->rec0 + r];
+                    if (!sort) {
+                        rec_slot(x, rec, ns++);
+                        continue;
+                    }
+                    size_t b = nr++; /* a few records: insertion sort */
+                    for (; b > 0 && rec_before(rec, rr[b - 1]); b--) rr[b] = rr[b - 1];
+                    rr[b] = rec;
                 }
             }
-            for (size_t r = 0; r < nr; r++) {
-                rec_t *rec = &recs[sort ? rs[r] : r + 1];
-                rec->vi = ns++;
-                x->kp[rec->vi] = (const char *)x->keys.data + rec->koff;
-                x->kl[rec->vi] = rec->klen;
-                x->errs[rec->vi] = NULL;
-            }
+            for (size_t r = 0; sort && r < nr; r++) rec_slot(x, rr[r], ns++);
         }
         if (ns > nplanned)
             rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], ns - nplanned, x->kp + nplanned,
