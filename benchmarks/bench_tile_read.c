@@ -25,8 +25,8 @@
  *  --sparse: each key's upload has 7 of the 30 day tiles, 3 of the 25 hour tiles and 1 of the
  *  13 five-minute tiles, like bench_fetch's warehouse (25 events per key over 8 days): ~400-byte
  *  batch records instead of ~3 KB; e.g. --sparse --keys 10000 --events-per-key 3 --compact;
- *  --cache-mb, --row-cache-mb: the store's cache memory and the row cache's part of it,
- *  tsr_tile_store_opts_t; default 256 MiB and a quarter)
+ *  --cache-mb, --row-cache-mb: the store's block cache and the row cache beside it,
+ *  tsr_tile_store_opts_t; default 256 MiB and half of it)
  */
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -346,6 +346,9 @@ int main(int argc, char **argv) {
     if (bench_batched(s, names, nkeys, 1, iters, phases[0].q, &seed) ||
         bench_batched(s, names, nkeys, batch, batch_iters, phases[0].q, &seed))
         return 1;
+    size_t ub, ur;
+    tsr_tile_store_cache_usage(s, &ub, &ur);
+    printf("caches: block %.1f MiB, row %.1f MiB in use\n", (double)ub / (1 << 20), (double)ur / (1 << 20));
     if (h) {
         h->stop = 1;
         sem_post(&h->go);

@@ -302,8 +302,10 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     *out = NULL;
     size_t cache_bytes = o && o->cache_bytes ? o->cache_bytes : TSR_TILE_STORE_CACHE_DEFAULT;
     size_t row_bytes = o ? o->row_cache_bytes : TSR_TILE_ROW_CACHE_AUTO;
-    if (row_bytes == TSR_TILE_ROW_CACHE_AUTO) row_bytes = cache_bytes / 4;
-    if (row_bytes > cache_bytes / 2) row_bytes = cache_bytes / 2;
+    if (row_bytes == TSR_TILE_ROW_CACHE_AUTO) {
+        const char *ev = getenv("TSR_TILE_ROW_CACHE_MB"); /* measurements, operators */
+        row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : cache_bytes / 2;
+    }
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
     /* the DB (and default family) options: a base every family starts from */
@@ -320,10 +322,11 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
      * families, whole-key bloom filters (a multi-get asks for records that often do not exist:
      * a key without events in that hour) and hash indexes inside data blocks (point lookups) */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
-    s->cache = rocksdb_cache_create_lru(cache_bytes - row_bytes);
+    s->cache = rocksdb_cache_create_lru(cache_bytes);
     /* a row cache of records in front of the table files: a hit skips the filter, index and
-     * data block search of a get (docs/tile-store.md "Row cache"); carved out of the caches'
-     * memory (a quarter by default) */
+     * data block search of a get (-30 % instructions per read while the records fit). Beside
+     * the block cache, not carved out of it: on a store larger than the caches, a smaller
+     * block cache cost more than the row cache's inserts (docs/tile-store.md "Row cache") */
     if (row_bytes) {
         s->row_cache = rocksdb_cache_create_lru(row_bytes);
         rocksdb_options_set_row_cache(s->opts, s->row_cache);
@@ -410,6 +413,11 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     pthread_create(&s->flusher, NULL, flusher_main, s);
     *out = s;
     return 0;
+}
+
+void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row) {
+    if (block) *block = rocksdb_cache_get_usage(s->cache);
+    if (row) *row = s->row_cache ? rocksdb_cache_get_usage(s->row_cache) : 0;
 }
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
