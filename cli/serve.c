@@ -52,12 +52,12 @@ struct tsr_server {
     tsr_http_server_t *http;
     pthread_key_t arena_key;
     pthread_key_t aux_key;          /* per fetching thread: the arena its split reads use */
-    /* the read helper: reads blocks of a large batched read beside the caller (server_read_many) */
+    /* the read helper: takes the second half of a large batched read (server_read_many) */
     pthread_t rh_thread;
     int rh_started;
     pthread_mutex_t rh_mu;
     pthread_cond_t rh_cv, rh_done_cv;
-    struct read_job *rh_job;        /* handed over, not yet taken */
+    struct read_job *rh_job;        /* handed over, not yet done */
     int rh_busy, rh_stop;
     int aux_key_made;
 };
@@ -111,36 +111,14 @@ static tsr_arena_t *thread_arena(tsr_server_t *s) {
 
 typedef struct read_job {
     tsr_tile_store_req_t *reqs;
-    size_t n, block;
-    size_t next;                    /* the next block's first read (atomic) */
-    tsr_arena_t *arena;             /* the helper's */
+    size_t n;
+    tsr_arena_t *arena;
     int rc, done;
     tsr_error_t err;
 } read_job_t;
 
 /* Reads split this way: a 100-entity Join fetch is 1,000 reads; one entity's 10 stay whole. */
 #define READ_SPLIT_MIN 128
-/* A split read is taken by blocks of n / READ_SPLIT_BLOCKS reads, by the caller and the helper
- * alike, each taking the next block when done with one: when one of them is held up (the
- * helper woken late, or either preempted on this shared 2-vCPU VM), the other reads more
- * instead of waiting for a fixed half (it waited out a half's whole read time before). */
-#define READ_SPLIT_BLOCKS 4
-
-/* Blocks of j until none is left: the first failure of a call is kept in *rc, *err. */
-static void read_blocks(tsr_server_t *s, read_job_t *j, tsr_arena_t *arena, int *rc, tsr_error_t *err) {
-    for (;;) {
-        size_t at = __atomic_fetch_add(&j->next, j->block, __ATOMIC_RELAXED);
-        if (at >= j->n) return;
-        size_t m = j->n - at < j->block ? j->n - at : j->block;
-        tsr_error_t e;
-        tsr_error_clear(&e);
-        int r = tsr_host_read_many(s->host, j->reqs + at, m, arena, &e);
-        if (r && *rc == 0) {
-            *rc = r;
-            *err = e;
-        }
-    }
-}
 
 static void *read_helper_main(void *arg) {
     tsr_server_t *s = arg;
@@ -152,11 +130,11 @@ static void *read_helper_main(void *arg) {
             pthread_cond_wait(&s->rh_cv, &s->rh_mu);
             continue;
         }
-        s->rh_job = NULL; /* taken: the caller now waits for done */
         pthread_mutex_unlock(&s->rh_mu);
-        read_blocks(s, j, j->arena, &j->rc, &j->err);
+        j->rc = tsr_host_read_many(s->host, j->reqs, j->n, j->arena, &j->err);
         pthread_mutex_lock(&s->rh_mu);
         j->done = 1;
+        s->rh_job = NULL;
         pthread_cond_broadcast(&s->rh_done_cv);
     }
     pthread_mutex_unlock(&s->rh_mu);
@@ -178,8 +156,7 @@ static tsr_arena_t *aux_arena(tsr_server_t *s) {
 
 /* The fetch's batched read (serving.h two-pass fetches): a request's reads in one call —
  * one RocksDB multi-get per column family across all its rows and GroupBys. A large one is
- * split with the read helper when it is free (blocks taken by whichever thread is free), so it
- * uses both cores. */
+ * split with the read helper when it is free, so it uses both cores. */
 static int server_read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t timeout_ms,
                             tsr_arena_t *arena, tsr_error_t *err) {
     (void)timeout_ms; /* local reads: bounded by the store, not by a network */
@@ -187,26 +164,22 @@ static int server_read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64
     tsr_tile_store_req_t *t = tsr_arena_alloc(arena, (n ? n : 1) * sizeof *t);
     for (size_t i = 0; i < n; i++)
         t[i] = (tsr_tile_store_req_t){reqs[i].gb, reqs[i].key, reqs[i].klen, reqs[i].q, reqs[i].out, 0, NULL};
-    int rc = 0;
-    int split = 0;
-    read_job_t job = {t, n, n, 0, NULL, 0, 0, {0}};
+    read_job_t job = {0};
+    size_t mine = n;
     if (n >= READ_SPLIT_MIN && s->rh_started && pthread_mutex_trylock(&s->rh_mu) == 0) {
         if (!s->rh_busy) {
-            job.block = (n + READ_SPLIT_BLOCKS - 1) / READ_SPLIT_BLOCKS;
-            job.arena = aux_arena(s);
+            mine = n / 2;
+            job = (read_job_t){t + mine, n - mine, aux_arena(s), 0, 0, {0}};
             s->rh_busy = 1;
             s->rh_job = &job;
-            split = 1;
             pthread_cond_signal(&s->rh_cv);
         }
         pthread_mutex_unlock(&s->rh_mu);
     }
-    read_blocks(s, &job, arena, &rc, err);
-    if (split) {
+    int rc = tsr_host_read_many(s->host, t, mine, arena, err);
+    if (mine < n) {
         pthread_mutex_lock(&s->rh_mu);
-        if (s->rh_job == &job) s->rh_job = NULL; /* not taken: every block was read here */
-        else
-            while (!job.done) pthread_cond_wait(&s->rh_done_cv, &s->rh_mu);
+        while (!job.done) pthread_cond_wait(&s->rh_done_cv, &s->rh_mu);
         s->rh_busy = 0;
         pthread_mutex_unlock(&s->rh_mu);
         if (rc == 0 && job.rc) {

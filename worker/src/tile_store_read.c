@@ -23,9 +23,11 @@
  *               cycle between callers), then one batched multi-get of every stream record
  *               and, per GroupBy with a flush in flight, its flush marker (stream family: the
  *               marker and the records it describes are read at one point in time)
- *   4. merge    read by read, in request order: batch record, then per stream record its
- *               unflushed slots (the write-back table's live tile blocks and raw event chains,
- *               merged directly, no encoding) and its stored value — the same order for a read
+ *   4. merge    read by read, in the call's order (by batch record key: GroupBy, key; the
+ *               multi-gets' keys are then laid out sorted, and RocksDB is told so): batch
+ *               record, then per stream record its unflushed slots (the write-back table's
+ *               live tile blocks and raw event chains, merged directly, no encoding) and its
+ *               stored value — the same order for a read
  *               whatever else is in the call, so results equal n single reads bit for bit; a
  *               GroupBy's lock is released after its last read.
  * Values are pinned slices (no copy). Nothing is allocated per read in steady state besides
@@ -843,7 +845,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
      * files instead of every GroupBy's, and a chunk takes one or two write-back locks instead
      * of ten. In key order, a chunk's multi-get keys are sorted as they are laid out (below),
      * and RocksDB is told so instead of sorting them itself (std::sort of the key contexts with
-     * a virtual comparator: ~8 % of a read's instructions). Every read is still merged alone:
+     * a virtual comparator: ~6 % of a read's instructions). Every read is still merged alone:
      * its values do not depend on the order. */
     GROW(x->ord, x->capord, nplanned + 1);
     GROW(x->se, x->capse, nplanned + 1);
