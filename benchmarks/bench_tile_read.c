@@ -17,13 +17,16 @@
  *
  *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact] [--threads 2]
  *                   [--batch N] [--batch-iters N] [--only-batched] [--sparse]
+ *                   [--cache-mb N] [--row-cache-mb N]
  * (--compact: fold merge operands into tiles before reading, the steady state;
  *  --threads 2: a second thread reads GroupBys 5..9 while the caller reads 0..4, as a fetch
  *  layer could; the hand-off is a semaphore each way;
  *  --only-batched: skip the single-read phases and baselines before the batched comparison;
  *  --sparse: each key's upload has 7 of the 30 day tiles, 3 of the 25 hour tiles and 1 of the
  *  13 five-minute tiles, like bench_fetch's warehouse (25 events per key over 8 days): ~400-byte
- *  batch records instead of ~3 KB; e.g. --sparse --keys 10000 --events-per-key 3 --compact)
+ *  batch records instead of ~3 KB; e.g. --sparse --keys 10000 --events-per-key 3 --compact;
+ *  --cache-mb, --row-cache-mb: the store's block cache and the row cache beside it,
+ *  tsr_tile_store_opts_t; default 256 MiB and half of it)
  */
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -204,6 +207,7 @@ static int bench_batched(tsr_tile_store_t *s, char (*names)[32], int nkeys, int 
 int main(int argc, char **argv) {
     int nkeys = 500, per_key = 100, iters = 3000, threads = 1, batch = 100, batch_iters = 100, only_batched = 0;
     int sparse = 0;
+    tsr_tile_store_opts_t so = {0, TSR_TILE_ROW_CACHE_AUTO};
     for (int i = 1; i < argc; i++) only_batched |= strcmp(argv[i], "--only-batched") == 0;
     for (int i = 1; i < argc; i++) sparse |= strcmp(argv[i], "--sparse") == 0;
     for (int i = 1; i + 1 < argc; i++) {
@@ -213,12 +217,14 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--keys") == 0) nkeys = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--events-per-key") == 0) per_key = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--iters") == 0) iters = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--cache-mb") == 0) so.cache_bytes = (size_t)atoi(argv[i + 1]) << 20;
+        else if (strcmp(argv[i], "--row-cache-mb") == 0) so.row_cache_bytes = (size_t)atoi(argv[i + 1]) << 20;
     }
     char dir[] = "/tmp/tsr_bench_tiles_XXXXXX";
     if (!mkdtemp(dir)) return 1;
     tsr_tile_store_t *s;
     tsr_error_t err;
-    if (tsr_tile_store_open(dir, &s, &err)) {
+    if (tsr_tile_store_open_opts(dir, &so, &s, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -340,6 +346,9 @@ int main(int argc, char **argv) {
     if (bench_batched(s, names, nkeys, 1, iters, phases[0].q, &seed) ||
         bench_batched(s, names, nkeys, batch, batch_iters, phases[0].q, &seed))
         return 1;
+    size_t ub, ur;
+    tsr_tile_store_cache_usage(s, &ub, &ur);
+    printf("caches: block %.1f MiB, row %.1f MiB in use\n", (double)ub / (1 << 20), (double)ur / (1 << 20));
     if (h) {
         h->stop = 1;
         sem_post(&h->go);

@@ -11,7 +11,8 @@
  * (log replay) and after compaction; with the default write-back budget and with a budget of 1
  * (every batch handed to the flusher thread, flushes in flight during the reads). A last test
  * runs read_many of several GroupBys on two threads while a third applies batches to them
- * (bounded): every read succeeds and nothing deadlocks (the GroupBy read locks).
+ * (bounded): every read succeeds and nothing deadlocks (the GroupBy read locks). The row cache
+ * changes no value: with it (filled, then hit) and without it, before and after new table files.
  */
 #include "tsr_test.h"
 
@@ -76,10 +77,13 @@ static void make_gbs(void) {
     }
 }
 
+static size_t row_cache = TSR_TILE_ROW_CACHE_AUTO; /* the store's row cache */
+
 static tsr_tile_store_t *open_store(void) {
     tsr_tile_store_t *s;
     tsr_error_t err;
-    ck_assert_msg(tsr_tile_store_open(dir, &s, &err) == 0, "%s", err.msg);
+    tsr_tile_store_opts_t o = {0, row_cache};
+    ck_assert_msg(tsr_tile_store_open_opts(dir, &o, &s, &err) == 0, "%s", err.msg);
     if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
     for (int g = 0; g < NGB; g++) {
         tsr_tile_gb_t gb = {gbname[g], ncols[g], cols[g]};
@@ -307,6 +311,71 @@ START_TEST(test_many_equals_single) {
 }
 END_TEST
 
+/* The row cache changes no value: NREQ reads of a compacted store, twice with the row cache
+ * (the second time from it) and once with none, after a restart, give equal values; then new
+ * events, a flush and a compaction (new table files) and the same again — no stale record. */
+static void row_cache_round(tsr_rng_t *r, int64_t B) {
+    static tsr_tile_store_req_t reqs[3][NREQ];
+    static tsr_value_t outs[3][NREQ][MAXOUT];
+    static char keys[NREQ][16];
+    static int gbi[NREQ];
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_error_t err;
+    for (int i = 0; i < NREQ; i++) {
+        gbi[i] = (int)tsr_rng_below(r, NGB);
+        size_t kl = key_of((int)tsr_rng_below(r, NKEYS + 1), keys[i]);
+        int64_t q = pick_q(r, B);
+        for (int v = 0; v < 3; v++) reqs[v][i] = (tsr_tile_store_req_t){gbname[gbi[i]], keys[i], kl, q, outs[v][i], 0, NULL};
+    }
+    row_cache = (size_t)8 << 20; /* with the row cache: filled, then read from it */
+    tsr_tile_store_t *s = open_store();
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs[0], NREQ, &arena, &err), 0);
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs[1], NREQ, &arena, &err), 0);
+    size_t used;
+    tsr_tile_store_cache_usage(s, NULL, &used);
+    ck_assert_msg(used > 0, "the row cache holds nothing");
+    tsr_tile_store_close(s);
+    row_cache = 0; /* without */
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs[2], NREQ, &arena, &err), 0);
+    tsr_tile_store_close(s);
+    row_cache = TSR_TILE_ROW_CACHE_AUTO;
+    for (int i = 0; i < NREQ; i++)
+        for (int v = 1; v < 3; v++) {
+            if (reqs[v][i].status != reqs[0][i].status) ck_abort_msg("read %d: status %d vs %d", i, reqs[v][i].status, reqs[0][i].status);
+            if (reqs[0][i].status) ck_abort_msg("read %d failed: %s", i, reqs[0][i].error);
+            for (size_t o = 0; o < nout[gbi[i]]; o++)
+                if (!tsr_value_equal(&outs[v][i][o], &outs[0][i][o]))
+                    ck_abort_msg("read %d (%s key %s q=B+%lld) output %zu differs %s the row cache", i, gbname[gbi[i]],
+                                 keys[i], (long long)(reqs[0][i].q - B), o, v == 1 ? "read from" : "without");
+        }
+    tsr_arena_free(&arena);
+}
+
+START_TEST(test_row_cache_same_values) {
+    tsr_rng_t r = {.s = 4242};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, 0, B);
+    upload(s, 1, B);
+    stream(s, B);
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    tsr_tile_store_compact(s);
+    tsr_tile_store_close(s);
+    row_cache_round(&r, B);
+    /* more events on the same records, flushed and compacted into new table files */
+    s = open_store();
+    stream(s, B + D1 / 2);
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    tsr_tile_store_compact(s);
+    tsr_tile_store_close(s);
+    row_cache_round(&r, B);
+    cleanup();
+}
+END_TEST
+
 /* Concurrency: readers of several GroupBys at once while a writer applies to them. */
 typedef struct conc {
     tsr_tile_store_t *s;
@@ -371,6 +440,7 @@ static Suite *read_many_suite(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_many_equals_single, 0, 2);
     tcase_add_test(tc, test_many_concurrent);
+    tcase_add_test(tc, test_row_cache_same_values);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -294,7 +294,18 @@ static void cf_destroy(void *st) {}
 /* ---- open / close / register */
 
 int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *err) {
+    return tsr_tile_store_open_opts(dir, NULL, out, err);
+}
+
+int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, tsr_tile_store_t **out,
+                             tsr_error_t *err) {
     *out = NULL;
+    size_t cache_bytes = o && o->cache_bytes ? o->cache_bytes : TSR_TILE_STORE_CACHE_DEFAULT;
+    size_t row_bytes = o ? o->row_cache_bytes : TSR_TILE_ROW_CACHE_AUTO;
+    if (row_bytes == TSR_TILE_ROW_CACHE_AUTO) {
+        const char *ev = getenv("TSR_TILE_ROW_CACHE_MB"); /* measurements, operators */
+        row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : cache_bytes / 2;
+    }
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
     /* the DB (and default family) options: a base every family starts from */
@@ -311,7 +322,15 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
      * families, whole-key bloom filters (a multi-get asks for records that often do not exist:
      * a key without events in that hour) and hash indexes inside data blocks (point lookups) */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
-    s->cache = rocksdb_cache_create_lru((size_t)256 << 20);
+    s->cache = rocksdb_cache_create_lru(cache_bytes);
+    /* a row cache of records in front of the table files: a hit skips the filter, index and
+     * data block search of a get (-30 % instructions per read while the records fit). Beside
+     * the block cache, not carved out of it: on a store larger than the caches, a smaller
+     * block cache cost more than the row cache's inserts (docs/tile-store.md "Row cache") */
+    if (row_bytes) {
+        s->row_cache = rocksdb_cache_create_lru(row_bytes);
+        rocksdb_options_set_row_cache(s->opts, s->row_cache);
+    }
     s->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(s->table, s->cache);
     rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom_full(10));
@@ -379,6 +398,7 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
         rocksdb_block_based_options_destroy(s->table);
         rocksdb_block_based_options_destroy(s->table_log);
         rocksdb_cache_destroy(s->cache);
+        if (s->row_cache) rocksdb_cache_destroy(s->row_cache);
         pthread_rwlock_destroy(&s->lock);
         free(s);
         return rc;
@@ -393,6 +413,11 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     pthread_create(&s->flusher, NULL, flusher_main, s);
     *out = s;
     return 0;
+}
+
+void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row) {
+    if (block) *block = rocksdb_cache_get_usage(s->cache);
+    if (row) *row = s->row_cache ? rocksdb_cache_get_usage(s->row_cache) : 0;
 }
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
@@ -422,6 +447,7 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     rocksdb_block_based_options_destroy(s->table);
     rocksdb_block_based_options_destroy(s->table_log);
     rocksdb_cache_destroy(s->cache);
+    if (s->row_cache) rocksdb_cache_destroy(s->row_cache);
     rocksdb_writeoptions_destroy(s->wo);
     rocksdb_readoptions_destroy(s->ro);
     for (size_t i = 0; i < s->ngbs; i++) {

@@ -89,6 +89,7 @@ struct tsr_tile_store {
     rocksdb_mergeoperator_t *merge;
     rocksdb_compactionfilter_t *cfilter;
     rocksdb_cache_t *cache;
+    rocksdb_cache_t *row_cache; /* NULL: none */
     rocksdb_block_based_table_options_t *table;     /* bloom filters, hash indexes */
     rocksdb_block_based_table_options_t *table_log; /* the log's: no filter */
     rocksdb_column_family_handle_t *cf[TSR__NCF];

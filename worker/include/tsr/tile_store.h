@@ -67,6 +67,24 @@ typedef struct tsr_tile_store tsr_tile_store_t;
 
 /* Opens (creating) the store in dir. Caller closes with tsr_tile_store_close. */
 int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *err);
+
+/* The store's read memory: cache_bytes of RocksDB block cache (0: the default,
+ * TSR_TILE_STORE_CACHE_DEFAULT) and, beside it, row_cache_bytes of row cache — whole records by
+ * key in front of the table files (docs/tile-store.md "Row cache"); TSR_TILE_ROW_CACHE_AUTO:
+ * half the block cache, or TSR_TILE_ROW_CACHE_MB from the environment when set; 0: none. */
+#define TSR_TILE_STORE_CACHE_DEFAULT ((size_t)256 << 20)
+#define TSR_TILE_ROW_CACHE_AUTO ((size_t)-1)
+typedef struct tsr_tile_store_opts {
+    size_t cache_bytes;
+    size_t row_cache_bytes;
+} tsr_tile_store_opts_t;
+
+/* tsr_tile_store_open with memory options (o NULL: the defaults). */
+int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, tsr_tile_store_t **out,
+                             tsr_error_t *err);
+
+/* Bytes held by the block cache and the row cache now (either NULL: not asked). */
+void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row);
 void tsr_tile_store_close(tsr_tile_store_t *s);
 
 /* Registers a GroupBy's columns (needed before any write or read of it, also after a
