@@ -1389,27 +1389,37 @@ static void log_key(tsr_buf_t *k, const tsr__ts_gb_t *g, int64_t seq) {
     tsr__put_i64(k, seq);
 }
 
+/* A record in the flush's sort: 24 key bytes after the GroupBy's common prefix 't' gb \0, as
+ * three big-endian words (zero-padded past the key's end: consistent with byte order). */
+#define ENT_WORDS 3
 typedef struct ent_ref {
-    uint64_t head;              /* the 8 key bytes after the GroupBy's common prefix, big-endian */
-    const uint8_t *k;
+    uint64_t w[ENT_WORDS];
     const rec_entry_t *e;
-    uint32_t klen;
 } ent_ref_t;
 
-/* Key order. Every key starts with the same 't' gb \0 prefix: comparing the next 8 bytes as an
- * integer first settles most comparisons without touching the (scattered) keys. */
+/* Key order. Every key starts with the same 't' gb \0 prefix, and after it the keys of one
+ * GroupBy often share more (K's 2-byte length, a common stem like "user000"): one word (what
+ * this compared before) left nearly every comparison to a memcmp of two scattered keys, ~1 µs
+ * per record in all (263 ms for 246k records). Three words settle a comparison for keys up to
+ * ~13 bytes (K's 24 bytes minus the record type and start), and most of longer ones. */
 static int ent_cmp(const void *a, const void *b) {
     const ent_ref_t *x = a, *y = b;
-    if (x->head != y->head) return x->head < y->head ? -1 : 1;
-    size_t m = x->klen < y->klen ? x->klen : y->klen;
-    int r = memcmp(x->k, y->k, m);
-    return r ? r : (x->klen > y->klen) - (x->klen < y->klen);
+    for (int i = 0; i < ENT_WORDS; i++)
+        if (x->w[i] != y->w[i]) return x->w[i] < y->w[i] ? -1 : 1;
+    const rec_entry_t *p = x->e, *q = y->e;
+    size_t m = p->klen < q->klen ? p->klen : q->klen;
+    int r = memcmp(p->key, q->key, m);
+    return r ? r : (p->klen > q->klen) - (p->klen < q->klen);
 }
 
-static uint64_t ent_head(const uint8_t *k, size_t klen, size_t skip) {
-    uint64_t h = 0;
-    for (size_t i = 0; i < 8; i++) h = h << 8 | (skip + i < klen ? k[skip + i] : 0);
-    return h;
+static void ent_ref_make(ent_ref_t *r, const rec_entry_t *e, size_t skip) {
+    for (int w = 0; w < ENT_WORDS; w++) {
+        uint64_t h = 0;
+        for (size_t i = skip + 8 * (size_t)w; i < skip + 8 * (size_t)w + 8; i++)
+            h = h << 8 | (i < e->klen ? e->key[i] : 0);
+        r->w[w] = h;
+    }
+    r->e = e;
 }
 
 static int off_cmp(const void *a, const void *b) {
@@ -1451,7 +1461,7 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     size_t skip = 2 + g->nlen; /* 't' gb \0 */
     for (size_t i = 0; i < c->cap; i++) {
         const rec_entry_t *x = c->table[i];
-        if (x) ord[nord++] = (ent_ref_t){ent_head(x->key, x->klen, skip), x->key, x, x->klen};
+        if (x) ent_ref_make(&ord[nord++], x, skip);
     }
     qsort(ord, nord, sizeof(ent_ref_t), ent_cmp); /* a table file's keys are in order */
     char *e = NULL;
@@ -1500,8 +1510,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
                     __builtin_prefetch(((const hour_slot_t *)ord[i + 2].e->slots[j])->raw_head);
         tsr_buf_clear(&v);
         encode_entry(g, ord[i].e, &v);
-        rocksdb_sstfilewriter_merge(w, (const char *)ord[i].k, ord[i].klen, (const char *)v.data,
-                                    v.len, &e);
+        rocksdb_sstfilewriter_merge(w, (const char *)ord[i].e->key, ord[i].e->klen,
+                                    (const char *)v.data, v.len, &e);
     }
     free(ord);
     if (!e) rocksdb_sstfilewriter_finish(w, &e);
