@@ -39,6 +39,7 @@
 #include "tile_store_int.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -1517,6 +1518,17 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     if (!e) rocksdb_sstfilewriter_finish(w, &e);
     rocksdb_sstfilewriter_destroy(w);
     rocksdb_envoptions_destroy(eo);
+    if (!e) {
+        /* an SstFileWriter drops what it wrote from the OS page cache (invalidate_page_cache,
+         * not settable through the C API); a memtable flush's table stays cached. Ask the
+         * kernel to read it back (asynchronous readahead; the DB's link is the same inode),
+         * so that the first reads of these records do not each wait for the disk */
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+            close(fd);
+        }
+    }
     if (!e) {
         /* move_files: linked into the DB (the link here removed by RocksDB on success); a
          * global sequence number: the file overlaps what is stored (the marker, at least);
