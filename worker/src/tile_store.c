@@ -17,10 +17,12 @@
  * a machine crash may lose the last batches together with their offsets, so the consumer
  * re-reads them and the state stays consistent) — and folds the events into an in-memory
  * table (record key -> slot tiles and raw events). When the table reaches its share of the
- * write-back budget, the flusher thread writes it as one merge operand per record, sorted by
- * key, together with the deletion of the log records it covers and a flush marker, in one
- * WriteBatch. Reads merge the table (and a table being flushed, unless the marker read in the
- * same multi-get shows it landed); tsr_tile_store_register replays the log after a restart.
+ * write-back budget, the flusher thread writes it as one table file — a flush marker, the log
+ * high mark, the consumer offsets and one merge operand per record, sorted by key — and
+ * ingests it into the stream family (atomic; no WriteBatch, WAL or memtable), then deletes the
+ * log records it covers. Reads merge the table (and a table being flushed, unless the marker
+ * read in the same multi-get shows it landed); tsr_tile_store_register replays the log above
+ * the high mark after a restart.
  *
  * Merge operator (tessera.tile.merge.v2). Operands and values have one format, the slot list;
  * merging walks the inputs slot by slot: a slot present in one input is copied as bytes, only
