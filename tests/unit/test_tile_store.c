@@ -740,6 +740,48 @@ START_TEST(test_flush_log_mark) {
 }
 END_TEST
 
+/* A flush that cannot write its table file (dir/ingest is not a directory) fails and stores
+ * nothing: reads still merge the table, the stored offset does not move, and after a reopen
+ * the consumer resumes from the start — exactly once. Once the directory is back, flushes land. */
+START_TEST(test_flush_failure_stores_nothing) {
+    tsr_rng_t r = {.s = 7170};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    uint64_t skipped = 0;
+    stream(s, B, &skipped);
+    char path[300], cmd[700];
+    snprintf(path, sizeof path, "%s/ingest", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && touch '%s'", path, path);
+    ck_assert_int_eq(system(cmd), 0);
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_store_flush(s, &err), TSR_EIO);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev); /* in memory */
+    check_reads(s, &r, B, 4, 60); /* the table being flushed is still merged */
+    tsr_tile_store_close(s);      /* its flush fails too */
+    snprintf(cmd, sizeof cmd, "rm -f '%s' && mkdir '%s'", path, path);
+    ck_assert_int_eq(system(cmd), 0);
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), -1); /* nothing stored */
+    stream(s, B, &skipped); /* the consumer replays everything */
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int nfiles = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (de->d_name[0] != '.') nfiles++;
+    closedir(d);
+    ck_assert_int_eq(nfiles, 0);
+    cleanup();
+}
+END_TEST
+
 static Suite *tile_store_suite(void) {
     Suite *s = suite_create("tile_store");
     TCase *tc = tcase_create("core");
@@ -752,6 +794,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_test(tc, test_old_layout_refused);
     tcase_add_test(tc, test_flush_table_file);
     tcase_add_test(tc, test_flush_log_mark);
+    tcase_add_test(tc, test_flush_failure_stores_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
