@@ -6,12 +6,15 @@
  * events tsr_window_contains selects. Also: reopening the store serves the same values and
  * keeps the offset; a new upload replaces the old atomically; an aborted one changes nothing;
  * events before B are skipped. A process killed after streaming (no close, no flush) loses
- * nothing: the reopened store replays its stream log. Retention: after uploads at B1 then B2
+ * nothing: the reopened store replays its stream log. A write-back flush lands as one table file
+ * (records, offsets and marker together; offsets of the older layout in meta still resume; a
+ * log already flushed is not replayed twice). Retention: after uploads at B1 then B2
  * and compaction, no record any read at q >= B2 cannot need remains (keys counted by prefix),
  * and reads still equal the offline rule.
  */
 #include "tsr_test.h"
 
+#include <dirent.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,8 +366,8 @@ END_TEST
 /* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
  * starting before `before` counted apart. Opens the directory read-only, without the merge
  * operator: the store must be compacted (no merge operands left). Every key must be in its
- * column family (tile_store.h): 'm' B/offsets in meta, 'b' in batch, 't' and the flush marker
- * 'm..F' in stream, 'l' in log, nothing in default. */
+ * column family (tile_store.h): 'm..B' in meta, 'b' in batch, 't', the flush marker 'm..F',
+ * the log mark 'm..L' and the offsets 'm..o' in stream, 'l' in log, nothing in default. */
 typedef struct key_counts {
     int meta, batch_old, batch_cur, log, day, hour, stream_before;
 } key_counts_t;
@@ -387,7 +390,7 @@ static key_counts_t count_keys(int64_t b_cur, int64_t before) {
             const uint8_t *z = memchr(k, 0, kl);
             ck_assert_ptr_nonnull(z);
             size_t at = (size_t)(z - k) + 1;
-            int want = k[0] == 'm' ? (at < kl && k[at] == 'F' ? 3 : 1)
+            int want = k[0] == 'm' ? (at < kl && k[at] == 'B' ? 1 : 3)
                      : k[0] == 'b' ? 2
                      : k[0] == 't' ? 3
                      : k[0] == 'l' ? 4
@@ -490,6 +493,295 @@ START_TEST(test_old_layout_refused) {
 }
 END_TEST
 
+/* ---- the write-back flush as an ingested table file (worker/src/tile_store.c flush_imm) */
+
+/* The store's RocksDB opened directly (the store closed): all five families, no merge
+ * operator — only plain puts ('m' keys, log records) are read or written through it. */
+typedef struct raw_db {
+    rocksdb_t *db;
+    rocksdb_options_t *o;
+    rocksdb_column_family_handle_t *cf[5]; /* default, meta, batch, stream, log */
+} raw_db_t;
+
+static void raw_open(raw_db_t *r) {
+    static const char *const names[5] = {"default", "meta", "batch", "stream", "log"};
+    r->o = rocksdb_options_create();
+    const rocksdb_options_t *cfo[5] = {r->o, r->o, r->o, r->o, r->o};
+    char *e = NULL;
+    r->db = rocksdb_open_column_families(r->o, dir, 5, names, cfo, r->cf, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+}
+
+static void raw_close(raw_db_t *r) {
+    for (int f = 0; f < 5; f++) rocksdb_column_family_handle_destroy(r->cf[f]);
+    rocksdb_close(r->db);
+    rocksdb_options_destroy(r->o);
+}
+
+/* The int64 value (sign bit flipped, big-endian) of 'm' team.gb.v1 \0 tag name in family f,
+ * or INT64_MIN when absent. */
+static int64_t raw_get_m(raw_db_t *r, int f, char tag, const char *name) {
+    char k[64];
+    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    char *e = NULL;
+    size_t vl;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char *v = rocksdb_get_cf(r->db, ro, r->cf[f], k, kl, &vl, &e);
+    rocksdb_readoptions_destroy(ro);
+    ck_assert_msg(e == NULL, "%s", e);
+    if (!v) return INT64_MIN;
+    ck_assert_uint_eq(vl, 8);
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x = x << 8 | (uint8_t)v[i];
+    rocksdb_free(v);
+    return tag == 'F' ? (int64_t)x : (int64_t)(x ^ (UINT64_C(1) << 63));
+}
+
+static void raw_put_m(raw_db_t *r, int f, char tag, const char *name, int64_t val) {
+    char k[64], v[8];
+    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    uint64_t x = (uint64_t)val ^ (UINT64_C(1) << 63);
+    for (int i = 0; i < 8; i++) v[i] = (char)(x >> (56 - 8 * i));
+    char *e = NULL;
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put_cf(r->db, wo, r->cf[f], k, kl, v, 8, &e);
+    rocksdb_writeoptions_destroy(wo);
+    ck_assert_msg(e == NULL, "%s", e);
+}
+
+static void raw_delete_m(raw_db_t *r, int f, char tag, const char *name) {
+    char k[64];
+    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    char *e = NULL;
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_delete_cf(r->db, wo, r->cf[f], k, kl, &e);
+    rocksdb_writeoptions_destroy(wo);
+    ck_assert_msg(e == NULL, "%s", e);
+}
+
+/* Keys of family f starting with prefix p (n bytes). */
+static int raw_count(raw_db_t *r, int f, const char *p, size_t n) {
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r->db, ro, r->cf[f]);
+    int cnt = 0;
+    for (rocksdb_iter_seek(it, p, n); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl < n || memcmp(k, p, n) != 0) break;
+        cnt++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return cnt;
+}
+
+/* Streams events [from, to) (batches of 50, offsets as stream_from's). */
+static void stream_range(tsr_tile_store_t *s, int64_t B, int from, int to, int with_offsets) {
+    int all = nev;
+    uint64_t skipped = 0;
+    nev = to;
+    stream_from(s, B, &skipped, from, with_offsets);
+    nev = all;
+}
+
+/* A flush of batches with offsets lands as one table file in the stream family: the records,
+ * the offsets they reach and the marker together (none in meta, nothing left in dir/ingest);
+ * a reopen resumes at those offsets; a store whose offsets are in meta (the layout before)
+ * resumes there too, and the first flush after shadows them. A stale file in dir/ingest is
+ * removed at open. */
+START_TEST(test_flush_table_file) {
+    tsr_rng_t r = {.s = 5150};
+    int64_t B = gen_events(&r);
+    int half = nev / 2;
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    stream_range(s, B, 0, half, 1);
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), half);
+    char path[400];
+    snprintf(path, sizeof path, "%s/ingest", dir);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int nfiles = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (de->d_name[0] != '.') nfiles++;
+    closedir(d);
+    ck_assert_int_eq(nfiles, 0);
+    tsr_tile_store_close(s);
+
+    raw_db_t db;
+    raw_open(&db);
+    ck_assert_int_eq(raw_get_m(&db, 3, 'o', "topic/0"), half);  /* stream family */
+    ck_assert(raw_get_m(&db, 1, 'o', "topic/0") == INT64_MIN); /* not meta */
+    ck_assert(raw_get_m(&db, 3, 'F', "") >= 1);
+    ck_assert(raw_get_m(&db, 3, 'L', "") != INT64_MIN);
+    /* one table file in the stream family: from the marker to the last record */
+    const rocksdb_livefiles_t *lf = rocksdb_livefiles(db.db);
+    int nstream = 0;
+    for (int i = 0; i < rocksdb_livefiles_count(lf); i++) {
+        if (strcmp(rocksdb_livefiles_column_family_name(lf, i), "stream") != 0) continue;
+        nstream++;
+        size_t sl, ll;
+        const char *sk = rocksdb_livefiles_smallestkey(lf, i, &sl);
+        const char *lk = rocksdb_livefiles_largestkey(lf, i, &ll);
+        static const char mk[] = "mteam.gb.v1\0F";
+        ck_assert(sl == sizeof mk - 1 && memcmp(sk, mk, sl) == 0);
+        ck_assert(ll > 0 && lk[0] == 't');
+        ck_assert_uint_gt(rocksdb_livefiles_entries(lf, i), 3);
+    }
+    rocksdb_livefiles_destroy(lf);
+    ck_assert_int_eq(nstream, 1);
+    /* the layout before: the offset in meta only */
+    raw_delete_m(&db, 3, 'o', "topic/0");
+    raw_put_m(&db, 1, 'o', "topic/0", half);
+    raw_close(&db);
+    snprintf(path, sizeof path, "%s/ingest/0-99.sst", dir); /* a crashed flush's file */
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("partial", f);
+    fclose(f);
+
+    s = open_store();
+    ck_assert_int_eq(access(path, F_OK), -1); /* removed at open */
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), half);
+    stream_range(s, B, half, nev, 1); /* the consumer resumes there */
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    s = open_store(); /* the stream family's offset shadows the stale one in meta */
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Batches without offsets: the flush ingests their tiles with the log high mark 'L', then
+ * range-deletes the log records in a second write. A crash between the two leaves log records
+ * the file already holds: the replay must skip them (each event counted once), and log records
+ * written after a reopen must number above the mark (a later replay keeps them). */
+START_TEST(test_flush_log_mark) {
+    tsr_rng_t r = {.s = 6160};
+    int64_t B = gen_events(&r);
+    int half = nev / 2;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* logs the first half, no flush */
+        tsr_tile_store_t *s = open_store();
+        upload(s, B, 4);
+        stream_range(s, B, 0, half, 0);
+        _exit(0);
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* save the log records, as a crash after the ingest would leave them */
+    raw_db_t db;
+    raw_open(&db);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db.db, ro, db.cf[4]);
+    tsr_buf_t saved; /* (klen, key, vlen, value)* */
+    tsr_buf_init(&saved);
+    int nlog = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        tsr_buf_append(&saved, &kl, sizeof kl);
+        tsr_buf_append(&saved, k, kl);
+        tsr_buf_append(&saved, &vl, sizeof vl);
+        tsr_buf_append(&saved, v, vl);
+        nlog++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    raw_close(&db);
+    ck_assert_int_gt(nlog, 0);
+
+    tsr_tile_store_t *s = open_store(); /* replays the log, then flushes it at close */
+    tsr_tile_store_close(s);
+    raw_open(&db);
+    static const char lp[] = "lteam.gb.v1";
+    ck_assert_int_eq(raw_count(&db, 4, lp, sizeof lp), 0);
+    ck_assert_int_eq(raw_get_m(&db, 3, 'L', ""), nlog);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    for (size_t at = 0; at < saved.len;) { /* the range deletion lost */
+        size_t kl, vl;
+        memcpy(&kl, saved.data + at, sizeof kl);
+        const char *k = (const char *)saved.data + at + sizeof kl;
+        at += sizeof kl + kl;
+        memcpy(&vl, saved.data + at, sizeof vl);
+        const char *v = (const char *)saved.data + at + sizeof vl;
+        at += sizeof vl + vl;
+        char *e = NULL;
+        rocksdb_put_cf(db.db, wo, db.cf[4], k, kl, v, vl, &e);
+        ck_assert_msg(e == NULL, "%s", e);
+    }
+    rocksdb_writeoptions_destroy(wo);
+    raw_close(&db);
+    tsr_buf_free(&saved);
+
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* the stale log below the mark is skipped; the second half is logged */
+        tsr_tile_store_t *s2 = open_store();
+        stream_range(s2, B, half, nev, 0);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    s = open_store(); /* replays the second half (numbered above the mark) */
+    check_reads(s, &r, B, 4, 80);
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* A flush that cannot write its table file (dir/ingest is not a directory) fails and stores
+ * nothing: reads still merge the table, the stored offset does not move, and after a reopen
+ * the consumer resumes from the start — exactly once. Once the directory is back, flushes land. */
+START_TEST(test_flush_failure_stores_nothing) {
+    tsr_rng_t r = {.s = 7170};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    uint64_t skipped = 0;
+    stream(s, B, &skipped);
+    char path[300], cmd[700];
+    snprintf(path, sizeof path, "%s/ingest", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && touch '%s'", path, path);
+    ck_assert_int_eq(system(cmd), 0);
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_store_flush(s, &err), TSR_EIO);
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev); /* in memory */
+    check_reads(s, &r, B, 4, 60); /* the table being flushed is still merged */
+    tsr_tile_store_close(s);      /* its flush fails too */
+    snprintf(cmd, sizeof cmd, "rm -f '%s' && mkdir '%s'", path, path);
+    ck_assert_int_eq(system(cmd), 0);
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), -1); /* nothing stored */
+    stream(s, B, &skipped); /* the consumer replays everything */
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int nfiles = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (de->d_name[0] != '.') nfiles++;
+    closedir(d);
+    ck_assert_int_eq(nfiles, 0);
+    cleanup();
+}
+END_TEST
+
 static Suite *tile_store_suite(void) {
     Suite *s = suite_create("tile_store");
     TCase *tc = tcase_create("core");
@@ -500,6 +792,9 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);
     tcase_add_test(tc, test_old_layout_refused);
+    tcase_add_test(tc, test_flush_table_file);
+    tcase_add_test(tc, test_flush_log_mark);
+    tcase_add_test(tc, test_flush_failure_stores_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -18,9 +18,10 @@
  *   log record   per event: K, svarint ts, uvarint seq, per column input (and bucket)
  *
  * Column families (TSR__CF_*; each key keeps its tag byte, so the layout reads the same in
- * every family): meta ('m..B', 'm..o' offsets), batch ('b'), stream ('t' day/hour records and
- * the flush marker 'm..F' — written in the same WriteBatch as the records it describes and read
- * in the same multi-get), log ('l'). The default family stays empty.
+ * every family): meta ('m..B'; 'm..o' offsets of the layout before session 5), batch ('b'),
+ * stream ('t' day/hour records, the flush marker 'm..F', the consumer offsets 'm..o' and the
+ * log high mark 'm..L' — all of a flush in one ingested table file, the marker read in the same
+ * multi-get as the records), log ('l'). The default family stays empty.
  */
 #ifndef TSR_TILE_STORE_INT_H
 #define TSR_TILE_STORE_INT_H
@@ -44,9 +45,10 @@
 /* column families, in the order they are opened */
 enum {
     TSR__CF_DEFAULT, /* unused (must exist); a store of the one-family layout has its keys here */
-    TSR__CF_META,    /* 'm' gb \0 'B' upload version, 'm' gb \0 'o' name offsets */
+    TSR__CF_META,    /* 'm' gb \0 'B' upload version ('m' gb \0 'o' name: old offsets) */
     TSR__CF_BATCH,   /* 'b' batch records */
-    TSR__CF_STREAM,  /* 't' day/hour records (merge operator, retention filter), 'm' gb \0 'F' */
+    TSR__CF_STREAM,  /* 't' day/hour records (merge operator, retention filter), 'm' gb \0
+                        'F' marker, 'L' log high mark, 'o' name offsets */
     TSR__CF_LOG,     /* 'l' stream log */
     TSR__NCF
 };
@@ -74,7 +76,6 @@ typedef struct tsr__ts_gb {
     int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
     int64_t imm_log_hi;         /* imm holds the log records below this */
     rocksdb_writebatch_t *log_wb;   /* reused, under apply_mu */
-    rocksdb_writebatch_t *flush_wb; /* reused, under flush_mu */
     pthread_mutex_t flush_mu;   /* serialises writing imm (flusher, or a synchronous flush) */
     int flush_failed;           /* the flusher's last write of imm failed (under fl_mu) */
     char flush_msg[200];
@@ -82,6 +83,8 @@ typedef struct tsr__ts_gb {
 
 struct tsr_tile_store {
     rocksdb_t *db;
+    char *dir;                  /* the store's directory (flushes build table files in
+                                   dir/ingest/) */
     rocksdb_options_t *opts;    /* the DB's options (and the default family's) */
     rocksdb_options_t *cf_opts[TSR__NCF]; /* per family; [TSR__CF_DEFAULT] unused */
     rocksdb_writeoptions_t *wo;

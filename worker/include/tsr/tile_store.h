@@ -9,8 +9,8 @@
  *          per key and day the 24 hour tiles and the day tile, per key and hour the 12
  *          5-minute tiles with their raw events; merged in place by a RocksDB merge operator
  *          that runs the aggregation kernel's merge
- *   meta:  the current upload version B, consumer offsets, the write-back flush marker (which
- *          lives in the stream family, below)
+ *   meta:  the current upload version B; consumer offsets and the write-back flush marker
+ *          (which live in the stream family, below, with the records they describe)
  * so a fetch reads a few records per (key, GroupBy) — the key's batch record, today's day
  * record, the head's hour record — and equals the offline value at q. Reads come in batches
  * (tsr_tile_store_read_many: one multi-get of batch records and one of stream records for all
@@ -21,20 +21,23 @@
  * numeric order; K = 2-byte key length + key bytes):
  *
  *   meta    'm' gb \0 'B'                  -> B (int64)             current upload version
- *   (tiny)  'm' gb \0 'o' name             -> next offset (int64)   per consumer partition
+ *   (tiny)  ('m' gb \0 'o' name: offsets of a store written before session 5; read only)
  *   batch   'b' gb \0 B K                  -> batch record          lifetime + suffixes
  *   (bulk-written per upload, point reads, old versions range-deleted at commit)
  *   stream  't' gb \0 K 'D' day            -> day record (merged)   slots 0..23 1h, 24 1d
  *   (merge  't' gb \0 K 'H' hour           -> hour record (merged)  slots 0..11 5m + raw
  *   op, retention filter, blooms)
  *           'm' gb \0 'F'                  -> flush generation      write-back marker
+ *           'm' gb \0 'L'                  -> log high mark (int64) log below it is flushed
+ *           'm' gb \0 'o' name             -> next offset (int64)   per consumer partition
  *   log     'l' gb \0 seq                  -> logged batch          not yet flushed (batches
  *                                                                   applied without offsets)
  *   (sequential, range-deleted at each flush, no bloom filter)
  *
  * The flush marker lives with the records it describes: a read gets it in the same multi-get.
- * Writes that span families (upload commit: B + deletion of the old version; flush: records +
- * offsets + log deletion + marker) are one WriteBatch, atomic across families.
+ * A write-back flush (records, offsets, marker, log mark) is one table file ingested into the
+ * stream family, atomically; the log records it covers are range-deleted after it. An upload
+ * commit (B + deletion of the old version) is one WriteBatch, atomic across families.
  * The default family stays empty; a store of the earlier one-family layout is refused at open.
  *
  * Codecs in worker/src/tile_store_int.h, design in docs/tile-store.md. Uploads write under
@@ -42,7 +45,7 @@
  * never a half-loaded one; the old version is deleted in that write. Stream batches are folded
  * into an in-memory write-back table that a flusher thread writes as tile records when it is
  * large or 10 s old; reads merge the unflushed state. Kafka is the log: a batch applied with
- * consumer offsets is written with those offsets at the flush (one atomic WriteBatch), so after
+ * consumer offsets is written with those offsets at the flush (one ingested table file), so after
  * a crash the store holds a prefix of the stream and the offsets it reaches, and the consumer
  * replays the rest — exactly once. A batch without offsets is logged when applied (durable in
  * the WAL) and the log is replayed at register.
