@@ -341,7 +341,7 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     size_t row_bytes = o ? o->row_cache_bytes : TSR_TILE_ROW_CACHE_AUTO;
     if (row_bytes == TSR_TILE_ROW_CACHE_AUTO) {
         const char *ev = getenv("TSR_TILE_ROW_CACHE_MB"); /* measurements, operators */
-        row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : cache_bytes / 2;
+        row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : 0;
     }
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);

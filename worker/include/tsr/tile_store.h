@@ -74,7 +74,8 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
 /* The store's read memory: cache_bytes of RocksDB block cache (0: the default,
  * TSR_TILE_STORE_CACHE_DEFAULT) and, beside it, row_cache_bytes of row cache — whole records by
  * key in front of the table files (docs/tile-store.md "Row cache"); TSR_TILE_ROW_CACHE_AUTO:
- * half the block cache, or TSR_TILE_ROW_CACHE_MB from the environment when set; 0: none. */
+ * TSR_TILE_ROW_CACHE_MB from the environment when set, else none (off by default: it made the
+ * 100-entity fetch slower, see the doc); 0: none. */
 #define TSR_TILE_STORE_CACHE_DEFAULT ((size_t)256 << 20)
 #define TSR_TILE_ROW_CACHE_AUTO ((size_t)-1)
 typedef struct tsr_tile_store_opts {
