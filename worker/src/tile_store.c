@@ -12,11 +12,12 @@
  *
  * Ingest (write-back). A RocksDB insert at a random key costs a few µs (a skip-list descent
  * of cache misses): writing each event's records would cap ingest near the raw-put rate. So
- * tsr_tile_store_apply writes one log record per Kafka batch — its events and the partition
- * offset in one WriteBatch: in the WAL when apply returns (not fsynced: kill -9 loses nothing;
- * a machine crash may lose the last batches together with their offsets, so the consumer
- * re-reads them and the state stays consistent) — and folds the events into an in-memory
- * table (record key -> slot tiles and raw events). When the table reaches its share of the
+ * a batch is folded into an in-memory write-back table (record key -> slot tiles and raw
+ * events). A batch that comes with Kafka offsets (every ingest) is written nowhere else: Kafka
+ * is the log, and the offsets it reaches are stored with the records when the table is
+ * written, so after a crash the consumer resumes there. A batch without offsets (tests,
+ * tools) is first written as one log record (one WriteBatch, in the WAL when apply returns,
+ * so kill -9 loses nothing). When the table reaches its share of the
  * write-back budget, the flusher thread writes it as one table file — a flush marker, the log
  * high mark, the consumer offsets and one merge operand per record, sorted by key — and
  * ingests it into the stream family (atomic; no WriteBatch, WAL or memtable), then deletes the
