@@ -82,22 +82,9 @@ static void arena_destroy(void *p) {
 /* The largest chunk a handler's arena keeps between calls. */
 #define ARENA_KEEP_MAX ((size_t)16 << 20)
 
-/* Resets a handler's arena for the next call, so that a call like the last one fits in the chunk
- * the reset keeps: a reset frees every chunk but the first, so a 100-entity FetchJoin (~2 MB in
- * 64 KiB chunks) would malloc and free dozens of chunks per call — and fault their pages in
- * again each time (~5 % of the server's CPU in that phase). The chunk grows to the next power
- * of two above what the last call used (at most ARENA_KEEP_MAX) and then stays. */
-static void arena_reset_fit(tsr_arena_t *a) {
-    size_t used = a->total, chunk = a->chunk_size;
-    if (used > chunk && chunk < ARENA_KEEP_MAX) {
-        while (chunk < used + used / 4 && chunk < ARENA_KEEP_MAX) chunk *= 2;
-        tsr_arena_free(a);
-        tsr_arena_init(a, chunk);
-        return;
-    }
-    tsr_arena_reset(a);
-}
-
+/* Handlers' arenas keep one chunk sized to the last call (tsr_arena_reset_fit): a 100-entity
+ * FetchJoin (~2 MB) would otherwise malloc, free and fault in dozens of chunks per call (~5 % of
+ * the server's CPU in that phase). */
 static tsr_arena_t *thread_arena(tsr_server_t *s) {
     tsr_arena_t *a = pthread_getspecific(s->arena_key);
     if (!a) {
@@ -105,7 +92,7 @@ static tsr_arena_t *thread_arena(tsr_server_t *s) {
         tsr_arena_init(a, 1 << 16);
         pthread_setspecific(s->arena_key, a);
     }
-    arena_reset_fit(a);
+    tsr_arena_reset_fit(a, ARENA_KEEP_MAX);
     return a;
 }
 
@@ -150,7 +137,7 @@ static tsr_arena_t *aux_arena(tsr_server_t *s) {
         tsr_arena_init(a, 1 << 20);
         pthread_setspecific(s->aux_key, a);
     }
-    arena_reset_fit(a);
+    tsr_arena_reset_fit(a, ARENA_KEEP_MAX);
     return a;
 }
 

@@ -112,6 +112,17 @@ void tsr_arena_reset(tsr_arena_t *a) {
     a->total = 0;
 }
 
+void tsr_arena_reset_fit(tsr_arena_t *a, size_t keep_max) {
+    size_t used = a->total, chunk = a->chunk_size;
+    if (used > chunk && chunk < keep_max) {
+        while (chunk < used + used / 4 && chunk < keep_max) chunk *= 2;
+        tsr_arena_free(a);
+        tsr_arena_init(a, chunk);
+        return;
+    }
+    tsr_arena_reset(a);
+}
+
 void *tsr_arena_alloc(tsr_arena_t *a, size_t n) {
     n = (n + 7) & ~(size_t)7;
     tsr_arena_chunk_t *c = a->head;

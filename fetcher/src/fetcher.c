@@ -722,24 +722,15 @@ static void arena_destroy(void *p) {
     free(p);
 }
 
-/* The calling CQ thread's arena, reset; it keeps one chunk sized to its largest recent use
- * (up to ARENA_KEEP_MAX), so a steady load allocates nothing per call. */
+/* The calling CQ thread's arena, reset to fit a call like its last (tsr_arena_reset_fit). */
 static tsr_arena_t *thread_arena(tsr_fetcher_t *f) {
     tsr_arena_t *a = pthread_getspecific(f->arena_key);
     if (!a) {
         a = tsr_malloc(sizeof *a);
         tsr_arena_init(a, 1 << 16);
         pthread_setspecific(f->arena_key, a);
-        return a;
     }
-    size_t used = a->total, chunk = a->chunk_size;
-    if (used > chunk && chunk < ARENA_KEEP_MAX) {
-        while (chunk < used + used / 4 && chunk < ARENA_KEEP_MAX) chunk *= 2;
-        tsr_arena_free(a);
-        tsr_arena_init(a, chunk);
-    } else {
-        tsr_arena_reset(a);
-    }
+    tsr_arena_reset_fit(a, ARENA_KEEP_MAX);
     return a;
 }
 

@@ -47,6 +47,12 @@ void tsr_arena_init_bulk(tsr_arena_t *a);
 void tsr_arena_free(tsr_arena_t *a);
 /* Forgets all allocations but keeps the first chunk for reuse. */
 void tsr_arena_reset(tsr_arena_t *a);
+/* Resets for the next call of a handler so that a call like the last one fits in the chunk the
+ * reset keeps: when the last use outgrew the first chunk, the arena is re-made with one chunk
+ * of the next power-of-two multiple of its size above 1.25 x that use (at most keep_max),
+ * which then stays. A plain reset would free every other chunk, so a large request would
+ * malloc (and fault in) dozens of chunks at every call. */
+void tsr_arena_reset_fit(tsr_arena_t *a, size_t keep_max);
 /* 8-byte aligned; never NULL. Borrowed until reset/free. */
 void *tsr_arena_alloc(tsr_arena_t *a, size_t n);
 void *tsr_arena_calloc(tsr_arena_t *a, size_t n);
