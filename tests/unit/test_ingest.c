@@ -86,40 +86,56 @@ static void send(tsr_kafka_producer_t *p, const char *key, const char *val) {
                   "%s", err.msg);
 }
 
-START_TEST(test_stream_into_tiles) {
-    setup_warehouse();
+/* A mock broker with topic "ev" of 2 partitions. */
+static tsr_kafka_mock_t *start_mock(void) {
     tsr_error_t err;
     tsr_error_clear(&err);
     const char *topics[] = {"ev"};
     tsr_kafka_mock_opts_t mo = {2, topics, 1};
     tsr_kafka_mock_t *m;
     ck_assert_msg(tsr_kafka_mock_start(&mo, &m, &err) == 0, "%s", err.msg);
+    return m;
+}
+
+/* Compiles the GroupBy of `json` (warehouse wh, built for day0), registers it in the store and
+ * commits an empty upload at B = day0 + 1 day: events before B are skipped. */
+static void add_gb(tsr_tile_store_t *store, const char *json, const char *wh, int64_t day0,
+                   tsr_config_t **conf, tsr_gb_online_t **plan) {
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    tsr_config_options_t co = {0};
+    co.warehouse = wh;
+    tsr_diag_t d;
+    tsr_diag_init(&d);
+    ck_assert_int_eq(tsr_config_load_string(json, strlen(json), "t", &co, conf, &d), 0);
+    tsr_diag_free(&d);
+    ck_assert_msg(tsr_gb_online_build((*conf)->group_by, wh, day0, plan, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(*plan), &err), 0);
+    tsr_tile_upload_t *u;
+    ck_assert_int_eq(tsr_tile_upload_begin(store, tsr_gb_online_tiles(*plan)->name, (day0 + 1) * DAY, &u, &err), 0);
+    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+}
+
+START_TEST(test_stream_into_tiles) {
+    setup_warehouse();
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    tsr_kafka_mock_t *m = start_mock();
     const char *bs = tsr_kafka_mock_bootstrap(m);
 
     char wh[400], dir[400];
     snprintf(wh, sizeof wh, "%s/wh", tmp);
     snprintf(dir, sizeof dir, "%s/tiles", tmp);
-    tsr_config_options_t co = {0};
-    co.warehouse = wh;
-    tsr_diag_t d;
-    tsr_diag_init(&d);
-    tsr_config_t *conf;
-    ck_assert_int_eq(tsr_config_load_string(gb_json, strlen(gb_json), "t", &co, &conf, &d), 0);
-    tsr_diag_free(&d);
     int64_t day0;
     ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
-    tsr_gb_online_t *plan;
-    ck_assert_msg(tsr_gb_online_build(conf->group_by, wh, day0, &plan, &err) == 0, "%s", err.msg);
-    char topic[64];
-    ck_assert_str_eq(tsr_gb_online_topic(plan, 0, topic, sizeof topic), "ev");
     tsr_tile_store_t *store;
     ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
-    ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(plan), &err), 0);
-    /* an empty upload at B = day0 + 1: events before it are skipped */
+    tsr_config_t *conf;
+    tsr_gb_online_t *plan;
+    add_gb(store, gb_json, wh, day0, &conf, &plan); /* an empty upload at B = day0 + 1 */
+    char topic[64];
+    ck_assert_str_eq(tsr_gb_online_topic(plan, 0, topic, sizeof topic), "ev");
     int64_t B = (day0 + 1) * DAY;
-    tsr_tile_upload_t *u;
-    ck_assert_int_eq(tsr_tile_upload_begin(store, "t.stream.v1", B, &u, &err), 0);
-    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
 
     tsr_kafka_producer_t *p;
     ck_assert_msg(tsr_kafka_producer_open(bs, &p, &err) == 0, "%s", err.msg);
@@ -334,16 +350,11 @@ START_TEST(test_shared_topic) {
     setup_warehouse();
     tsr_error_t err;
     tsr_error_clear(&err);
-    const char *topics[] = {"ev"};
-    tsr_kafka_mock_opts_t mo = {2, topics, 1};
-    tsr_kafka_mock_t *m;
-    ck_assert_msg(tsr_kafka_mock_start(&mo, &m, &err) == 0, "%s", err.msg);
+    tsr_kafka_mock_t *m = start_mock();
     const char *bs = tsr_kafka_mock_bootstrap(m);
     char wh[400], dir[400];
     snprintf(wh, sizeof wh, "%s/wh", tmp);
     snprintf(dir, sizeof dir, "%s/tiles", tmp);
-    tsr_config_options_t co = {0};
-    co.warehouse = wh;
     int64_t day0;
     ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
     const char *js[2] = {gb_json, gb_b_json};
@@ -353,17 +364,7 @@ START_TEST(test_shared_topic) {
     tsr_tile_store_t *store;
     ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
     int64_t B = (day0 + 1) * DAY;
-    for (int g = 0; g < 2; g++) {
-        tsr_diag_t d;
-        tsr_diag_init(&d);
-        ck_assert_int_eq(tsr_config_load_string(js[g], strlen(js[g]), "t", &co, &conf[g], &d), 0);
-        tsr_diag_free(&d);
-        ck_assert_msg(tsr_gb_online_build(conf[g]->group_by, wh, day0, &plan[g], &err) == 0, "%s", err.msg);
-        ck_assert_int_eq(tsr_tile_store_register(store, tsr_gb_online_tiles(plan[g]), &err), 0);
-        tsr_tile_upload_t *u;
-        ck_assert_int_eq(tsr_tile_upload_begin(store, names[g], B, &u, &err), 0);
-        ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
-    }
+    for (int g = 0; g < 2; g++) add_gb(store, js[g], wh, day0, &conf[g], &plan[g]);
     tsr_kafka_producer_t *p;
     ck_assert_msg(tsr_kafka_producer_open(bs, &p, &err) == 0, "%s", err.msg);
     const char *users[3] = {"a", "b", "c"};
