@@ -83,6 +83,7 @@ typedef struct opts {
      * calls to --admin ADDR (a coordinator), an existing broker and warehouse, CPU summed over
      * --cpu-pids; nothing is started or stopped here */
     const char *attach, *admin, *bootstrap, *warehouse, *cpu_pids;
+    const char *rpc_threads;        /* passed to serve as --rpc-threads (NULL: its default) */
     int days, keys, ingest_partitions, clients, batch_size, keep, quiet;
     long events, ingest_events, ingest_keys;
     double rate, seconds, batch_rate, batch_seconds, qps_seconds, fresh_rate, fresh_seconds;
@@ -133,6 +134,7 @@ static void usage(FILE *f, const char *argv0) {
             "  --fresh-poll-ms MS     poll interval of the freshness fetcher (default 1)\n"
             "other:\n"
             "  --perf-dir DIR         perf record -g the server during each phase into DIR\n"
+            "  --rpc-threads N        start serve with --rpc-threads N (default: serve's)\n"
             "  --tmp DIR              parent of the temp dir (default $TMPDIR or /tmp)\n"
             "attach mode (benchmarks/bench_cluster.sh; starts nothing):\n"
             "  --attach ADDR          fetch from ADDR (e.g. a tessera-fetcher)\n"
@@ -394,7 +396,9 @@ static void perf_begin(const char *phase) {
     PATHF(data, "%s/%s.data", O.perf_dir, phase);
     snprintf(log, sizeof log, "%s/%s.log", O.perf_dir, phase);
     snprintf(spid, sizeof spid, "%d", (int)g_server_pid);
-    char *argv[] = {"/usr/bin/perf", "record", "-F", "999", "-g", "-p", spid, "-o", data, NULL};
+    /* TSR_PERF_CALLGRAPH=dwarf: unwind libraries built without frame pointers (libc, RocksDB) */
+    const char *cg = getenv("TSR_PERF_CALLGRAPH");
+    char *argv[] = {"/usr/bin/perf", "record", "-F", "999", "--call-graph", (char *)(cg && *cg ? cg : "fp"), "-p", spid, "-o", data, NULL};
     g_perf_pid = spawn(argv, log, NULL);
     sleep_s(0.3); /* let perf attach */
 }
@@ -1062,6 +1066,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--cpu-pids")) O.cpu_pids = v;
         else if (!strcmp(a, "--datagen")) O.datagen = v;
         else if (!strcmp(a, "--perf-dir")) O.perf_dir = v;
+        else if (!strcmp(a, "--rpc-threads")) O.rpc_threads = v;
         else if (!strcmp(a, "--tmp")) O.tmp_parent = v;
         else if (!strcmp(a, "--phases")) snprintf(O.phases, sizeof O.phases, "%s", v);
         NUM("--days", days, int)
@@ -1190,7 +1195,11 @@ int main(int argc, char **argv) {
         snprintf(grpc_addr, sizeof grpc_addr, "%s", O.attach);
     } else {
         char *av[] = {tessera, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port",
-                      "0", "--warehouse", wh, "--kafka-bootstrap", bootstrap, NULL};
+                      "0", "--warehouse", wh, "--kafka-bootstrap", bootstrap, NULL, NULL, NULL};
+        if (O.rpc_threads) {
+            av[12] = "--rpc-threads";
+            av[13] = (char *)O.rpc_threads;
+        }
         int fd;
         g_server_pid = spawn(av, slog, &fd);
         char line[256];
@@ -1299,16 +1308,22 @@ int main(int argc, char **argv) {
         if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
             fail("fetch returned failures: %s",
                  c1.first_error[0] ? c1.first_error : cb.first_error);
-        /* warm-up: connections, pools, caches */
+    }
+    double quiet_s = quiesce(t_streamed + 11);
+    check_stop();
+    /* warm-up: connections, pools, and the block cache. After the quiet wait: the setup's
+     * background compactions rewrite table files, and a rewritten file's blocks are not in
+     * the cache, so a warm-up before them would leave the measured calls reading cold blocks */
+    if (join) {
         for (int i = 0; i < 2000; i++) {
             tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
             tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
                                 &r, NULL);
         }
+        for (int i = 0; i < NREQB; i++) /* each batch request once (64 x 100 entities) */
+            tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[i].data, reqb[i].len, &co, &r, NULL);
     }
     tsr_rpc_reply_free(&r);
-    check_stop();
-    double quiet_s = quiesce(t_streamed + 11);
     check_stop();
 
     printf("bench_fetch: %s (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
