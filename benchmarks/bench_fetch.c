@@ -47,6 +47,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -370,25 +371,57 @@ static double proc_cpu_s(pid_t pid) {
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Context switches (voluntary + involuntary) of all live threads of pid, from
+ * /proc/PID/task/TID/status. A wake-up costs more than an echo on these VMs, and the count
+ * per call holds up on a loaded machine where latencies and CPU times do not. */
+static double proc_switches(pid_t pid) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return NAN;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char sp[400], line[256];
+        snprintf(sp, sizeof sp, "%s/%s/status", path, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f) continue; /* the thread ended */
+        while (fgets(line, sizeof line, f)) {
+            unsigned long long v;
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+                sum += (double)v;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
 /* ------------------------------------------------------------------------------------------
  * perf record per phase */
 
 static pid_t g_server_pid, g_perf_pid;
 
 /* CPU seconds of the server (attach mode: the sum over --cpu-pids, e.g. the workers). */
-static double srv_cpu_s(void) {
-    if (!O.cpu_pids) return g_server_pid > 0 ? proc_cpu_s(g_server_pid) : 0.0;
+static double srv_sum(double (*per_pid)(pid_t)) {
+    if (!O.cpu_pids) return g_server_pid > 0 ? per_pid(g_server_pid) : 0.0;
     double sum = 0;
     const char *p = O.cpu_pids;
     while (*p) {
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p) break;
-        if (v > 0) sum += proc_cpu_s((pid_t)v);
+        if (v > 0) sum += per_pid((pid_t)v);
         p = *end == ',' ? end + 1 : end;
     }
     return sum;
 }
+
+static double srv_cpu_s(void) { return srv_sum(proc_cpu_s); }
+/* context switches of the server (attach mode: over --cpu-pids) */
+static double srv_switches(void) { return srv_sum(proc_switches); }
 
 static void perf_begin(const char *phase) {
     if (!O.perf_dir || g_server_pid <= 0) return;
@@ -647,6 +680,7 @@ typedef struct lat_result {
     long n, errors;
     double rate, p50, p99, p999, max, send_lag;
     double cpu_us;                  /* server CPU (utime+stime) per call */
+    double csw;                     /* server context switches per call */
 } lat_result_t;
 
 static void summarize(double *lat, long n, long errors, double elapsed, double send_lag,
@@ -676,7 +710,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     atomic_init(&run.errors, 0);
     pthread_mutex_init(&run.mu, NULL);
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
-    double cpu0 = srv_cpu_s();
+    double cpu0 = srv_cpu_s(), sw0 = srv_switches();
     double t0 = now_s() + 0.005, dt = 1.0 / rate;
     for (long i = 0; i < run.n && !g_stop; i++) {
         ol_slot_t *s = &run.slots[i];
@@ -713,6 +747,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     double end = run.t_last_done > t0 ? run.t_last_done : now_s();
     summarize(lat, m, atomic_load(&run.errors), end - t0, run.max_send_lag, res);
     res->cpu_us = (srv_cpu_s() - cpu0) / (double)(run.started ? run.started : 1) * 1e6;
+    res->csw = (srv_switches() - sw0) / (double)(run.started ? run.started : 1);
     if (res->errors) fprintf(stderr, "bench_fetch: %s: %ld errors, first: %s\n", method, res->errors,
                              run.first_error);
     free(lat);
@@ -770,7 +805,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     atomic_init(&run.errors, 0);
     atomic_init(&run.active, k);
     cl_chain_t *ch = tsr_calloc((size_t)k, sizeof *ch);
-    double cpu0 = srv_cpu_s();
+    double cpu0 = srv_cpu_s(), sw0 = srv_switches();
     double t0 = now_s();
     run.until = t0 + seconds;
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
@@ -794,6 +829,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     summarize(run.lat, m, errors, el, 0, res);
     res->rate = (double)n / el;
     res->cpu_us = (srv_cpu_s() - cpu0) / (double)(n ? n : 1) * 1e6;
+    res->csw = (srv_switches() - sw0) / (double)(n ? n : 1);
     free(run.lat);
     free(ch);
 }
@@ -992,13 +1028,13 @@ static void *fresh_producer(void *arg) {
  * output */
 
 static void print_header(void) {
-    printf("%-40s %8s %9s %9s %9s %9s %9s %6s %9s\n", "phase", "calls", "rate/s", "p50 us",
-           "p99 us", "p999 us", "max us", "errors", "srvCPU us");
+    printf("%-40s %8s %9s %9s %9s %9s %9s %6s %9s %7s\n", "phase", "calls", "rate/s", "p50 us",
+           "p99 us", "p999 us", "max us", "errors", "srvCPU us", "srvCSW");
 }
 
 static void print_row(const char *name, const lat_result_t *r) {
-    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld %9.1f\n", name, r->n, r->rate, r->p50,
-           r->p99, r->p999, r->max, r->errors, r->cpu_us);
+    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld %9.1f %7.2f\n", name, r->n, r->rate,
+           r->p50, r->p99, r->p999, r->max, r->errors, r->cpu_us, r->csw);
 }
 
 static char *self_dir(const char *argv0) {
@@ -1575,12 +1611,12 @@ int main(int argc, char **argv) {
     if (have_fetch)
         printf(" echo_p50_us=%.1f echo_p99_us=%.1f fetch1_p50_us=%.1f fetch1_p99_us=%.1f "
                "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f fetch1_cpu_us=%.1f "
-               "fetch1_errors=%ld",
+               "fetch1_errors=%ld echo_cpu_us=%.1f echo_csw=%.2f fetch1_csw=%.2f",
                echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99, f1.cpu_us,
-               f1.errors);
+               f1.errors, echo.cpu_us, echo.csw, f1.csw);
     if (have_batch)
-        printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f", O.batch_size, fb.p50, O.batch_size,
-               fb.p99);
+        printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f fetch%d_cpu_us=%.1f", O.batch_size, fb.p50,
+               O.batch_size, fb.p99, O.batch_size, fb.cpu_us);
     if (have_qps)
         printf(" echo_max_qps=%.0f fetch1_max_qps=%.0f fetch1_server_cpu_us=%.1f", qe.rate, qf.rate,
                qf.cpu_us);
