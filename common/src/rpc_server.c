@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "rpc_int.h"
 
@@ -266,6 +267,7 @@ static void on_done(tsr_rpc_call_t *c, int ev, int ok) {
 
 static void *cq_main(void *arg) {
     tsr_rpc_server_t *s = arg;
+    prctl(PR_SET_NAME, "tsr-rpc-cq", 0, 0, 0); /* top -H, perf */
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
                                                    NULL);

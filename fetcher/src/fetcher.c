@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -676,6 +677,7 @@ static int read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t time
 
 static void *pool_main(void *arg) {
     tsr_fetcher_t *f = arg;
+    prctl(PR_SET_NAME, "tsr-fetch-pool", 0, 0, 0); /* top -H, perf */
     tsr_arena_t arena;
     tsr_arena_init(&arena, 1 << 20); /* reset keeps only the first chunk: make it hold a large request */
     tsr_buf_t resp;
