@@ -1235,20 +1235,26 @@ static void *pend_slot(tsr__pend_t *c, const tsr__ts_gb_t *g, rec_entry_t *e, in
     return blk;
 }
 
-/* How many events ahead apply prefetches a bucket (2), an entry (1), its nodes (0). */
-#define FOLD_AHEAD_2 12
-#define FOLD_AHEAD_1 6
+/* How many events ahead apply prefetches, per stage: 3 the hour record's bucket; 2 its entry
+ * (or, for an hour record not in the table yet, the bucket of its day record); 1 its 5-minute
+ * slot node and its day entry's slot pointers (or the day entry of a new hour record); 0 the
+ * day entry's hour and day tiles. */
+#define FOLD_AHEAD_3 16
+#define FOLD_AHEAD_2 10
+#define FOLD_AHEAD_1 5
 #define FOLD_AHEAD_0 2
 
 /* One event to fold (apply computes these before it takes the table lock): its hour record
  * key at koff..koff+klen of the key buffer, the key's hash, where the event goes. */
 typedef struct fold_ref {
     uint64_t h;
+    uint64_t hday;              /* the day record key's hash, when has_hday */
     size_t koff;
     uint32_t klen, ev;
     int64_t hour;
     int slot5;                  /* 5-minute slot in the hour record */
     int slot1h;                 /* hour slot in the day record */
+    int has_hday;               /* hday computed (by the prefetch of a new hour record) */
 } fold_ref_t;
 
 /* Fills r and appends the hour record key of event e to kb. */
@@ -1266,31 +1272,71 @@ static void fold_ref_make(const tsr__ts_gb_t *g, const tsr_tile_event_t *e, uint
     r->koff = at;
     r->klen = (uint32_t)(kb->len - at);
     r->h = tsr__pend_hash(kb->data + at, r->klen);
+    r->has_hday = 0;
     r->ev = idx;
     r->hour = hour;
     r->slot5 = (int)((e->ts - hour) / TSR_TILE_5M);
     r->slot1h = (int)((hour - day) / TSR_TILE_1H);
 }
 
-/* Prefetches for the event r that will be folded `ahead` events from now: stage 2 its table
- * bucket, stage 1 the entry the bucket holds, stage 0 what the entry points to (its day entry,
- * its 5-minute slot node) and, once known, the day entry's slots. Only hints: a bucket that
- * turns out to hold another key costs nothing but the prefetch. */
-static inline void fold_prefetch(const tsr__pend_t *c, const fold_ref_t *r, int stage) {
-    if (stage == 2) {
+/* The day record key of the hour record key hk (klen bytes) into d (klen bytes): the same
+ * key with 'D' and the day's start instead of 'H' and the hour's. */
+static inline void day_key_of(uint8_t *d, const uint8_t *hk, size_t klen, int64_t hour, int slot1h) {
+    memcpy(d, hk, klen - 9);
+    d[klen - 9] = TSR__REC_DAY;
+    uint64_t v = (uint64_t)(hour - (int64_t)slot1h * TSR_TILE_1H) ^ (UINT64_C(1) << 63);
+    for (int i = 0; i < 8; i++) d[klen - 8 + i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* A day entry's slot pointer of slot i, and its key (after the pointers), by layout. */
+static inline const void *day_slot_at(const rec_entry_t *d, int i) { return &d->slots[i]; }
+static inline const void *day_key_at(const rec_entry_t *d) { return &d->slots[TSR__DAY_SLOTS]; }
+
+/* Prefetches for the event r that will be folded a few events from now (stages above). Only
+ * hints: a bucket that turns out to hold another key costs nothing but the prefetch. */
+static inline void fold_prefetch(const tsr__pend_t *c, fold_ref_t *r, const uint8_t *kb, int stage) {
+    if (stage == 3) {
         __builtin_prefetch(&c->table[(size_t)r->h & (c->cap - 1)]);
         return;
     }
     const rec_entry_t *e = pend_probe(c, r->h);
-    if (!e) return;
-    if (stage == 1) { /* an hour entry and its key (after the slot pointers): 3-4 lines */
-        for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)e + 64 * l);
+    if (stage == 2) {
+        if (e) { /* an hour entry and its key (after the slot pointers): 3-4 lines */
+            for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)e + 64 * l);
+        } else if (!r->has_hday && r->klen <= 256) { /* a new hour record: find its day's */
+            uint8_t dk[256];
+            day_key_of(dk, kb + r->koff, r->klen, r->hour, r->slot1h);
+            r->hday = tsr__pend_hash(dk, r->klen);
+            r->has_hday = 1;
+            __builtin_prefetch(&c->table[(size_t)r->hday & (c->cap - 1)]);
+        }
         return;
     }
-    if (e->slots[r->slot5]) __builtin_prefetch(e->slots[r->slot5]);
-    if (e->day) {
-        __builtin_prefetch(&e->day->slots[r->slot1h]);
-        __builtin_prefetch(&e->day->slots[TSR__DAY_SLOT_ALL]);
+    const rec_entry_t *d = e ? e->day : r->has_hday ? pend_probe(c, r->hday) : NULL;
+    if (stage == 1) {
+        if (e && e->slots[r->slot5]) {
+            __builtin_prefetch(e->slots[r->slot5]);
+            __builtin_prefetch((const char *)e->slots[r->slot5] + 64);
+        }
+        if (d) {
+            __builtin_prefetch(d);
+            __builtin_prefetch(day_slot_at(d, r->slot1h));
+            __builtin_prefetch(day_slot_at(d, TSR__DAY_SLOT_ALL));
+            if (!e) __builtin_prefetch(day_key_at(d)); /* compared when the hour entry is made */
+        }
+        return;
+    }
+    if (d) { /* the hour and day tiles this event updates */
+        const char *t = d->slots[r->slot1h];
+        if (t) {
+            __builtin_prefetch(t);
+            __builtin_prefetch(t + 64);
+        }
+        t = d->slots[TSR__DAY_SLOT_ALL];
+        if (t) {
+            __builtin_prefetch(t);
+            __builtin_prefetch(t + 64);
+        }
     }
 }
 
@@ -1344,10 +1390,10 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
     if (!he->day) {
         tsr_buf_t *k = &c->scratch; /* the day record key: the hour key with 'D' day */
         tsr_buf_clear(k);
-        tsr_buf_append(k, hkey, r->klen - 9);
-        tsr_buf_putc(k, TSR__REC_DAY);
-        tsr__put_i64(k, tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D);
-        he->day = pend_get(c, k->data, k->len, tsr__pend_hash(k->data, k->len));
+        tsr_buf_reserve(k, r->klen);
+        day_key_of(k->data, hkey, r->klen, r->hour, r->slot1h);
+        k->len = r->klen;
+        he->day = pend_get(c, k->data, k->len, r->has_hday ? r->hday : tsr__pend_hash(k->data, k->len));
     }
     /* the raw event: uvarint(ts - slot start), uvarint seq, per column the input (and bucket) */
     uint64_t dt = (uint64_t)(e->ts - r->hour - (int64_t)r->slot5 * TSR_TILE_5M);
@@ -1947,15 +1993,18 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
             pthread_rwlock_wrlock(&g->pend_lock);
             if (!g->act) g->act = pend_new(s, g);
             tsr__pend_t *c = g->act;
+            const uint8_t *kb = k.data;
             if (i0 == 0) { /* the pipeline's start: later chunks continue the prefetches */
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_2; j++) fold_prefetch(c, &refs[j], 2);
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_1; j++) fold_prefetch(c, &refs[j], 1);
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_0; j++) fold_prefetch(c, &refs[j], 0);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_3; j++) fold_prefetch(c, &refs[j], kb, 3);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_2; j++) fold_prefetch(c, &refs[j], kb, 2);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_1; j++) fold_prefetch(c, &refs[j], kb, 1);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_0; j++) fold_prefetch(c, &refs[j], kb, 0);
             }
             for (size_t j = i0; j < nr && j < i0 + 64; j++) {
-                if (j + FOLD_AHEAD_2 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_2], 2);
-                if (j + FOLD_AHEAD_1 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_1], 1);
-                if (j + FOLD_AHEAD_0 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_0], 0);
+                if (j + FOLD_AHEAD_3 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_3], kb, 3);
+                if (j + FOLD_AHEAD_2 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_2], kb, 2);
+                if (j + FOLD_AHEAD_1 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_1], kb, 1);
+                if (j + FOLD_AHEAD_0 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_0], kb, 0);
                 pend_fold(c, g, &ev[refs[j].ev], &refs[j], k.data + refs[j].koff);
             }
             if (i0 + 64 >= nr)
