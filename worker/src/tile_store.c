@@ -1721,16 +1721,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     free(names);
     for (size_t i = 0; i < nord && !e; i++) {
         /* key order is not memory order: fetch the entries (then their slots, then the raw
-         * event chains' heads) a few records ahead, so their cache misses overlap */
-        if (i + 8 < nord) /* an entry with its slot pointers is up to 4 lines */
-            for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)ord[i + 8].e + 64 * l);
-        if (i + 4 < nord)
-            for (int j = 0; j < ord[i + 4].e->nslots; j++)
-                if (ord[i + 4].e->slots[j]) __builtin_prefetch(ord[i + 4].e->slots[j]);
-        if (i + 2 < nord && ent_hour(ord[i + 2].e))
+         * event chains' heads) a few records ahead, so their cache misses overlap. An entry
+         * with its slot pointers and key is up to 5 lines, an hour slot node (tile block and
+         * its first raw event) up to 3, a day slot's tile block 2 */
+        if (i + 12 < nord)
+            for (int l = 0; l < 5; l++) __builtin_prefetch((const char *)ord[i + 12].e + 64 * l);
+        if (i + 6 < nord) {
+            const rec_entry_t *x = ord[i + 6].e;
+            int nl = ent_hour(x) ? 3 : 2;
+            for (int j = 0; j < x->nslots; j++)
+                if (x->slots[j])
+                    for (int l = 0; l < nl; l++) __builtin_prefetch((const char *)x->slots[j] + 64 * l);
+        }
+        if (i + 3 < nord && ent_hour(ord[i + 3].e))
             for (int j = 0; j < TSR__HOUR_SLOTS; j++)
-                if (ord[i + 2].e->slots[j])
-                    __builtin_prefetch(((const hour_slot_t *)ord[i + 2].e->slots[j])->raw_head);
+                if (ord[i + 3].e->slots[j])
+                    __builtin_prefetch(((const hour_slot_t *)ord[i + 3].e->slots[j])->raw_head);
         tsr_buf_clear(&v);
         encode_entry(g, ord[i].e, &v);
         rocksdb_sstfilewriter_merge(w, (const char *)ord[i].e->key, ord[i].e->klen,
