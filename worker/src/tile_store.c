@@ -890,13 +890,18 @@ static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *of
 
 /* ---- the write-back table: record key -> slot tiles
  *
- * An open-addressing table (load <= 1/2) from a record key to an entry; an entry has a pointer
- * per slot it saw: in a day record, the slot's tile block itself; in an hour record, a node
- * with the slot's chain of raw events followed by its tile block. An hour entry points at its
- * day entry, so an event costs one lookup. Apply computes every event's hour key and hash
+ * An open-addressing table (load <= 1/2) from a record key to an entry, each bucket holding
+ * the key's hash beside the entry pointer (a probe passes other keys and a rehash moves them
+ * without touching their entries); an entry has a pointer per slot it saw: in a day record,
+ * the slot's tile block itself; in an hour record, a node with the slot's chain of raw events
+ * and its tile block (the first raw event allocated with the node). An hour entry points at
+ * its day entry, so an event costs one lookup. Apply computes every event's hour key and hash
  * before it takes the table lock and prefetches a few events ahead (bucket, entry, then the
- * day entry and slot nodes the entry points to), so the cache misses of consecutive events
- * overlap instead of coming one after another (the lookups were ~30 % of the consumer thread).
+ * slot node and day entry, then the day's tiles; for an hour record not in the table yet, its
+ * day record's bucket and entry), so the cache misses of consecutive events overlap instead
+ * of coming one after another (the lookups were ~30 % of the consumer thread). Each new entry
+ * also records its sort key (ent_ref_t) for the flush, which then neither walks the table nor
+ * touches an entry to order the records.
  *
  * Memory. All of a table lives in its own bump chunks: a small first chunk (a table that stays
  * small costs little), then 4 MiB chunks on transparent huge pages. They are dropped at once
