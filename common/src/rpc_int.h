@@ -56,6 +56,7 @@ struct tsr_rpc_call {
     grpc_metadata out_md[RPC_OUT_MD_MAX];
     size_t n_out_md;
     int md_sent;                    /* initial metadata went out (streaming first send) */
+    int offloaded;                  /* the handler runs (again) on an offload thread */
     int finished;
     grpc_slice status_details;
     /* streaming send handshake between the handler thread and the CQ thread */
@@ -86,6 +87,14 @@ struct tsr_rpc_server {
     atomic_int n_streams;
     atomic_uint_fast64_t st_calls, st_unimpl, st_failed, st_cancelled;
     char shutdown_tag;              /* its address is the shutdown tag */
+    /* offload threads: a ring of calls whose handler returned TSR_RPC_OFFLOAD */
+    pthread_t *off_threads;
+    int n_off;
+    pthread_mutex_t off_mu;
+    pthread_cond_t off_cv;
+    tsr_rpc_call_t **off_q;
+    size_t off_head, off_len;
+    int off_stop;
     rpc_health_t *health;
 };
 

@@ -53,6 +53,7 @@
 static void call_release(tsr_rpc_call_t *c);
 static void call_finish(tsr_rpc_call_t *c, int rc, const char *msg);
 static void on_request(tsr_rpc_call_t *c, int ok);
+static void run_unary(tsr_rpc_call_t *c);
 
 /* ------------------------------------------------------------------------------------------
  * contexts */
@@ -84,6 +85,7 @@ static tsr_rpc_call_t *call_get(tsr_rpc_server_t *s) {
     c->path[0] = '\0';
     c->n_out_md = 0;
     c->md_sent = 0;
+    c->offloaded = 0;
     c->finished = 0;
     c->status_details = grpc_empty_slice();
     c->send_busy = 0;
@@ -226,13 +228,65 @@ static void on_request(tsr_rpc_call_t *c, int ok) {
         }
         return;
     }
+    run_unary(c);
+}
+
+/* Queues c for an offload thread; 0, or -1 when the queue is full (or stopping). */
+static int offload_push(tsr_rpc_server_t *s, tsr_rpc_call_t *c) {
+    pthread_mutex_lock(&s->off_mu);
+    int ok = s->off_len < (size_t)s->opts.offload_queue && !s->off_stop;
+    if (ok) {
+        s->off_q[(s->off_head + s->off_len) % (size_t)s->opts.offload_queue] = c;
+        s->off_len++;
+        pthread_cond_signal(&s->off_cv);
+    }
+    pthread_mutex_unlock(&s->off_mu);
+    return ok ? 0 : -1;
+}
+
+/* Runs a unary handler and finishes the call unless the handler deferred or offloaded it. */
+static void run_unary(tsr_rpc_call_t *c) {
+    const rpc_method_t *m = c->method;
     tsr_error_t err;
     tsr_error_clear(&err);
     tsr_buf_clear(&c->resp);
     int rc = m->unary(m->ud, c, c->req.data, c->req.len, &c->resp, &err);
+    if (rc == TSR_RPC_OFFLOAD && !c->offloaded) {
+        tsr_rpc_server_t *s = c->srv;
+        c->offloaded = 1;
+        if (s->n_off == 0) { /* no offload threads: run it here */
+            tsr_error_clear(&err);
+            tsr_buf_clear(&c->resp);
+            rc = m->unary(m->ud, c, c->req.data, c->req.len, &c->resp, &err);
+        } else if (offload_push(s, c) == 0) {
+            return;
+        } else {
+            rc = tsr_error_set(&err, TSR_EUNAVAIL,
+                               "server overloaded: %d calls queued for offload threads",
+                               s->opts.offload_queue);
+        }
+    }
     if (rc == TSR_RPC_DEFER) return;
-    if (rc > 0) rc = TSR_EINTERNAL; /* a positive code other than DEFER is a handler bug */
+    if (rc > 0) rc = TSR_EINTERNAL; /* any other positive code (OFFLOAD twice) is a handler bug */
     call_finish(c, rc, rc ? err.msg : NULL);
+}
+
+static void *offload_main(void *arg) {
+    tsr_rpc_server_t *s = arg;
+    prctl(PR_SET_NAME, "tsr-rpc-off", 0, 0, 0);
+    pthread_mutex_lock(&s->off_mu);
+    for (;;) {
+        while (!s->off_len && !s->off_stop) pthread_cond_wait(&s->off_cv, &s->off_mu);
+        if (!s->off_len) break; /* stopping, nothing left */
+        tsr_rpc_call_t *c = s->off_q[s->off_head];
+        s->off_head = (s->off_head + 1) % (size_t)s->opts.offload_queue;
+        s->off_len--;
+        pthread_mutex_unlock(&s->off_mu);
+        run_unary(c);
+        pthread_mutex_lock(&s->off_mu);
+    }
+    pthread_mutex_unlock(&s->off_mu);
+    return NULL;
 }
 
 static void on_done(tsr_rpc_call_t *c, int ev, int ok) {
@@ -393,6 +447,8 @@ int64_t tsr_rpc_call_remaining_ms(const tsr_rpc_call_t *c) {
     return ms > 0 ? ms : 0;
 }
 
+int tsr_rpc_call_offloaded(const tsr_rpc_call_t *c) { return c->offloaded; }
+
 int tsr_rpc_call_cancelled(const tsr_rpc_call_t *c) {
     return atomic_load(&c->cancelled) || atomic_load(&c->srv->shutting) ||
            tsr_rpc_call_remaining_ms(c) == 0;
@@ -442,7 +498,11 @@ tsr_rpc_server_t *tsr_rpc_server_new(const char *addr, const tsr_rpc_server_opts
     if (s->opts.pending_calls > 64) s->opts.pending_calls = 64;
     if (s->opts.max_streams <= 0) s->opts.max_streams = 64;
     if (s->opts.max_message == 0) s->opts.max_message = 64u << 20;
+    if (s->opts.offload_threads < 0) s->opts.offload_threads = 0;
+    if (s->opts.offload_queue <= 0) s->opts.offload_queue = 256;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->off_mu, NULL);
+    pthread_cond_init(&s->off_cv, NULL);
     pthread_cond_init(&s->cv, NULL);
     grpc_init();
 
@@ -524,6 +584,12 @@ int tsr_rpc_server_start(tsr_rpc_server_t *s, tsr_error_t *err) {
     for (size_t i = 0; i < s->n_methods; i++)
         for (int k = 0; k < per_method; k++) server_arm(s, &s->methods[i]);
     for (int k = 0; k < 2; k++) server_arm(s, NULL);
+    if (s->opts.offload_threads > 0) {
+        s->off_q = tsr_calloc((size_t)s->opts.offload_queue, sizeof *s->off_q);
+        s->off_threads = tsr_calloc((size_t)s->opts.offload_threads, sizeof(pthread_t));
+        for (int i = 0; i < s->opts.offload_threads; i++)
+            if (pthread_create(&s->off_threads[s->n_off], NULL, offload_main, s) == 0) s->n_off++;
+    }
     s->threads = tsr_calloc((size_t)s->opts.cq_threads, sizeof(pthread_t));
     for (int i = 0; i < s->opts.cq_threads; i++) {
         if (pthread_create(&s->threads[i], NULL, cq_main, s) != 0) {
@@ -571,6 +637,16 @@ void tsr_rpc_server_free(tsr_rpc_server_t *s) {
             call_release(c);
         }
     }
+    /* every call is finished (live == 0), so the offload queue is empty */
+    pthread_mutex_lock(&s->off_mu);
+    s->off_stop = 1;
+    pthread_cond_broadcast(&s->off_cv);
+    pthread_mutex_unlock(&s->off_mu);
+    for (int i = 0; i < s->n_off; i++) pthread_join(s->off_threads[i], NULL);
+    free(s->off_threads);
+    free(s->off_q);
+    pthread_mutex_destroy(&s->off_mu);
+    pthread_cond_destroy(&s->off_cv);
     if (s->server) grpc_server_destroy(s->server);
     if (s->cq) {
         grpc_completion_queue_shutdown(s->cq);

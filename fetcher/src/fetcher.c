@@ -4,7 +4,8 @@
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
  *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 at a time
- *   fetch pool    FeatureService calls past that (deferred): serving fetch (read_many)
+ *   offload       FeatureService calls past that (the rpc server's offload threads,
+ *                 fetch_threads of them, "tsr-rpc-off"): serving fetch (read_many)
  *   HTTP          one thread per connection (http.h), fetching the same way
  *
  * A fan-out (one ReadPartition per owner) runs on the fetching thread itself:
@@ -34,7 +35,7 @@
 
 #define M_WATCH "/tessera.v1.CoordinatorService/WatchRouting"
 #define M_READ "/tessera.v1.WorkerService/ReadPartition"
-#define QUEUE_MAX 1024
+#define QUEUE_MAX 1024             /* fetches waiting for an offload thread */
 #define MAX_COORDS 16
 /* Completion-queue threads of the fetcher's server by default (opts.rpc_threads): up to
  * rpc_threads - 1 fetches run on the thread that received them, one stays free to accept
@@ -51,13 +52,6 @@ typedef struct wclient {
     char *addr;
     tsr_rpc_client_t *c;
 } wclient_t;
-
-typedef struct fjob {
-    tsr_rpc_call_t *call;
-    const uint8_t *req;
-    size_t n;
-    int join;
-} fjob_t;
 
 struct tsr_fetcher {
     tsr_fetcher_opts_t o;
@@ -78,17 +72,10 @@ struct tsr_fetcher {
     pthread_mutex_t cl_mu;
     wclient_t *cl;
     size_t ncl, capcl;
-    /* fetch pool */
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;
-    fjob_t q[QUEUE_MAX];
-    size_t q_head, q_len;
-    int q_stop;
+    /* fetching threads */
     int inline_busy;                /* atomic: fetches running on CQ threads */
-    pthread_key_t arena_key;        /* a CQ thread's arena for inline fetches */
+    pthread_key_t arena_key;        /* a CQ or offload thread's arena */
     int arena_key_made;
-    pthread_t *pool;
-    int npool;
     /* servers */
     tsr_rpc_server_t *rpc;
     tsr_http_server_t *http;
@@ -673,52 +660,7 @@ static int read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t time
 }
 
 /* ------------------------------------------------------------------------------------------
- * FeatureService: deferred to the fetch pool */
-
-static void *pool_main(void *arg) {
-    tsr_fetcher_t *f = arg;
-    prctl(PR_SET_NAME, "tsr-fetch-pool", 0, 0, 0); /* top -H, perf */
-    tsr_arena_t arena;
-    tsr_arena_init(&arena, 1 << 20); /* reset keeps only the first chunk: make it hold a large request */
-    tsr_buf_t resp;
-    tsr_buf_init(&resp);
-    for (;;) {
-        pthread_mutex_lock(&f->q_mu);
-        while (!f->q_len && !f->q_stop) pthread_cond_wait(&f->q_cv, &f->q_mu);
-        if (!f->q_len) {
-            pthread_mutex_unlock(&f->q_mu);
-            break;
-        }
-        fjob_t j = f->q[f->q_head];
-        f->q_head = (f->q_head + 1) % QUEUE_MAX;
-        f->q_len--;
-        pthread_mutex_unlock(&f->q_mu);
-        tsr_arena_reset(&arena);
-        tsr_buf_clear(&resp);
-        tsr_error_t err;
-        tsr_error_clear(&err);
-        int64_t left = tsr_rpc_call_remaining_ms(j.call);
-        int rc = left == 0 ? tsr_error_set(&err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
-                           : tsr_serving_fetch_pb(f->serving, j.join, j.req, j.n, left, &resp, &arena, &err);
-        tsr_rpc_call_finish(j.call, rc, resp.data, resp.len, rc ? err.msg : NULL);
-    }
-    tsr_buf_free(&resp);
-    tsr_arena_free(&arena);
-    return NULL;
-}
-
-static int enqueue(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join, tsr_error_t *err) {
-    pthread_mutex_lock(&f->q_mu);
-    if (f->q_len == QUEUE_MAX || f->q_stop) {
-        pthread_mutex_unlock(&f->q_mu);
-        return tsr_error_set(err, TSR_EUNAVAIL, "fetcher overloaded: %d fetches queued", QUEUE_MAX);
-    }
-    f->q[(f->q_head + f->q_len) % QUEUE_MAX] = (fjob_t){call, req, n, join};
-    f->q_len++;
-    pthread_cond_signal(&f->q_cv);
-    pthread_mutex_unlock(&f->q_mu);
-    return TSR_RPC_DEFER;
-}
+ * FeatureService */
 
 static void arena_destroy(void *p) {
     tsr_arena_free(p);
@@ -739,20 +681,22 @@ static tsr_arena_t *thread_arena(tsr_fetcher_t *f) {
 
 /* A fetch runs on the CQ thread that received it — no hand-off to a pool thread (a futex wake
  * per call, tens of microseconds on a busy VM) — while at most rpc_threads - 1 do, so one CQ
- * thread always stays free to accept calls and answer health checks; past that it is queued
- * for the pool. The fan-out polls its own completion queue (tsr_rpc_client_call_all), not the
- * server's, so blocking here is safe. */
+ * thread always stays free to accept calls and answer health checks; past that it is
+ * offloaded to the server's offload threads (fetch_threads of them; a full queue answers
+ * UNAVAILABLE "server overloaded"). The fan-out polls its own completion queue
+ * (tsr_rpc_client_call_all), not the server's, so blocking here is safe. */
 static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
                       tsr_buf_t *resp, tsr_error_t *err) {
-    if (__atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) < f->o.rpc_threads) {
-        int64_t left = tsr_rpc_call_remaining_ms(call);
-        int rc = left == 0 ? tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
-                           : tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+    int offloaded = tsr_rpc_call_offloaded(call);
+    if (!offloaded && __atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) >= f->o.rpc_threads) {
         __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
-        return rc;
+        return TSR_RPC_OFFLOAD;
     }
-    __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
-    return enqueue(f, call, req, n, join, err);
+    int64_t left = tsr_rpc_call_remaining_ms(call);
+    int rc = left == 0 ? tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
+                       : tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+    if (!offloaded) __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
+    return rc;
 }
 
 static int h_fetch_join(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
@@ -858,24 +802,17 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     pthread_mutex_init(&f->rt_mu, NULL);
     pthread_cond_init(&f->rt_cv, NULL);
     pthread_mutex_init(&f->cl_mu, NULL);
-    pthread_mutex_init(&f->q_mu, NULL);
-    pthread_cond_init(&f->q_cv, NULL);
     f->serving = tsr_serving_new_many(read_many, f);
     f->arena_key_made = pthread_key_create(&f->arena_key, arena_destroy) == 0;
     int rc = f->ncoords ? 0 : tsr_error_set(err, TSR_EINVAL, "no coordinator address in '%s'", o->coordinators);
     if (rc == 0 && !f->arena_key_made) rc = tsr_error_set(err, TSR_EINTERNAL, "cannot create a thread key");
     if (rc == 0) rc = metrics_init(f, err);
     if (rc == 0) {
-        f->pool = tsr_calloc((size_t)f->o.fetch_threads, sizeof(pthread_t));
-        for (int i = 0; i < f->o.fetch_threads && rc == 0; i++) {
-            if (pthread_create(&f->pool[i], NULL, pool_main, f) != 0) rc = tsr_error_set(err, TSR_EINTERNAL, "cannot start a fetch thread");
-            else f->npool++;
-        }
-    }
-    if (rc == 0) {
         tsr_rpc_server_opts_t ro;
         memset(&ro, 0, sizeof ro);
         ro.cq_threads = f->o.rpc_threads;
+        ro.offload_threads = f->o.fetch_threads;
+        ro.offload_queue = QUEUE_MAX;
         f->rpc = tsr_rpc_server_new(f->listen, &ro, err);
         if (!f->rpc) rc = err && err->code ? err->code : TSR_EIO;
     }
@@ -924,16 +861,11 @@ void tsr_fetcher_stop(tsr_fetcher_t *f) {
         tsr_http_server_set_ready(f->http, 0, "shutting down");
         tsr_http_server_stop(f->http, 5000);
     }
-    /* deferred calls are finished by the pool, which runs until the server is gone */
-    tsr_rpc_server_free(f->rpc); /* joins the CQ threads: their arenas are freed at their exit */
+    /* finishes the calls in flight, offloaded ones too, and joins the CQ and offload threads:
+     * their arenas are freed at their exit */
+    tsr_rpc_server_free(f->rpc);
     f->rpc = NULL;
     if (f->arena_key_made) pthread_key_delete(f->arena_key);
-    pthread_mutex_lock(&f->q_mu);
-    f->q_stop = 1;
-    pthread_cond_broadcast(&f->q_cv);
-    pthread_mutex_unlock(&f->q_mu);
-    for (int i = 0; i < f->npool; i++) pthread_join(f->pool[i], NULL);
-    free(f->pool);
     if (f->watcher_on) pthread_join(f->watcher, NULL);
     tsr_http_server_free(f->http);
     f->http = NULL;
@@ -950,8 +882,6 @@ void tsr_fetcher_stop(tsr_fetcher_t *f) {
     pthread_mutex_destroy(&f->rt_mu);
     pthread_cond_destroy(&f->rt_cv);
     pthread_mutex_destroy(&f->cl_mu);
-    pthread_mutex_destroy(&f->q_mu);
-    pthread_cond_destroy(&f->q_cv);
     free(f->coord_list);
     free(f->listen);
     free(f->warehouse);

@@ -1224,6 +1224,118 @@ START_TEST(test_python_interop) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------------
+ * offload threads */
+
+/* Request "ms": on the CQ thread returns TSR_RPC_OFFLOAD (noting that thread); run again,
+ * sleeps ms and answers "other" or "same": whether it now runs on another thread. */
+static pthread_t g_off_cq;
+static int h_offload(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
+                     tsr_error_t *err) {
+    (void)ud, (void)err;
+    if (!tsr_rpc_call_offloaded(call)) {
+        g_off_cq = pthread_self();
+        return TSR_RPC_OFFLOAD;
+    }
+    char tmp[16];
+    snprintf(tmp, sizeof tmp, "%.*s", (int)(n < 15 ? n : 15), (const char *)req);
+    sleep_ms(atoi(tmp));
+    tsr_buf_puts(resp, pthread_equal(pthread_self(), g_off_cq) ? "same" : "other");
+    return TSR_OK;
+}
+
+static tsr_rpc_server_t *off_server(int threads, int queue, tsr_rpc_client_t **cli) {
+    tsr_error_t err;
+    tsr_rpc_server_opts_t o = {.offload_threads = threads, .offload_queue = queue};
+    tsr_rpc_server_t *s = tsr_rpc_server_new("127.0.0.1:0", &o, &err);
+    ck_assert_msg(s, "%s", err.msg);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(s, "/test.Off/Work", h_offload, NULL, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_add_unary(s, "/test.Echo/Echo", h_echo, NULL, &err), 0);
+    ck_assert_int_eq(tsr_rpc_server_start(s, &err), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", tsr_rpc_server_port(s));
+    *cli = tsr_rpc_client_new(target, &err);
+    ck_assert_msg(*cli, "%s", err.msg);
+    return s;
+}
+
+typedef struct off_call {
+    tsr_rpc_client_t *cli;
+    const char *req;
+    int rc;
+    char body[16];
+} off_call_t;
+
+static void *off_call_main(void *arg) {
+    off_call_t *c = arg;
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    c->rc = tsr_rpc_client_call(c->cli, "/test.Off/Work", c->req, strlen(c->req), &OPTS_5S, &r, NULL);
+    snprintf(c->body, sizeof c->body, "%.*s", (int)r.body.len, (const char *)r.body.data);
+    tsr_rpc_reply_free(&r);
+    return NULL;
+}
+
+/* A handler returning TSR_RPC_OFFLOAD runs again on an offload thread, and the CQ thread
+ * answers other calls meanwhile; with the queue full the call fails UNAVAILABLE; without
+ * offload threads it runs again on the CQ thread; freeing the server waits for offloaded
+ * calls. */
+START_TEST(test_offload) {
+    tsr_rpc_client_t *cli;
+    tsr_rpc_server_t *s = off_server(1, 2, &cli);
+    tsr_rpc_reply_t r;
+    tsr_rpc_reply_init(&r);
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_rpc_client_call(cli, "/test.Off/Work", "0", 1, &OPTS_5S, &r, &err), 0);
+    ck_assert(r.body.len == 5 && memcmp(r.body.data, "other", 5) == 0);
+    /* a slow offloaded call does not hold up an echo */
+    off_call_t slow = {cli, "600", -1, ""};
+    pthread_t th;
+    pthread_create(&th, NULL, off_call_main, &slow);
+    sleep_ms(100);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    ck_assert_int_eq(tsr_rpc_client_call(cli, "/test.Echo/Echo", "hi", 2, &OPTS_5S, &r, &err), 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    pthread_join(th, NULL);
+    ck_assert_int_eq(slow.rc, 0);
+    ck_assert_str_eq(slow.body, "other");
+    ck_assert_msg(ms < 450, "echo waited %.0f ms behind an offloaded call", ms);
+    /* the queue (2) full behind a busy offload thread: the next call is refused */
+    off_call_t c[4];
+    pthread_t ths[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (off_call_t){cli, "800", -1, ""}; /* long: the 4th arrives while 3 wait */
+        pthread_create(&ths[i], NULL, off_call_main, &c[i]);
+        sleep_ms(50);
+    }
+    int refused = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(ths[i], NULL);
+        if (c[i].rc == TSR_EUNAVAIL) refused++;
+        else ck_assert_msg(c[i].rc == 0 && !strcmp(c[i].body, "other"), "call %d: rc %d", i, c[i].rc);
+    }
+    ck_assert_int_ge(refused, 1);
+    /* free with offloaded calls in flight: they finish first (no leak, no hang) */
+    for (int i = 0; i < 2; i++) {
+        c[i] = (off_call_t){cli, "200", -1, ""};
+        pthread_create(&ths[i], NULL, off_call_main, &c[i]);
+    }
+    sleep_ms(50);
+    tsr_rpc_server_free(s);
+    for (int i = 0; i < 2; i++) pthread_join(ths[i], NULL);
+    tsr_rpc_client_free(cli);
+    /* no offload threads: the handler runs again at once, on the CQ thread */
+    s = off_server(0, 0, &cli);
+    ck_assert_int_eq(tsr_rpc_client_call(cli, "/test.Off/Work", "0", 1, &OPTS_5S, &r, &err), 0);
+    ck_assert(r.body.len == 4 && memcmp(r.body.data, "same", 4) == 0);
+    tsr_rpc_reply_free(&r);
+    tsr_rpc_client_free(cli);
+    tsr_rpc_server_free(s);
+}
+END_TEST
+
 static Suite *rpc_suite(void) {
     Suite *s = suite_create("rpc");
     TCase *tc = tcase_create("core");
@@ -1249,6 +1361,7 @@ static Suite *rpc_suite(void) {
     tcase_add_test(tc, test_call_all);
     tcase_add_test(tc, test_reconnect_backoff);
     tcase_add_test(tc, test_proxy_deferred_async);
+    tcase_add_test(tc, test_offload);
     suite_add_tcase(s, tc);
     return s;
 }

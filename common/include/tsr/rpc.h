@@ -11,7 +11,9 @@
  *     contexts are pooled, so steady-state serving allocates nothing in this layer.
  *   - Unary handlers run inline on a CQ thread and must be quick; one that needs to wait
  *     (fan-out to workers) returns TSR_RPC_DEFER and later calls tsr_rpc_call_finish from any
- *     thread. Server-streaming handlers run on their own thread and send with a blocking
+ *     thread; one with a long call in hand (a 100-entity fetch) returns TSR_RPC_OFFLOAD and
+ *     runs again on one of the server's offload threads (opts.offload_threads), so the CQ
+ *     thread goes on with the small calls. Server-streaming handlers run on their own thread and send with a blocking
  *     tsr_rpc_call_send (one send in flight at a time, as gRPC requires).
  *   - Client: one channel per tsr_rpc_client_t shared by all threads. Blocking calls poll on
  *     the calling thread; async unary calls complete on the client's one completion thread
@@ -56,6 +58,11 @@ enum {
 
 /* Handler return value meaning "I will call tsr_rpc_call_finish later". */
 #define TSR_RPC_DEFER 1
+/* Handler return value meaning "run me again on an offload thread" (tsr_rpc_call_offloaded
+ * is then 1; the handler must not return TSR_RPC_OFFLOAD there). Without offload threads the
+ * handler runs again at once on the CQ thread; when offload_queue calls already wait, the call
+ * fails UNAVAILABLE ("server overloaded: N calls queued for offload threads"). */
+#define TSR_RPC_OFFLOAD 2
 
 /* Infinite deadline / no deadline. */
 #define TSR_RPC_NO_DEADLINE INT64_MAX
@@ -97,6 +104,8 @@ typedef struct tsr_rpc_server_opts {
                              * (at least 4) requested calls outstanding */
     int max_streams;        /* concurrent streaming calls; more get RESOURCE_EXHAUSTED; 0 = 64 */
     size_t max_message;     /* max received message bytes; 0 = 64 MiB */
+    int offload_threads;    /* threads running handlers that returned TSR_RPC_OFFLOAD; 0 = none */
+    int offload_queue;      /* calls waiting for them at most; 0 = 256 */
 } tsr_rpc_server_opts_t;
 
 /* Creates a server listening on addr ("127.0.0.1:0" picks a free port; "0.0.0.0:7070"),
@@ -115,6 +124,9 @@ int tsr_rpc_server_add_unary(tsr_rpc_server_t *s, const char *path, tsr_rpc_unar
                              void *ud, tsr_error_t *err);
 int tsr_rpc_server_add_stream(tsr_rpc_server_t *s, const char *path, tsr_rpc_stream_fn fn,
                               void *ud, tsr_error_t *err);
+
+/* 1 when the handler runs on an offload thread (it returned TSR_RPC_OFFLOAD before). */
+int tsr_rpc_call_offloaded(const tsr_rpc_call_t *c);
 
 /* Starts the CQ threads and begins accepting calls. TSR_EINVAL if already started. */
 int tsr_rpc_server_start(tsr_rpc_server_t *s, tsr_error_t *err);

@@ -48,7 +48,7 @@ typedef struct tsr_fetcher_opts {
     int http_port;                  /* 0: a free port; -1: no HTTP (bound on listen's host) */
     const char *warehouse;          /* table schemas for compiling configs */
     const char *fetcher_id;         /* WatchRoutingRequest.fetcher_id; NULL: "fetcher-<pid>" */
-    int fetch_threads;              /* 0: 8 */
+    int fetch_threads;              /* offload threads for fetches past rpc_threads - 1; 0: 8 */
     int rpc_threads;                /* gRPC completion-queue threads; up to rpc_threads - 1
                                        fetches run inline on them, the rest in the pool; 0: 4 */
     int64_t retry_wait_ms;          /* 0: 200 */
