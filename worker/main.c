@@ -37,7 +37,8 @@ static const char *usage_text =
     "  --warehouse DIR         warehouse root (default $TESSERA_WAREHOUSE, else ./warehouse)\n"
     "  --kafka-bootstrap ADDR  Kafka bootstrap (default $TESSERA_KAFKA; none: no streaming)\n"
     "  --advertise HOST:PORT   address registered with the coordinator (default: --listen)\n"
-    "  --rpc-threads N         gRPC completion-queue threads, 1..64 (default 2); reads run on them\n"
+    "  --rpc-threads N         gRPC completion-queue threads, 1..64 (default 1); reads of up to\n"
+    "                          80 items run on them, larger ones on an offload thread\n"
     "  --log-format FMT        json or text (default: json unless stderr is a terminal)\n";
 
 static char *absolute(const char *path) {

@@ -139,6 +139,46 @@ void *tsr_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_
     return m;
 }
 
+/* Reads a varint at p[*i..n); 0, or -1 when it runs past n or over 10 bytes. */
+static int varint_at(const uint8_t *p, size_t n, size_t *i, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 70 && *i < n; shift += 7) {
+        uint8_t b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return 0;
+    }
+    return -1;
+}
+
+size_t tsr_pb_count_field(const uint8_t *p, size_t n, uint32_t field) {
+    size_t count = 0, i = 0;
+    while (i < n) {
+        uint64_t tag, v;
+        if (varint_at(p, n, &i, &tag) != 0) break;
+        switch (tag & 7) {
+        case 0: /* varint */
+            if (varint_at(p, n, &i, &v) != 0) return count;
+            break;
+        case 1: /* fixed64 */
+            if (n - i < 8) return count;
+            i += 8;
+            break;
+        case 2: /* length-delimited */
+            if (varint_at(p, n, &i, &v) != 0 || v > n - i) return count;
+            i += (size_t)v;
+            count += (tag >> 3) == field;
+            break;
+        case 5: /* fixed32 */
+            if (n - i < 4) return count;
+            i += 4;
+            break;
+        default: /* groups (deprecated) and invalid wire types */
+            return count;
+        }
+    }
+    return count;
+}
+
 void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out) {
     size_t n = protobuf_c_message_get_packed_size(m);
     tsr_buf_reserve(out, n);

@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "cluster.pb-c.h"
 #include "tsr/pbvalue.h"
 #include "tsr_test.h"
 
@@ -125,12 +126,47 @@ START_TEST(test_direct_encoding) {
 }
 END_TEST
 
+/* tsr_pb_count_field counts a repeated message field at the top level, skipping the others. */
+START_TEST(test_count_field) {
+    tsr_arena_t a;
+    tsr_arena_init(&a, 4096);
+    Tessera__V1__ReadPartitionRequest rq;
+    tessera__v1__read_partition_request__init(&rq);
+    rq.epoch = 123456789;
+    Tessera__V1__ReadItem it[5], *its[5];
+    for (int i = 0; i < 5; i++) {
+        tessera__v1__read_item__init(&it[i]);
+        it[i].group_by = "g";
+        it[i].partition = i;
+        it[i].at_millis = 1700000000000 + i;
+        its[i] = &it[i];
+    }
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    for (size_t k = 0; k <= 5; k++) {
+        rq.n_items = k;
+        rq.items = its;
+        tsr_buf_clear(&b);
+        tsr_pb_pack(&rq.base, &b);
+        ck_assert_uint_eq(tsr_pb_count_field(b.data, b.len, 1), k);
+        ck_assert_uint_eq(tsr_pb_count_field(b.data, b.len, 2), 0); /* epoch: a varint */
+        /* cut anywhere: never more, never past the end */
+        for (size_t cut = 0; cut < b.len; cut++)
+            if (tsr_pb_count_field(b.data, cut, 1) > k) ck_abort_msg("cut %zu counts too many", cut);
+    }
+    ck_assert_uint_eq(tsr_pb_count_field(NULL, 0, 1), 0);
+    tsr_buf_free(&b);
+    tsr_arena_free(&a);
+}
+END_TEST
+
 static Suite *pbvalue_suite(void) {
     Suite *s = suite_create("pbvalue");
     TCase *tc = tcase_create("pbvalue");
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_depth_and_malformed);
     tcase_add_test(tc, test_direct_encoding);
+    tcase_add_test(tc, test_count_field);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -569,8 +569,11 @@ START_TEST(test_request_rows) {
     /* rows first, name last: protobuf allows any field order */
     const uint8_t swapped[] = {0x12, 0x00, 0x12, 0x02, 0x10, 0x05, 0x0a, 0x01, 'j'};
     ck_assert_uint_eq(tsr_serving_request_rows(swapped, sizeof swapped), 2);
-    /* not a FetchRequest: an unexpected field, a varint without its end, a length past the end */
-    const uint8_t junk1[] = {0x08, 0x01, 0x12, 0x00};
+    /* other fields are skipped (a varint 3, a fixed64 4, a fixed32 5 before a row) */
+    const uint8_t skipped[] = {0x18, 0x96, 0x01, 0x21, 1, 2, 3, 4, 5, 6, 7, 8, 0x2d, 1, 2, 3, 4, 0x12, 0x00};
+    ck_assert_uint_eq(tsr_serving_request_rows(skipped, sizeof skipped), 1);
+    /* not a FetchRequest: a group (wire type 3), a varint without its end, a length past the end */
+    const uint8_t junk1[] = {0x0b, 0x12, 0x00};
     const uint8_t junk2[] = {0x12, 0x80, 0x80};
     const uint8_t junk3[] = {0x12, 0x00, 0x12, 0x7f, 0x00};
     ck_assert_uint_eq(tsr_serving_request_rows(junk1, sizeof junk1), 0);

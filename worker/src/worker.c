@@ -960,10 +960,16 @@ static void *shards_main(void *arg) {
 /* ------------------------------------------------------------------------------------------
  * WorkerService */
 
+/* A ReadPartition of up to READ_INLINE_ITEMS items (8 entities of a 10-GroupBy Join) runs on
+ * the completion-queue thread that received it; a larger one is offloaded (TSR_RPC_OFFLOAD)
+ * so it does not hold up the small reads behind it (as serve does, docs/serve.md). */
+#define READ_INLINE_ITEMS 80
+
 static int h_read(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t n, tsr_buf_t *resp,
                   tsr_error_t *err) {
-    (void)call;
     tsr_worker_t *w = ud;
+    if (!tsr_rpc_call_offloaded(call) && tsr_pb_count_field(req, n, 1) > READ_INLINE_ITEMS)
+        return TSR_RPC_OFFLOAD; /* ReadPartitionRequest.items */
     tsr_arena_t *a = thread_arena(w);
     Tessera__V1__ReadPartitionRequest *rq =
         tsr_pb_unpack(&tessera__v1__read_partition_request__descriptor, req, n, a, err);
@@ -1087,8 +1093,10 @@ int tsr_worker_start(const tsr_worker_opts_t *o, tsr_worker_t **out, tsr_error_t
     if (rc == 0) {
         tsr_rpc_server_opts_t ro;
         memset(&ro, 0, sizeof ro);
-        /* reads run inline on CQ threads: two by default, as serve does */
-        ro.cq_threads = w->o.rpc_threads > 0 ? w->o.rpc_threads : 2;
+        /* small reads run inline on one CQ thread by default (more cost gRPC poller
+         * hand-offs, docs/rpc.md), large ones on the offload thread */
+        ro.cq_threads = w->o.rpc_threads > 0 ? w->o.rpc_threads : 1;
+        ro.offload_threads = 1;
         w->rpc = tsr_rpc_server_new(w->listen, &ro, err);
         if (!w->rpc) rc = err ? err->code : TSR_EIO;
     }

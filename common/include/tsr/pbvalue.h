@@ -37,6 +37,12 @@ int tsr_pb_value_get(const Tessera__V1__Value *pv, tsr_arena_t *arena, tsr_value
 void *tsr_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
                     tsr_arena_t *arena, tsr_error_t *err);
 
+/* How many times the length-delimited field `field` occurs at the top level of the message in
+ * p[0..n), counted without decoding (varint, fixed and length-delimited fields are skipped):
+ * a server's "rows in this request" before it decides where to run it. Stops at the first
+ * malformed or unsupported (group) field, counting what came before. */
+size_t tsr_pb_count_field(const uint8_t *p, size_t n, uint32_t field);
+
 /* Serializes a message, appending to out. */
 void tsr_pb_pack(const ProtobufCMessage *m, tsr_buf_t *out);
 

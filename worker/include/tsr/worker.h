@@ -55,7 +55,8 @@ typedef struct tsr_worker_opts {
     const char *warehouse;          /* absolute; shards may name their own */
     const char *kafka_bootstrap;    /* NULL = no streaming */
     int64_t allowed_lateness_ms;
-    int rpc_threads;                /* gRPC completion-queue threads (reads run inline); 0: 2 */
+    int rpc_threads;                /* gRPC completion-queue threads (small reads run inline on
+                                       them, large ones on an offload thread); 0: 1 */
     FILE *log;
 } tsr_worker_opts_t;
 
