@@ -22,7 +22,11 @@
  *   3. stream   the read lock of each GroupBy involved (in address order: no lock-order
  *               cycle between callers), then one batched multi-get of every stream record
  *               and, per GroupBy with a flush in flight, its flush marker (stream family: the
- *               marker and the records it describes are read at one point in time)
+ *               marker and the records it describes are read at one point in time; the
+ *               marker 't' gb \0 \0\0\0 'F' sorts just before the GroupBy's records). A store
+ *               written before session 6 has its last marker under the old key 'm' gb \0 'F',
+ *               which no reader needs: a flush in flight has a newer generation than any flush
+ *               of the old code (register starts from it), and only the new key says it landed
  *   4. merge    read by read, in the call's order (by batch record key: GroupBy, key; the
  *               multi-gets' keys are then laid out sorted, and RocksDB is told so): batch
  *               record, then per stream record its unflushed slots (the write-back table's
@@ -487,8 +491,7 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
     if (imm) {
         tsr_buf_t mk;
         tsr_buf_init(&mk);
-        tsr__key_prefix(&mk, 'm', g->name, g->nlen);
-        tsr_buf_putc(&mk, 'F');
+        tsr__state_key(&mk, g->name, g->nlen, 'F');
         char *e = NULL;
         size_t vl;
         char *v = rocksdb_get_cf(s->db, ro, s->cf[TSR__CF_STREAM], (const char *)mk.data, mk.len,
@@ -900,26 +903,26 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
             pthread_rwlock_rdlock(&gl->g->pend_lock);
             gl->imm = gl->g->imm;
             gl->gen = gl->g->gen;
-            if (gl->imm) { /* 'm' gb \0 'F' */
+            if (gl->imm) { /* 't' gb \0 \0\0\0 'F' */
                 gl->mkoff = x->keys.len;
-                put_prefix(&x->keys, 'm', gl->g);
-                tsr_buf_putc(&x->keys, 'F');
+                put_prefix(&x->keys, 't', gl->g);
+                tsr_buf_append(&x->keys, "\0\0\0F", TSR__STATE_PAD + 1);
             }
         }
         /* the stream multi-get's keys, laid out in key order when the reads are in key order:
-         * the markers ('m' < 't') in GroupBy name order (the chunk's order), then read by read
-         * (GroupBy, key) its stream records by (type, start); key pointers now that keys no
-         * longer grow */
+         * read by read (GroupBy, key) its stream records by (type, start), and before the first
+         * read of a GroupBy with a flush in flight that GroupBy's marker (it sorts before every
+         * record of its GroupBy and after every record of a GroupBy earlier in name order:
+         * tsr__state_key); key pointers now that keys no longer grow */
         size_t ns = nplanned;
-        for (size_t i = 0; i < ngls; i++) {
-            gb_lock_t *gl = &x->gls[i];
-            if (!gl->imm) continue;
-            gl->marker_vi = ns++;
-            x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
-            x->kl[gl->marker_vi] = put_prefix_len(gl->g) + 1;
-            x->errs[gl->marker_vi] = NULL;
-        }
         for (size_t k = k0, e; k < kend; k = e) {
+            gb_lock_t *gl = &x->gls[x->plans[ord[k]].gi];
+            if (gl->imm && gl->marker_vi == SIZE_MAX) {
+                gl->marker_vi = ns++;
+                x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
+                x->kl[gl->marker_vi] = put_prefix_len(gl->g) + TSR__STATE_PAD + 1;
+                x->errs[gl->marker_vi] = NULL;
+            }
             /* a run of reads of the same GroupBy and key (an entity asked twice): their
              * records share keys, so they are ordered together */
             const rec_t *bk = &x->recs[x->plans[ord[k]].rec0];
