@@ -410,7 +410,7 @@ static key_counts_t count_keys(int64_t b_cur, int64_t before) {
                 if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
                 else n.batch_old++;
             } else if (k[0] == 't' && at + 3 <= kl && k[at] == 0 && k[at + 1] == 0 && k[at + 2] == 0) {
-                if (at + 3 == kl || (k[at + 3] != 'F' && k[at + 3] != 'L' && k[at + 3] != 'o'))
+                if (at + 3 == kl || k[at + 3] == 0 || !strchr("FLWo", k[at + 3]))
                     ck_abort_msg("unknown stream state key");
                 n.state++;
             } else if (k[0] == 't') {
@@ -453,7 +453,7 @@ START_TEST(test_retention) {
     ck_assert_int_gt(n.hour, 24);
     ck_assert_int_eq(n.stream_before, 0);
     ck_assert_int_eq(n.log, 0);
-    ck_assert_int_ge(n.state, 3); /* 'F', 'L', 'o' topic/0 */
+    ck_assert_int_ge(n.state, 4); /* 'F', 'L', 'W', 'o' topic/0 */
     ck_assert_int_eq(n.old_state, 0);
     int day1 = n.day, hour1 = n.hour, state1 = n.state;
 
@@ -807,6 +807,17 @@ START_TEST(test_flush_failure_stores_nothing) {
 }
 END_TEST
 
+/* Merge operands in the stream family's table files (its aggregated table properties). */
+static long raw_merge_operands(raw_db_t *r) {
+    char *p = rocksdb_property_value_cf(r->db, r->cf[3], "rocksdb.aggregated-table-properties");
+    ck_assert_ptr_nonnull(p);
+    const char *m = strstr(p, "# merge operands=");
+    ck_assert_msg(m != NULL, "%s", p);
+    long n = strtol(m + strlen("# merge operands="), NULL, 10);
+    rocksdb_free(p);
+    return n;
+}
+
 /* Moves state key tag name of the stream family from this layout's key to the one before
  * session 6 ('m' gb \0 tag name), value bytes unchanged: the store as session 5 left it. */
 static void raw_to_old(raw_db_t *r, char tag, const char *name) {
@@ -829,9 +840,9 @@ static void raw_to_old(raw_db_t *r, char tag, const char *name) {
 }
 
 /* A store written before session 6 keeps its flush state as 'm' gb \0 'F' / 'L' / 'o' name in
- * the stream family: it opens, its consumer resumes at the old offset, its next flush takes the
- * next generation and writes the new keys (which then shadow the old ones), and reads equal
- * the offline rule throughout. */
+ * the stream family, and has no 'W': it opens, its consumer resumes at the old offset, its next
+ * flush takes the next generation, writes the new keys (which then shadow the old ones) and,
+ * not knowing which records exist, merge operands; reads equal the offline rule throughout. */
 START_TEST(test_flush_old_state_keys) {
     tsr_rng_t r = {.s = 8180};
     int64_t B = gen_events(&r);
@@ -849,7 +860,9 @@ START_TEST(test_flush_old_state_keys) {
     raw_to_old(&db, 'F', "");
     raw_to_old(&db, 'L', "");
     raw_to_old(&db, 'o', "topic/0");
+    raw_delete_m(&db, 3, 0, 'W', ""); /* no 'W' before session 6 */
     ck_assert(raw_get_m(&db, 3, 0, 'o', "topic/0") == INT64_MIN);
+    ck_assert_int_eq(raw_merge_operands(&db), 0); /* a fresh store's first flush: puts */
     ck_assert(raw_get_m(&db, 3, 1, 'F', "") == gen0);
     raw_close(&db);
 
@@ -864,6 +877,8 @@ START_TEST(test_flush_old_state_keys) {
     ck_assert(raw_get_m(&db, 3, 0, 'F', "") == gen0 + 1); /* the generation went on */
     ck_assert_int_eq(raw_get_m(&db, 3, 0, 'o', "topic/0"), nev);
     ck_assert_int_eq(raw_get_m(&db, 3, 1, 'o', "topic/0"), half); /* stale, shadowed */
+    /* records written before, without 'W': which exist is unknown, so merge operands */
+    ck_assert_int_gt(raw_merge_operands(&db), 0);
     raw_close(&db);
     s = open_store();
     ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
@@ -875,7 +890,7 @@ END_TEST
 
 /* The flush files of two GroupBys do not overlap: RocksDB places them side by side in one
  * level (with the flush state keyed 'm' gb \0 ..., each file spanned from 'm' gb to 't' gb and
- * the second landed a level above the first). */
+ * the second landed a level above the first). A GroupBy's first flush writes puts ('W'). */
 START_TEST(test_flush_files_disjoint) {
     tsr_rng_t r = {.s = 9190};
     int64_t B = gen_events(&r);
@@ -905,6 +920,8 @@ START_TEST(test_flush_files_disjoint) {
     rocksdb_livefiles_destroy(lf);
     ck_assert_int_eq(nstream, 2);
     ck_assert_int_gt(level, 0);
+    /* the first flush of a GroupBy: no record exists, every one is written as a put */
+    ck_assert_int_eq(raw_merge_operands(&db), 0);
     raw_close(&db);
     cleanup();
 }

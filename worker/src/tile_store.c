@@ -521,6 +521,45 @@ static int get_i64_value(tsr_tile_store_t *s, int cf, const tsr_buf_t *k, int64_
     return rc;
 }
 
+/* g->written_hi from the state key 'W' (tile_store_int.h). A store without it: nothing in the
+ * GroupBy's 't' range means nothing was ever written (INT64_MIN: the first flush writes puts);
+ * anything there (a store of older code) means unknown (INT64_MAX: merge operands, as before). */
+static void written_hi_load(tsr_tile_store_t *s, tsr__ts_gb_t *g) {
+    tsr_buf_t k;
+    tsr_buf_init(&k);
+    tsr__state_key(&k, g->name, g->nlen, 'W');
+    char *e = NULL;
+    size_t vl;
+    char *v = rocksdb_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], (const char *)k.data, k.len, &vl, &e);
+    g->written_hi[0] = g->written_hi[1] = INT64_MAX;
+    if (!e && v && vl == 16) {
+        g->written_hi[0] = tsr__get_i64((const uint8_t *)v);
+        g->written_hi[1] = tsr__get_i64((const uint8_t *)v + 8);
+    } else if (!e && !v) {
+        tsr_buf_t hi;
+        tsr_buf_init(&hi);
+        tsr_buf_putc(&hi, 't'); /* 't' gb \1: past every 't' gb \0 key */
+        tsr_buf_append(&hi, g->name, g->nlen);
+        tsr_buf_putc(&hi, 1);
+        tsr__key_prefix(&k, 't', g->name, g->nlen);
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_STREAM]);
+        rocksdb_iter_seek(it, (const char *)k.data, k.len);
+        char *ie = NULL;
+        int any = rocksdb_iter_valid(it);
+        rocksdb_iter_get_error(it, &ie);
+        if (!any && !ie) g->written_hi[0] = g->written_hi[1] = INT64_MIN;
+        free(ie);
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+        tsr_buf_free(&hi);
+    }
+    free(e);
+    rocksdb_free(v);
+    tsr_buf_free(&k);
+}
+
 int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_error_t *err) {
     size_t n = strlen(gb->name);
     if (n == 0 || n > TSR__TS_GB_NAME_MAX)
@@ -571,6 +610,7 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         }
         g->gen = grc == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
         tsr_buf_free(&k);
+        written_hi_load(s, g);
         rc = replay_log(s, g, err);
         if (rc == 0) /* published last: the flusher reads gbs without s->lock */
             __atomic_store_n(&s->ngbs, s->ngbs + 1, __ATOMIC_RELEASE);
@@ -1503,16 +1543,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     ent_ref_t *ord = tsr_malloc((c->nents ? c->nents : 1) * sizeof(ent_ref_t));
     size_t nord = 0;
     size_t skip = 2 + g->nlen; /* 't' gb \0 */
+    int64_t hi[2] = {g->written_hi[0], g->written_hi[1]}; /* under flush_mu */
+    int64_t top[2] = {INT64_MIN, INT64_MIN};               /* this table's latest starts */
     for (size_t i = 0; i < c->cap; i++) {
         const rec_entry_t *x = c->table[i];
-        if (x) ent_ref_make(&ord[nord++], x, skip);
+        if (!x) continue;
+        ent_ref_make(&ord[nord++], x, skip);
+        int64_t st = tsr__get_i64(x->key + x->klen - 8);
+        int d = !ent_hour(x);
+        if (st > top[d]) top[d] = st;
     }
     qsort(ord, nord, sizeof(ent_ref_t), ent_cmp); /* a table file's keys are in order */
     char *e = NULL;
     rocksdb_envoptions_t *eo = rocksdb_envoptions_create();
     rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, s->cf_opts[TSR__CF_STREAM]);
     rocksdb_sstfilewriter_open(w, file, &e);
-    /* 't' gb \0 \0\0\0 'F' < 'L' < 'o' name < 't' gb \0 K ... */
+    /* 't' gb \0 \0\0\0 'F' < 'L' < 'W' < 'o' name < 't' gb \0 K ... */
     if (!e) {
         tsr__state_key(&k, g->name, g->nlen, 'F'); /* the marker: in the records' file */
         tsr_buf_clear(&v);
@@ -1523,6 +1569,15 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
         tsr__state_key(&k, g->name, g->nlen, 'L');
         tsr_buf_clear(&v);
         tsr__put_i64(&v, log_hi);
+        rocksdb_sstfilewriter_put(w, (const char *)k.data, k.len, (const char *)v.data, v.len, &e);
+    }
+    /* 'W': the latest hour and day record starts written, this file's included */
+    int64_t nhi[2] = {top[0] > hi[0] ? top[0] : hi[0], top[1] > hi[1] ? top[1] : hi[1]};
+    if (!e) {
+        tsr__state_key(&k, g->name, g->nlen, 'W');
+        tsr_buf_clear(&v);
+        tsr__put_i64(&v, nhi[0]);
+        tsr__put_i64(&v, nhi[1]);
         rocksdb_sstfilewriter_put(w, (const char *)k.data, k.len, (const char *)v.data, v.len, &e);
     }
     /* the consumer offsets these records reach: exactly once into the store */
@@ -1550,9 +1605,15 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
                 if (ord[i + 2].e->slots[j])
                     __builtin_prefetch(((const hour_slot_t *)ord[i + 2].e->slots[j])->raw_head);
         tsr_buf_clear(&v);
-        encode_entry(g, ord[i].e, &v);
-        rocksdb_sstfilewriter_merge(w, (const char *)ord[i].e->key, ord[i].e->klen,
-                                    (const char *)v.data, v.len, &e);
+        const rec_entry_t *x = ord[i].e;
+        encode_entry(g, x, &v);
+        /* a record starting after every record of its type written so far does not exist:
+         * a put (a value a read takes pinned from the block cache, and the retention filter
+         * sees) instead of a merge operand (merged by every read until a compaction does) */
+        if (tsr__get_i64(x->key + x->klen - 8) > hi[!ent_hour(x)])
+            rocksdb_sstfilewriter_put(w, (const char *)x->key, x->klen, (const char *)v.data, v.len, &e);
+        else
+            rocksdb_sstfilewriter_merge(w, (const char *)x->key, x->klen, (const char *)v.data, v.len, &e);
     }
     free(ord);
     if (!e) rocksdb_sstfilewriter_finish(w, &e);
@@ -1605,6 +1666,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     }
     tsr_buf_free(&k);
     tsr_buf_free(&v);
+    g->written_hi[0] = nhi[0]; /* landed (flush_mu) */
+    g->written_hi[1] = nhi[1];
     pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
     g->imm = NULL;

@@ -76,6 +76,10 @@ typedef struct tsr__ts_gb {
     tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */
     uint64_t gen;               /* flush generation of imm ('m' gb \0 'F' holds the last one
                                    that landed) */
+    int64_t written_hi[2];      /* the latest start of an hour [0] / day [1] record any flush
+                                   wrote (state key 'W'): a record starting later does not
+                                   exist, so a flush writes it as a put, not a merge operand;
+                                   INT64_MAX: unknown (a store of older code). Under flush_mu */
     int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
     int64_t imm_log_hi;         /* imm holds the log records below this */
     rocksdb_writebatch_t *log_wb;   /* reused, under apply_mu */
@@ -139,20 +143,22 @@ static inline void tsr__key_prefix(tsr_buf_t *b, char tag, const char *gb, size_
     tsr_buf_putc(b, 0);
 }
 /* The flush state of a GroupBy in the stream family (session 6): the marker 'F', the log high
- * mark 'L' and the consumer offsets 'o' name, keyed 't' gb \0 \0 \0 \0 tag [name] — inside the
- * GroupBy's record range, just before every record, so that a flush file spans one GroupBy's
- * range only and the files of different GroupBys lie side by side in one level (with the
- * earlier 'm' gb \0 tag keys a file spanned ['m' gb .. 't' gb], overlapping every other
- * GroupBy's: ten GroupBys' files stacked one per level).
+ * mark 'L', the latest record starts written 'W' and the consumer offsets 'o' name, keyed
+ * 't' gb \0 \0 \0 \0 tag [name] — inside the GroupBy's record range, just before every
+ * record, so that a flush file spans one GroupBy's range only and the files of different
+ * GroupBys lie side by side in one level (with the earlier 'm' gb \0 tag keys a file spanned
+ * ['m' gb .. 't' gb], overlapping every other GroupBy's: ten GroupBys' files stacked one per
+ * level).
  *
  * Why they sort before every record and equal none: after 't' gb \0 a record has K = 2-byte
  * length + key bytes, then its type 'D' or 'H', then 8 bytes of start. For a key of 256 bytes
  * or more the first length byte is >= 1; for 1..255 bytes the first is 0 and the second >= 1;
  * for an empty key both are 0 and the third byte is the type ('D'/'H', non-zero). So every
  * record has a non-zero byte among the three after 't' gb \0, and every state key has three
- * zero bytes there: state keys sort first (F < L < o), and a key with three zero bytes there is
- * a state key (the retention filter keeps them by this test). GroupBy names hold no \0, so
- * 't' gb \0 ... of one GroupBy is a contiguous range, disjoint from every other's. */
+ * zero bytes there: state keys sort first (in a file: F < L < W < o name), and a key with three
+ * zero bytes there is a state key (the retention filter keeps them by this test). GroupBy
+ * names hold no \0, so 't' gb \0 ... of one GroupBy is a contiguous range, disjoint from
+ * every other's. */
 #define TSR__STATE_PAD 3
 static inline void tsr__state_key(tsr_buf_t *b, const char *gb, size_t gblen, char tag) {
     tsr__key_prefix(b, 't', gb, gblen);
