@@ -47,6 +47,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -83,6 +84,7 @@ typedef struct opts {
      * calls to --admin ADDR (a coordinator), an existing broker and warehouse, CPU summed over
      * --cpu-pids; nothing is started or stopped here */
     const char *attach, *admin, *bootstrap, *warehouse, *cpu_pids;
+    const char *rpc_threads;        /* passed to serve as --rpc-threads (NULL: its default) */
     int days, keys, ingest_partitions, clients, batch_size, keep, quiet;
     long events, ingest_events, ingest_keys;
     double rate, seconds, batch_rate, batch_seconds, qps_seconds, fresh_rate, fresh_seconds;
@@ -133,6 +135,7 @@ static void usage(FILE *f, const char *argv0) {
             "  --fresh-poll-ms MS     poll interval of the freshness fetcher (default 1)\n"
             "other:\n"
             "  --perf-dir DIR         perf record -g the server during each phase into DIR\n"
+            "  --rpc-threads N        start serve with --rpc-threads N (default: serve's)\n"
             "  --tmp DIR              parent of the temp dir (default $TMPDIR or /tmp)\n"
             "attach mode (benchmarks/bench_cluster.sh; starts nothing):\n"
             "  --attach ADDR          fetch from ADDR (e.g. a tessera-fetcher)\n"
@@ -368,25 +371,57 @@ static double proc_cpu_s(pid_t pid) {
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Context switches (voluntary + involuntary) of all live threads of pid, from
+ * /proc/PID/task/TID/status. A wake-up costs more than an echo on these VMs, and the count
+ * per call holds up on a loaded machine where latencies and CPU times do not. */
+static double proc_switches(pid_t pid) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return NAN;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char sp[400], line[256];
+        snprintf(sp, sizeof sp, "%s/%s/status", path, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f) continue; /* the thread ended */
+        while (fgets(line, sizeof line, f)) {
+            unsigned long long v;
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+                sum += (double)v;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
 /* ------------------------------------------------------------------------------------------
  * perf record per phase */
 
 static pid_t g_server_pid, g_perf_pid;
 
 /* CPU seconds of the server (attach mode: the sum over --cpu-pids, e.g. the workers). */
-static double srv_cpu_s(void) {
-    if (!O.cpu_pids) return g_server_pid > 0 ? proc_cpu_s(g_server_pid) : 0.0;
+static double srv_sum(double (*per_pid)(pid_t)) {
+    if (!O.cpu_pids) return g_server_pid > 0 ? per_pid(g_server_pid) : 0.0;
     double sum = 0;
     const char *p = O.cpu_pids;
     while (*p) {
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p) break;
-        if (v > 0) sum += proc_cpu_s((pid_t)v);
+        if (v > 0) sum += per_pid((pid_t)v);
         p = *end == ',' ? end + 1 : end;
     }
     return sum;
 }
+
+static double srv_cpu_s(void) { return srv_sum(proc_cpu_s); }
+/* context switches of the server (attach mode: over --cpu-pids) */
+static double srv_switches(void) { return srv_sum(proc_switches); }
 
 static void perf_begin(const char *phase) {
     if (!O.perf_dir || g_server_pid <= 0) return;
@@ -394,7 +429,9 @@ static void perf_begin(const char *phase) {
     PATHF(data, "%s/%s.data", O.perf_dir, phase);
     snprintf(log, sizeof log, "%s/%s.log", O.perf_dir, phase);
     snprintf(spid, sizeof spid, "%d", (int)g_server_pid);
-    char *argv[] = {"/usr/bin/perf", "record", "-F", "999", "-g", "-p", spid, "-o", data, NULL};
+    /* TSR_PERF_CALLGRAPH=dwarf: unwind libraries built without frame pointers (libc, RocksDB) */
+    const char *cg = getenv("TSR_PERF_CALLGRAPH");
+    char *argv[] = {"/usr/bin/perf", "record", "-F", "999", "--call-graph", (char *)(cg && *cg ? cg : "fp"), "-p", spid, "-o", data, NULL};
     g_perf_pid = spawn(argv, log, NULL);
     sleep_s(0.3); /* let perf attach */
 }
@@ -643,6 +680,7 @@ typedef struct lat_result {
     long n, errors;
     double rate, p50, p99, p999, max, send_lag;
     double cpu_us;                  /* server CPU (utime+stime) per call */
+    double csw;                     /* server context switches per call */
 } lat_result_t;
 
 static void summarize(double *lat, long n, long errors, double elapsed, double send_lag,
@@ -672,7 +710,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     atomic_init(&run.errors, 0);
     pthread_mutex_init(&run.mu, NULL);
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
-    double cpu0 = srv_cpu_s();
+    double cpu0 = srv_cpu_s(), sw0 = srv_switches();
     double t0 = now_s() + 0.005, dt = 1.0 / rate;
     for (long i = 0; i < run.n && !g_stop; i++) {
         ol_slot_t *s = &run.slots[i];
@@ -709,6 +747,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     double end = run.t_last_done > t0 ? run.t_last_done : now_s();
     summarize(lat, m, atomic_load(&run.errors), end - t0, run.max_send_lag, res);
     res->cpu_us = (srv_cpu_s() - cpu0) / (double)(run.started ? run.started : 1) * 1e6;
+    res->csw = (srv_switches() - sw0) / (double)(run.started ? run.started : 1);
     if (res->errors) fprintf(stderr, "bench_fetch: %s: %ld errors, first: %s\n", method, res->errors,
                              run.first_error);
     free(lat);
@@ -766,7 +805,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     atomic_init(&run.errors, 0);
     atomic_init(&run.active, k);
     cl_chain_t *ch = tsr_calloc((size_t)k, sizeof *ch);
-    double cpu0 = srv_cpu_s();
+    double cpu0 = srv_cpu_s(), sw0 = srv_switches();
     double t0 = now_s();
     run.until = t0 + seconds;
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
@@ -790,6 +829,7 @@ static void closed_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs,
     summarize(run.lat, m, errors, el, 0, res);
     res->rate = (double)n / el;
     res->cpu_us = (srv_cpu_s() - cpu0) / (double)(n ? n : 1) * 1e6;
+    res->csw = (srv_switches() - sw0) / (double)(n ? n : 1);
     free(run.lat);
     free(ch);
 }
@@ -988,13 +1028,13 @@ static void *fresh_producer(void *arg) {
  * output */
 
 static void print_header(void) {
-    printf("%-40s %8s %9s %9s %9s %9s %9s %6s %9s\n", "phase", "calls", "rate/s", "p50 us",
-           "p99 us", "p999 us", "max us", "errors", "srvCPU us");
+    printf("%-40s %8s %9s %9s %9s %9s %9s %6s %9s %7s\n", "phase", "calls", "rate/s", "p50 us",
+           "p99 us", "p999 us", "max us", "errors", "srvCPU us", "srvCSW");
 }
 
 static void print_row(const char *name, const lat_result_t *r) {
-    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld %9.1f\n", name, r->n, r->rate, r->p50,
-           r->p99, r->p999, r->max, r->errors, r->cpu_us);
+    printf("%-40s %8ld %9.0f %9.1f %9.1f %9.1f %9.1f %6ld %9.1f %7.2f\n", name, r->n, r->rate,
+           r->p50, r->p99, r->p999, r->max, r->errors, r->cpu_us, r->csw);
 }
 
 static char *self_dir(const char *argv0) {
@@ -1062,6 +1102,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--cpu-pids")) O.cpu_pids = v;
         else if (!strcmp(a, "--datagen")) O.datagen = v;
         else if (!strcmp(a, "--perf-dir")) O.perf_dir = v;
+        else if (!strcmp(a, "--rpc-threads")) O.rpc_threads = v;
         else if (!strcmp(a, "--tmp")) O.tmp_parent = v;
         else if (!strcmp(a, "--phases")) snprintf(O.phases, sizeof O.phases, "%s", v);
         NUM("--days", days, int)
@@ -1190,7 +1231,11 @@ int main(int argc, char **argv) {
         snprintf(grpc_addr, sizeof grpc_addr, "%s", O.attach);
     } else {
         char *av[] = {tessera, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port",
-                      "0", "--warehouse", wh, "--kafka-bootstrap", bootstrap, NULL};
+                      "0", "--warehouse", wh, "--kafka-bootstrap", bootstrap, NULL, NULL, NULL};
+        if (O.rpc_threads) {
+            av[12] = "--rpc-threads";
+            av[13] = (char *)O.rpc_threads;
+        }
         int fd;
         g_server_pid = spawn(av, slog, &fd);
         char line[256];
@@ -1299,16 +1344,22 @@ int main(int argc, char **argv) {
         if (c1.failed_rows || c1.exceptions || cb.failed_rows || cb.exceptions)
             fail("fetch returned failures: %s",
                  c1.first_error[0] ? c1.first_error : cb.first_error);
-        /* warm-up: connections, pools, caches */
+    }
+    double quiet_s = quiesce(t_streamed + 11);
+    check_stop();
+    /* warm-up: connections, pools, and the block cache. After the quiet wait: the setup's
+     * background compactions rewrite table files, and a rewritten file's blocks are not in
+     * the cache, so a warm-up before them would leave the measured calls reading cold blocks */
+    if (join) {
         for (int i = 0; i < 2000; i++) {
             tsr_rpc_client_call(g_cli, M_HEALTH, NULL, 0, &co, &r, NULL);
             tsr_rpc_client_call(g_cli, M_FETCH_JOIN, req1[i % NREQ1].data, req1[i % NREQ1].len, &co,
                                 &r, NULL);
         }
+        for (int i = 0; i < NREQB; i++) /* each batch request once (64 x 100 entities) */
+            tsr_rpc_client_call(g_cli, M_FETCH_JOIN, reqb[i].data, reqb[i].len, &co, &r, NULL);
     }
     tsr_rpc_reply_free(&r);
-    check_stop();
-    double quiet_s = quiesce(t_streamed + 11);
     check_stop();
 
     printf("bench_fetch: %s (pid %d) on %s, dev-kafka on %s; warehouse %d days, %ld "
@@ -1560,12 +1611,12 @@ int main(int argc, char **argv) {
     if (have_fetch)
         printf(" echo_p50_us=%.1f echo_p99_us=%.1f fetch1_p50_us=%.1f fetch1_p99_us=%.1f "
                "fetch1_p999_us=%.1f fetch1_rate=%.0f p99_ratio=%.2f fetch1_cpu_us=%.1f "
-               "fetch1_errors=%ld",
+               "fetch1_errors=%ld echo_cpu_us=%.1f echo_csw=%.2f fetch1_csw=%.2f",
                echo.p50, echo.p99, f1.p50, f1.p99, f1.p999, f1.rate, f1.p99 / echo.p99, f1.cpu_us,
-               f1.errors);
+               f1.errors, echo.cpu_us, echo.csw, f1.csw);
     if (have_batch)
-        printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f", O.batch_size, fb.p50, O.batch_size,
-               fb.p99);
+        printf(" fetch%d_p50_us=%.1f fetch%d_p99_us=%.1f fetch%d_cpu_us=%.1f", O.batch_size, fb.p50,
+               O.batch_size, fb.p99, O.batch_size, fb.cpu_us);
     if (have_qps)
         printf(" echo_max_qps=%.0f fetch1_max_qps=%.0f fetch1_server_cpu_us=%.1f", qe.rate, qf.rate,
                qf.cpu_us);

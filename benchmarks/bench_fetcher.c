@@ -8,12 +8,18 @@
  *      in process) vs tessera-fetcher's server object fanning out to 3 in-process fake workers
  *      (ReadPartition answered from the key) — the price of the extra hop.
  *
+ *   Part B also prints the process's CPU and context switches per call (client, servers and
+ *   fake workers together: on a loaded machine these hold up where latencies do not), for
+ *   the fetcher with its default 4 completion-queue threads and with 1 (every fetch then goes
+ *   to the fetch pool).
+ *
  * Usage: bench_fetcher [requests per case (default 300)]. Keep runs short on shared machines.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,9 +136,17 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static double g_cpu_us, g_csw; /* of the last latency() run, per call */
+
 static void report(const char *label, uint64_t *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_u64);
     printf("  %-44s p50 %8.1f us   p99 %8.1f us\n", label, v[n / 2] / 1e3, v[n * 99 / 100] / 1e3);
+}
+
+static void report_cost(const char *label, uint64_t *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    printf("  %-44s p50 %8.1f us   p99 %8.1f us   CPU %7.1f us  %5.2f switches /call\n", label,
+           v[n / 2] / 1e3, v[n * 99 / 100] / 1e3, g_cpu_us, g_csw);
 }
 
 /* ---- fake workers and coordinator (as in test_fetcher.c) */
@@ -182,7 +196,16 @@ static int h_embedded(void *ud, tsr_rpc_call_t *call, const uint8_t *req, size_t
     return tsr_serving_fetch_pb(embedded, 1, req, n, tsr_rpc_call_remaining_ms(call), resp, a, err);
 }
 
+static void usage_now(double *cpu_s, double *sw) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    *sw = (double)(ru.ru_nvcsw + ru.ru_nivcsw);
+}
+
 static void latency(tsr_rpc_client_t *c, const tsr_buf_t *req, int n, uint64_t *out) {
+    double c0 = 0, s0 = 0, c1, s1;
     tsr_rpc_reply_t r;
     tsr_rpc_reply_init(&r);
     tsr_rpc_call_opts_t o = {.timeout_ms = 5000};
@@ -193,7 +216,11 @@ static void latency(tsr_rpc_client_t *c, const tsr_buf_t *req, int n, uint64_t *
             exit(1);
         }
         if (i >= 20) out[i - 20] = now_ns() - t0;
+        if (i == 19) usage_now(&c0, &s0);
     }
+    usage_now(&c1, &s1);
+    g_cpu_us = (c1 - c0) * 1e6 / n;
+    g_csw = (s1 - s0) / n;
     tsr_rpc_reply_free(&r);
 }
 
@@ -287,29 +314,42 @@ int main(int argc, char **argv) {
     o.http_port = -1;
     o.warehouse = wh;
     o.watch_renew_ms = 60000;
-    tsr_fetcher_t *f;
+    tsr_fetcher_t *f, *f1;
     if (tsr_fetcher_start(&o, &f, &err) || !tsr_fetcher_wait_routing(f, 1, 0, 5000)) {
         fprintf(stderr, "fetcher: %s\n", err.msg);
+        return 1;
+    }
+    o.rpc_threads = 1;
+    if (tsr_fetcher_start(&o, &f1, &err) || !tsr_fetcher_wait_routing(f1, 1, 0, 5000)) {
+        fprintf(stderr, "fetcher (1 CQ thread): %s\n", err.msg);
         return 1;
     }
     embedded = single;
     tsr_rpc_server_t *es = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
     tsr_rpc_server_add_unary(es, "/tessera.v1.FeatureService/FetchJoin", h_embedded, NULL, &err);
     tsr_rpc_server_start(es, &err);
+    char f1addr[64];
     snprintf(eaddr, sizeof eaddr, "127.0.0.1:%d", tsr_rpc_server_port(es));
     snprintf(faddr, sizeof faddr, "127.0.0.1:%d", tsr_fetcher_grpc_port(f));
+    snprintf(f1addr, sizeof f1addr, "127.0.0.1:%d", tsr_fetcher_grpc_port(f1));
     tsr_rpc_client_t *ce = tsr_rpc_client_new(eaddr, &err), *cf = tsr_rpc_client_new(faddr, &err);
+    tsr_rpc_client_t *cf1 = tsr_rpc_client_new(f1addr, &err);
     printf("B. FetchJoin over loopback gRPC, sequential, %d requests each\n", n);
     for (size_t s = 0; s < 3; s++) {
         request(sizes[s], &req);
         char label[64];
         latency(ce, &req, n, v);
         snprintf(label, sizeof label, "%3zu rows, in-process reads (baseline)", sizes[s]);
-        report(label, v, n);
+        report_cost(label, v, n);
         latency(cf, &req, n, v);
         snprintf(label, sizeof label, "%3zu rows, fetcher -> 3 workers", sizes[s]);
-        report(label, v, n);
+        report_cost(label, v, n);
+        latency(cf1, &req, n, v);
+        snprintf(label, sizeof label, "%3zu rows, fetcher (1 CQ thread) -> 3 workers", sizes[s]);
+        report_cost(label, v, n);
     }
+    tsr_rpc_client_free(cf1);
+    tsr_fetcher_stop(f1);
     tsr_rpc_client_free(ce);
     tsr_rpc_client_free(cf);
     tsr_rpc_server_free(es);

@@ -19,9 +19,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "tsr/rpc.h"
+
+/* This process's CPU seconds (all threads) and context switches so far. */
+static void usage_now(double *cpu_s, long *switches) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    *switches = ru.ru_nvcsw + ru.ru_nivcsw;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -155,6 +165,9 @@ int main(int argc, char **argv) {
 
     /* 1. sequential */
     double *lat = malloc((size_t)calls * sizeof(double));
+    double cpu0, cpu1;
+    long sw0, sw1;
+    usage_now(&cpu0, &sw0);
     double t0 = now_s();
     long errors = 0;
     for (long i = 0; i < calls; i++) {
@@ -163,11 +176,16 @@ int main(int argc, char **argv) {
         lat[i] = now_s() - a;
     }
     double el = now_s() - t0;
+    usage_now(&cpu1, &sw1);
     qsort(lat, (size_t)calls, sizeof(double), cmp_d);
     printf("  sequential (1 in flight): %ld calls, %.0f calls/s, p50 %.1f us, p99 %.1f us, "
            "p999 %.1f us, max %.1f us, errors %ld\n",
            calls, (double)calls / el, lat[calls / 2] * 1e6, lat[calls * 99 / 100] * 1e6,
            lat[calls * 999 / 1000] * 1e6, lat[calls - 1] * 1e6, errors);
+    /* CPU and switches per call hold up on a loaded machine where latencies do not */
+    printf("  sequential cost (client + server, this process): %.1f us CPU and %.2f context "
+           "switches per call\n",
+           (cpu1 - cpu0) * 1e6 / (double)calls, (double)(sw1 - sw0) / (double)calls);
 
     /* 2. K in flight */
     pthread_t *th = malloc((size_t)inflight * sizeof(pthread_t));

@@ -184,7 +184,8 @@ const tsr_cli_cmd_t tsr_cmd_serve_def = {
     "  --allowed-lateness-ms MS  events older than the newest of their partition by more\n"
     "                          than this are counted as late and dropped (default 1 day;\n"
     "                          -1: never)\n"
-    "  --rpc-threads N         gRPC completion-queue threads (default 2)\n"
+    "  --rpc-threads N         gRPC completion-queue threads (default 1; fetches of more than\n"
+    "                          8 rows run on their own thread)\n"
     "  --log-format json|text  log lines on stderr: JSON objects (ts, level, component, msg)\n"
     "                          or text (default: text on a terminal, json otherwise)\n"
     "  --quiet                 no log lines on stderr\n",

@@ -15,10 +15,12 @@
 # PID still runs the binary it started), SIGTERM first, SIGKILL after 10 s.
 # Binaries: $TESSERA_BUILD_DIR (default build/) — tessera, tessera-coordinator,
 # tessera-worker, tessera-fetcher; etcd from $ETCD (default /usr/bin/etcd).
+# Extra daemon flags: $TESSERA_WORKER_ARGS and $TESSERA_FETCHER_ARGS (split on spaces), e.g.
+# TESSERA_WORKER_ARGS="--rpc-threads 1".
 set -u
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -179,6 +181,8 @@ done
 echo "etcd=127.0.0.1:$EP" >>"$ENV_FILE"
 
 common=()
+read -r -a worker_extra <<<"${TESSERA_WORKER_ARGS:-}"
+read -r -a fetcher_extra <<<"${TESSERA_FETCHER_ARGS:-}"
 [ -n "$WAREHOUSE" ] && common+=(--warehouse "$WAREHOUSE")
 [ -n "$KAFKA" ] && common+=(--kafka-bootstrap "$KAFKA")
 cargs=()
@@ -201,7 +205,8 @@ COORD_LIST=$(IFS=,; echo "${COORDS[*]}")
 # workers
 for w in $(seq 1 "$WORKERS"); do
     start "worker$w" "$BUILD/worker/tessera-worker" --coordinator "$COORD_LIST" \
-        --listen 127.0.0.1:0 --data-dir "$DIR/worker$w" --id "worker$w" "${common[@]}"
+        --listen 127.0.0.1:0 --data-dir "$DIR/worker$w" --id "worker$w" "${common[@]}" \
+        "${worker_extra[@]}"
     addr=$(wait_line "$DIR/logs/worker$w.out" grpc "$LAST_PID") || {
         echo "local-cluster: worker$w did not start" >&2; cleanup_on_fail; }
     echo "worker$w=$addr" >>"$ENV_FILE"
@@ -211,7 +216,7 @@ done
 fargs=()
 [ -n "$WAREHOUSE" ] && fargs+=(--warehouse "$WAREHOUSE")
 start fetcher "$BUILD/fetcher/tessera-fetcher" --coordinator "$COORD_LIST" \
-    --listen 127.0.0.1:0 --http-port 0 "${fargs[@]}"
+    --listen 127.0.0.1:0 --http-port 0 "${fargs[@]}" "${fetcher_extra[@]}"
 FPID=$LAST_PID
 addr=$(wait_line "$DIR/logs/fetcher.out" grpc "$FPID") || {
     echo "local-cluster: fetcher did not start" >&2; cleanup_on_fail; }

@@ -22,7 +22,8 @@
 static const char *usage_text =
     "usage: tessera-worker --coordinator HOST:PORT[,HOST:PORT...] --listen HOST:PORT --data-dir DIR\n"
     "                      [--id ID] [--warehouse DIR] [--kafka-bootstrap ADDR]\n"
-    "                      [--advertise HOST:PORT] [--log-format json|text] [--help]\n"
+    "                      [--advertise HOST:PORT] [--rpc-threads N] [--log-format json|text]\n"
+    "                      [--help]\n"
     "\n"
     "A Tessera cluster worker: registers with the leader coordinator, hosts the GroupBy\n"
     "partitions it is assigned (tiles in DIR, Kafka partitions streamed), runs upload shards and\n"
@@ -36,6 +37,7 @@ static const char *usage_text =
     "  --warehouse DIR         warehouse root (default $TESSERA_WAREHOUSE, else ./warehouse)\n"
     "  --kafka-bootstrap ADDR  Kafka bootstrap (default $TESSERA_KAFKA; none: no streaming)\n"
     "  --advertise HOST:PORT   address registered with the coordinator (default: --listen)\n"
+    "  --rpc-threads N         gRPC completion-queue threads, 1..64 (default 2); reads run on them\n"
     "  --log-format FMT        json or text (default: json unless stderr is a terminal)\n";
 
 static char *absolute(const char *path) {
@@ -71,6 +73,18 @@ int main(int argc, char **argv) {
                            : strcmp(a, "--kafka-bootstrap") == 0 ? &o.kafka_bootstrap
                            : strcmp(a, "--advertise") == 0       ? &o.advertise
                                                                  : NULL;
+        if (strcmp(a, "--rpc-threads") == 0) {
+            char *end = NULL;
+            long x = v ? strtol(v, &end, 10) : 0;
+            if (!v || *end || x < 1 || x > 64) {
+                fprintf(stderr, "tessera-worker: --rpc-threads must be 1..64, got '%s'\n%s", v ? v : "",
+                        usage_text);
+                return 2;
+            }
+            o.rpc_threads = (int)x;
+            i++;
+            continue;
+        }
         if (strcmp(a, "--log-format") == 0) {
             if (!v || tsr_log_format_parse(v, &logfmt) != 0) {
                 fprintf(stderr, "tessera-worker: --log-format takes json or text\n%s", usage_text);

@@ -113,6 +113,27 @@ int tsr_kafka_consumer_open(const tsr_kafka_consumer_opts_t *o, tsr_kafka_consum
         consumer_free(c);
         return rc;
     }
+    /* TSR_KAFKA_CONSUMER_CONF="key=value,key=value": librdkafka properties applied after
+     * these (tuning and measurements: fetch sizes, prefetch queue) */
+    const char *extra = getenv("TSR_KAFKA_CONSUMER_CONF");
+    if (extra && *extra) {
+        char *list = tsr_strdup(extra), *save = NULL;
+        for (char *kv = strtok_r(list, ",", &save); kv && rc == 0; kv = strtok_r(NULL, ",", &save)) {
+            char *eq = strchr(kv, '=');
+            if (!eq) {
+                rc = tsr_error_set(err, TSR_EINVAL, "TSR_KAFKA_CONSUMER_CONF: '%s' is not key=value", kv);
+                break;
+            }
+            *eq = 0;
+            rc = tsr__kafka_conf_set(conf, kv, eq + 1, err);
+        }
+        free(list);
+        if (rc) {
+            rd_kafka_conf_destroy(conf);
+            consumer_free(c);
+            return rc;
+        }
+    }
     char why[256];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!c->rk) {

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "rpc_int.h"
 
@@ -430,6 +431,7 @@ static void async_unlink(tsr_rpc_client_t *c, rpc_acall_t *a) {
 
 static void *async_main(void *arg) {
     tsr_rpc_client_t *c = arg;
+    prctl(PR_SET_NAME, "tsr-rpc-async", 0, 0, 0); /* top -H, perf */
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(c->acq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
                                                    NULL);

@@ -20,10 +20,9 @@
 #include "tsr/rpc.h"
 
 enum {
-    RPC_EV_REQUEST = 0, /* grpc_server_request_call completed */
-    RPC_EV_RECV = 1,    /* the request message arrived */
-    RPC_EV_FINISH = 2,  /* status (and unary response) sent */
-    RPC_EV_CLOSE = 3,   /* recv-close-on-server: the call is over (cancelled flag set) */
+    RPC_EV_REQUEST = 0, /* a requested call arrived (registered: with its request message) */
+    RPC_EV_FINISH = 2,  /* status (and unary response) sent; for a unary call also the close */
+    RPC_EV_CLOSE = 3,   /* streaming: recv-close-on-server, the call is over (cancelled set) */
     RPC_EV_SEND = 4,    /* one streamed message sent */
     RPC_EV_MASK = 7,
 };
@@ -36,20 +35,22 @@ typedef struct rpc_method {
     tsr_rpc_unary_fn unary;
     tsr_rpc_stream_fn stream;
     void *ud;
+    void *handle;                   /* grpc_server_register_method's handle */
 } rpc_method_t;
 
 struct tsr_rpc_call {
     tsr_rpc_server_t *srv;
     grpc_call *call;                /* NULL while only requested */
-    grpc_call_details details;
+    grpc_call_details details;      /* filled for generic (unknown-method) calls only */
+    gpr_timespec deadline;
     grpc_metadata_array req_md;
-    grpc_byte_buffer *recv_bb;
+    grpc_byte_buffer *recv_bb;      /* the request message, delivered with the call */
     grpc_byte_buffer *send_bb;      /* the message of the batch in flight, destroyed on its tag */
     int close_cancelled;            /* written by gRPC on RPC_EV_CLOSE */
     atomic_int refs;                /* outstanding tags + the processing reference */
     atomic_int cancelled;
-    const rpc_method_t *method;
-    char path[256];                 /* NUL-terminated method path (truncated) */
+    const rpc_method_t *method;     /* NULL: a generic call, answered UNIMPLEMENTED */
+    char path[256];                 /* generic calls: NUL-terminated method path (truncated) */
     tsr_buf_t req;                  /* request bytes, reused */
     tsr_buf_t resp;                 /* unary response bytes, reused */
     grpc_metadata out_md[RPC_OUT_MD_MAX];

@@ -4,23 +4,35 @@
  *
  * DESIGN
  *   One completion queue, N threads blocked in grpc_completion_queue_next (default 1). Every
- *   method arrives through generic grpc_server_request_call; the path is looked up in the
- *   method table (linear: a daemon has a handful of methods), unknown paths get UNIMPLEMENTED.
- *   `pending_calls` requests stay outstanding; each accepted call re-arms one from the context
- *   free list, so after warm-up no context is allocated.
+ *   method of the table is registered with gRPC (grpc_server_register_method, payload read):
+ *   its calls arrive through grpc_server_request_registered_call together with their request
+ *   message, so a unary call costs the CQ two events — REQUEST (call + message) and FINISH
+ *   (response, status and the client's close in one batch) — where a generic call costs four
+ *   (request, recv message, finish, close). Each CQ event can be a thread wake-up, and on
+ *   this VM a wake-up costs more than the echo itself (docs/rpc.md). Calls to paths not in the
+ *   table arrive through generic grpc_server_request_call and get UNIMPLEMENTED.
+ *   Each method keeps `pending_calls / 4` (at least 4) requests outstanding, the generic path
+ *   2; each accepted call re-arms one for its method from the context free list, so after
+ *   warm-up no context is allocated. A call that finds no request outstanding waits in gRPC's
+ *   queue for the re-arm.
+ *   A unary call learns that its client went away only when it finishes (the close rides on
+ *   the FINISH batch); tsr_rpc_call_cancelled still sees its deadline expire. A streaming call
+ *   starts RECV_CLOSE at accept, so its handler sees a cancel at once.
  *
  * CALL STATE MACHINE (one tsr_rpc_call_t; events are CQ tags)
  *
- *     REQUESTED --REQUEST ok--> ACCEPTED: start {RECV_CLOSE} (+1 ref) and, for a known method,
- *         |                      {RECV_MESSAGE}; an unknown one finishes with UNIMPLEMENTED
+ *     REQUESTED --REQUEST ok--> ACCEPTED (message in hand)
+ *         |         unknown method: FINISHING with UNIMPLEMENTED
+ *         |         unary: handler inline --rc--> FINISHING {SEND_INITIAL_MD, SEND_MESSAGE,
+ *         |                   | DEFER: the owner calls            SEND_STATUS, RECV_CLOSE}
+ *         |                   |        tsr_rpc_call_finish later
+ *         |         stream: {RECV_CLOSE} (+1 ref), handler thread: SEND* (one at a time,
+ *         |                 blocking) --> FINISHING {SEND_INITIAL_MD?, SEND_STATUS}
  *         | REQUEST failed (shutdown): release
- *     RECEIVED --unary--> handler inline --rc--> FINISHING {SEND_INITIAL_MD, SEND_MESSAGE,
- *         |                   | DEFER: the owner calls tsr_rpc_call_finish later  SEND_STATUS}
- *         +--stream--> handler thread: SEND* (one at a time, blocking) --> FINISHING
  *     FINISH and CLOSE tags each drop a reference; at zero the call is unref'd and the context
  *     returns to the free list.
  *
- *   Event → function: REQUEST → on_request, RECV → on_recv, FINISH/SEND/CLOSE → on_done.
+ *   Event → function: REQUEST → on_request, FINISH/SEND/CLOSE → on_done.
  *
  * INVARIANTS
  *   1. refs = outstanding tags on the context + 1 "processing" reference held by whoever will
@@ -32,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "rpc_int.h"
 
@@ -39,6 +52,7 @@
 
 static void call_release(tsr_rpc_call_t *c);
 static void call_finish(tsr_rpc_call_t *c, int rc, const char *msg);
+static void on_request(tsr_rpc_call_t *c, int ok);
 
 /* ------------------------------------------------------------------------------------------
  * contexts */
@@ -58,6 +72,7 @@ static tsr_rpc_call_t *call_get(tsr_rpc_server_t *s) {
         pthread_cond_init(&c->cv, NULL);
     }
     grpc_call_details_init(&c->details);
+    c->deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
     grpc_metadata_array_init(&c->req_md);
     c->call = NULL;
     c->recv_bb = NULL;
@@ -120,67 +135,32 @@ static int call_batch(tsr_rpc_call_t *c, const grpc_op *ops, size_t n, int ev) {
     if (e != GRPC_CALL_OK) {
         fprintf(stderr, "{\"level\":\"error\",\"msg\":\"rpc: grpc_call_start_batch failed\","
                         "\"method\":\"%s\",\"event\":%d,\"grpc_call_error\":%d}\n",
-                c->path, ev, (int)e);
+                tsr_rpc_call_method(c), ev, (int)e);
         call_release(c);
         return -1;
     }
     return 0;
 }
 
-static void server_arm(tsr_rpc_server_t *s) {
+/* Requests one call of method m (registered, its message delivered with it), or with m NULL
+ * one call of any unregistered path. */
+static void server_arm(tsr_rpc_server_t *s, const rpc_method_t *m) {
     if (atomic_load(&s->shutting)) return;
     tsr_rpc_call_t *c = call_get(s);
-    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->req_md,
-                                                 s->cq, s->cq, TAG(c, RPC_EV_REQUEST));
+    c->method = m;
+    grpc_call_error e;
+    if (m)
+        e = grpc_server_request_registered_call(s->server, m->handle, &c->call, &c->deadline,
+                                                &c->req_md, &c->recv_bb, s->cq, s->cq,
+                                                TAG(c, RPC_EV_REQUEST));
+    else
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->req_md, s->cq, s->cq,
+                                     TAG(c, RPC_EV_REQUEST));
     if (e != GRPC_CALL_OK) call_release(c);
-}
-
-static const rpc_method_t *method_find(const tsr_rpc_server_t *s, grpc_slice path) {
-    size_t n = GRPC_SLICE_LENGTH(path);
-    const char *p = (const char *)GRPC_SLICE_START_PTR(path);
-    for (size_t i = 0; i < s->n_methods; i++)
-        if (strlen(s->methods[i].path) == n && memcmp(s->methods[i].path, p, n) == 0)
-            return &s->methods[i];
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------------------------
  * events */
-
-static void on_request(tsr_rpc_call_t *c, int ok) {
-    tsr_rpc_server_t *s = c->srv;
-    if (!ok) { /* shutdown cancelled the outstanding request */
-        call_release(c);
-        return;
-    }
-    server_arm(s);
-    atomic_fetch_add_explicit(&s->st_calls, 1, memory_order_relaxed);
-    size_t n = GRPC_SLICE_LENGTH(c->details.method);
-    if (n >= sizeof(c->path)) n = sizeof(c->path) - 1;
-    memcpy(c->path, GRPC_SLICE_START_PTR(c->details.method), n);
-    c->path[n] = '\0';
-    c->method = method_find(s, c->details.method);
-
-    grpc_op close_op;
-    memset(&close_op, 0, sizeof(close_op));
-    close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    close_op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-    atomic_fetch_add(&c->refs, 1);
-    call_batch(c, &close_op, 1, RPC_EV_CLOSE);
-
-    if (!c->method) {
-        atomic_fetch_add_explicit(&s->st_unimpl, 1, memory_order_relaxed);
-        char msg[320];
-        snprintf(msg, sizeof(msg), "unknown method %s", c->path);
-        call_finish(c, TSR_EUNSUPPORTED, msg);
-        return;
-    }
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv_bb;
-    call_batch(c, &op, 1, RPC_EV_RECV); /* the processing reference rides on this tag */
-}
 
 static void *stream_main(void *arg) {
     tsr_rpc_call_t *c = arg;
@@ -193,20 +173,41 @@ static void *stream_main(void *arg) {
     return NULL;
 }
 
-static void on_recv(tsr_rpc_call_t *c, int ok) {
+static void on_request(tsr_rpc_call_t *c, int ok) {
     tsr_rpc_server_t *s = c->srv;
-    if (!ok) { /* the call broke before its message arrived */
-        atomic_store(&c->cancelled, 1);
-        call_finish(c, TSR_EUNAVAIL, "call ended before its request message arrived");
+    if (!ok) { /* shutdown cancelled the outstanding request */
+        call_release(c);
         return;
     }
+    const rpc_method_t *m = c->method;
+    server_arm(s, m);
+    atomic_fetch_add_explicit(&s->st_calls, 1, memory_order_relaxed);
+    if (!m) { /* a path that is not in the table */
+        size_t n = GRPC_SLICE_LENGTH(c->details.method);
+        if (n >= sizeof(c->path)) n = sizeof(c->path) - 1;
+        memcpy(c->path, GRPC_SLICE_START_PTR(c->details.method), n);
+        c->path[n] = '\0';
+        c->deadline = c->details.deadline;
+        atomic_fetch_add_explicit(&s->st_unimpl, 1, memory_order_relaxed);
+        char msg[320];
+        snprintf(msg, sizeof(msg), "unknown method %s", c->path);
+        call_finish(c, TSR_EUNSUPPORTED, msg);
+        return;
+    }
+    if (m->streaming) { /* watch for the end of the call while the handler streams */
+        grpc_op close_op;
+        memset(&close_op, 0, sizeof(close_op));
+        close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        close_op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+        atomic_fetch_add(&c->refs, 1);
+        call_batch(c, &close_op, 1, RPC_EV_CLOSE);
+    }
     if (!c->recv_bb) {
-        call_finish(c, TSR_EINVAL, "unary request without a message");
+        call_finish(c, TSR_EINVAL, "request without a message");
         return;
     }
     tsr__rpc_bb_read(c->recv_bb, &c->req);
     c->recv_bb = NULL;
-    const rpc_method_t *m = c->method;
     if (m->streaming) {
         if (atomic_fetch_add(&s->n_streams, 1) >= s->opts.max_streams) {
             atomic_fetch_sub(&s->n_streams, 1);
@@ -248,6 +249,10 @@ static void on_done(tsr_rpc_call_t *c, int ev, int ok) {
         grpc_byte_buffer *bb = c->send_bb;
         c->send_bb = NULL;
         if (bb) grpc_byte_buffer_destroy(bb);
+        if (ev == RPC_EV_FINISH && c->close_cancelled) { /* a unary call's close came with it */
+            atomic_store(&c->cancelled, 1);
+            atomic_fetch_add_explicit(&s->st_cancelled, 1, memory_order_relaxed);
+        }
         if (ev == RPC_EV_SEND) {
             pthread_mutex_lock(&c->mu);
             c->send_busy = 0;
@@ -262,6 +267,7 @@ static void on_done(tsr_rpc_call_t *c, int ev, int ok) {
 
 static void *cq_main(void *arg) {
     tsr_rpc_server_t *s = arg;
+    prctl(PR_SET_NAME, "tsr-rpc-cq", 0, 0, 0); /* top -H, perf */
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
                                                    NULL);
@@ -278,7 +284,6 @@ static void *cq_main(void *arg) {
         int kind = (int)((uintptr_t)ev.tag & RPC_EV_MASK);
         switch (kind) {
         case RPC_EV_REQUEST: on_request(c, ev.success); break;
-        case RPC_EV_RECV: on_recv(c, ev.success); break;
         default: on_done(c, kind, ev.success); break;
         }
     }
@@ -292,7 +297,7 @@ static void *cq_main(void *arg) {
  * Consumes the processing reference (it becomes the FINISH tag's). */
 static void call_finish(tsr_rpc_call_t *c, int rc, const char *msg) {
     tsr_rpc_server_t *s = c->srv;
-    grpc_op ops[3];
+    grpc_op ops[4];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
     c->finished = 1;
@@ -322,6 +327,11 @@ static void call_finish(tsr_rpc_call_t *c, int rc, const char *msg) {
     ops[n].data.send_status_from_server.status_details =
         status != TSR_GRPC_OK ? &c->status_details : NULL;
     n++;
+    if (!c->method || !c->method->streaming) { /* a streaming call has its own CLOSE batch */
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &c->close_cancelled;
+        n++;
+    }
     call_batch(c, ops, n, RPC_EV_FINISH);
 }
 
@@ -370,10 +380,12 @@ int tsr_rpc_call_send(tsr_rpc_call_t *c, const void *msg, size_t n) {
 /* ------------------------------------------------------------------------------------------
  * call accessors */
 
-const char *tsr_rpc_call_method(const tsr_rpc_call_t *c) { return c->path; }
+const char *tsr_rpc_call_method(const tsr_rpc_call_t *c) {
+    return c->method ? c->method->path : c->path;
+}
 
 int64_t tsr_rpc_call_remaining_ms(const tsr_rpc_call_t *c) {
-    gpr_timespec d = c->details.deadline;
+    gpr_timespec d = c->deadline;
     if (gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0) return TSR_RPC_NO_DEADLINE;
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
     gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC), now);
@@ -501,8 +513,17 @@ int tsr_rpc_server_add_stream(tsr_rpc_server_t *s, const char *path, tsr_rpc_str
 int tsr_rpc_server_start(tsr_rpc_server_t *s, tsr_error_t *err) {
     if (s->started) return tsr_error_set(err, TSR_EINVAL, "server already started");
     s->started = 1;
+    for (size_t i = 0; i < s->n_methods; i++) {
+        rpc_method_t *m = &s->methods[i];
+        m->handle = grpc_server_register_method(s->server, m->path, NULL,
+                                                GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!m->handle) return tsr_error_set(err, TSR_EINVAL, "gRPC refused method %s", m->path);
+    }
     grpc_server_start(s->server);
-    for (int i = 0; i < s->opts.pending_calls; i++) server_arm(s);
+    int per_method = s->opts.pending_calls / 4 > 4 ? s->opts.pending_calls / 4 : 4;
+    for (size_t i = 0; i < s->n_methods; i++)
+        for (int k = 0; k < per_method; k++) server_arm(s, &s->methods[i]);
+    for (int k = 0; k < 2; k++) server_arm(s, NULL);
     s->threads = tsr_calloc((size_t)s->opts.cq_threads, sizeof(pthread_t));
     for (int i = 0; i < s->opts.cq_threads; i++) {
         if (pthread_create(&s->threads[i], NULL, cq_main, s) != 0) {

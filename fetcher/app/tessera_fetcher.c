@@ -23,14 +23,17 @@
 
 static const char *usage =
     "usage: tessera-fetcher --coordinator HOST:PORT[,HOST:PORT...] --listen HOST:PORT\n"
-    "                       [--http-port P] [--warehouse DIR] [--id ID] [--log-format json|text]\n"
+    "                       [--http-port P] [--warehouse DIR] [--id ID] [--rpc-threads N]\n"
+    "                       [--log-format json|text]\n"
     "\n"
     "Serves FeatureService (FetchJoin, FetchGroupBy) on --listen and the HTTP endpoints\n"
     "/v1/fetch/join|groupby/<name>, /metrics and /health on --http-port (0: a free port, -1: no\n"
     "HTTP; default 0), reading tiles from the workers of the coordinator's routing table.\n"
     "Prints grpc=HOST:PORT and http=HOST:PORT once listening; SIGTERM drains and exits 0.\n"
     "  --warehouse DIR   table schemas for compiling configs (default $TESSERA_WAREHOUSE or\n"
-    "                    ./warehouse)\n";
+    "                    ./warehouse)\n"
+    "  --rpc-threads N   gRPC completion-queue threads, 1..64 (default 4); up to N - 1\n"
+    "                    fetches run on them, the rest on the fetch pool\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
@@ -80,6 +83,11 @@ int main(int argc, char **argv) {
             wh = v;
         } else if (strcmp(a, "--id") == 0) {
             o.fetcher_id = v;
+        } else if (strcmp(a, "--rpc-threads") == 0) {
+            char *end;
+            x = strtol(v, &end, 10);
+            if (*end || x < 1 || x > 64) return usage_error("--rpc-threads must be 1..64, got '%s'", v);
+            o.rpc_threads = (int)x;
         } else if (strcmp(a, "--log-format") == 0) {
             if (tsr_log_format_parse(v, &logfmt) != 0) return usage_error("--log-format must be json or text, got '%s'", v);
         } else {

@@ -3,7 +3,7 @@
  *
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
- *   CQ threads    FeatureService calls, inline (fetch_call), up to CQ_THREADS - 1 at a time
+ *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 at a time
  *   fetch pool    FeatureService calls past that (deferred): serving fetch (read_many)
  *   HTTP          one thread per connection (http.h), fetching the same way
  *
@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,8 +36,9 @@
 #define M_READ "/tessera.v1.WorkerService/ReadPartition"
 #define QUEUE_MAX 1024
 #define MAX_COORDS 16
-/* Completion-queue threads of the fetcher's server: up to CQ_THREADS - 1 fetches run on the
- * thread that received them, one stays free to accept calls (fetch_call). */
+/* Completion-queue threads of the fetcher's server by default (opts.rpc_threads): up to
+ * rpc_threads - 1 fetches run on the thread that received them, one stays free to accept
+ * calls (fetch_call). */
 #define CQ_THREADS 4
 #define ARENA_KEEP_MAX (8u << 20)
 
@@ -675,6 +677,7 @@ static int read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t time
 
 static void *pool_main(void *arg) {
     tsr_fetcher_t *f = arg;
+    prctl(PR_SET_NAME, "tsr-fetch-pool", 0, 0, 0); /* top -H, perf */
     tsr_arena_t arena;
     tsr_arena_init(&arena, 1 << 20); /* reset keeps only the first chunk: make it hold a large request */
     tsr_buf_t resp;
@@ -735,13 +738,13 @@ static tsr_arena_t *thread_arena(tsr_fetcher_t *f) {
 }
 
 /* A fetch runs on the CQ thread that received it — no hand-off to a pool thread (a futex wake
- * per call, tens of microseconds on a busy VM) — while at most CQ_THREADS - 1 do, so one CQ
+ * per call, tens of microseconds on a busy VM) — while at most rpc_threads - 1 do, so one CQ
  * thread always stays free to accept calls and answer health checks; past that it is queued
  * for the pool. The fan-out polls its own completion queue (tsr_rpc_client_call_all), not the
  * server's, so blocking here is safe. */
 static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
                       tsr_buf_t *resp, tsr_error_t *err) {
-    if (__atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) < CQ_THREADS) {
+    if (__atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) < f->o.rpc_threads) {
         int64_t left = tsr_rpc_call_remaining_ms(call);
         int rc = left == 0 ? tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
                            : tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
@@ -833,6 +836,7 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     tsr_fetcher_t *f = tsr_calloc(1, sizeof(*f));
     f->o = *o;
     if (f->o.fetch_threads <= 0) f->o.fetch_threads = 8;
+    if (f->o.rpc_threads <= 0) f->o.rpc_threads = CQ_THREADS;
     if (f->o.retry_wait_ms <= 0) f->o.retry_wait_ms = 200;
     if (f->o.watch_renew_ms <= 0) f->o.watch_renew_ms = 3000;
     if (f->o.default_timeout_ms <= 0) f->o.default_timeout_ms = 10000;
@@ -871,7 +875,7 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     if (rc == 0) {
         tsr_rpc_server_opts_t ro;
         memset(&ro, 0, sizeof ro);
-        ro.cq_threads = CQ_THREADS;
+        ro.cq_threads = f->o.rpc_threads;
         f->rpc = tsr_rpc_server_new(f->listen, &ro, err);
         if (!f->rpc) rc = err && err->code ? err->code : TSR_EIO;
     }

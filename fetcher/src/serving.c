@@ -648,6 +648,29 @@ static void *helper_main(void *arg) {
     return NULL;
 }
 
+size_t tsr_serving_request_rows(const uint8_t *req, size_t n) {
+    size_t rows = 0, i = 0;
+    while (i < n) {
+        uint8_t tag = req[i++];
+        if (tag != 0x0a && tag != 0x12) break; /* name (1) and rows (2): length-delimited */
+        uint64_t len = 0;
+        int shift = 0, done = 0;
+        while (i < n && shift < 64) {
+            uint8_t b = req[i++];
+            len |= (uint64_t)(b & 0x7f) << shift;
+            if (!(b & 0x80)) {
+                done = 1;
+                break;
+            }
+            shift += 7;
+        }
+        if (!done || len > n - i) break;
+        i += (size_t)len;
+        rows += tag == 0x12;
+    }
+    return rows;
+}
+
 int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
                          int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
                          tsr_error_t *err) {

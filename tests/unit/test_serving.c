@@ -516,6 +516,10 @@ START_TEST(test_fuzz_requests) {
                     tsr_buf_putc(&req, (int)tsr_rng_below(&r, 256));
             }
         }
+        /* the quick row count: never reads past the end, at most one row per two bytes */
+        if (tsr_serving_request_rows(req.data, req.len) > req.len / 2)
+            ck_abort_msg("request %d: %zu rows counted in %zu bytes", i,
+                         tsr_serving_request_rows(req.data, req.len), req.len);
         tsr_buf_clear(&resp);
         tsr_arena_reset(&a);
         tsr_error_t err;
@@ -536,12 +540,54 @@ START_TEST(test_fuzz_requests) {
 }
 END_TEST
 
+/* tsr_serving_request_rows counts a request's rows from its top-level fields: exact on whole
+ * requests (0, 1, 40 rows, before or after the name), the rows before the cut on truncated
+ * ones, and nothing on bytes that are not a FetchRequest. */
+START_TEST(test_request_rows) {
+    char specs[40][48];
+    const char *rows[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(specs[i], sizeof specs[i], "user=u%d,shop=s%d@%d", i, i, 1000 + i);
+        rows[i] = specs[i];
+    }
+    tsr_buf_t req;
+    tsr_buf_init(&req);
+    const size_t counts[] = {0, 1, 40};
+    for (size_t c = 0; c < 3; c++) {
+        tsr_buf_clear(&req);
+        request("t.join.v1", rows, counts[c], &req);
+        ck_assert_uint_eq(tsr_serving_request_rows(req.data, req.len), counts[c]);
+    }
+    /* a cut request: rows up to the cut, never more */
+    size_t prev = 0;
+    for (size_t cut = 0; cut <= req.len; cut++) {
+        size_t k = tsr_serving_request_rows(req.data, cut);
+        if (k < prev || k > 40) ck_abort_msg("cut at %zu: %zu rows (before: %zu)", cut, k, prev);
+        prev = k;
+    }
+    ck_assert_uint_eq(prev, 40);
+    /* rows first, name last: protobuf allows any field order */
+    const uint8_t swapped[] = {0x12, 0x00, 0x12, 0x02, 0x10, 0x05, 0x0a, 0x01, 'j'};
+    ck_assert_uint_eq(tsr_serving_request_rows(swapped, sizeof swapped), 2);
+    /* not a FetchRequest: an unexpected field, a varint without its end, a length past the end */
+    const uint8_t junk1[] = {0x08, 0x01, 0x12, 0x00};
+    const uint8_t junk2[] = {0x12, 0x80, 0x80};
+    const uint8_t junk3[] = {0x12, 0x00, 0x12, 0x7f, 0x00};
+    ck_assert_uint_eq(tsr_serving_request_rows(junk1, sizeof junk1), 0);
+    ck_assert_uint_eq(tsr_serving_request_rows(junk2, sizeof junk2), 0);
+    ck_assert_uint_eq(tsr_serving_request_rows(junk3, sizeof junk3), 1);
+    ck_assert_uint_eq(tsr_serving_request_rows(NULL, 0), 0);
+    tsr_buf_free(&req);
+}
+END_TEST
+
 static Suite *serving_suite(void) {
     Suite *s = suite_create("serving");
     TCase *tc = tcase_create("serving");
     tcase_add_test(tc, test_fetch_join_and_group_by);
     tcase_add_test(tc, test_helper_same_answers);
     tcase_add_test(tc, test_fuzz_requests);
+    tcase_add_test(tc, test_request_rows);
     tcase_add_test(tc, test_many_same_answers);
     suite_add_tcase(s, tc);
     return s;

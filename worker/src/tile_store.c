@@ -42,6 +42,7 @@
 #include "tile_store_int.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -941,13 +942,18 @@ static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *of
 
 /* ---- the write-back table: record key -> slot tiles
  *
- * An open-addressing table (load <= 1/2) from a record key to an entry; an entry has a pointer
- * per slot it saw: in a day record, the slot's tile block itself; in an hour record, a node
- * with the slot's chain of raw events followed by its tile block. An hour entry points at its
- * day entry, so an event costs one lookup. Apply computes every event's hour key and hash
+ * An open-addressing table (load <= 1/2) from a record key to an entry, each bucket holding
+ * the key's hash beside the entry pointer (a probe passes other keys and a rehash moves them
+ * without touching their entries); an entry has a pointer per slot it saw: in a day record,
+ * the slot's tile block itself; in an hour record, a node with the slot's chain of raw events
+ * and its tile block (the first raw event allocated with the node). An hour entry points at
+ * its day entry, so an event costs one lookup. Apply computes every event's hour key and hash
  * before it takes the table lock and prefetches a few events ahead (bucket, entry, then the
- * day entry and slot nodes the entry points to), so the cache misses of consecutive events
- * overlap instead of coming one after another (the lookups were ~30 % of the consumer thread).
+ * slot node and day entry, then the day's tiles; for an hour record not in the table yet, its
+ * day record's bucket and entry), so the cache misses of consecutive events overlap instead
+ * of coming one after another (the lookups were ~30 % of the consumer thread). Each new entry
+ * also records its sort key (ent_ref_t) for the flush, which then neither walks the table nor
+ * touches an entry to order the records.
  *
  * Memory. All of a table lives in its own bump chunks: a small first chunk (a table that stays
  * small costs little), then 4 MiB chunks on transparent huge pages. They are dropped at once
@@ -1047,9 +1053,32 @@ static void pool_drain(tsr_tile_store_t *s) {
     s->pend_npool = 0;
 }
 
+/* A bucket of the table: the key's hash beside the entry, so that a probe past other keys
+ * (linear probing) and a rehash read only the bucket array, not the entries (a probe that
+ * dereferenced every entry it passed was most of pend_get's cache misses). */
+typedef struct pend_bkt {
+    uint64_t h;
+    rec_entry_t *e;             /* NULL: empty */
+} pend_bkt_t;
+
+/* A record in the flush's sort: 24 key bytes after the GroupBy's common prefix 't' gb \0, as
+ * three big-endian words (zero-padded past the key's end: consistent with byte order). Made
+ * when the entry is created (its key is in cache then), so the flush neither walks the table
+ * nor touches an entry to collect its records. */
+#define ENT_WORDS 3
+typedef struct ent_ref {
+    uint64_t w[ENT_WORDS];
+    const rec_entry_t *e;
+} ent_ref_t;
+
 struct tsr__pend {
-    rec_entry_t **table;
+    pend_bkt_t *table;
     size_t cap, nents;
+    ent_ref_t *refs;            /* one per entry, in creation order (nents of them) */
+    size_t caprefs;
+    int64_t top[2];             /* the latest start of its hour [0] / day [1] records (the
+                                   flush's 'W', tile_store_int.h written_hi) */
+    size_t skip;                /* length of the records' common prefix 't' gb \0 */
     tsr_tile_store_t *s;        /* its pool */
     pend_chunk_t *chunks;       /* newest first */
     uint8_t *cur, *end;         /* free space of chunks */
@@ -1115,7 +1144,9 @@ static int tiles_plain(const tsr__ts_gb_t *g) {
 static tsr__pend_t *pend_new(tsr_tile_store_t *s, const tsr__ts_gb_t *g) {
     tsr__pend_t *c = tsr_calloc(1, sizeof(*c));
     c->cap = (size_t)1 << 14;
-    c->table = tsr_calloc(c->cap, sizeof(rec_entry_t *));
+    c->table = tsr_calloc(c->cap, sizeof(pend_bkt_t));
+    c->skip = 2 + g->nlen;
+    c->top[0] = c->top[1] = INT64_MIN;
     c->s = s;
     c->clear = !tiles_plain(g);
     tsr_buf_init(&c->scratch);
@@ -1129,7 +1160,7 @@ static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c) {
     if (!c) return;
     if (c->clear)
         for (size_t i = 0; i < c->cap; i++) {
-            const rec_entry_t *e = c->table[i];
+            const rec_entry_t *e = c->table[i].e;
             for (int slot = 0; e && slot < e->nslots; slot++)
                 if (e->slots[slot]) tsr__tile_clear(g, ent_blk(e, slot));
         }
@@ -1138,6 +1169,7 @@ static void pend_free(const tsr__ts_gb_t *g, tsr__pend_t *c) {
     free(c->off_hash);
     free(c->off_next);
     free(c->table);
+    free(c->refs);
     pool_give(c->s, c->chunks);
     tsr_buf_free(&c->scratch);
     free(c);
@@ -1177,7 +1209,7 @@ static int pend_nonempty(const tsr__pend_t *c) {
 
 /* Bytes the table holds (the flush threshold). */
 static size_t pend_bytes(const tsr__pend_t *c) {
-    return c->used + c->cap * sizeof(rec_entry_t *);
+    return c->used + c->cap * sizeof(pend_bkt_t) + c->caprefs * sizeof(ent_ref_t);
 }
 
 uint64_t tsr__pend_hash(const uint8_t *k, size_t kl) { return tsr_hash_bytes(k, kl, 0x7113); }
@@ -1185,19 +1217,34 @@ uint64_t tsr__pend_hash(const uint8_t *k, size_t kl) { return tsr_hash_bytes(k, 
 static const rec_entry_t *pend_find_h(const tsr__pend_t *c, const uint8_t *k, size_t kl, uint64_t h) {
     if (!c || c->nents == 0) return NULL;
     for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
-        const rec_entry_t *e = c->table[i];
-        if (!e) return NULL;
-        if (e->hash == h && e->klen == kl && memcmp(e->key, k, kl) == 0) return e;
+        const pend_bkt_t *b = &c->table[i];
+        if (!b->e) return NULL;
+        if (b->h == h && b->e->klen == kl && memcmp(b->e->key, k, kl) == 0) return b->e;
     }
+}
+
+/* The entry whose hash is h, or NULL (for prefetching: the key is not compared). */
+static inline const rec_entry_t *pend_probe(const tsr__pend_t *c, uint64_t h) {
+    for (size_t i = (size_t)h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        const pend_bkt_t *b = &c->table[i];
+        if (!b->e || b->h == h) return b->e;
+    }
+}
+
+static void ent_ref_make(ent_ref_t *r, const rec_entry_t *e, size_t skip) {
+    uint8_t b[8 * ENT_WORDS] = {0};
+    if (e->klen > skip) memcpy(b, e->key + skip, e->klen - skip < sizeof b ? e->klen - skip : sizeof b);
+    for (int w = 0; w < ENT_WORDS; w++) r->w[w] = tsr__get_be64(b + 8 * w);
+    r->e = e;
 }
 
 /* The entry of record key k (hash h), created when missing. */
 static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl, uint64_t h) {
     size_t i = (size_t)h & (c->cap - 1);
     for (;; i = (i + 1) & (c->cap - 1)) {
-        rec_entry_t *e = c->table[i];
-        if (!e) break;
-        if (e->hash == h && e->klen == kl && memcmp(e->key, k, kl) == 0) return e;
+        pend_bkt_t *b = &c->table[i];
+        if (!b->e) break;
+        if (b->h == h && b->e->klen == kl && memcmp(b->e->key, k, kl) == 0) return b->e;
     }
     int nslots = k[kl - 9] == TSR__REC_HOUR ? TSR__HOUR_SLOTS : TSR__DAY_SLOTS;
     size_t sz = sizeof(rec_entry_t) + (size_t)nslots * sizeof(void *);
@@ -1209,16 +1256,24 @@ static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl, uint64
     e->key = kc;
     e->klen = (uint32_t)kl;
     e->nslots = nslots;
-    c->table[i] = e;
+    c->table[i] = (pend_bkt_t){h, e};
+    if (c->nents == c->caprefs) {
+        c->caprefs = c->caprefs ? 2 * c->caprefs : 4096;
+        c->refs = tsr_realloc(c->refs, c->caprefs * sizeof(ent_ref_t));
+    }
+    ent_ref_make(&c->refs[c->nents], e, c->skip);
+    int64_t st = tsr__get_i64(k + kl - 8); /* record start: the flush's 'W' */
+    int d = nslots == TSR__DAY_SLOTS;
+    if (st > c->top[d]) c->top[d] = st;
     if (2 * ++c->nents > c->cap) {
         size_t cap = 2 * c->cap;
-        rec_entry_t **t = tsr_calloc(cap, sizeof(rec_entry_t *));
+        pend_bkt_t *t = tsr_calloc(cap, sizeof(pend_bkt_t));
         for (size_t j = 0; j < c->cap; j++) {
-            rec_entry_t *x = c->table[j];
-            if (!x) continue;
-            size_t at = (size_t)x->hash & (cap - 1);
-            while (t[at]) at = (at + 1) & (cap - 1);
-            t[at] = x;
+            const pend_bkt_t *x = &c->table[j];
+            if (!x->e) continue;
+            size_t at = (size_t)x->h & (cap - 1);
+            while (t[at].e) at = (at + 1) & (cap - 1);
+            t[at] = *x;
         }
         free(c->table);
         c->table = t;
@@ -1243,20 +1298,26 @@ static void *pend_slot(tsr__pend_t *c, const tsr__ts_gb_t *g, rec_entry_t *e, in
     return blk;
 }
 
-/* How many events ahead apply prefetches a bucket (2), an entry (1), its nodes (0). */
-#define FOLD_AHEAD_2 12
-#define FOLD_AHEAD_1 6
+/* How many events ahead apply prefetches, per stage: 3 the hour record's bucket; 2 its entry
+ * (or, for an hour record not in the table yet, the bucket of its day record); 1 its 5-minute
+ * slot node and its day entry's slot pointers (or the day entry of a new hour record); 0 the
+ * day entry's hour and day tiles. */
+#define FOLD_AHEAD_3 16
+#define FOLD_AHEAD_2 10
+#define FOLD_AHEAD_1 5
 #define FOLD_AHEAD_0 2
 
 /* One event to fold (apply computes these before it takes the table lock): its hour record
  * key at koff..koff+klen of the key buffer, the key's hash, where the event goes. */
 typedef struct fold_ref {
     uint64_t h;
+    uint64_t hday;              /* the day record key's hash, when has_hday */
     size_t koff;
     uint32_t klen, ev;
     int64_t hour;
     int slot5;                  /* 5-minute slot in the hour record */
     int slot1h;                 /* hour slot in the day record */
+    int has_hday;               /* hday computed (by the prefetch of a new hour record) */
 } fold_ref_t;
 
 /* Fills r and appends the hour record key of event e to kb. */
@@ -1274,37 +1335,117 @@ static void fold_ref_make(const tsr__ts_gb_t *g, const tsr_tile_event_t *e, uint
     r->koff = at;
     r->klen = (uint32_t)(kb->len - at);
     r->h = tsr__pend_hash(kb->data + at, r->klen);
+    r->has_hday = 0;
     r->ev = idx;
     r->hour = hour;
     r->slot5 = (int)((e->ts - hour) / TSR_TILE_5M);
     r->slot1h = (int)((hour - day) / TSR_TILE_1H);
 }
 
-/* Prefetches for the event r that will be folded `ahead` events from now: stage 2 its table
- * bucket, stage 1 the entry the bucket holds, stage 0 what the entry points to (its day entry,
- * its 5-minute slot node) and, once known, the day entry's slots. Only hints: a bucket that
- * turns out to hold another key costs nothing but the prefetch. */
-static inline void fold_prefetch(const tsr__pend_t *c, const fold_ref_t *r, int stage) {
-    rec_entry_t *const *at = &c->table[(size_t)r->h & (c->cap - 1)];
+/* The day record key of the hour record key hk (klen bytes) into d (klen bytes): the same
+ * key with 'D' and the day's start instead of 'H' and the hour's. */
+static inline void day_key_of(uint8_t *d, const uint8_t *hk, size_t klen, int64_t hour, int slot1h) {
+    memcpy(d, hk, klen - 9);
+    d[klen - 9] = TSR__REC_DAY;
+    uint64_t v = (uint64_t)(hour - (int64_t)slot1h * TSR_TILE_1H) ^ (UINT64_C(1) << 63);
+    for (int i = 0; i < 8; i++) d[klen - 8 + i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* A day entry's slot pointer of slot i, and its key (after the pointers), by layout. */
+static inline const void *day_slot_at(const rec_entry_t *d, int i) { return &d->slots[i]; }
+static inline const void *day_key_at(const rec_entry_t *d) { return &d->slots[TSR__DAY_SLOTS]; }
+
+/* Prefetches for the event r that will be folded a few events from now (stages above). Only
+ * hints: a bucket that turns out to hold another key costs nothing but the prefetch. */
+static inline void fold_prefetch(const tsr__pend_t *c, fold_ref_t *r, const uint8_t *kb, int stage) {
+    if (stage == 3) {
+        __builtin_prefetch(&c->table[(size_t)r->h & (c->cap - 1)]);
+        return;
+    }
+    const rec_entry_t *e = pend_probe(c, r->h);
     if (stage == 2) {
-        __builtin_prefetch(at);
+        if (e) { /* an hour entry and its key (after the slot pointers): 3-4 lines */
+            for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)e + 64 * l);
+        } else if (!r->has_hday && r->klen <= 256) { /* a new hour record: find its day's */
+            uint8_t dk[256];
+            day_key_of(dk, kb + r->koff, r->klen, r->hour, r->slot1h);
+            r->hday = tsr__pend_hash(dk, r->klen);
+            r->has_hday = 1;
+            __builtin_prefetch(&c->table[(size_t)r->hday & (c->cap - 1)]);
+        }
         return;
     }
-    const rec_entry_t *e = *at;
-    if (!e) return;
-    if (stage == 1) { /* an hour entry and its key (after the slot pointers): 3-4 lines */
-        for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)e + 64 * l);
+    const rec_entry_t *d = e ? e->day : r->has_hday ? pend_probe(c, r->hday) : NULL;
+    if (stage == 1) {
+        if (e && e->slots[r->slot5]) {
+            __builtin_prefetch(e->slots[r->slot5]);
+            __builtin_prefetch((const char *)e->slots[r->slot5] + 64);
+        }
+        if (d) {
+            __builtin_prefetch(d);
+            __builtin_prefetch(day_slot_at(d, r->slot1h));
+            __builtin_prefetch(day_slot_at(d, TSR__DAY_SLOT_ALL));
+            if (!e) __builtin_prefetch(day_key_at(d)); /* compared when the hour entry is made */
+        }
         return;
     }
-    if (e->hash != r->h) return;
-    if (e->slots[r->slot5]) __builtin_prefetch(e->slots[r->slot5]);
-    if (e->day) {
-        __builtin_prefetch(&e->day->slots[r->slot1h]);
-        __builtin_prefetch(&e->day->slots[TSR__DAY_SLOT_ALL]);
+    if (d) { /* the hour and day tiles this event updates */
+        const char *t = d->slots[r->slot1h];
+        if (t) {
+            __builtin_prefetch(t);
+            __builtin_prefetch(t + 64);
+        }
+        t = d->slots[TSR__DAY_SLOT_ALL];
+        if (t) {
+            __builtin_prefetch(t);
+            __builtin_prefetch(t + 64);
+        }
     }
 }
 
-/* Folds one event (ts >= B) into the day and hour records of its key. */
+/* The bytes of a raw event's chain link before its data. */
+#define RAW_HDR offsetof(raw_chunk_t, data)
+/* Raw events of GroupBys with at most this many columns, all inputs scalar, are encoded on
+ * the stack (RAW_FAST_MAX bytes bound them) instead of through a tsr_buf. */
+#define RAW_FAST_COLS 16
+#define RAW_FAST_MAX (20 + RAW_FAST_COLS * 2 * 11)
+
+static inline uint8_t *raw_put_uv(uint8_t *p, uint64_t v) {
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* tsr_value_encode of a scalar (NULL, BOOL, LONG, DOUBLE) at p — the same bytes; NULL for
+ * any other kind (the caller falls back to tsr_value_encode). */
+static inline uint8_t *raw_put_value(uint8_t *p, const tsr_value_t *v) {
+    switch (v->kind) {
+    case TSR_NULL: *p++ = TSR_NULL; return p;
+    case TSR_BOOL:
+        *p++ = TSR_BOOL;
+        *p++ = (uint8_t)(v->u.b != 0);
+        return p;
+    case TSR_LONG:
+        *p++ = TSR_LONG;
+        return raw_put_uv(p, ((uint64_t)v->u.l << 1) ^ (uint64_t)(v->u.l >> 63));
+    case TSR_DOUBLE: {
+        *p++ = TSR_DOUBLE;
+        uint64_t u;
+        memcpy(&u, &v->u.d, 8);
+        for (int i = 0; i < 8; i++) p[i] = (uint8_t)(u >> (8 * i));
+        return p + 8;
+    }
+    default: return NULL;
+    }
+}
+
+/* Folds one event (ts >= B) into the day and hour records of its key. The event's raw bytes
+ * go into its 5-minute slot's chain; when the event creates that slot's node, its chain link
+ * is allocated with the node (one allocation, adjacent lines: the fold and the flush's
+ * encoding touch one place instead of two — most slots of a day hold one event). */
 static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_event_t *e,
                       const fold_ref_t *r, const uint8_t *hkey) {
     static const tsr_value_t nul = {0};
@@ -1312,12 +1453,53 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
     if (!he->day) {
         tsr_buf_t *k = &c->scratch; /* the day record key: the hour key with 'D' day */
         tsr_buf_clear(k);
-        tsr_buf_append(k, hkey, r->klen - 9);
-        tsr_buf_putc(k, TSR__REC_DAY);
-        tsr__put_i64(k, tsr_floor_div(e->ts, TSR_TILE_1D) * TSR_TILE_1D);
-        he->day = pend_get(c, k->data, k->len, tsr__pend_hash(k->data, k->len));
+        tsr_buf_reserve(k, r->klen);
+        day_key_of(k->data, hkey, r->klen, r->hour, r->slot1h);
+        k->len = r->klen;
+        he->day = pend_get(c, k->data, k->len, r->has_hday ? r->hday : tsr__pend_hash(k->data, k->len));
     }
-    void *b5 = pend_slot(c, g, he, r->slot5);
+    /* the raw event: uvarint(ts - slot start), uvarint seq, per column the input (and bucket) */
+    uint64_t dt = (uint64_t)(e->ts - r->hour - (int64_t)r->slot5 * TSR_TILE_5M);
+    uint8_t fast[RAW_FAST_MAX];
+    const uint8_t *rd = NULL;
+    size_t rl = 0;
+    if (g->ncols <= RAW_FAST_COLS) {
+        uint8_t *p = raw_put_uv(raw_put_uv(fast, dt), e->seq);
+        for (size_t col = 0; col < g->ncols && p; col++) {
+            p = raw_put_value(p, &e->inputs[col]);
+            if (p && g->cols[col].bucket_slot >= 0) p = raw_put_value(p, e->buckets ? &e->buckets[col] : &nul);
+        }
+        if (p) {
+            rd = fast;
+            rl = (size_t)(p - fast);
+        }
+    }
+    if (!rd) {
+        tsr_buf_t *rb = &c->scratch;
+        tsr_buf_clear(rb);
+        tsr_buf_put_uvarint(rb, dt);
+        tsr_buf_put_uvarint(rb, e->seq);
+        for (size_t col = 0; col < g->ncols; col++) {
+            tsr_value_encode(&e->inputs[col], rb);
+            if (g->cols[col].bucket_slot >= 0)
+                tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, rb);
+        }
+        rd = rb->data;
+        rl = rb->len;
+    }
+    hour_slot_t *n5 = he->slots[r->slot5];
+    raw_chunk_t *ch;
+    if (!n5) {
+        size_t nsz = (sizeof(hour_slot_t) + g->ir_size + 7) & ~(size_t)7;
+        n5 = pend_alloc(c, nsz + RAW_HDR + rl);
+        n5->raw_head = n5->raw_tail = NULL;
+        tsr__tile_init(g, n5->blk);
+        he->slots[r->slot5] = n5;
+        ch = (raw_chunk_t *)((uint8_t *)n5 + nsz);
+    } else {
+        ch = pend_alloc(c, RAW_HDR + rl);
+    }
+    void *b5 = n5->blk;
     void *bh = pend_slot(c, g, he->day, r->slot1h);
     void *bd = pend_slot(c, g, he->day, TSR__DAY_SLOT_ALL);
     for (size_t col = 0; col < g->ncols; col++) {
@@ -1328,21 +1510,9 @@ static void pend_fold(tsr__pend_t *c, const tsr__ts_gb_t *g, const tsr_tile_even
         tsr_agg_update(a, tsr__tile_col(g, bh, col), &e->inputs[col], bk, e->ts, e->seq);
         tsr_agg_update(a, tsr__tile_col(g, bd, col), &e->inputs[col], bk, e->ts, e->seq);
     }
-    /* the raw event, in its 5-minute slot's chain */
-    tsr_buf_t *rb = &c->scratch;
-    tsr_buf_clear(rb);
-    tsr_buf_put_uvarint(rb, (uint64_t)(e->ts - r->hour - (int64_t)r->slot5 * TSR_TILE_5M));
-    tsr_buf_put_uvarint(rb, e->seq);
-    for (size_t col = 0; col < g->ncols; col++) {
-        tsr_value_encode(&e->inputs[col], rb);
-        if (g->cols[col].bucket_slot >= 0)
-            tsr_value_encode(e->buckets ? &e->buckets[col] : &nul, rb);
-    }
-    raw_chunk_t *ch = pend_alloc(c, sizeof(raw_chunk_t) + rb->len);
     ch->next = NULL;
-    ch->len = (uint32_t)rb->len;
-    memcpy(ch->data, rb->data, rb->len);
-    hour_slot_t *n5 = he->slots[r->slot5];
+    ch->len = (uint32_t)rl;
+    memcpy(ch->data, rd, rl);
     if (n5->raw_tail) n5->raw_tail->next = ch;
     else n5->raw_head = ch;
     n5->raw_tail = ch;
@@ -1355,19 +1525,25 @@ static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t 
     for (int slot = 0; slot < e->nslots; slot++) {
         if (!e->slots[slot]) continue;
         tsr_buf_putc(v, slot);
-        /* the tile, then its uvarint length moved in front of it */
+        /* the tile after one byte for its uvarint length (a tile is mostly < 128 bytes: else
+         * the tile moves to make room for the longer length) */
         size_t at = v->len;
+        tsr_buf_putc(v, 0);
         tsr__tile_encode(g, ent_blk(e, slot), v);
-        size_t tl = v->len - at;
-        uint8_t hdr[10];
-        size_t nh = 0;
-        for (uint64_t t = tl; t >= 128; t >>= 7) hdr[nh++] = (uint8_t)(t | 128);
-        hdr[nh] = (uint8_t)(tl >> (7 * nh));
-        nh++;
-        tsr_buf_reserve(v, nh);
-        memmove(v->data + at + nh, v->data + at, tl);
-        memcpy(v->data + at, hdr, nh);
-        v->len += nh;
+        size_t tl = v->len - at - 1;
+        if (tl < 128) {
+            v->data[at] = (uint8_t)tl;
+        } else {
+            uint8_t hdr[10];
+            size_t nh = 0;
+            for (uint64_t t = tl; t >= 128; t >>= 7) hdr[nh++] = (uint8_t)(t | 128);
+            hdr[nh] = (uint8_t)(tl >> (7 * nh));
+            nh++;
+            tsr_buf_reserve(v, nh - 1);
+            memmove(v->data + at + nh, v->data + at + 1, tl);
+            memcpy(v->data + at, hdr, nh);
+            v->len += nh - 1;
+        }
         if (!hour) continue;
         size_t rl = 0;
         for (const raw_chunk_t *r = ent_raw(e, slot); r; r = r->next) rl += r->len;
@@ -1382,12 +1558,14 @@ static void encode_entry(const tsr__ts_gb_t *g, const rec_entry_t *e, tsr_buf_t 
 
 void tsr__pend_prefetch(const tsr__pend_t *p, uint64_t h, int stage) {
     if (!p || p->nents == 0) return;
-    rec_entry_t *const *at = &p->table[(size_t)h & (p->cap - 1)];
     if (stage == 0) {
-        __builtin_prefetch(at);
-    } else if (*at) {
-        __builtin_prefetch(*at);
-        __builtin_prefetch((const char *)*at + 64); /* its slot pointers */
+        __builtin_prefetch(&p->table[(size_t)h & (p->cap - 1)]);
+        return;
+    }
+    const rec_entry_t *e = pend_probe(p, h);
+    if (e) {
+        __builtin_prefetch(e);
+        __builtin_prefetch((const char *)e + 64); /* its slot pointers */
     }
 }
 
@@ -1419,7 +1597,7 @@ void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *
     tsr_buf_t v;
     tsr_buf_init(&v);
     for (size_t i = 0; i < p->cap; i++) {
-        const rec_entry_t *e = p->table[i];
+        const rec_entry_t *e = p->table[i].e;
         if (!e) continue;
         const uint8_t *k = e->key;
         if (e->klen < n || memcmp(k, prefix, n) != 0) continue;
@@ -1471,14 +1649,6 @@ static void log_key(tsr_buf_t *k, const tsr__ts_gb_t *g, int64_t seq) {
     tsr__put_i64(k, seq);
 }
 
-/* A record in the flush's sort: 24 key bytes after the GroupBy's common prefix 't' gb \0, as
- * three big-endian words (zero-padded past the key's end: consistent with byte order). */
-#define ENT_WORDS 3
-typedef struct ent_ref {
-    uint64_t w[ENT_WORDS];
-    const rec_entry_t *e;
-} ent_ref_t;
-
 /* Key order. Every key starts with the same 't' gb \0 prefix, and after it the keys of one
  * GroupBy often share more (K's 2-byte length, a common stem like "user000"): one word (what
  * this compared before) left nearly every comparison to a memcmp of two scattered keys, ~1 µs
@@ -1494,14 +1664,45 @@ static int ent_cmp(const void *a, const void *b) {
     return r ? r : (p->klen > q->klen) - (p->klen < q->klen);
 }
 
-static void ent_ref_make(ent_ref_t *r, const rec_entry_t *e, size_t skip) {
-    for (int w = 0; w < ENT_WORDS; w++) {
-        uint64_t h = 0;
-        for (size_t i = skip + 8 * (size_t)w; i < skip + 8 * (size_t)w + 8; i++)
-            h = h << 8 | (i < e->klen ? e->key[i] : 0);
-        r->w[w] = h;
+/* Sorts a[0..n) into key order (ent_cmp), tmp (n records) as scratch: a stable LSD radix
+ * sort by bytes of the three words, skipping the byte positions where all records agree (the
+ * common stem, the record type, the high bytes of the start: ~10 passes for bench keys), then
+ * ent_cmp on the runs that tie on all three words (keys longer than them). No comparator
+ * calls and no allocation per record (qsort's merge sort and its ent_cmp calls were ~10 % of
+ * the flush thread). */
+static void ent_sort(ent_ref_t *a, size_t n, ent_ref_t *tmp) {
+    if (n < 2) return;
+    uint64_t vary[ENT_WORDS] = {0};
+    for (size_t i = 1; i < n; i++)
+        for (int w = 0; w < ENT_WORDS; w++) vary[w] |= a[i].w[w] ^ a[0].w[w];
+    int pos[8 * ENT_WORDS], np = 0; /* byte positions that vary, least significant first */
+    for (int b = 8 * ENT_WORDS - 1; b >= 0; b--)
+        if ((vary[b / 8] >> (56 - 8 * (b % 8))) & 0xff) pos[np++] = b;
+    size_t(*cnt)[256] = tsr_calloc(np ? (size_t)np : 1, sizeof *cnt);
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < np; k++) cnt[k][(a[i].w[pos[k] / 8] >> (56 - 8 * (pos[k] % 8))) & 0xff]++;
+    ent_ref_t *src = a, *dst = tmp;
+    for (int k = 0; k < np; k++) {
+        int w = pos[k] / 8, sh = 56 - 8 * (pos[k] % 8);
+        size_t off = 0;
+        for (int d = 0; d < 256; d++) {
+            size_t m = cnt[k][d];
+            cnt[k][d] = off;
+            off += m;
+        }
+        for (size_t i = 0; i < n; i++) dst[cnt[k][(src[i].w[w] >> sh) & 0xff]++] = src[i];
+        ent_ref_t *t = src;
+        src = dst;
+        dst = t;
     }
-    r->e = e;
+    if (src != a) memcpy(a, src, n * sizeof *a);
+    free(cnt);
+    for (size_t i = 0; i < n;) { /* ties on all three words: by the whole key */
+        size_t j = i + 1;
+        while (j < n && a[j].w[0] == a[i].w[0] && a[j].w[1] == a[i].w[1] && a[j].w[2] == a[i].w[2]) j++;
+        if (j - i > 1) qsort(a + i, j - i, sizeof *a, ent_cmp);
+        i = j;
+    }
 }
 
 static int off_cmp(const void *a, const void *b) {
@@ -1540,23 +1741,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     ingest_dir(s, &path);
     tsr_buf_printf(&path, "/%zu-%llu.sst", (size_t)(g - s->gbs), (unsigned long long)gen);
     const char *file = tsr_buf_cstr(&path);
-    ent_ref_t *ord = tsr_malloc((c->nents ? c->nents : 1) * sizeof(ent_ref_t));
-    size_t nord = 0;
-    size_t skip = 2 + g->nlen; /* 't' gb \0 */
+    /* a table file's keys are in order: the records made at their creation, sorted in place
+     * (a retry after a failed flush sorts them again: a no-op) */
+    ent_ref_t *ord = c->refs;
+    size_t nord = c->nents;
+    ent_ref_t *tmp = tsr_malloc((nord ? nord : 1) * sizeof(ent_ref_t));
+    ent_sort(ord, nord, tmp);
+    free(tmp);
     int64_t hi[2] = {g->written_hi[0], g->written_hi[1]}; /* under flush_mu */
-    int64_t top[2] = {INT64_MIN, INT64_MIN};               /* this table's latest starts */
-    for (size_t i = 0; i < c->cap; i++) {
-        const rec_entry_t *x = c->table[i];
-        if (!x) continue;
-        ent_ref_make(&ord[nord++], x, skip);
-        int64_t st = tsr__get_i64(x->key + x->klen - 8);
-        int d = !ent_hour(x);
-        if (st > top[d]) top[d] = st;
-    }
-    qsort(ord, nord, sizeof(ent_ref_t), ent_cmp); /* a table file's keys are in order */
+    int64_t top[2] = {c->top[0], c->top[1]};               /* this table's latest starts */
     char *e = NULL;
     rocksdb_envoptions_t *eo = rocksdb_envoptions_create();
-    rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, s->cf_opts[TSR__CF_STREAM]);
+    /* the file's blocks uncompressed: LZ4 was ~20 % of the flush thread, and these files are
+     * short-lived — the family's compactions rewrite them with its own compression (LZ4) */
+    rocksdb_options_t *wopt = rocksdb_options_create_copy(s->cf_opts[TSR__CF_STREAM]);
+    rocksdb_options_set_compression(wopt, rocksdb_no_compression);
+    rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, wopt);
     rocksdb_sstfilewriter_open(w, file, &e);
     /* 't' gb \0 \0\0\0 'F' < 'L' < 'W' < 'o' name < 't' gb \0 K ... */
     if (!e) {
@@ -1594,16 +1794,22 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     free(names);
     for (size_t i = 0; i < nord && !e; i++) {
         /* key order is not memory order: fetch the entries (then their slots, then the raw
-         * event chains' heads) a few records ahead, so their cache misses overlap */
-        if (i + 8 < nord) /* an entry with its slot pointers is up to 4 lines */
-            for (int l = 0; l < 4; l++) __builtin_prefetch((const char *)ord[i + 8].e + 64 * l);
-        if (i + 4 < nord)
-            for (int j = 0; j < ord[i + 4].e->nslots; j++)
-                if (ord[i + 4].e->slots[j]) __builtin_prefetch(ord[i + 4].e->slots[j]);
-        if (i + 2 < nord && ent_hour(ord[i + 2].e))
+         * event chains' heads) a few records ahead, so their cache misses overlap. An entry
+         * with its slot pointers and key is up to 5 lines, an hour slot node (tile block and
+         * its first raw event) up to 3, a day slot's tile block 2 */
+        if (i + 12 < nord)
+            for (int l = 0; l < 5; l++) __builtin_prefetch((const char *)ord[i + 12].e + 64 * l);
+        if (i + 6 < nord) {
+            const rec_entry_t *x = ord[i + 6].e;
+            int nl = ent_hour(x) ? 3 : 2;
+            for (int j = 0; j < x->nslots; j++)
+                if (x->slots[j])
+                    for (int l = 0; l < nl; l++) __builtin_prefetch((const char *)x->slots[j] + 64 * l);
+        }
+        if (i + 3 < nord && ent_hour(ord[i + 3].e))
             for (int j = 0; j < TSR__HOUR_SLOTS; j++)
-                if (ord[i + 2].e->slots[j])
-                    __builtin_prefetch(((const hour_slot_t *)ord[i + 2].e->slots[j])->raw_head);
+                if (ord[i + 3].e->slots[j])
+                    __builtin_prefetch(((const hour_slot_t *)ord[i + 3].e->slots[j])->raw_head);
         tsr_buf_clear(&v);
         const rec_entry_t *x = ord[i].e;
         encode_entry(g, x, &v);
@@ -1615,9 +1821,9 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
         else
             rocksdb_sstfilewriter_merge(w, (const char *)x->key, x->klen, (const char *)v.data, v.len, &e);
     }
-    free(ord);
     if (!e) rocksdb_sstfilewriter_finish(w, &e);
     rocksdb_sstfilewriter_destroy(w);
+    rocksdb_options_destroy(wopt);
     rocksdb_envoptions_destroy(eo);
     if (!e) {
         /* an SstFileWriter drops what it wrote from the OS page cache (invalidate_page_cache,
@@ -1874,15 +2080,18 @@ int tsr_tile_store_apply_offsets(tsr_tile_store_t *s, const char *gb, const tsr_
             pthread_rwlock_wrlock(&g->pend_lock);
             if (!g->act) g->act = pend_new(s, g);
             tsr__pend_t *c = g->act;
+            const uint8_t *kb = k.data;
             if (i0 == 0) { /* the pipeline's start: later chunks continue the prefetches */
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_2; j++) fold_prefetch(c, &refs[j], 2);
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_1; j++) fold_prefetch(c, &refs[j], 1);
-                for (size_t j = 0; j < nr && j < FOLD_AHEAD_0; j++) fold_prefetch(c, &refs[j], 0);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_3; j++) fold_prefetch(c, &refs[j], kb, 3);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_2; j++) fold_prefetch(c, &refs[j], kb, 2);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_1; j++) fold_prefetch(c, &refs[j], kb, 1);
+                for (size_t j = 0; j < nr && j < FOLD_AHEAD_0; j++) fold_prefetch(c, &refs[j], kb, 0);
             }
             for (size_t j = i0; j < nr && j < i0 + 64; j++) {
-                if (j + FOLD_AHEAD_2 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_2], 2);
-                if (j + FOLD_AHEAD_1 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_1], 1);
-                if (j + FOLD_AHEAD_0 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_0], 0);
+                if (j + FOLD_AHEAD_3 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_3], kb, 3);
+                if (j + FOLD_AHEAD_2 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_2], kb, 2);
+                if (j + FOLD_AHEAD_1 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_1], kb, 1);
+                if (j + FOLD_AHEAD_0 < nr) fold_prefetch(c, &refs[j + FOLD_AHEAD_0], kb, 0);
                 pend_fold(c, g, &ev[refs[j].ev], &refs[j], k.data + refs[j].koff);
             }
             if (i0 + 64 >= nr)

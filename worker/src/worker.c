@@ -1087,7 +1087,8 @@ int tsr_worker_start(const tsr_worker_opts_t *o, tsr_worker_t **out, tsr_error_t
     if (rc == 0) {
         tsr_rpc_server_opts_t ro;
         memset(&ro, 0, sizeof ro);
-        ro.cq_threads = 2; /* reads run inline on CQ threads: two, as serve does */
+        /* reads run inline on CQ threads: two by default, as serve does */
+        ro.cq_threads = w->o.rpc_threads > 0 ? w->o.rpc_threads : 2;
         w->rpc = tsr_rpc_server_new(w->listen, &ro, err);
         if (!w->rpc) rc = err ? err->code : TSR_EIO;
     }

@@ -93,7 +93,8 @@ typedef int (*tsr_rpc_stream_fn)(void *ud, tsr_rpc_call_t *call, const uint8_t *
 
 typedef struct tsr_rpc_server_opts {
     int cq_threads;         /* completion-queue threads; 0 = 1 */
-    int pending_calls;      /* outstanding request_calls, clamped to [16, 64]; 0 = 32 */
+    int pending_calls;      /* clamped to [16, 64]; 0 = 32; each method keeps pending_calls / 4
+                             * (at least 4) requested calls outstanding */
     int max_streams;        /* concurrent streaming calls; more get RESOURCE_EXHAUSTED; 0 = 64 */
     size_t max_message;     /* max received message bytes; 0 = 64 MiB */
 } tsr_rpc_server_opts_t;

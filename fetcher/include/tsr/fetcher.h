@@ -49,6 +49,8 @@ typedef struct tsr_fetcher_opts {
     const char *warehouse;          /* table schemas for compiling configs */
     const char *fetcher_id;         /* WatchRoutingRequest.fetcher_id; NULL: "fetcher-<pid>" */
     int fetch_threads;              /* 0: 8 */
+    int rpc_threads;                /* gRPC completion-queue threads; up to rpc_threads - 1
+                                       fetches run inline on them, the rest in the pool; 0: 4 */
     int64_t retry_wait_ms;          /* 0: 200 */
     int64_t watch_renew_ms;         /* 0: 3000 */
     int64_t default_timeout_ms;     /* reads of requests without a deadline (HTTP); 0: 10000 */

@@ -94,6 +94,12 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
                          int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
                          tsr_error_t *err);
 
+/* The number of rows of a serialized FetchRequest, counted from its top-level fields without
+ * decoding them (a server decides from it whether a call is small enough to run on its
+ * completion-queue thread). Stops at the first field it does not expect or that runs past
+ * the end; a malformed request counts the rows before that (tsr_serving_fetch_pb rejects it). */
+size_t tsr_serving_request_rows(const uint8_t *req, size_t n);
+
 /* The HTTP fetch callback (http.h tsr_http_fetch_fn); ud = the tsr_serving_t. */
 int tsr_serving_fetch_http(void *ud, tsr_http_fetch_kind_t kind, const char *name,
                            const tsr_http_fetch_row_t *rows, size_t nrows,

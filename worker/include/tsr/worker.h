@@ -55,6 +55,7 @@ typedef struct tsr_worker_opts {
     const char *warehouse;          /* absolute; shards may name their own */
     const char *kafka_bootstrap;    /* NULL = no streaming */
     int64_t allowed_lateness_ms;
+    int rpc_threads;                /* gRPC completion-queue threads (reads run inline); 0: 2 */
     FILE *log;
 } tsr_worker_opts_t;
 
