@@ -15,10 +15,13 @@
  * fetch (--batch × 10 reads, default 100 × 10 = 1000, issue 4's 100-entity FetchJoin), entity
  * by entity as the fetch layer asks, q at the end of the streamed day.
  *
- *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--compact] [--threads 2]
- *                   [--batch N] [--batch-iters N] [--only-batched] [--sparse]
+ *   bench_tile_read [--keys N] [--events-per-key N] [--iters N] [--flush] [--compact]
+ *                   [--threads 2] [--batch N] [--batch-iters N] [--only-batched] [--sparse]
  *                   [--cache-mb N] [--row-cache-mb N]
- * (--compact: fold merge operands into tiles before reading, the steady state;
+ * (--flush: write the streamed day's write-back tables (one table file per GroupBy, as after
+ *  bench_fetch's setup) before reading, instead of reading them from memory — or from wherever
+ *  the 10 s flusher got to, which depends on timing;
+ *  --compact: fold merge operands into tiles before reading, the steady state;
  *  --threads 2: a second thread reads GroupBys 5..9 while the caller reads 0..4, as a fetch
  *  layer could; the hand-off is a semaphore each way;
  *  --only-batched: skip the single-read phases and baselines before the batched comparison;
@@ -296,8 +299,10 @@ int main(int argc, char **argv) {
     }
     double stream_s = (now_us() - ts0) / 1e6;
     double load_s = (now_us() - t0) / 1e6;
-    int compact = 0;
+    int compact = 0, flush = 0;
     for (int i = 1; i < argc; i++) compact |= strcmp(argv[i], "--compact") == 0;
+    for (int i = 1; i < argc; i++) flush |= strcmp(argv[i], "--flush") == 0;
+    if (flush && tsr_tile_store_flush(s, &err)) return 1;
     if (compact) tsr_tile_store_compact(s);
     printf("bench_tile_read: %d GroupBys x 9 features, %d keys, %d streamed events per key and "
            "GroupBy (loaded in %.1f s), %d iterations\n",

@@ -119,6 +119,8 @@ static void upload(tsr_tile_store_t *s, int64_t B, int nkeys) {
 
 /* Streams the events from index `from` on, in batches of up to 50; with_offsets: each batch
  * carries its offset ("topic/0" = index of the next event), as a Kafka consumer's does. */
+static const char *stream_gb = "team.gb.v1"; /* the GroupBy stream_from applies to */
+
 static void stream_from(tsr_tile_store_t *s, int64_t B, uint64_t *skipped, int from, int with_offsets) {
     tsr_tile_event_t batch[50];
     char keys[50][16];
@@ -133,7 +135,7 @@ static void stream_from(tsr_tile_store_t *s, int64_t B, uint64_t *skipped, int f
         }
         if (nb == 50 || (i == nev - 1 && (nb || with_offsets))) {
             tsr_error_t err;
-            ck_assert_int_eq(tsr_tile_store_apply(s, "team.gb.v1", batch, (size_t)nb,
+            ck_assert_int_eq(tsr_tile_store_apply(s, stream_gb, batch, (size_t)nb,
                                                   with_offsets ? "topic/0" : NULL, i + 1, skipped, &err), 0);
             nb = 0;
         }
@@ -366,10 +368,12 @@ END_TEST
 /* Keys of the store by prefix (tag, and for 't' the record type), with the stream records
  * starting before `before` counted apart. Opens the directory read-only, without the merge
  * operator: the store must be compacted (no merge operands left). Every key must be in its
- * column family (tile_store.h): 'm..B' in meta, 'b' in batch, 't', the flush marker 'm..F',
- * the log mark 'm..L' and the offsets 'm..o' in stream, 'l' in log, nothing in default. */
+ * column family (tile_store.h): 'm..B' in meta, 'b' in batch, 't' records and the flush state
+ * 't' gb \0 \0\0\0 'F' / 'L' / 'o' name (marker, log mark, offsets) in stream, 'l' in log,
+ * nothing in default; 'm' keys other than 'm..B' (the flush state before session 6) in stream
+ * too, counted apart (a store of this code writes none). */
 typedef struct key_counts {
-    int meta, batch_old, batch_cur, log, day, hour, stream_before;
+    int meta, batch_old, batch_cur, log, day, hour, stream_before, state, old_state;
 } key_counts_t;
 
 static key_counts_t count_keys(int64_t b_cur, int64_t before) {
@@ -396,14 +400,21 @@ static key_counts_t count_keys(int64_t b_cur, int64_t before) {
                      : k[0] == 'l' ? 4
                                    : -1;
             if (want != f) ck_abort_msg("key tag %c in column family %s", k[0], names[f]);
-            if (k[0] == 'm') n.meta++;
-            else if (k[0] == 'l') n.log++;
+            if (k[0] == 'm') {
+                n.meta++;
+                if (want == 3) n.old_state++;
+            } else if (k[0] == 'l') n.log++;
             else if (k[0] == 'b') {
                 uint64_t v = 0;
                 for (int i = 0; i < 8; i++) v = v << 8 | k[at + (size_t)i];
                 if ((int64_t)(v ^ (UINT64_C(1) << 63)) == b_cur) n.batch_cur++;
                 else n.batch_old++;
+            } else if (k[0] == 't' && at + 3 <= kl && k[at] == 0 && k[at + 1] == 0 && k[at + 2] == 0) {
+                if (at + 3 == kl || k[at + 3] == 0 || !strchr("FLWo", k[at + 3]))
+                    ck_abort_msg("unknown stream state key");
+                n.state++;
             } else if (k[0] == 't') {
+                if (kl < at + 11) ck_abort_msg("short stream record key");
                 uint64_t v = 0;
                 for (int i = 0; i < 8; i++) v = v << 8 | k[kl - 8 + (size_t)i];
                 int64_t start = (int64_t)(v ^ (UINT64_C(1) << 63));
@@ -442,7 +453,9 @@ START_TEST(test_retention) {
     ck_assert_int_gt(n.hour, 24);
     ck_assert_int_eq(n.stream_before, 0);
     ck_assert_int_eq(n.log, 0);
-    int day1 = n.day, hour1 = n.hour;
+    ck_assert_int_ge(n.state, 4); /* 'F', 'L', 'W', 'o' topic/0 */
+    ck_assert_int_eq(n.old_state, 0);
+    int day1 = n.day, hour1 = n.hour, state1 = n.state;
 
     /* the next day's upload: its batch covers every event before B2 */
     s = open_store();
@@ -460,6 +473,8 @@ START_TEST(test_retention) {
     ck_assert_int_lt(n.hour, hour1);
     ck_assert_int_gt(n.hour, 0);           /* the stream after B2 stays */
     ck_assert_int_eq(n.log, 0);
+    ck_assert_int_eq(n.state, state1);     /* the retention filter keeps the flush state */
+    ck_assert_int_eq(n.old_state, 0);
     s = open_store();
     check_reads(s, &r, B2, 4, 60);
     tsr_tile_store_close(s);
@@ -518,11 +533,18 @@ static void raw_close(raw_db_t *r) {
     rocksdb_options_destroy(r->o);
 }
 
-/* The int64 value (sign bit flipped, big-endian) of 'm' team.gb.v1 \0 tag name in family f,
- * or INT64_MIN when absent. */
-static int64_t raw_get_m(raw_db_t *r, int f, char tag, const char *name) {
+/* The key of the flush state tag (name) of team.gb.v1: 't' gb \0 \0\0\0 tag name (this
+ * layout), or with old != 0 'm' gb \0 tag name (before session 6; offsets in meta before 5). */
+static size_t state_key(char *k, size_t cap, int old, char tag, const char *name) {
+    return old ? (size_t)snprintf(k, cap, "mteam.gb.v1%c%c%s", 0, tag, name)
+               : (size_t)snprintf(k, cap, "tteam.gb.v1%c%c%c%c%c%s", 0, 0, 0, 0, tag, name);
+}
+
+/* The int64 value (sign bit flipped, big-endian; 'F' as stored) of state key tag name (old:
+ * state_key) in family f, or INT64_MIN when absent. */
+static int64_t raw_get_m(raw_db_t *r, int f, int old, char tag, const char *name) {
     char k[64];
-    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    size_t kl = state_key(k, sizeof k, old, tag, name);
     char *e = NULL;
     size_t vl;
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -537,9 +559,9 @@ static int64_t raw_get_m(raw_db_t *r, int f, char tag, const char *name) {
     return tag == 'F' ? (int64_t)x : (int64_t)(x ^ (UINT64_C(1) << 63));
 }
 
-static void raw_put_m(raw_db_t *r, int f, char tag, const char *name, int64_t val) {
+static void raw_put_m(raw_db_t *r, int f, int old, char tag, const char *name, int64_t val) {
     char k[64], v[8];
-    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    size_t kl = state_key(k, sizeof k, old, tag, name);
     uint64_t x = (uint64_t)val ^ (UINT64_C(1) << 63);
     for (int i = 0; i < 8; i++) v[i] = (char)(x >> (56 - 8 * i));
     char *e = NULL;
@@ -549,9 +571,9 @@ static void raw_put_m(raw_db_t *r, int f, char tag, const char *name, int64_t va
     ck_assert_msg(e == NULL, "%s", e);
 }
 
-static void raw_delete_m(raw_db_t *r, int f, char tag, const char *name) {
+static void raw_delete_m(raw_db_t *r, int f, int old, char tag, const char *name) {
     char k[64];
-    size_t kl = (size_t)snprintf(k, sizeof k, "mteam.gb.v1%c%c%s", 0, tag, name);
+    size_t kl = state_key(k, sizeof k, old, tag, name);
     char *e = NULL;
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_delete_cf(r->db, wo, r->cf[f], k, kl, &e);
@@ -612,11 +634,14 @@ START_TEST(test_flush_table_file) {
 
     raw_db_t db;
     raw_open(&db);
-    ck_assert_int_eq(raw_get_m(&db, 3, 'o', "topic/0"), half);  /* stream family */
-    ck_assert(raw_get_m(&db, 1, 'o', "topic/0") == INT64_MIN); /* not meta */
-    ck_assert(raw_get_m(&db, 3, 'F', "") >= 1);
-    ck_assert(raw_get_m(&db, 3, 'L', "") != INT64_MIN);
-    /* one table file in the stream family: from the marker to the last record */
+    ck_assert_int_eq(raw_get_m(&db, 3, 0, 'o', "topic/0"), half);  /* stream family */
+    ck_assert(raw_get_m(&db, 1, 1, 'o', "topic/0") == INT64_MIN); /* not meta */
+    ck_assert(raw_get_m(&db, 3, 1, 'o', "topic/0") == INT64_MIN); /* not the old key */
+    ck_assert(raw_get_m(&db, 3, 0, 'F', "") >= 1);
+    ck_assert(raw_get_m(&db, 3, 1, 'F', "") == INT64_MIN);
+    ck_assert(raw_get_m(&db, 3, 0, 'L', "") != INT64_MIN);
+    /* one table file in the stream family: from the marker to the last record, all within
+     * the GroupBy's 't' gb \0 range */
     const rocksdb_livefiles_t *lf = rocksdb_livefiles(db.db);
     int nstream = 0;
     for (int i = 0; i < rocksdb_livefiles_count(lf); i++) {
@@ -625,16 +650,16 @@ START_TEST(test_flush_table_file) {
         size_t sl, ll;
         const char *sk = rocksdb_livefiles_smallestkey(lf, i, &sl);
         const char *lk = rocksdb_livefiles_largestkey(lf, i, &ll);
-        static const char mk[] = "mteam.gb.v1\0F";
+        static const char mk[] = "tteam.gb.v1\0\0\0\0F", gp[] = "tteam.gb.v1";
         ck_assert(sl == sizeof mk - 1 && memcmp(sk, mk, sl) == 0);
-        ck_assert(ll > 0 && lk[0] == 't');
+        ck_assert(ll > sizeof gp && memcmp(lk, gp, sizeof gp) == 0); /* 't' gb \0 ... */
         ck_assert_uint_gt(rocksdb_livefiles_entries(lf, i), 3);
     }
     rocksdb_livefiles_destroy(lf);
     ck_assert_int_eq(nstream, 1);
     /* the layout before: the offset in meta only */
-    raw_delete_m(&db, 3, 'o', "topic/0");
-    raw_put_m(&db, 1, 'o', "topic/0", half);
+    raw_delete_m(&db, 3, 0, 'o', "topic/0");
+    raw_put_m(&db, 1, 1, 'o', "topic/0", half);
     raw_close(&db);
     snprintf(path, sizeof path, "%s/ingest/0-99.sst", dir); /* a crashed flush's file */
     FILE *f = fopen(path, "w");
@@ -703,7 +728,7 @@ START_TEST(test_flush_log_mark) {
     raw_open(&db);
     static const char lp[] = "lteam.gb.v1";
     ck_assert_int_eq(raw_count(&db, 4, lp, sizeof lp), 0);
-    ck_assert_int_eq(raw_get_m(&db, 3, 'L', ""), nlog);
+    ck_assert_int_eq(raw_get_m(&db, 3, 0, 'L', ""), nlog);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     for (size_t at = 0; at < saved.len;) { /* the range deletion lost */
         size_t kl, vl;
@@ -782,6 +807,126 @@ START_TEST(test_flush_failure_stores_nothing) {
 }
 END_TEST
 
+/* Merge operands in the stream family's table files (its aggregated table properties). */
+static long raw_merge_operands(raw_db_t *r) {
+    char *p = rocksdb_property_value_cf(r->db, r->cf[3], "rocksdb.aggregated-table-properties");
+    ck_assert_ptr_nonnull(p);
+    const char *m = strstr(p, "# merge operands=");
+    ck_assert_msg(m != NULL, "%s", p);
+    long n = strtol(m + strlen("# merge operands="), NULL, 10);
+    rocksdb_free(p);
+    return n;
+}
+
+/* Moves state key tag name of the stream family from this layout's key to the one before
+ * session 6 ('m' gb \0 tag name), value bytes unchanged: the store as session 5 left it. */
+static void raw_to_old(raw_db_t *r, char tag, const char *name) {
+    char k[64], ko[64];
+    size_t kl = state_key(k, sizeof k, 0, tag, name), kol = state_key(ko, sizeof ko, 1, tag, name);
+    char *e = NULL;
+    size_t vl;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char *v = rocksdb_get_cf(r->db, ro, r->cf[3], k, kl, &vl, &e);
+    rocksdb_readoptions_destroy(ro);
+    ck_assert_msg(e == NULL, "%s", e);
+    ck_assert_ptr_nonnull(v);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put_cf(r->db, wo, r->cf[3], ko, kol, v, vl, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_delete_cf(r->db, wo, r->cf[3], k, kl, &e);
+    ck_assert_msg(e == NULL, "%s", e);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_free(v);
+}
+
+/* A store written before session 6 keeps its flush state as 'm' gb \0 'F' / 'L' / 'o' name in
+ * the stream family, and has no 'W': it opens, its consumer resumes at the old offset, its next
+ * flush takes the next generation, writes the new keys (which then shadow the old ones) and,
+ * not knowing which records exist, merge operands; reads equal the offline rule throughout. */
+START_TEST(test_flush_old_state_keys) {
+    tsr_rng_t r = {.s = 8180};
+    int64_t B = gen_events(&r);
+    int half = nev / 2;
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    stream_range(s, B, 0, half, 1);
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    tsr_tile_store_close(s);
+    raw_db_t db;
+    raw_open(&db);
+    int64_t gen0 = raw_get_m(&db, 3, 0, 'F', "");
+    ck_assert(gen0 >= 1);
+    raw_to_old(&db, 'F', "");
+    raw_to_old(&db, 'L', "");
+    raw_to_old(&db, 'o', "topic/0");
+    raw_delete_m(&db, 3, 0, 'W', ""); /* no 'W' before session 6 */
+    ck_assert(raw_get_m(&db, 3, 0, 'o', "topic/0") == INT64_MIN);
+    ck_assert_int_eq(raw_merge_operands(&db), 0); /* a fresh store's first flush: puts */
+    ck_assert(raw_get_m(&db, 3, 1, 'F', "") == gen0);
+    raw_close(&db);
+
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), half);
+    stream_range(s, B, half, nev, 1); /* the consumer resumes there */
+    check_reads(s, &r, B, 4, 40);  /* the stored half (old keys) and the table */
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    raw_open(&db);
+    ck_assert(raw_get_m(&db, 3, 0, 'F', "") == gen0 + 1); /* the generation went on */
+    ck_assert_int_eq(raw_get_m(&db, 3, 0, 'o', "topic/0"), nev);
+    ck_assert_int_eq(raw_get_m(&db, 3, 1, 'o', "topic/0"), half); /* stale, shadowed */
+    /* records written before, without 'W': which exist is unknown, so merge operands */
+    ck_assert_int_gt(raw_merge_operands(&db), 0);
+    raw_close(&db);
+    s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, &r, B, 4, 60);
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* The flush files of two GroupBys do not overlap: RocksDB places them side by side in one
+ * level (with the flush state keyed 'm' gb \0 ..., each file spanned from 'm' gb to 't' gb and
+ * the second landed a level above the first). A GroupBy's first flush writes puts ('W'). */
+START_TEST(test_flush_files_disjoint) {
+    tsr_rng_t r = {.s = 9190};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    tsr_error_t err;
+    tsr_tile_gb_t gb0 = {"team.gb.v0", NCOLS, cols};
+    ck_assert_msg(tsr_tile_store_register(s, &gb0, &err) == 0, "%s", err.msg);
+    upload(s, B, 4);
+    uint64_t skipped = 0;
+    stream(s, B, &skipped);
+    stream_gb = "team.gb.v0";
+    stream(s, B, &skipped);
+    stream_gb = "team.gb.v1";
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    check_reads(s, &r, B, 4, 40);
+    tsr_tile_store_close(s);
+    raw_db_t db;
+    raw_open(&db);
+    const rocksdb_livefiles_t *lf = rocksdb_livefiles(db.db);
+    int nstream = 0, level = -1;
+    for (int i = 0; i < rocksdb_livefiles_count(lf); i++) {
+        if (strcmp(rocksdb_livefiles_column_family_name(lf, i), "stream") != 0) continue;
+        nstream++;
+        if (level < 0) level = rocksdb_livefiles_level(lf, i);
+        ck_assert_int_eq(rocksdb_livefiles_level(lf, i), level);
+    }
+    rocksdb_livefiles_destroy(lf);
+    ck_assert_int_eq(nstream, 2);
+    ck_assert_int_gt(level, 0);
+    /* the first flush of a GroupBy: no record exists, every one is written as a put */
+    ck_assert_int_eq(raw_merge_operands(&db), 0);
+    raw_close(&db);
+    cleanup();
+}
+END_TEST
+
 static Suite *tile_store_suite(void) {
     Suite *s = suite_create("tile_store");
     TCase *tc = tcase_create("core");
@@ -794,6 +939,8 @@ static Suite *tile_store_suite(void) {
     tcase_add_test(tc, test_old_layout_refused);
     tcase_add_test(tc, test_flush_table_file);
     tcase_add_test(tc, test_flush_log_mark);
+    tcase_add_test(tc, test_flush_old_state_keys);
+    tcase_add_test(tc, test_flush_files_disjoint);
     tcase_add_test(tc, test_flush_failure_stores_nothing);
     suite_add_tcase(s, tc);
     return s;

@@ -279,7 +279,8 @@ static void op_destroy(void *st) {}
 
 /* Drops a day/hour record that ends at or before its GroupBy's current B: every read is at
  * q >= B and takes [.., B) from the batch records. Unregistered GroupBys (e.g. right after a
- * restart) keep everything. RocksDB calls this for values, not for merge operands: a record
+ * restart) keep everything, and so do the flush state keys 't' gb \0 \0\0\0 tag (puts, so
+ * values this filter sees). RocksDB calls this for values, not for merge operands: a record
  * that was only operands goes at the compaction after the one that merged it. */
 static unsigned char cf_filter(void *st, int level, const char *key, size_t klen,
                                const char *v, size_t vlen, char **nv, size_t *nvlen,
@@ -287,7 +288,7 @@ static unsigned char cf_filter(void *st, int level, const char *key, size_t klen
     *changed = 0;
     if (klen < 12 || key[0] != 't') return 0;
     tsr__ts_gb_t *g = gb_of_key(st, key, klen);
-    if (!g) return 0;
+    if (!g || tsr__is_state_key(key, klen, g->nlen)) return 0; /* marker, log mark, offsets */
     int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
     if (b == INT64_MIN) return 0;
     int type = (uint8_t)key[klen - 9];
@@ -521,6 +522,45 @@ static int get_i64_value(tsr_tile_store_t *s, int cf, const tsr_buf_t *k, int64_
     return rc;
 }
 
+/* g->written_hi from the state key 'W' (tile_store_int.h). A store without it: nothing in the
+ * GroupBy's 't' range means nothing was ever written (INT64_MIN: the first flush writes puts);
+ * anything there (a store of older code) means unknown (INT64_MAX: merge operands, as before). */
+static void written_hi_load(tsr_tile_store_t *s, tsr__ts_gb_t *g) {
+    tsr_buf_t k;
+    tsr_buf_init(&k);
+    tsr__state_key(&k, g->name, g->nlen, 'W');
+    char *e = NULL;
+    size_t vl;
+    char *v = rocksdb_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], (const char *)k.data, k.len, &vl, &e);
+    g->written_hi[0] = g->written_hi[1] = INT64_MAX;
+    if (!e && v && vl == 16) {
+        g->written_hi[0] = tsr__get_i64((const uint8_t *)v);
+        g->written_hi[1] = tsr__get_i64((const uint8_t *)v + 8);
+    } else if (!e && !v) {
+        tsr_buf_t hi;
+        tsr_buf_init(&hi);
+        tsr_buf_putc(&hi, 't'); /* 't' gb \1: past every 't' gb \0 key */
+        tsr_buf_append(&hi, g->name, g->nlen);
+        tsr_buf_putc(&hi, 1);
+        tsr__key_prefix(&k, 't', g->name, g->nlen);
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_STREAM]);
+        rocksdb_iter_seek(it, (const char *)k.data, k.len);
+        char *ie = NULL;
+        int any = rocksdb_iter_valid(it);
+        rocksdb_iter_get_error(it, &ie);
+        if (!any && !ie) g->written_hi[0] = g->written_hi[1] = INT64_MIN;
+        free(ie);
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+        tsr_buf_free(&hi);
+    }
+    free(e);
+    rocksdb_free(v);
+    tsr_buf_free(&k);
+}
+
 int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_error_t *err) {
     size_t n = strlen(gb->name);
     if (n == 0 || n > TSR__TS_GB_NAME_MAX)
@@ -560,13 +600,18 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         pthread_mutex_init(&g->flush_mu, NULL);
         pthread_rwlock_init(&g->pend_lock, NULL);
         g->act = g->imm = NULL;
-        tsr__key_prefix(&k, 'm', gb->name, n);
-        tsr_buf_putc(&k, 'F');
+        /* the last flush generation that landed ('m' gb \0 'F' in a store written before
+         * session 6, until its first flush with the new key) */
+        tsr__state_key(&k, gb->name, n, 'F');
         int64_t gen;
-        g->gen = get_i64_value(s, TSR__CF_STREAM, &k, &gen) == 0
-                     ? (uint64_t)gen ^ (UINT64_C(1) << 63)
-                     : 0;
+        int grc = get_i64_value(s, TSR__CF_STREAM, &k, &gen);
+        if (grc == TSR_ENOTFOUND) {
+            tsr__state_key_old(&k, gb->name, n, 'F');
+            grc = get_i64_value(s, TSR__CF_STREAM, &k, &gen);
+        }
+        g->gen = grc == 0 ? (uint64_t)gen ^ (UINT64_C(1) << 63) : 0;
         tsr_buf_free(&k);
+        written_hi_load(s, g);
         rc = replay_log(s, g, err);
         if (rc == 0) /* published last: the flusher reads gbs without s->lock */
             __atomic_store_n(&s->ngbs, s->ngbs + 1, __ATOMIC_RELEASE);
@@ -872,18 +917,25 @@ void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
 /* ---- streaming */
 
 /* The offset as stored (the last flush's), or -1. A flush writes the offsets into the stream
- * family, in the table file of its records; a store written before that (session 4 and
- * earlier) has them in meta: a partition the stream family has no offset for is looked up
- * there (its last value under the old layout: the new one never writes meta offsets). */
+ * family, in the table file of its records, as 't' gb \0 \0\0\0 'o' name (session 6). Older
+ * stores are read in layout order, newest first: a partition without that key is looked up
+ * as 'm' gb \0 'o' name in the stream family (sessions 5), then in meta (session 4 and
+ * earlier) — each its last value under that layout: newer code never writes the older keys,
+ * and the first flush that reaches the partition shadows them. */
 static int64_t stored_offset(tsr_tile_store_t *s, const char *gb, const char *offset_name) {
     tsr_buf_t k;
     tsr_buf_init(&k);
-    tsr__key_prefix(&k, 'm', gb, strlen(gb));
-    tsr_buf_putc(&k, 'o');
+    size_t n = strlen(gb);
+    tsr__state_key(&k, gb, n, 'o');
     tsr_buf_puts(&k, offset_name);
     int64_t v;
     int rc = get_i64_value(s, TSR__CF_STREAM, &k, &v);
-    if (rc == TSR_ENOTFOUND) rc = get_i64_value(s, TSR__CF_META, &k, &v);
+    if (rc == TSR_ENOTFOUND) {
+        tsr__state_key_old(&k, gb, n, 'o');
+        tsr_buf_puts(&k, offset_name);
+        rc = get_i64_value(s, TSR__CF_STREAM, &k, &v);
+        if (rc == TSR_ENOTFOUND) rc = get_i64_value(s, TSR__CF_META, &k, &v);
+    }
     tsr_buf_free(&k);
     return rc ? -1 : v;
 }
@@ -1024,6 +1076,8 @@ struct tsr__pend {
     size_t cap, nents;
     ent_ref_t *refs;            /* one per entry, in creation order (nents of them) */
     size_t caprefs;
+    int64_t top[2];             /* the latest start of its hour [0] / day [1] records (the
+                                   flush's 'W', tile_store_int.h written_hi) */
     size_t skip;                /* length of the records' common prefix 't' gb \0 */
     tsr_tile_store_t *s;        /* its pool */
     pend_chunk_t *chunks;       /* newest first */
@@ -1092,6 +1146,7 @@ static tsr__pend_t *pend_new(tsr_tile_store_t *s, const tsr__ts_gb_t *g) {
     c->cap = (size_t)1 << 14;
     c->table = tsr_calloc(c->cap, sizeof(pend_bkt_t));
     c->skip = 2 + g->nlen;
+    c->top[0] = c->top[1] = INT64_MIN;
     c->s = s;
     c->clear = !tiles_plain(g);
     tsr_buf_init(&c->scratch);
@@ -1207,6 +1262,9 @@ static rec_entry_t *pend_get(tsr__pend_t *c, const uint8_t *k, size_t kl, uint64
         c->refs = tsr_realloc(c->refs, c->caprefs * sizeof(ent_ref_t));
     }
     ent_ref_make(&c->refs[c->nents], e, c->skip);
+    int64_t st = tsr__get_i64(k + kl - 8); /* record start: the flush's 'W' */
+    int d = nslots == TSR__DAY_SLOTS;
+    if (st > c->top[d]) c->top[d] = st;
     if (2 * ++c->nents > c->cap) {
         size_t cap = 2 * c->cap;
         pend_bkt_t *t = tsr_calloc(cap, sizeof(pend_bkt_t));
@@ -1655,9 +1713,11 @@ static int off_cmp(const void *a, const void *b) {
  * holds g->flush_mu. A failed flush keeps imm (reads keep merging it) for a retry.
  *
  * The file holds, in key order (the family's bytewise comparator; an SstFileWriter needs keys
- * strictly increasing): the flush marker 'm' gb \0 'F' = gen, the log high mark 'm' gb \0 'L'
- * = the first log record not covered, the consumer offsets 'm' gb \0 'o' name the table's
- * events reach (names sorted), then every record 't' gb \0 ... as one merge operand. RocksDB
+ * strictly increasing): the flush marker 't' gb \0 \0\0\0 'F' = gen, the log high mark
+ * '..L' = the first log record not covered, the consumer offsets '..o' name the table's events
+ * reach (names sorted), then every record 't' gb \0 K ... as one merge operand (state keys
+ * sort before every record: tsr__state_key). The file spans this GroupBy's 't' range only, so
+ * the files of different GroupBys do not overlap and RocksDB places them side by side. RocksDB
  * ingests a file atomically, all its keys at one global sequence number: before the ingest
  * nothing of this flush is in the store (a crash replays it from Kafka or the log), after it
  * all of it is. No WriteBatch (its std::string regrowth was ~20 % of ingest), no WAL, no
@@ -1688,6 +1748,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     ent_ref_t *tmp = tsr_malloc((nord ? nord : 1) * sizeof(ent_ref_t));
     ent_sort(ord, nord, tmp);
     free(tmp);
+    int64_t hi[2] = {g->written_hi[0], g->written_hi[1]}; /* under flush_mu */
+    int64_t top[2] = {c->top[0], c->top[1]};               /* this table's latest starts */
     char *e = NULL;
     rocksdb_envoptions_t *eo = rocksdb_envoptions_create();
     /* the file's blocks uncompressed: LZ4 was ~20 % of the flush thread, and these files are
@@ -1696,19 +1758,26 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     rocksdb_options_set_compression(wopt, rocksdb_no_compression);
     rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, wopt);
     rocksdb_sstfilewriter_open(w, file, &e);
-    /* 'm' gb \0 'F' < 'L' < 'o' name < 't' gb \0 ... */
+    /* 't' gb \0 \0\0\0 'F' < 'L' < 'W' < 'o' name < 't' gb \0 K ... */
     if (!e) {
-        tsr__key_prefix(&k, 'm', g->name, g->nlen); /* the marker: in the records' file */
-        tsr_buf_putc(&k, 'F');
+        tsr__state_key(&k, g->name, g->nlen, 'F'); /* the marker: in the records' file */
         tsr_buf_clear(&v);
         tsr__put_be64(&v, gen);
         rocksdb_sstfilewriter_put(w, (const char *)k.data, k.len, (const char *)v.data, v.len, &e);
     }
     if (!e) {
-        tsr__key_prefix(&k, 'm', g->name, g->nlen);
-        tsr_buf_putc(&k, 'L');
+        tsr__state_key(&k, g->name, g->nlen, 'L');
         tsr_buf_clear(&v);
         tsr__put_i64(&v, log_hi);
+        rocksdb_sstfilewriter_put(w, (const char *)k.data, k.len, (const char *)v.data, v.len, &e);
+    }
+    /* 'W': the latest hour and day record starts written, this file's included */
+    int64_t nhi[2] = {top[0] > hi[0] ? top[0] : hi[0], top[1] > hi[1] ? top[1] : hi[1]};
+    if (!e) {
+        tsr__state_key(&k, g->name, g->nlen, 'W');
+        tsr_buf_clear(&v);
+        tsr__put_i64(&v, nhi[0]);
+        tsr__put_i64(&v, nhi[1]);
         rocksdb_sstfilewriter_put(w, (const char *)k.data, k.len, (const char *)v.data, v.len, &e);
     }
     /* the consumer offsets these records reach: exactly once into the store */
@@ -1716,8 +1785,7 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     for (size_t o = 0; o < c->noffs; o++) names[o] = c->off_names[o];
     qsort(names, c->noffs, sizeof(char *), off_cmp);
     for (size_t o = 0; o < c->noffs && !e; o++) {
-        tsr__key_prefix(&k, 'm', g->name, g->nlen);
-        tsr_buf_putc(&k, 'o');
+        tsr__state_key(&k, g->name, g->nlen, 'o');
         tsr_buf_puts(&k, names[o]);
         tsr_buf_clear(&v);
         tsr__put_i64(&v, pend_offset(c, names[o]));
@@ -1743,9 +1811,15 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
                 if (ord[i + 3].e->slots[j])
                     __builtin_prefetch(((const hour_slot_t *)ord[i + 3].e->slots[j])->raw_head);
         tsr_buf_clear(&v);
-        encode_entry(g, ord[i].e, &v);
-        rocksdb_sstfilewriter_merge(w, (const char *)ord[i].e->key, ord[i].e->klen,
-                                    (const char *)v.data, v.len, &e);
+        const rec_entry_t *x = ord[i].e;
+        encode_entry(g, x, &v);
+        /* a record starting after every record of its type written so far does not exist:
+         * a put (a value a read takes pinned from the block cache, and the retention filter
+         * sees) instead of a merge operand (merged by every read until a compaction does) */
+        if (tsr__get_i64(x->key + x->klen - 8) > hi[!ent_hour(x)])
+            rocksdb_sstfilewriter_put(w, (const char *)x->key, x->klen, (const char *)v.data, v.len, &e);
+        else
+            rocksdb_sstfilewriter_merge(w, (const char *)x->key, x->klen, (const char *)v.data, v.len, &e);
     }
     if (!e) rocksdb_sstfilewriter_finish(w, &e);
     rocksdb_sstfilewriter_destroy(w);
@@ -1798,6 +1872,8 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     }
     tsr_buf_free(&k);
     tsr_buf_free(&v);
+    g->written_hi[0] = nhi[0]; /* landed (flush_mu) */
+    g->written_hi[1] = nhi[1];
     pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
     g->imm = NULL;
@@ -2048,7 +2124,8 @@ int64_t tsr_tile_store_offset(tsr_tile_store_t *s, const char *gb, const char *o
 }
 
 /* Folds the log records of an earlier run back in (at register, before any use): those at
- * or above the log high mark 'm' gb \0 'L' of the last flush (stream family) — the ones below
+ * or above the log high mark 't' gb \0 \0\0\0 'L' of the last flush (stream family; 'm' gb
+ * \0 'L' in a store written by session 5, until its first flush here) — the ones below
  * are in the stored records already, whether or not the range deletion after that flush's
  * ingest happened (it is repeated here). A store without the mark (written before table-file
  * flushes, which deleted the log range in the flush's own WriteBatch) replays all its log. */
@@ -2058,9 +2135,13 @@ static int replay_log(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr_buf_init(&hi);
     tsr_buf_init(&k);
     int64_t mark = INT64_MIN;
-    tsr__key_prefix(&k, 'm', g->name, g->nlen);
-    tsr_buf_putc(&k, 'L');
-    if (get_i64_value(s, TSR__CF_STREAM, &k, &mark) != 0) mark = INT64_MIN;
+    tsr__state_key(&k, g->name, g->nlen, 'L');
+    int mrc = get_i64_value(s, TSR__CF_STREAM, &k, &mark);
+    if (mrc == TSR_ENOTFOUND) {
+        tsr__state_key_old(&k, g->name, g->nlen, 'L');
+        mrc = get_i64_value(s, TSR__CF_STREAM, &k, &mark);
+    }
+    if (mrc != 0) mark = INT64_MIN;
     if (mark != INT64_MIN) {
         char *e = NULL;
         log_key(&lo, g, INT64_MIN);

@@ -19,9 +19,11 @@
  *
  * Column families (TSR__CF_*; each key keeps its tag byte, so the layout reads the same in
  * every family): meta ('m..B'; 'm..o' offsets of the layout before session 5), batch ('b'),
- * stream ('t' day/hour records, the flush marker 'm..F', the consumer offsets 'm..o' and the
- * log high mark 'm..L' — all of a flush in one ingested table file, the marker read in the same
- * multi-get as the records), log ('l'). The default family stays empty.
+ * stream ('t' day/hour records, and before them the flush marker 't' gb \0\0\0\0 'F', the log
+ * high mark '..L' and the consumer offsets '..o' name — all of a flush in one ingested table
+ * file within the GroupBy's 't' range, the marker read in the same multi-get as the records;
+ * stores written before session 6 have them as 'm' gb \0 tag, read as a fallback), log ('l').
+ * The default family stays empty.
  */
 #ifndef TSR_TILE_STORE_INT_H
 #define TSR_TILE_STORE_INT_H
@@ -47,8 +49,9 @@ enum {
     TSR__CF_DEFAULT, /* unused (must exist); a store of the one-family layout has its keys here */
     TSR__CF_META,    /* 'm' gb \0 'B' upload version ('m' gb \0 'o' name: old offsets) */
     TSR__CF_BATCH,   /* 'b' batch records */
-    TSR__CF_STREAM,  /* 't' day/hour records (merge operator, retention filter), 'm' gb \0
-                        'F' marker, 'L' log high mark, 'o' name offsets */
+    TSR__CF_STREAM,  /* 't' day/hour records (merge operator, retention filter), 't' gb \0
+                        \0\0\0 'F' marker, 'L' log high mark, 'o' name offsets (tsr__state_key;
+                        'm' gb \0 tag before session 6) */
     TSR__CF_LOG,     /* 'l' stream log */
     TSR__NCF
 };
@@ -73,6 +76,10 @@ typedef struct tsr__ts_gb {
     tsr__pend_t *imm;           /* being flushed, or a failed flush to retry; else NULL */
     uint64_t gen;               /* flush generation of imm ('m' gb \0 'F' holds the last one
                                    that landed) */
+    int64_t written_hi[2];      /* the latest start of an hour [0] / day [1] record any flush
+                                   wrote (state key 'W'): a record starting later does not
+                                   exist, so a flush writes it as a put, not a merge operand;
+                                   INT64_MAX: unknown (a store of older code). Under flush_mu */
     int64_t log_lo, log_next;   /* unflushed log records: [log_lo, log_next) */
     int64_t imm_log_hi;         /* imm holds the log records below this */
     rocksdb_writebatch_t *log_wb;   /* reused, under apply_mu */
@@ -135,6 +142,41 @@ static inline void tsr__key_prefix(tsr_buf_t *b, char tag, const char *gb, size_
     tsr_buf_append(b, gb, gblen);
     tsr_buf_putc(b, 0);
 }
+/* The flush state of a GroupBy in the stream family (session 6): the marker 'F', the log high
+ * mark 'L', the latest record starts written 'W' and the consumer offsets 'o' name, keyed
+ * 't' gb \0 \0 \0 \0 tag [name] — inside the GroupBy's record range, just before every
+ * record, so that a flush file spans one GroupBy's range only and the files of different
+ * GroupBys lie side by side in one level (with the earlier 'm' gb \0 tag keys a file spanned
+ * ['m' gb .. 't' gb], overlapping every other GroupBy's: ten GroupBys' files stacked one per
+ * level).
+ *
+ * Why they sort before every record and equal none: after 't' gb \0 a record has K = 2-byte
+ * length + key bytes, then its type 'D' or 'H', then 8 bytes of start. For a key of 256 bytes
+ * or more the first length byte is >= 1; for 1..255 bytes the first is 0 and the second >= 1;
+ * for an empty key both are 0 and the third byte is the type ('D'/'H', non-zero). So every
+ * record has a non-zero byte among the three after 't' gb \0, and every state key has three
+ * zero bytes there: state keys sort first (in a file: F < L < W < o name), and a key with three
+ * zero bytes there is a state key (the retention filter keeps them by this test). GroupBy
+ * names hold no \0, so 't' gb \0 ... of one GroupBy is a contiguous range, disjoint from
+ * every other's. */
+#define TSR__STATE_PAD 3
+static inline void tsr__state_key(tsr_buf_t *b, const char *gb, size_t gblen, char tag) {
+    tsr__key_prefix(b, 't', gb, gblen);
+    tsr_buf_append(b, "\0\0\0", TSR__STATE_PAD);
+    tsr_buf_putc(b, tag);
+}
+/* The same state as keyed before session 6 (stream family; offsets also in meta before session
+ * 5): 'm' gb \0 tag [name]. Read as a fallback only, never written. */
+static inline void tsr__state_key_old(tsr_buf_t *b, const char *gb, size_t gblen, char tag) {
+    tsr__key_prefix(b, 'm', gb, gblen);
+    tsr_buf_putc(b, tag);
+}
+/* Whether stream-family key k (n bytes) of a GroupBy whose name is gblen bytes is a state key. */
+static inline int tsr__is_state_key(const char *k, size_t n, size_t gblen) {
+    size_t p = 2 + gblen;
+    return n > p + TSR__STATE_PAD && k[p] == 0 && k[p + 1] == 0 && k[p + 2] == 0;
+}
+
 /* K: 2-byte length + key bytes */
 static inline void tsr__put_key(tsr_buf_t *b, const void *key, size_t klen) {
     tsr_buf_putc(b, (int)(klen >> 8));

@@ -22,7 +22,11 @@
  *   3. stream   the read lock of each GroupBy involved (in address order: no lock-order
  *               cycle between callers), then one batched multi-get of every stream record
  *               and, per GroupBy with a flush in flight, its flush marker (stream family: the
- *               marker and the records it describes are read at one point in time)
+ *               marker and the records it describes are read at one point in time; the
+ *               marker 't' gb \0 \0\0\0 'F' sorts just before the GroupBy's records). A store
+ *               written before session 6 has its last marker under the old key 'm' gb \0 'F',
+ *               which no reader needs: a flush in flight has a newer generation than any flush
+ *               of the old code (register starts from it), and only the new key says it landed
  *   4. merge    read by read, in the call's order (by batch record key: GroupBy, key; the
  *               multi-gets' keys are then laid out sorted, and RocksDB is told so): batch
  *               record, then per stream record its unflushed slots (the write-back table's
@@ -90,9 +94,12 @@ typedef struct gb_lock {
     size_t last;                /* its last read: released after it */
 } gb_lock_t;
 
-/* A planned read while the reads are ordered: its batch record key. */
+/* A planned read while the reads are ordered: its batch record key 'b' gb \0 B K as words that
+ * compare in the key's byte order — the GroupBy's rank in name order, B's 8 bytes, K's first 16
+ * bytes (zero-padded) big-endian — and the key itself for a tie (then the request order j). */
 typedef struct sort_ent {
-    const uint8_t *k;
+    uint64_t w[4];
+    const uint8_t *k;           /* the whole key */
     size_t kl;
     size_t j;
 } sort_ent_t;
@@ -115,8 +122,12 @@ typedef struct read_scratch {
     size_t capglord;
     size_t *ord;                /* planned reads in the order they are fetched and merged */
     size_t capord;
-    sort_ent_t *se;             /* the planned reads while ordering */
+    sort_ent_t *se;             /* the planned reads while ordering ... */
     size_t capse;
+    sort_ent_t *se2;            /* ... and the merge sort's other half */
+    size_t capse2;
+    tsr__ts_gb_t **rank;        /* the call's GroupBys in name order */
+    size_t caprank;
     tsr_buf_t keys;
     const char **kp;
     size_t *kl;
@@ -140,6 +151,8 @@ static void scratch_free(void *p) {
     free(x->glord);
     free(x->ord);
     free(x->se);
+    free(x->se2);
+    free(x->rank);
     tsr_buf_free(&x->keys);
     free(x->kp);
     free(x->kl);
@@ -487,8 +500,7 @@ static int read_all_raw(tsr_tile_store_t *s, read_ctx_t *c) {
     if (imm) {
         tsr_buf_t mk;
         tsr_buf_init(&mk);
-        tsr__key_prefix(&mk, 'm', g->name, g->nlen);
-        tsr_buf_putc(&mk, 'F');
+        tsr__state_key(&mk, g->name, g->nlen, 'F');
         char *e = NULL;
         size_t vl;
         char *v = rocksdb_get_cf(s->db, ro, s->cf[TSR__CF_STREAM], (const char *)mk.data, mk.len,
@@ -716,10 +728,60 @@ static int key_cmp(const void *a, size_t al, const void *b, size_t bl) {
     return c ? c : (al > bl) - (al < bl);
 }
 
-static int se_cmp(const void *a, const void *b) {
-    const sort_ent_t *x = a, *y = b;
-    int c = key_cmp(x->k, x->kl, y->k, y->kl);
-    return c ? c : (x->j > y->j) - (x->j < y->j); /* equal keys: request order */
+static inline int se_before(const sort_ent_t *x, const sort_ent_t *y) {
+    for (int i = 0; i < 4; i++)
+        if (x->w[i] != y->w[i]) return x->w[i] < y->w[i];
+    int c = key_cmp(x->k, x->kl, y->k, y->kl); /* keys of the same GroupBy: same prefix */
+    return c ? c < 0 : x->j < y->j;            /* equal keys: request order */
+}
+
+/* Sorts a[0..n) by se_before, with tmp (n entries) as scratch: insertion sort of runs of 8,
+ * then bottom-up merges. Not qsort: glibc's (a merge sort) mallocs its scratch for anything
+ * over 1 KiB — a 1000-read call's 56 KB, which made malloc consolidate its fast bins — and
+ * compared whole keys through a function pointer (~4 % of a read's instructions). */
+static void se_sort(sort_ent_t *a, sort_ent_t *tmp, size_t n) {
+    for (size_t r = 0; r < n; r += 8) {
+        size_t e = r + 8 < n ? r + 8 : n;
+        for (size_t i = r + 1; i < e; i++) {
+            sort_ent_t v = a[i];
+            size_t b = i;
+            for (; b > r && se_before(&v, &a[b - 1]); b--) a[b] = a[b - 1];
+            a[b] = v;
+        }
+    }
+    sort_ent_t *src = a, *dst = tmp;
+    for (size_t w = 8; w < n; w *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            size_t i = lo, j = mid, o = lo;
+            if (mid == hi || !se_before(&src[mid], &src[mid - 1])) { /* already in order */
+                memcpy(dst + lo, src + lo, (hi - lo) * sizeof(*src));
+                continue;
+            }
+            while (i < mid && j < hi) dst[o++] = se_before(&src[j], &src[i]) ? src[j++] : src[i++];
+            while (i < mid) dst[o++] = src[i++];
+            while (j < hi) dst[o++] = src[j++];
+        }
+        sort_ent_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, n * sizeof(*a));
+}
+
+/* Big-endian word of p[at .. at+8) within n bytes, zero-padded. */
+static inline uint64_t be_word(const uint8_t *p, size_t n, size_t at) {
+    uint64_t h = 0;
+    if (at + 8 <= n) return tsr__get_be64(p + at);
+    for (size_t i = at; i < at + 8; i++) h = h << 8 | (i < n ? p[i] : 0);
+    return h;
+}
+
+/* GroupBy name order, as RocksDB orders tag gb \0 ... (names hold no \0: a name that is a
+ * prefix of another sorts first). */
+static int gb_before(const tsr__ts_gb_t *a, const tsr__ts_gb_t *b) {
+    int c = memcmp(a->name, b->name, a->nlen < b->nlen ? a->nlen : b->nlen);
+    return c ? c < 0 : a->nlen < b->nlen;
 }
 
 /* Whether a multi-get's keys are in order (equal neighbours allowed): RocksDB is then told so
@@ -849,13 +911,34 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
      * its values do not depend on the order. */
     GROW(x->ord, x->capord, nplanned + 1);
     GROW(x->se, x->capse, nplanned + 1);
+    GROW(x->se2, x->capse2, nplanned + 1);
+    size_t nrank = 0;
+    const tsr__ts_gb_t *lastg = NULL;
+    uint64_t lastr = 0;
     for (size_t j = 0, k = 0; j < n; j++) {
         const plan_t *p = &x->plans[j];
         if (!p->ok) continue;
+        if (p->g != lastg) { /* its GroupBy's rank: the call's GroupBys kept in name order */
+            size_t r = 0;
+            while (r < nrank && x->rank[r] != p->g) r++;
+            if (r == nrank) {
+                GROW(x->rank, x->caprank, nrank + 1);
+                for (r = nrank++; r > 0 && gb_before(p->g, x->rank[r - 1]); r--) x->rank[r] = x->rank[r - 1];
+                x->rank[r] = p->g;
+                for (size_t m = 0; m < k; m++) /* ranks after it moved up */
+                    if (x->se[m].w[0] >= r) x->se[m].w[0]++;
+            }
+            lastg = p->g;
+            lastr = r;
+        }
         const rec_t *rec = &x->recs[p->rec0];
-        x->se[k++] = (sort_ent_t){x->keys.data + rec->koff, rec->klen, j};
+        const uint8_t *kp = x->keys.data + rec->koff;
+        size_t pl = put_prefix_len(p->g); /* 'b' gb \0, then B (8 bytes) and K */
+        x->se[k++] = (sort_ent_t){{lastr, be_word(kp, rec->klen, pl), be_word(kp, rec->klen, pl + 8),
+                                   be_word(kp, rec->klen, pl + 16)},
+                                  kp, rec->klen, j};
     }
-    if (nplanned > 1) qsort(x->se, nplanned, sizeof(*x->se), se_cmp);
+    if (nplanned > 1) se_sort(x->se, x->se2, nplanned);
     for (size_t k = 0; k < nplanned; k++) x->ord[k] = x->se[k].j;
     /* batch record slots [0, nplanned) in that order */
     for (size_t k = 0; k < nplanned; k++) {
@@ -900,26 +983,26 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
             pthread_rwlock_rdlock(&gl->g->pend_lock);
             gl->imm = gl->g->imm;
             gl->gen = gl->g->gen;
-            if (gl->imm) { /* 'm' gb \0 'F' */
+            if (gl->imm) { /* 't' gb \0 \0\0\0 'F' */
                 gl->mkoff = x->keys.len;
-                put_prefix(&x->keys, 'm', gl->g);
-                tsr_buf_putc(&x->keys, 'F');
+                put_prefix(&x->keys, 't', gl->g);
+                tsr_buf_append(&x->keys, "\0\0\0F", TSR__STATE_PAD + 1);
             }
         }
         /* the stream multi-get's keys, laid out in key order when the reads are in key order:
-         * the markers ('m' < 't') in GroupBy name order (the chunk's order), then read by read
-         * (GroupBy, key) its stream records by (type, start); key pointers now that keys no
-         * longer grow */
+         * read by read (GroupBy, key) its stream records by (type, start), and before the first
+         * read of a GroupBy with a flush in flight that GroupBy's marker (it sorts before every
+         * record of its GroupBy and after every record of a GroupBy earlier in name order:
+         * tsr__state_key); key pointers now that keys no longer grow */
         size_t ns = nplanned;
-        for (size_t i = 0; i < ngls; i++) {
-            gb_lock_t *gl = &x->gls[i];
-            if (!gl->imm) continue;
-            gl->marker_vi = ns++;
-            x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
-            x->kl[gl->marker_vi] = put_prefix_len(gl->g) + 1;
-            x->errs[gl->marker_vi] = NULL;
-        }
         for (size_t k = k0, e; k < kend; k = e) {
+            gb_lock_t *gl = &x->gls[x->plans[ord[k]].gi];
+            if (gl->imm && gl->marker_vi == SIZE_MAX) {
+                gl->marker_vi = ns++;
+                x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
+                x->kl[gl->marker_vi] = put_prefix_len(gl->g) + TSR__STATE_PAD + 1;
+                x->errs[gl->marker_vi] = NULL;
+            }
             /* a run of reads of the same GroupBy and key (an entity asked twice): their
              * records share keys, so they are ordered together */
             const rec_t *bk = &x->recs[x->plans[ord[k]].rec0];

@@ -24,12 +24,15 @@
  *   (tiny)  ('m' gb \0 'o' name: offsets of a store written before session 5; read only)
  *   batch   'b' gb \0 B K                  -> batch record          lifetime + suffixes
  *   (bulk-written per upload, point reads, old versions range-deleted at commit)
- *   stream  't' gb \0 K 'D' day            -> day record (merged)   slots 0..23 1h, 24 1d
- *   (merge  't' gb \0 K 'H' hour           -> hour record (merged)  slots 0..11 5m + raw
- *   op, retention filter, blooms)
- *           'm' gb \0 'F'                  -> flush generation      write-back marker
- *           'm' gb \0 'L'                  -> log high mark (int64) log below it is flushed
- *           'm' gb \0 'o' name             -> next offset (int64)   per consumer partition
+ *   stream  't' gb \0 \0\0\0 'F'           -> flush generation      write-back marker
+ *   (merge  't' gb \0 \0\0\0 'L'           -> log high mark (int64) log below it is flushed
+ *   op, re- 't' gb \0 \0\0\0 'W'           -> latest hour, day record starts written
+ *   tention 't' gb \0 \0\0\0 'o' name      -> next offset (int64)   per consumer partition
+ *   filter, 't' gb \0 K 'D' day            -> day record (merged)   slots 0..23 1h, 24 1d
+ *   blooms) 't' gb \0 K 'H' hour           -> hour record (merged)  slots 0..11 5m + raw
+ *           (the flush state sorts before every record of its GroupBy, so a flush file spans
+ *           one GroupBy's range; 'm' gb \0 'F' / 'L' / 'o' name: the same state in a store
+ *           written before session 6, read as a fallback, never written)
  *   log     'l' gb \0 seq                  -> logged batch          not yet flushed (batches
  *                                                                   applied without offsets)
  *   (sequential, range-deleted at each flush, no bloom filter)
