@@ -441,6 +441,8 @@ static unsigned owned_bits(const int *owners, int w) {
     return b;
 }
 
+static int g_rpc_threads; /* the fetcher's --rpc-threads in e2e_start (0: its default) */
+
 static void e2e_start(e2e_t *e) {
     memset(e, 0, sizeof *e);
     wh_setup();
@@ -462,6 +464,7 @@ static void e2e_start(e2e_t *e) {
     o.http_port = 0;
     o.warehouse = wh;
     o.watch_renew_ms = 500;
+    o.rpc_threads = g_rpc_threads;
     tsr_error_t err;
     ck_assert_msg(tsr_fetcher_start(&o, &e->f, &err) == 0, "%s", err.msg);
     ck_assert_msg(tsr_fetcher_wait_routing(e->f, 5, 1, 5000), "no routing table");
@@ -725,7 +728,7 @@ static void *hammer_main(void *p) {
 /* Fetches from four threads while tables keep changing (owners rotate, the config's version
  * grows so its plan is recompiled and swapped under running fetches): every answer is right
  * (every worker owns every partition here, so any table routes correctly). */
-START_TEST(test_e2e_concurrent) {
+static void e2e_concurrent(void) {
     e2e_t e;
     e2e_start(&e);
     for (int i = 0; i < 3; i++) atomic_store(&e.w[i].owned, 0xffu);
@@ -774,6 +777,18 @@ START_TEST(test_e2e_concurrent) {
     tsr_rpc_reply_free(&r);
     e2e_stop(&e);
 }
+
+START_TEST(test_e2e_concurrent) {
+    g_rpc_threads = 0; /* 4 CQ threads: up to 3 fetches inline, the rest offloaded */
+    e2e_concurrent();
+}
+END_TEST
+
+/* The same with one CQ thread: every fetch runs on the server's offload threads. */
+START_TEST(test_e2e_concurrent_offloaded) {
+    g_rpc_threads = 1;
+    e2e_concurrent();
+}
 END_TEST
 
 static Suite *fetcher_suite(void) {
@@ -785,6 +800,7 @@ static Suite *fetcher_suite(void) {
     tcase_add_test(tc, test_e2e_fetch);
     tcase_add_test(tc, test_e2e_moves_and_failures);
     tcase_add_test(tc, test_e2e_concurrent);
+    tcase_add_test(tc, test_e2e_concurrent_offloaded);
     suite_add_tcase(s, tc);
     return s;
 }
