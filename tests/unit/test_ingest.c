@@ -116,20 +116,29 @@ static void add_gb(tsr_tile_store_t *store, const char *json, const char *wh, in
     ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
 }
 
-START_TEST(test_stream_into_tiles) {
+/* The streaming tests' set-up: the warehouse (wh = tmp/wh), a mock broker, an open tile store
+ * in dir = tmp/tiles; day0 = 2024-01-01 (both buffers 400 bytes). */
+static tsr_tile_store_t *stream_setup(tsr_kafka_mock_t **m, char *wh, char *dir, int64_t *day0) {
     setup_warehouse();
+    *m = start_mock();
+    snprintf(wh, 400, "%s/wh", tmp);
+    snprintf(dir, 400, "%s/tiles", tmp);
+    ck_assert_int_eq(tsr_ds_parse("2024-01-01", day0), 0);
     tsr_error_t err;
     tsr_error_clear(&err);
-    tsr_kafka_mock_t *m = start_mock();
-    const char *bs = tsr_kafka_mock_bootstrap(m);
-
-    char wh[400], dir[400];
-    snprintf(wh, sizeof wh, "%s/wh", tmp);
-    snprintf(dir, sizeof dir, "%s/tiles", tmp);
-    int64_t day0;
-    ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
     tsr_tile_store_t *store;
     ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
+    return store;
+}
+
+START_TEST(test_stream_into_tiles) {
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    tsr_kafka_mock_t *m;
+    char wh[400], dir[400];
+    int64_t day0;
+    tsr_tile_store_t *store = stream_setup(&m, wh, dir, &day0);
+    const char *bs = tsr_kafka_mock_bootstrap(m);
     tsr_config_t *conf;
     tsr_gb_online_t *plan;
     add_gb(store, gb_json, wh, day0, &conf, &plan); /* an empty upload at B = day0 + 1 */
@@ -347,22 +356,17 @@ static void check_user(tsr_tile_store_t *store, const char *gb, const char *user
 }
 
 START_TEST(test_shared_topic) {
-    setup_warehouse();
     tsr_error_t err;
     tsr_error_clear(&err);
-    tsr_kafka_mock_t *m = start_mock();
-    const char *bs = tsr_kafka_mock_bootstrap(m);
+    tsr_kafka_mock_t *m;
     char wh[400], dir[400];
-    snprintf(wh, sizeof wh, "%s/wh", tmp);
-    snprintf(dir, sizeof dir, "%s/tiles", tmp);
     int64_t day0;
-    ck_assert_int_eq(tsr_ds_parse("2024-01-01", &day0), 0);
+    tsr_tile_store_t *store = stream_setup(&m, wh, dir, &day0);
+    const char *bs = tsr_kafka_mock_bootstrap(m);
     const char *js[2] = {gb_json, gb_b_json};
     const char *names[2] = {"t.stream.v1", "t.stream.b"};
     tsr_config_t *conf[2];
     tsr_gb_online_t *plan[2];
-    tsr_tile_store_t *store;
-    ck_assert_msg(tsr_tile_store_open(dir, &store, &err) == 0, "%s", err.msg);
     int64_t B = (day0 + 1) * DAY;
     for (int g = 0; g < 2; g++) add_gb(store, js[g], wh, day0, &conf[g], &plan[g]);
     tsr_kafka_producer_t *p;

@@ -146,6 +146,23 @@ static void stream(tsr_tile_store_t *s, int64_t B, uint64_t *skipped) {
     stream_from(s, B, skipped, 0, 1);
 }
 
+/* Streams events [from, to) (batches of 50, offsets as stream_from's). */
+static void stream_range(tsr_tile_store_t *s, int64_t B, int from, int to, int with_offsets) {
+    int all = nev;
+    uint64_t skipped = 0;
+    nev = to;
+    stream_from(s, B, &skipped, from, with_offsets);
+    nev = all;
+}
+
+/* A fresh store with 4 keys uploaded at B and events [0, to) streamed with offsets. */
+static tsr_tile_store_t *streamed_store(int64_t B, int to) {
+    tsr_tile_store_t *s = open_store();
+    upload(s, B, 4);
+    stream_range(s, B, 0, to, 1);
+    return s;
+}
+
 static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nkeys, int nq) {
     tsr_arena_t arena;
     tsr_arena_init(&arena, 0);
@@ -190,6 +207,14 @@ static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nkeys,
     }
     free(ir);
     tsr_arena_free(&arena);
+}
+
+/* Reopens the store: it resumes at the end of the stream (offset nev) and nq reads are right. */
+static void check_reopened(tsr_rng_t *r, int64_t B, int nq) {
+    tsr_tile_store_t *s = open_store();
+    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
+    check_reads(s, r, B, 4, nq);
+    tsr_tile_store_close(s);
 }
 
 static int64_t gen_events(tsr_rng_t *r) {
@@ -270,10 +295,7 @@ END_TEST
 START_TEST(test_upload_add_keeps_served_version) {
     tsr_rng_t r = {.s = 4242};
     int64_t B = gen_events(&r);
-    tsr_tile_store_t *s = open_store();
-    upload(s, B, 4);
-    uint64_t skipped = 0;
-    stream(s, B, &skipped);
+    tsr_tile_store_t *s = streamed_store(B, nev);
     tsr_tile_upload_t *u;
     tsr_error_t err;
     ck_assert_int_eq(tsr_tile_upload_begin_add(s, "team.gb.v1", B, &u, &err), 0);
@@ -597,15 +619,6 @@ static int raw_count(raw_db_t *r, int f, const char *p, size_t n) {
     return cnt;
 }
 
-/* Streams events [from, to) (batches of 50, offsets as stream_from's). */
-static void stream_range(tsr_tile_store_t *s, int64_t B, int from, int to, int with_offsets) {
-    int all = nev;
-    uint64_t skipped = 0;
-    nev = to;
-    stream_from(s, B, &skipped, from, with_offsets);
-    nev = all;
-}
-
 /* A flush of batches with offsets lands as one table file in the stream family: the records,
  * the offsets they reach and the marker together (none in meta, nothing left in dir/ingest);
  * a reopen resumes at those offsets; a store whose offsets are in meta (the layout before)
@@ -615,9 +628,7 @@ START_TEST(test_flush_table_file) {
     tsr_rng_t r = {.s = 5150};
     int64_t B = gen_events(&r);
     int half = nev / 2;
-    tsr_tile_store_t *s = open_store();
-    upload(s, B, 4);
-    stream_range(s, B, 0, half, 1);
+    tsr_tile_store_t *s = streamed_store(B, half);
     tsr_error_t err;
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), half);
@@ -673,10 +684,7 @@ START_TEST(test_flush_table_file) {
     stream_range(s, B, half, nev, 1); /* the consumer resumes there */
     check_reads(s, &r, B, 4, 60);
     tsr_tile_store_close(s);
-    s = open_store(); /* the stream family's offset shadows the stale one in meta */
-    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
-    check_reads(s, &r, B, 4, 60);
-    tsr_tile_store_close(s);
+    check_reopened(&r, B, 60); /* the stream family's offset shadows the stale one in meta */
     cleanup();
 }
 END_TEST
@@ -771,10 +779,8 @@ END_TEST
 START_TEST(test_flush_failure_stores_nothing) {
     tsr_rng_t r = {.s = 7170};
     int64_t B = gen_events(&r);
-    tsr_tile_store_t *s = open_store();
-    upload(s, B, 4);
+    tsr_tile_store_t *s = streamed_store(B, nev);
     uint64_t skipped = 0;
-    stream(s, B, &skipped);
     char path[300], cmd[700];
     snprintf(path, sizeof path, "%s/ingest", dir);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && touch '%s'", path, path);
@@ -792,10 +798,7 @@ START_TEST(test_flush_failure_stores_nothing) {
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
     check_reads(s, &r, B, 4, 60);
     tsr_tile_store_close(s);
-    s = open_store();
-    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
-    check_reads(s, &r, B, 4, 40);
-    tsr_tile_store_close(s);
+    check_reopened(&r, B, 40);
     DIR *d = opendir(path);
     ck_assert_ptr_nonnull(d);
     int nfiles = 0;
@@ -847,9 +850,7 @@ START_TEST(test_flush_old_state_keys) {
     tsr_rng_t r = {.s = 8180};
     int64_t B = gen_events(&r);
     int half = nev / 2;
-    tsr_tile_store_t *s = open_store();
-    upload(s, B, 4);
-    stream_range(s, B, 0, half, 1);
+    tsr_tile_store_t *s = streamed_store(B, half);
     tsr_error_t err;
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
     tsr_tile_store_close(s);
@@ -880,10 +881,7 @@ START_TEST(test_flush_old_state_keys) {
     /* records written before, without 'W': which exist is unknown, so merge operands */
     ck_assert_int_gt(raw_merge_operands(&db), 0);
     raw_close(&db);
-    s = open_store();
-    ck_assert_int_eq(tsr_tile_store_offset(s, "team.gb.v1", "topic/0"), nev);
-    check_reads(s, &r, B, 4, 60);
-    tsr_tile_store_close(s);
+    check_reopened(&r, B, 60);
     cleanup();
 }
 END_TEST
