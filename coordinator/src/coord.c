@@ -1426,6 +1426,29 @@ static void jobs_resume(tsr_coord_t *c) {
     tsr_kv_entries_free(v, n);
 }
 
+/* A new leader renews every registered worker's etcd lease at once. Their KeepAlives went to
+ * the old leader until it stopped answering, and reach this one only after their redirects
+ * and backoffs; a lease that lapsed meanwhile would take the worker's partitions away and
+ * back (workers' leases are granted for twice the TTL for the same reason, see
+ * tsr_coord_register_worker). Under c->mu, leading. */
+static void renew_all_workers(tsr_coord_t *c) {
+    tsr_error_t err;
+    if (refresh_workers(c, &err)) {
+        tsr_log(TSR_LOG_WARN, "coordinator", "%s: listing workers after the takeover: %s", c->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < c->nmembers; i++) {
+        member_t *m = &c->members[i];
+        if (tsr_kv_lease_keepalive(c->o.kv, m->lease, NULL, &err) == 0) {
+            m->renewed = now(c);
+            m->seen = now(c);
+        } else {
+            tsr_log(TSR_LOG_WARN, "coordinator", "%s: renewing the lease of worker %s after the takeover: %s",
+                    c->id, m->id, err.msg);
+        }
+    }
+}
+
 static void become_leader(tsr_coord_t *c, int64_t epoch) {
     reap(c);
     c->leader = 1;
@@ -1448,6 +1471,7 @@ static void become_leader(tsr_coord_t *c, int64_t epoch) {
     }
     c->grace_until = c->nas ? now(c) + c->ttl_ms : 0;
     c->jobs_grace_until = now(c) + c->ttl_ms;
+    renew_all_workers(c);
     jobs_resume(c);
     tsr_log(TSR_LOG_INFO, "coordinator", "%s: leader at epoch %lld (%zu stored assignments)", c->id,
             (long long)epoch, c->nas);
@@ -1871,7 +1895,10 @@ int tsr_coord_register_worker(tsr_coord_t *c, const char *id, const char *addr,
     pthread_mutex_lock(&c->mu);
     int rc = require_leader(c, err);
     int64_t l = 0;
-    if (rc == 0) rc = tsr_kv_lease_grant(c->o.kv, c->ttl_s, &l, err);
+    /* twice the TTL in etcd: the leader revokes a silent worker's lease itself after 4/5 of
+     * the TTL (expire_silent), so the lease's own lapse matters only while no leader is
+     * listening, as in a failover, which must not cost a live worker its partitions */
+    if (rc == 0) rc = tsr_kv_lease_grant(c->o.kv, c->ttl_s * 2, &l, err);
     if (rc == 0) {
         char wk[512];
         key(c, wk, sizeof wk, "workers/%s", id);

@@ -128,7 +128,7 @@ check_exact "after coordinator failover"
 # restart the killed replica, then pause the new leader past its lease
 case "$leader" in coordinator1) NAME=coordinator ;; *) NAME=coordinator2 ;; esac
 "$TSR_BUILD_DIR/coordinator/tessera-coordinator" --etcd "http://$ETCD" --listen 127.0.0.1:0 --id "$leader" \
-    --warehouse "$WH" --kafka-bootstrap "$BOOTSTRAP" --lease-ttl $TTL >"$TMP/c3.out" 2>"$TMP/c3.log" &
+    --warehouse "$WH" --kafka-bootstrap "$BOOTSTRAP" --lease-ttl $TTL >"$CLUSTER_DIR/logs/coordinator3.out" 2>"$CLUSTER_DIR/logs/coordinator3.log" &
 C3=$!
 EXTRA_PIDS="$EXTRA_PIDS $C3"
 case "$newl" in coordinator1) NPID=$COORD_PID ;; *) NPID=$COORD2_PID ;; esac
@@ -159,7 +159,7 @@ done
 if [ $ok = 1 ]; then pass "admin calls answer again once etcd is back"; else
     fail "cluster did not recover after etcd returned"
     "$TESSERA" get workers --timeout-ms 2000 2>&1 | sed 's/^/    | /'
-    for f in "$CLUSTER_DIR"/logs/coordinator*.log "$TMP/c3.log"; do
+    for f in "$CLUSTER_DIR"/logs/coordinator*.log; do
         echo "    == $f"; tail -n 8 "$f" | sed 's/^/    | /'; done
 fi
 # workers whose leases ran out while etcd was paused withdraw their partitions, register again

@@ -221,7 +221,8 @@ def compare(backfill, fetched, cols="user_id,merchant_id", wh=None):
         if extra:
             exact_bad += 1
             if shown < 10:
-                print("online has features the backfill lacks: %s" % extra)
+                print("online has features the backfill lacks: %s" %
+                      ["%s=%r" % (k, feats[k]) for k in extra])
                 shown += 1
     print("compared %d rows, %d values: %d exact mismatches, %d approximate outside their bound" %
           (len(rows), values, exact_bad, approx_bad))

@@ -311,6 +311,66 @@ START_TEST(test_coord_failover) {
 }
 END_TEST
 
+/* The leader pauses right after renewing the workers' leases, and their KeepAlives reach the
+ * new leader only 5.5 s later (redirects, backoffs): past one TTL (5 s) since the last renewal,
+ * but within the new leader's 4/5-TTL judgement from its takeover. Neither worker loses its
+ * lease, so nothing moves: the new leader renewed every lease at the takeover, and etcd holds
+ * workers' leases for twice the TTL (cluster_faults.sh once caught a worker losing its lease
+ * this way and its partitions moving away and back). */
+START_TEST(test_coord_failover_keeps_worker_leases) {
+    tsr_kv_t *kv = tsr_kv_fake_new();
+    clk_t ca = {1000000}, cb = {1000000};
+    tsr_coord_t *a = mk(kv, "a", "a:1", &ca, NULL), *b = mk(kv, "b", "b:1", &cb, NULL);
+    tsr_coord_tick(a);
+    tsr_coord_tick(b);
+    ck_assert(tsr_coord_is_leader(a, NULL));
+    apply_ok(a, GB("t.by_user.v1", "user"), 1, 0, 1);
+    int64_t l1 = reg(a, "w1", "h:1"), l2 = reg(a, "w2", "h:2");
+    tsr_coord_tick(a);
+    uint64_t m1 = owned(a, "w1", "t.by_user.v1"), m2 = owned(a, "w2", "t.by_user.v1");
+    ck_assert_uint_ne(m1, 0);
+    ck_assert_uint_ne(m2, 0);
+    int64_t arev = mod_rev(kv, "/tessera/assign/t.by_user.v1");
+    /* 2 s of KeepAlives through a (it renews the leases in etcd every TTL/3), then a stops:
+     * its clock and its ticks */
+    for (int s = 0; s < 4; s++) {
+        ck_assert_int_eq(tsr_kv_fake_advance(kv, 500), 0);
+        ca.ms += 500;
+        cb.ms += 500;
+        tsr_coord_tick(a);
+        tsr_coord_tick(b);
+        ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
+        ck_assert_int_eq(alive(a, "w2", l2, NULL, 0), 0);
+    }
+    int64_t took = -1;
+    for (int64_t t = 500; t <= 5500; t += 500) {
+        ck_assert_int_eq(tsr_kv_fake_advance(kv, 500), 0);
+        cb.ms += 500;
+        tsr_coord_tick(b);
+        if (took < 0 && tsr_coord_is_leader(b, NULL)) took = t;
+    }
+    ck_assert_int_gt(took, 0);
+    ck_assert_int_le(took, 3000);
+    /* 5.5 s after the last renewal by a: the workers find b */
+    ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
+    ck_assert_int_eq(alive(b, "w2", l2, NULL, 0), 0);
+    for (int s = 0; s < 16; s++) {     /* and b keeps them past its grace period */
+        ck_assert_int_eq(tsr_kv_fake_advance(kv, 500), 0);
+        cb.ms += 500;
+        tsr_coord_tick(b);
+        ck_assert_int_eq(alive(b, "w1", l1, NULL, 0), 0);
+        ck_assert_int_eq(alive(b, "w2", l2, NULL, 0), 0);
+    }
+    ck_assert(tsr_coord_is_leader(b, NULL));
+    ck_assert_uint_eq(owned(b, "w1", "t.by_user.v1"), m1);
+    ck_assert_uint_eq(owned(b, "w2", "t.by_user.v1"), m2);
+    ck_assert_int_eq(mod_rev(kv, "/tessera/assign/t.by_user.v1"), arev);
+    tsr_coord_free(a);
+    tsr_coord_free(b);
+    tsr_kv_free(kv);
+}
+END_TEST
+
 /* etcd out of reach for most of the lease TTL (paused: its leases do not run out meanwhile):
  * the leader stops leading; when etcd answers again, its lease is still alive and still holds
  * the leader key — the replica must withdraw that stale key and win a fresh election rather
@@ -727,6 +787,7 @@ static Suite *coord_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_coord_failover);
+    tcase_add_test(tc, test_coord_failover_keeps_worker_leases);
     tcase_add_test(tc, test_coord_stale_own_key);
     tcase_add_test(tc, test_coord_seen_epoch);
     tcase_add_test(tc, test_coord_configs);
