@@ -103,7 +103,7 @@ static int alive(tsr_coord_t *c, const char *w, int64_t lease, const tsr_coord_p
 
 #define mod_rev tsr_test_mod_rev
 
-/* With the background loop, a slow topic lookup (a broker that takes 800 ms) runs on its own
+/* With the background loop, a slow topic lookup (a broker that takes 2 s) runs on its own
  * thread: calls are not held up meanwhile, and the GroupBy is assigned once it answers. */
 typedef struct slow_topics {
     int32_t n;
@@ -112,7 +112,7 @@ typedef struct slow_topics {
 static int slow_topic_fn(void *ud, const char *topic, int32_t *out, tsr_error_t *err) {
     (void)topic;
     (void)err;
-    struct timespec ts = {0, 800 * 1000000L};
+    struct timespec ts = {2, 0};
     nanosleep(&ts, NULL);
     *out = ((slow_topics_t *)ud)->n;
     return 0;
@@ -147,7 +147,7 @@ START_TEST(test_coord_topic_thread) {
     apply_ok(a, GB("t.by_user.v1", "user"), 1, 0, 1);
     int64_t l1 = reg(a, "w1", "h:1");
     int64_t worst = 0, t_assigned = -1, t0 = mono_ms();
-    while (mono_ms() - t0 < 5000) {
+    while (mono_ms() - t0 < 8000) {
         int64_t c0 = mono_ms();
         ck_assert_int_eq(alive(a, "w1", l1, NULL, 0), 0);
         if (mono_ms() - c0 > worst) worst = mono_ms() - c0;
@@ -158,8 +158,10 @@ START_TEST(test_coord_topic_thread) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    ck_assert_msg(t_assigned >= 0, "not assigned within 5 s");
-    ck_assert_msg(worst < 300, "a KeepAlive waited %lld ms behind the topic lookup", (long long)worst);
+    ck_assert_msg(t_assigned >= 0, "not assigned within 8 s");
+    /* held behind the 2 s lookup, one would wait up to 2 s (the bound leaves room for a
+     * loaded machine; it was 300 ms against an 800 ms lookup) */
+    ck_assert_msg(worst < 1500, "a KeepAlive waited %lld ms behind the topic lookup", (long long)worst);
     tsr_coord_resign(a);
     tsr_coord_free(a);
     tsr_kv_free(kv);
