@@ -3,15 +3,27 @@
  *
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
- *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 at a time
+ *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 in a handler
+ *                 at a time; also the replies of the fan-outs they started (below)
  *   offload       FeatureService calls past that (the rpc server's offload threads,
- *                 fetch_threads of them, "tsr-rpc-off"): serving fetch (read_many)
- *   HTTP          one thread per connection (http.h), fetching the same way
+ *                 fetch_threads of them, "tsr-rpc-off"): serving fetch (read_many); and the
+ *                 retries of deferred fetches
+ *   HTTP          one thread per connection (http.h), fetching the same way (read_many)
  *
- * A fan-out (one ReadPartition per owner) runs on the fetching thread itself:
+ * An inline fetch never blocks its CQ thread (fetch_deferred): pass 1 of the serving
+ * (tsr_serving_fetch_begin) collects the reads, plan_attempt locates and groups them by owner,
+ * and tsr_rpc_call_fanout starts one ReadPartition per owner with the completions on the
+ * server's own completion queue; the handler returns TSR_RPC_DEFER. The CQ thread that dequeues
+ * the last reply runs df_done: plan_map maps the answers exactly as the blocking attempt does,
+ * then pass 2 (tsr_serving_fetch_finish) and tsr_rpc_call_finish — or, when a read needs the
+ * retry (READ_NOT_OWNER, an unreachable owner, no owner yet), the rest goes to an offload thread
+ * (tsr_rpc_call_offload) and runs read_many's retry there: wait up to retry_wait_ms for a newer
+ * table, one last blocking attempt. Each deferred fetch has its own pooled record and arena:
+ * the CQ thread's arena is reset by its next call.
+ * Everywhere else (offload and HTTP threads) a fan-out runs on the fetching thread itself:
  * tsr_rpc_client_call_all starts the calls on one completion queue and polls it there, so
- * the answers wake the thread that assembles the rows — no hop through a client completion
- * thread — and every call carries the caller's remaining deadline, which bounds the wait.
+ * the answers wake the thread that assembles the rows. Every call carries the caller's
+ * remaining deadline, which bounds the wait.
  */
 #include "tsr/fetcher.h"
 
