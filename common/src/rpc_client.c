@@ -16,6 +16,11 @@
  *     thread started with the first async call; the callback runs there. Async call records
  *     (with their reply buffers) are pooled on the client. Freeing the client cancels what is
  *     in flight and waits for those callbacks.
+ *   - fan-out on a server's CQ (tsr_rpc_call_fanout, at the end of this file): the same six-op
+ *     batch per call, started on the completion queue of the server call's server; its tag is
+ *     the call's slot in a pooled fan-out record | RPC_EV_FANOUT, and the server's CQ loop
+ *     hands it to tsr__rpc_fanout_event. The event that completes the last call closes them all
+ *     and runs the done callback on that CQ thread.
  *
  * INVARIANTS
  *   1. Every batch is plucked before the call is unref'd; the CQ is empty when destroyed.
@@ -550,5 +555,180 @@ static void async_shutdown(tsr_rpc_client_t *c) {
         c->afree = a->next;
         tsr_rpc_reply_free(&a->reply);
         free(a);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * fan-out on a server's completion queue (tsr_rpc_call_fanout)
+ *
+ * A record per fan-out, pooled on the server (its sub-call array kept at the largest n seen).
+ * `pending` counts calls without their status; the event that takes it to 0 completes the
+ * fan-out. fo->mu is held while the calls are being started, and by server free while it
+ * cancels them; the completing thread passes through it, so it never closes calls the starter
+ * (or a cancel) is still touching. A record is on the server's fo_inflight list from before
+ * its first call is created until its calls are about to be closed. */
+
+typedef struct rpc_fo_call {
+    rpc_cc_t cc;
+    grpc_byte_buffer *resp_bb;
+    tsr_rpc_multi_t *m;
+    rpc_fanout_t *fo;
+    int started;                    /* cc_open succeeded (cc.call exists) */
+    int ok;                         /* the batch's success flag */
+} rpc_fo_call_t;
+
+struct rpc_fanout {
+    tsr_rpc_server_t *srv;
+    pthread_mutex_t mu;
+    rpc_fo_call_t *calls;
+    size_t n, cap;
+    atomic_size_t pending;
+    int cancelled;                  /* under mu: server free cancelled the calls */
+    char method[256];
+    void (*done)(void *ud);
+    void *ud;
+    rpc_fanout_t *prev, *next;      /* fo_inflight (doubly linked), or fo_free (next) */
+};
+
+_Static_assert(_Alignof(rpc_fo_call_t) >= 8, "fan-out call tags need 3 free low bits");
+
+static void fo_unlink(tsr_rpc_server_t *s, rpc_fanout_t *fo) {
+    if (fo->prev) fo->prev->next = fo->next;
+    else s->fo_inflight = fo->next;
+    if (fo->next) fo->next->prev = fo->prev;
+    fo->prev = fo->next = NULL;
+}
+
+/* Every call has its status: fill the replies, release the calls, recycle the record, run done. */
+static void fo_complete(rpc_fanout_t *fo) {
+    tsr_rpc_server_t *s = fo->srv;
+    pthread_mutex_lock(&fo->mu); /* the starter (or a cancel) has left */
+    pthread_mutex_unlock(&fo->mu);
+    pthread_mutex_lock(&s->mu);
+    fo_unlink(s, fo);
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < fo->n; i++) {
+        rpc_fo_call_t *fc = &fo->calls[i];
+        if (!fc->started) continue; /* cc_open failed: rc and err are set */
+        if (!fc->ok && fc->cc.status == GRPC_STATUS_OK) {
+            fc->cc.status = GRPC_STATUS_INTERNAL;
+            grpc_slice_unref(fc->cc.details);
+            fc->cc.details = grpc_slice_from_static_string("the call's batch failed");
+        }
+        tsr__rpc_bb_read(fc->resp_bb, &fc->m->reply->body);
+        fc->resp_bb = NULL;
+        fc->m->rc = cc_close(&fc->cc, fo->method, fc->m->reply, &fc->m->err);
+        fc->m = NULL;
+    }
+    void (*done)(void *) = fo->done;
+    void *ud = fo->ud;
+    pthread_mutex_lock(&s->mu);
+    fo->next = s->fo_free;
+    s->fo_free = fo;
+    pthread_mutex_unlock(&s->mu);
+    done(ud);
+    pthread_mutex_lock(&s->mu);
+    s->fo_live--;
+    if (s->fo_live == 0) pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void tsr__rpc_fanout_event(void *tag, int ok) {
+    rpc_fo_call_t *fc = tag;
+    rpc_fanout_t *fo = fc->fo;
+    fc->ok = ok;
+    if (atomic_fetch_sub_explicit(&fo->pending, 1, memory_order_acq_rel) == 1) fo_complete(fo);
+}
+
+int tsr_rpc_call_fanout(tsr_rpc_call_t *call, const char *method, tsr_rpc_multi_t *calls, size_t n,
+                        const tsr_rpc_call_opts_t *opts, void (*done)(void *ud), void *ud) {
+    tsr_rpc_server_t *s = call->srv;
+    if (!done || (n && !calls)) return TSR_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    rpc_fanout_t *fo = s->fo_free;
+    if (fo) s->fo_free = fo->next;
+    pthread_mutex_unlock(&s->mu);
+    if (!fo) {
+        fo = tsr_calloc(1, sizeof *fo);
+        fo->srv = s;
+        pthread_mutex_init(&fo->mu, NULL);
+    }
+    if (n > fo->cap) {
+        fo->calls = tsr_realloc(fo->calls, n * sizeof *fo->calls);
+        fo->cap = n;
+    }
+    fo->n = n;
+    for (size_t i = 0; i < n; i++) fo->calls[i].started = 0;
+    fo->cancelled = 0;
+    fo->done = done;
+    fo->ud = ud;
+    snprintf(fo->method, sizeof fo->method, "%s", method ? method : "(null)");
+    atomic_store(&fo->pending, n);
+    /* registered (cancellable) in the same section that checks for shutdown: server free sets
+     * `shutting` before it walks fo_inflight */
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->shutting)) {
+        fo->next = s->fo_free;
+        s->fo_free = fo;
+        pthread_mutex_unlock(&s->mu);
+        return TSR_EUNAVAIL;
+    }
+    s->fo_live++;
+    fo->prev = NULL;
+    fo->next = s->fo_inflight;
+    if (fo->next) fo->next->prev = fo;
+    s->fo_inflight = fo;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&fo->mu); /* lock order: s->mu before fo->mu, never the reverse */
+    int last = n == 0; /* this thread completes the fan-out (nothing left in flight) */
+    for (size_t i = 0; i < n; i++) {
+        rpc_fo_call_t *fc = &fo->calls[i];
+        tsr_rpc_multi_t *m = &calls[i];
+        fc->fo = fo;
+        fc->m = m;
+        fc->resp_bb = NULL;
+        fc->ok = 0;
+        reply_reset(m->reply);
+        tsr_error_clear(&m->err);
+        m->rc = cc_open(m->client, &fc->cc, method, opts, s->cq, &m->err);
+        fc->started = m->rc == TSR_OK;
+        if (!fc->started) {
+            m->reply->status = TSR_GRPC_INVALID_ARGUMENT;
+            snprintf(m->reply->message, sizeof m->reply->message, "%.500s", m->err.msg);
+        } else if (cc_start_unary(&fc->cc, m->req, m->n, opts, &fc->resp_bb,
+                                  (void *)((uintptr_t)fc | (uintptr_t)RPC_EV_FANOUT))) {
+            continue; /* its completion will come to the CQ */
+        } else {
+            fc->ok = 1; /* refused: cc_close reports the INTERNAL status set by cc_start_unary */
+        }
+        if (atomic_fetch_sub_explicit(&fo->pending, 1, memory_order_acq_rel) == 1) last = 1;
+    }
+    if (fo->cancelled) /* server free came by while the calls were being started */
+        for (size_t i = 0; i < n; i++)
+            if (fo->calls[i].started) grpc_call_cancel(fo->calls[i].cc.call, NULL);
+    pthread_mutex_unlock(&fo->mu);
+    if (last) fo_complete(fo);
+    return TSR_OK;
+}
+
+void tsr__rpc_fanout_cancel_all(tsr_rpc_server_t *s) {
+    pthread_mutex_lock(&s->mu);
+    for (rpc_fanout_t *fo = s->fo_inflight; fo; fo = fo->next) {
+        pthread_mutex_lock(&fo->mu);
+        fo->cancelled = 1;
+        for (size_t i = 0; i < fo->n; i++)
+            if (fo->calls[i].started) grpc_call_cancel(fo->calls[i].cc.call, NULL);
+        pthread_mutex_unlock(&fo->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void tsr__rpc_fanout_pool_free(tsr_rpc_server_t *s) {
+    while (s->fo_free) {
+        rpc_fanout_t *fo = s->fo_free;
+        s->fo_free = fo->next;
+        pthread_mutex_destroy(&fo->mu);
+        free(fo->calls);
+        free(fo);
     }
 }

@@ -4,7 +4,9 @@
  * rpc_status.c include it (tests may, to check internals).
  *
  * Tags. A tag is a call context pointer (16-byte aligned from malloc) with the event in its low
- * bits (RPC_EV_*), or the address of the server's shutdown sentinel.
+ * bits (RPC_EV_*), or the address of the server's shutdown sentinel, or (RPC_EV_FANOUT) the
+ * address of one client call of a fan-out (tsr_rpc_call_fanout; 8-byte aligned array element)
+ * whose completion was delivered on the server's queue.
  */
 #ifndef TSR_RPC_INT_H
 #define TSR_RPC_INT_H
@@ -24,6 +26,7 @@ enum {
     RPC_EV_FINISH = 2,  /* status (and unary response) sent; for a unary call also the close */
     RPC_EV_CLOSE = 3,   /* streaming: recv-close-on-server, the call is over (cancelled set) */
     RPC_EV_SEND = 4,    /* one streamed message sent */
+    RPC_EV_FANOUT = 5,  /* a client call of a fan-out has its status (rpc_client.c) */
     RPC_EV_MASK = 7,
 };
 
@@ -57,6 +60,8 @@ struct tsr_rpc_call {
     size_t n_out_md;
     int md_sent;                    /* initial metadata went out (streaming first send) */
     int offloaded;                  /* the handler runs (again) on an offload thread */
+    void (*resume_fn)(void *);      /* tsr_rpc_call_offload: run this instead of the handler */
+    void *resume_ud;
     int finished;
     grpc_slice status_details;
     /* streaming send handshake between the handler thread and the CQ thread */
@@ -67,6 +72,7 @@ struct tsr_rpc_call {
 };
 
 typedef struct rpc_health rpc_health_t;
+typedef struct rpc_fanout rpc_fanout_t;
 
 struct tsr_rpc_server {
     grpc_server *server;
@@ -96,12 +102,24 @@ struct tsr_rpc_server {
     size_t off_head, off_len;
     int off_stop;
     rpc_health_t *health;
+    /* fan-outs (tsr_rpc_call_fanout), under mu: in flight (cancelled by free), pooled, and
+     * started whose done callback has not returned (free waits for 0) */
+    rpc_fanout_t *fo_inflight;
+    rpc_fanout_t *fo_free;
+    size_t fo_live;
 };
 
 /* Releases the health state (server free). */
 void tsr__rpc_health_free(rpc_health_t *h);
 /* Wakes Watch handlers so they notice shutdown. */
 void tsr__rpc_health_close(rpc_health_t *h);
+
+/* A fan-out call's completion dequeued by a server CQ thread (tag without its event bits). */
+void tsr__rpc_fanout_event(void *tag, int ok);
+/* Server free: cancels every fan-out call in flight (takes s->mu). */
+void tsr__rpc_fanout_cancel_all(tsr_rpc_server_t *s);
+/* Server free, after every fan-out completed: releases the pooled records. */
+void tsr__rpc_fanout_pool_free(tsr_rpc_server_t *s);
 
 /* Copies a received byte buffer into out (cleared first) and destroys it. */
 void tsr__rpc_bb_read(grpc_byte_buffer *bb, tsr_buf_t *out);

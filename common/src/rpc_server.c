@@ -32,14 +32,19 @@
  *     FINISH and CLOSE tags each drop a reference; at zero the call is unref'd and the context
  *     returns to the free list.
  *
- *   Event → function: REQUEST → on_request, FINISH/SEND/CLOSE → on_done.
+ *   Event → function: REQUEST → on_request, FINISH/SEND/CLOSE → on_done, FANOUT (a client
+ *   call started by tsr_rpc_call_fanout on this CQ) → tsr__rpc_fanout_event (rpc_client.c).
+ *   A deferred call may also come back through the offload queue (tsr_rpc_call_offload): the
+ *   offload thread then runs the given continuation instead of the handler.
  *
  * INVARIANTS
  *   1. refs = outstanding tags on the context + 1 "processing" reference held by whoever will
  *      finish the call (the REQUEST tag's reference turns into it, then into the FINISH tag's).
  *   2. At most one SEND batch in flight per call (tsr_rpc_call_send waits for its tag).
  *   3. `live` counts contexts not on the free list; shutdown waits for it to reach 0, so no
- *      context outlives the server, and the CQ is drained only after that.
+ *      context outlives the server, and the CQ is drained only after that. Likewise
+ *      `fo_live` counts fan-outs whose done callback has not returned; shutdown cancels their
+ *      client calls and waits for it to reach 0 too.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +91,8 @@ static tsr_rpc_call_t *call_get(tsr_rpc_server_t *s) {
     c->n_out_md = 0;
     c->md_sent = 0;
     c->offloaded = 0;
+    c->resume_fn = NULL;
+    c->resume_ud = NULL;
     c->finished = 0;
     c->status_details = grpc_empty_slice();
     c->send_busy = 0;
@@ -282,7 +289,13 @@ static void *offload_main(void *arg) {
         s->off_head = (s->off_head + 1) % (size_t)s->opts.offload_queue;
         s->off_len--;
         pthread_mutex_unlock(&s->off_mu);
-        run_unary(c);
+        if (c->resume_fn) { /* tsr_rpc_call_offload: a deferred call's continuation */
+            void (*fn)(void *) = c->resume_fn;
+            c->resume_fn = NULL;
+            fn(c->resume_ud);
+        } else {
+            run_unary(c);
+        }
         pthread_mutex_lock(&s->off_mu);
     }
     pthread_mutex_unlock(&s->off_mu);
@@ -334,8 +347,12 @@ static void *cq_main(void *arg) {
             pthread_mutex_unlock(&s->mu);
             continue;
         }
-        tsr_rpc_call_t *c = (tsr_rpc_call_t *)((uintptr_t)ev.tag & ~(uintptr_t)RPC_EV_MASK);
         int kind = (int)((uintptr_t)ev.tag & RPC_EV_MASK);
+        if (kind == RPC_EV_FANOUT) { /* a client call of a fan-out (rpc_client.c) */
+            tsr__rpc_fanout_event((void *)((uintptr_t)ev.tag & ~(uintptr_t)RPC_EV_MASK), ev.success);
+            continue;
+        }
+        tsr_rpc_call_t *c = (tsr_rpc_call_t *)((uintptr_t)ev.tag & ~(uintptr_t)RPC_EV_MASK);
         switch (kind) {
         case RPC_EV_REQUEST: on_request(c, ev.success); break;
         default: on_done(c, kind, ev.success); break;
@@ -387,6 +404,18 @@ static void call_finish(tsr_rpc_call_t *c, int rc, const char *msg) {
         n++;
     }
     call_batch(c, ops, n, RPC_EV_FINISH);
+}
+
+int tsr_rpc_call_offload(tsr_rpc_call_t *c, void (*fn)(void *ud), void *ud) {
+    tsr_rpc_server_t *s = c->srv;
+    if (!fn || s->n_off == 0) return TSR_EUNAVAIL;
+    c->resume_fn = fn;
+    c->resume_ud = ud;
+    c->offloaded = 1;
+    if (offload_push(s, c) == 0) return TSR_OK;
+    c->resume_fn = NULL;
+    c->resume_ud = NULL;
+    return TSR_EUNAVAIL;
 }
 
 void tsr_rpc_call_finish(tsr_rpc_call_t *c, int rc, const void *resp, size_t n, const char *msg) {
@@ -620,8 +649,12 @@ void tsr_rpc_server_free(tsr_rpc_server_t *s) {
     if (s->n_threads > 0) {
         grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
         grpc_server_cancel_all_calls(s->server);
+        /* client calls of fan-outs complete on this CQ: cancel them and wait for their done
+         * callbacks (which finish their deferred server calls) before the CQ goes */
+        tsr__rpc_fanout_cancel_all(s);
         pthread_mutex_lock(&s->mu);
-        while (!s->shutdown_seen || s->live > 0) pthread_cond_wait(&s->cv, &s->mu);
+        while (!s->shutdown_seen || s->live > 0 || s->fo_live > 0)
+            pthread_cond_wait(&s->cv, &s->mu);
         pthread_mutex_unlock(&s->mu);
     } else if (s->server) {
         /* never started (or no thread): drain the notification here */
@@ -659,6 +692,7 @@ void tsr_rpc_server_free(tsr_rpc_server_t *s) {
         }
         grpc_completion_queue_destroy(s->cq);
     }
+    tsr__rpc_fanout_pool_free(s);
     while (s->free_list) {
         tsr_rpc_call_t *c = s->free_list;
         s->free_list = c->next_free;

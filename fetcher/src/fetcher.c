@@ -3,15 +3,27 @@
  *
  * Threads:
  *   watcher       WatchRouting stream; decodes tables, compiles configs, swaps the table
- *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 at a time
+ *   CQ threads    FeatureService calls, inline (fetch_call), up to rpc_threads - 1 in a handler
+ *                 at a time; also the replies of the fan-outs they started (below)
  *   offload       FeatureService calls past that (the rpc server's offload threads,
- *                 fetch_threads of them, "tsr-rpc-off"): serving fetch (read_many)
- *   HTTP          one thread per connection (http.h), fetching the same way
+ *                 fetch_threads of them, "tsr-rpc-off"): serving fetch (read_many); and the
+ *                 retries of deferred fetches
+ *   HTTP          one thread per connection (http.h), fetching the same way (read_many)
  *
- * A fan-out (one ReadPartition per owner) runs on the fetching thread itself:
+ * An inline fetch never blocks its CQ thread (fetch_deferred): pass 1 of the serving
+ * (tsr_serving_fetch_begin) collects the reads, plan_attempt locates and groups them by owner,
+ * and tsr_rpc_call_fanout starts one ReadPartition per owner with the completions on the
+ * server's own completion queue; the handler returns TSR_RPC_DEFER. The CQ thread that dequeues
+ * the last reply runs df_done: plan_map maps the answers exactly as the blocking attempt does,
+ * then pass 2 (tsr_serving_fetch_finish) and tsr_rpc_call_finish — or, when a read needs the
+ * retry (READ_NOT_OWNER, an unreachable owner, no owner yet), the rest goes to an offload thread
+ * (tsr_rpc_call_offload) and runs read_many's retry there: wait up to retry_wait_ms for a newer
+ * table, one last blocking attempt. Each deferred fetch has its own pooled record and arena:
+ * the CQ thread's arena is reset by its next call.
+ * Everywhere else (offload and HTTP threads) a fan-out runs on the fetching thread itself:
  * tsr_rpc_client_call_all starts the calls on one completion queue and polls it there, so
- * the answers wake the thread that assembles the rows — no hop through a client completion
- * thread — and every call carries the caller's remaining deadline, which bounds the wait.
+ * the answers wake the thread that assembles the rows. Every call carries the caller's
+ * remaining deadline, which bounds the wait.
  */
 #include "tsr/fetcher.h"
 
@@ -76,6 +88,10 @@ struct tsr_fetcher {
     int inline_busy;                /* atomic: fetches running on CQ threads */
     pthread_key_t arena_key;        /* a CQ or offload thread's arena */
     int arena_key_made;
+    /* deferred fetches (fetch_deferred): pooled records */
+    pthread_mutex_t df_mu;
+    struct dfetch *df_free;
+    size_t df_pooled;
     /* servers */
     tsr_rpc_server_t *rpc;
     tsr_http_server_t *http;
@@ -435,10 +451,35 @@ static void fail_read(tsr_fetcher_t *f, tsr_tile_read_req_t *r, rstate_t *st, in
     __atomic_add_fetch(&f->st.read_errors, 1, __ATOMIC_RELAXED);
 }
 
-/* One attempt over the reads with !st[i].done, against table rt. Items that may succeed on a
- * newer table are left with retry = 1 and their last error set (cleared on success). */
-static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *reqs, rstate_t *st, size_t n,
-                    int last, int64_t deadline, tsr_arena_t *arena) {
+/* One owner's batch of an attempt. */
+typedef struct owner {
+    size_t *items;                  /* reads sent to it, in request order */
+    uint8_t *req;                   /* its ReadPartitionRequest (arena) */
+    size_t req_len;
+    int call;                       /* index into calls, or -1 */
+    int rc;                         /* when call < 0: why it was not called */
+    const char *msg;
+} owner_t;
+
+/* One attempt, planned: the reads located and grouped by owner, one call per reachable owner
+ * in calls[0 .. ncalls) (the caller's arrays of at least nworkers entries; replies initialised),
+ * sent with timeout `left`. The same plan is sent blocking (attempt) or as a fan-out on the
+ * server's completion queue (the deferred fetch), and its answers mapped by plan_map. */
+typedef struct plan {
+    size_t nw;
+    size_t *count;                  /* reads per worker */
+    owner_t *ow;
+    tsr_rpc_multi_t *calls;
+    tsr_rpc_reply_t *replies;
+    size_t ncalls;
+    int64_t left;
+} plan_t;
+
+/* Locates the reads with !st[i].done against table rt and groups them by owner. Items that may
+ * succeed on a newer table are left with retry = 1 and their last error set. */
+static void plan_attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *reqs, rstate_t *st, size_t n,
+                         int last, int64_t deadline, tsr_arena_t *arena, tsr_rpc_multi_t *calls,
+                         tsr_rpc_reply_t *replies, plan_t *p) {
     size_t nw = rt->nworkers;
     size_t *count = tsr_arena_alloc(arena, (nw + 1) * sizeof(size_t));
     memset(count, 0, (nw + 1) * sizeof(size_t));
@@ -463,26 +504,18 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
         }
     }
     tsr_buf_free(&scratch);
-    /* one ReadPartition per owner, all at once; the replies come back to this thread */
-    typedef struct owner {
-        size_t *items;              /* reads sent to it, in request order */
-        tsr_buf_t req;
-        int call;                   /* index into calls, or -1 */
-        int rc;                     /* when call < 0: why it was not called */
-        const char *msg;
-    } owner_t;
+    /* one ReadPartition per owner, all at once */
     owner_t *ow = tsr_arena_alloc(arena, (nw + 1) * sizeof *ow);
-    tsr_rpc_multi_t *calls = tsr_calloc(nw + 1, sizeof *calls);
-    tsr_rpc_reply_t *replies = tsr_calloc(nw + 1, sizeof *replies);
     size_t ncalls = 0;
     int64_t left = remaining(deadline);
     for (size_t w = 0; w < nw; w++) {
         owner_t *o = &ow[w];
         o->items = NULL;
+        o->req = NULL;
+        o->req_len = 0;
         o->call = -1;
         o->rc = 0;
         o->msg = NULL;
-        tsr_buf_init(&o->req);
         if (!count[w]) continue;
         /* the owner's batch */
         o->items = tsr_arena_alloc(arena, count[w] * sizeof(size_t));
@@ -503,7 +536,9 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
             o->items[rq.n_items] = i;
             rq.items[rq.n_items++] = it;
         }
-        tsr_pb_pack(&rq.base, &o->req);
+        o->req_len = protobuf_c_message_get_packed_size(&rq.base);
+        o->req = tsr_arena_alloc(arena, o->req_len ? o->req_len : 1);
+        protobuf_c_message_pack(&rq.base, o->req);
         tsr_error_t e;
         tsr_error_clear(&e);
         if (left == 0) {
@@ -518,30 +553,39 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
             o->msg = tsr_arena_strdup(arena, e.msg);
             continue;
         }
-        tsr_rpc_reply_init(&replies[ncalls]);
         calls[ncalls].client = c;
-        calls[ncalls].req = o->req.data;
-        calls[ncalls].n = o->req.len;
+        calls[ncalls].req = o->req;
+        calls[ncalls].n = o->req_len;
         calls[ncalls].reply = &replies[ncalls];
         o->call = (int)ncalls++;
     }
-    tsr_rpc_call_opts_t co;
-    memset(&co, 0, sizeof co);
-    co.timeout_ms = left;           /* the caller's remaining deadline reaches the workers */
-    tsr_rpc_client_call_all(M_READ, calls, ncalls, &co);
-    __atomic_add_fetch(&f->st.read_rpcs, ncalls, __ATOMIC_RELAXED);
+    p->nw = nw;
+    p->count = count;
+    p->ow = ow;
+    p->calls = calls;
+    p->replies = replies;
+    p->ncalls = ncalls;
+    p->left = left;
+}
+
+/* Maps the answers of a sent plan onto the reads: values, failures, and (unless last) retry = 1
+ * for what a newer table may fix (READ_NOT_OWNER, an unreachable owner). */
+static void plan_map(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *reqs, rstate_t *st, int last,
+                     tsr_arena_t *arena, const plan_t *p) {
+    size_t nw = p->nw;
+    owner_t *ow = p->ow;
     for (size_t w = 0; w < nw; w++) {
         owner_t *o = &ow[w];
         if (!o->items) continue;
-        size_t ni = count[w];
+        size_t ni = p->count[w];
         const char *wid = rt->worker_ids[w];
         int rc = o->rc;
         const char *cmsg = o->msg;
         const tsr_buf_t *answer = NULL;
         if (o->call >= 0) {
-            rc = calls[o->call].rc;
-            cmsg = calls[o->call].err.msg;
-            answer = &replies[o->call].body;
+            rc = p->calls[o->call].rc;
+            cmsg = p->calls[o->call].err.msg;
+            answer = &p->replies[o->call].body;
         }
         if (rc == TSR_ETIMEOUT) {
             for (size_t k = 0; k < ni; k++)
@@ -625,10 +669,46 @@ static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *re
             st[i].done = 1;
         }
     }
-    for (size_t k = 0; k < ncalls; k++) tsr_rpc_reply_free(&replies[k]);
-    for (size_t w = 0; w < nw; w++) tsr_buf_free(&ow[w].req);
+}
+
+/* One blocking attempt: plan, tsr_rpc_client_call_all (the replies come back to this thread),
+ * map. */
+static void attempt(tsr_fetcher_t *f, tsr_routing_t *rt, tsr_tile_read_req_t *reqs, rstate_t *st, size_t n,
+                    int last, int64_t deadline, tsr_arena_t *arena) {
+    size_t nw = rt->nworkers;
+    tsr_rpc_multi_t *calls = tsr_calloc(nw + 1, sizeof *calls);
+    tsr_rpc_reply_t *replies = tsr_calloc(nw + 1, sizeof *replies);
+    for (size_t w = 0; w <= nw; w++) tsr_rpc_reply_init(&replies[w]);
+    plan_t p;
+    plan_attempt(f, rt, reqs, st, n, last, deadline, arena, calls, replies, &p);
+    tsr_rpc_call_opts_t co;
+    memset(&co, 0, sizeof co);
+    co.timeout_ms = p.left;         /* the caller's remaining deadline reaches the workers */
+    tsr_rpc_client_call_all(M_READ, calls, p.ncalls, &co);
+    __atomic_add_fetch(&f->st.read_rpcs, p.ncalls, __ATOMIC_RELAXED);
+    plan_map(f, rt, reqs, st, last, arena, &p);
+    for (size_t w = 0; w <= nw; w++) tsr_rpc_reply_free(&replies[w]);
     free(replies);
     free(calls);
+}
+
+/* After a first attempt: counts the reads left to retry; with any, waits up to retry_wait_ms
+ * (within the deadline) for a table newer than *rt (which it then takes: *rt is replaced, the
+ * old one unreferenced) and makes the last, blocking attempt. */
+static void retry_rest(tsr_fetcher_t *f, tsr_routing_t **rt, tsr_tile_read_req_t *reqs, rstate_t *st, size_t n,
+                       int64_t deadline, tsr_arena_t *arena) {
+    size_t nretry = 0;
+    for (size_t i = 0; i < n; i++) nretry += !st[i].done;
+    if (!nretry) return;
+    __atomic_add_fetch(&f->st.read_retries, nretry, __ATOMIC_RELAXED);
+    int64_t wait = remaining(deadline);
+    if (wait > f->o.retry_wait_ms) wait = f->o.retry_wait_ms;
+    tsr_routing_t *next = rt_wait_newer(f, *rt, wait);
+    if (next) {
+        tsr_routing_unref(*rt);
+        *rt = next;
+    }
+    attempt(f, *rt, reqs, st, n, 1, deadline, arena);
 }
 
 /* tsr_tile_read_many_fn of the serving: locate, group by owner, fan out, retry once. */
@@ -642,19 +722,7 @@ static int read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t time
     rstate_t *st = tsr_arena_alloc(arena, (n ? n : 1) * sizeof(rstate_t));
     memset(st, 0, (n ? n : 1) * sizeof(rstate_t));
     attempt(f, rt, reqs, st, n, 0, deadline, arena);
-    size_t nretry = 0;
-    for (size_t i = 0; i < n; i++) nretry += !st[i].done;
-    if (nretry) {
-        __atomic_add_fetch(&f->st.read_retries, nretry, __ATOMIC_RELAXED);
-        int64_t wait = remaining(deadline);
-        if (wait > f->o.retry_wait_ms) wait = f->o.retry_wait_ms;
-        tsr_routing_t *next = rt_wait_newer(f, rt, wait);
-        if (next) {
-            tsr_routing_unref(rt);
-            rt = next;
-        }
-        attempt(f, rt, reqs, st, n, 1, deadline, arena);
-    }
+    retry_rest(f, &rt, reqs, st, n, deadline, arena);
     tsr_routing_unref(rt);
     return 0;
 }
@@ -679,12 +747,177 @@ static tsr_arena_t *thread_arena(tsr_fetcher_t *f) {
     return a;
 }
 
-/* A fetch runs on the CQ thread that received it — no hand-off to a pool thread (a futex wake
- * per call, tens of microseconds on a busy VM) — while at most rpc_threads - 1 do, so one CQ
- * thread always stays free to accept calls and answer health checks; past that it is
- * offloaded to the server's offload threads (fetch_threads of them; a full queue answers
- * UNAVAILABLE "server overloaded"). The fan-out polls its own completion queue
- * (tsr_rpc_client_call_all), not the server's, so blocking here is safe. */
+/* ---- deferred fetches: pass 1 on the CQ thread, the ReadPartitions as a fan-out on the
+ * server's completion queue (tsr_rpc_call_fanout), pass 2 and the answer on the CQ thread that
+ * dequeues the last reply. No thread waits while the reads are out. */
+
+#define DF_POOL_MAX 64
+
+typedef struct dfetch {
+    tsr_fetcher_t *f;
+    tsr_rpc_call_t *call;
+    tsr_arena_t arena;              /* the fetch's own: the CQ thread's is reset by its next call */
+    tsr_serving_req_t *sr;
+    tsr_tile_read_req_t *reads;
+    size_t n;
+    rstate_t *st;
+    tsr_routing_t *rt;              /* referenced */
+    int64_t deadline;
+    plan_t plan;
+    tsr_rpc_multi_t *calls;         /* cap entries, kept across uses */
+    tsr_rpc_reply_t *replies;       /* cap entries, initialised, kept (their buffers reused) */
+    size_t cap;
+    tsr_buf_t resp;
+    struct dfetch *next;
+} dfetch_t;
+
+static dfetch_t *df_get(tsr_fetcher_t *f) {
+    pthread_mutex_lock(&f->df_mu);
+    dfetch_t *d = f->df_free;
+    if (d) {
+        f->df_free = d->next;
+        f->df_pooled--;
+    }
+    pthread_mutex_unlock(&f->df_mu);
+    if (!d) {
+        d = tsr_calloc(1, sizeof *d);
+        d->f = f;
+        tsr_arena_init(&d->arena, 1 << 16);
+        tsr_buf_init(&d->resp);
+    }
+    tsr_arena_reset_fit(&d->arena, ARENA_KEEP_MAX);
+    d->call = NULL;
+    d->sr = NULL;
+    d->rt = NULL;
+    d->next = NULL;
+    return d;
+}
+
+static void df_destroy(dfetch_t *d) {
+    for (size_t i = 0; i < d->cap; i++) tsr_rpc_reply_free(&d->replies[i]);
+    free(d->replies);
+    free(d->calls);
+    tsr_buf_free(&d->resp);
+    tsr_arena_free(&d->arena);
+    free(d);
+}
+
+/* Releases the fetch's references and returns the record to the pool. */
+static void df_put(dfetch_t *d) {
+    tsr_fetcher_t *f = d->f;
+    tsr_serving_fetch_abandon(d->sr); /* no-op once finished */
+    d->sr = NULL;
+    tsr_routing_unref(d->rt);
+    d->rt = NULL;
+    d->call = NULL;
+    if (d->resp.cap > ARENA_KEEP_MAX) {
+        tsr_buf_free(&d->resp);
+        tsr_buf_init(&d->resp);
+    }
+    pthread_mutex_lock(&f->df_mu);
+    int keep = f->df_pooled < DF_POOL_MAX;
+    if (keep) {
+        d->next = f->df_free;
+        f->df_free = d;
+        f->df_pooled++;
+    }
+    pthread_mutex_unlock(&f->df_mu);
+    if (!keep) df_destroy(d);
+}
+
+/* Pass 2 over the answered reads, then the call's answer; releases d. */
+static void df_finish(dfetch_t *d) {
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    tsr_buf_clear(&d->resp);
+    int rc = tsr_serving_fetch_finish(d->sr, &d->resp, &err);
+    d->sr = NULL;
+    tsr_rpc_call_t *call = d->call;
+    tsr_rpc_call_finish(call, rc, d->resp.data, d->resp.len, rc ? err.msg : NULL);
+    df_put(d);
+}
+
+/* Offload thread: the retry of read_many (wait briefly for a newer table, one last blocking
+ * attempt), then the answer. */
+static void df_retry(void *ud) {
+    dfetch_t *d = ud;
+    retry_rest(d->f, &d->rt, d->reads, d->st, d->n, d->deadline, &d->arena);
+    df_finish(d);
+}
+
+/* The fan-out's done callback (a CQ thread), or called in place when nothing was sent: maps the
+ * answers as attempt does; what needs the retry goes to an offload thread, the rest is
+ * answered here. */
+static void df_done(void *ud) {
+    dfetch_t *d = ud;
+    tsr_fetcher_t *f = d->f;
+    plan_map(f, d->rt, d->reads, d->st, 0, &d->arena, &d->plan);
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->st[i].done) continue;
+        /* the blocking retry, off the CQ thread; when it cannot be queued (server stopping, a
+         * full queue) the reads fail with the error they have */
+        if (!tsr_rpc_call_cancelled(d->call) && tsr_rpc_call_offload(d->call, df_retry, d) == TSR_OK) return;
+        break;
+    }
+    df_finish(d);
+}
+
+/* An inline fetch: begin (pass 1), plan the first attempt, start the fan-out and return
+ * TSR_RPC_DEFER; or an answer / error right away when there is nothing to defer (no routing
+ * table yet: the blocking path, which fails the reads at once). */
+static int fetch_deferred(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
+                          int64_t left, tsr_buf_t *resp, tsr_error_t *err) {
+    tsr_routing_t *rt = rt_get(f);
+    if (!rt) return tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+    dfetch_t *d = df_get(f);
+    d->rt = rt;
+    int rc = tsr_serving_fetch_begin(f->serving, join, req, n, left, &d->arena, &d->sr, err);
+    if (rc) {
+        df_put(d);
+        return rc;
+    }
+    d->reads = tsr_serving_req_reads(d->sr, &d->n);
+    int64_t timeout = tsr_serving_req_timeout(d->sr);
+    if (timeout >= INT64_MAX / 2) timeout = f->o.default_timeout_ms; /* as read_many */
+    d->deadline = mono_ms() + timeout;
+    d->st = tsr_arena_alloc(&d->arena, (d->n ? d->n : 1) * sizeof(rstate_t));
+    memset(d->st, 0, (d->n ? d->n : 1) * sizeof(rstate_t));
+    size_t need = rt->nworkers + 1;
+    if (d->cap < need) {
+        d->calls = tsr_realloc(d->calls, need * sizeof *d->calls);
+        d->replies = tsr_realloc(d->replies, need * sizeof *d->replies);
+        for (size_t i = d->cap; i < need; i++) tsr_rpc_reply_init(&d->replies[i]);
+        d->cap = need;
+    }
+    memset(d->calls, 0, need * sizeof *d->calls);
+    d->call = call;
+    plan_attempt(f, rt, d->reads, d->st, d->n, 0, d->deadline, &d->arena, d->calls, d->replies, &d->plan);
+    if (d->plan.ncalls == 0) { /* nothing to send (no reads, or none located) */
+        df_done(d);
+        return TSR_RPC_DEFER;
+    }
+    tsr_rpc_call_opts_t co;
+    memset(&co, 0, sizeof co);
+    co.timeout_ms = d->plan.left;   /* the caller's remaining deadline reaches the workers */
+    size_t ncalls = d->plan.ncalls;
+    rc = tsr_rpc_call_fanout(call, M_READ, d->calls, ncalls, &co, df_done, d);
+    if (rc != TSR_OK) { /* the server is stopping */
+        df_put(d);
+        return tsr_error_set(err, rc, "server shutting down");
+    }
+    /* d may be finished and reused already */
+    __atomic_add_fetch(&f->st.read_rpcs, ncalls, __ATOMIC_RELAXED);
+    return TSR_RPC_DEFER;
+}
+
+/* A fetch starts on the CQ thread that received it — no hand-off to a pool thread (a futex wake
+ * per call, tens of microseconds on a busy VM) — while at most rpc_threads - 1 are inside a
+ * handler, so one CQ thread always stays free to accept calls and answer health checks; past
+ * that it is offloaded to the server's offload threads (fetch_threads of them; a full queue
+ * answers UNAVAILABLE "server overloaded"). Inline, the fetch runs pass 1, sends its
+ * ReadPartitions as a fan-out on the server's own completion queue and returns: no thread
+ * waits for the workers, and the CQ thread that dequeues the last reply runs pass 2 and
+ * answers (fetch_deferred). Offloaded fetches, and retries, block as before (read_many). */
 static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
                       tsr_buf_t *resp, tsr_error_t *err) {
     int offloaded = tsr_rpc_call_offloaded(call);
@@ -693,8 +926,13 @@ static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req
         return TSR_RPC_OFFLOAD;
     }
     int64_t left = tsr_rpc_call_remaining_ms(call);
-    int rc = left == 0 ? tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began")
-                       : tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+    int rc;
+    if (left == 0)
+        rc = tsr_error_set(err, TSR_ETIMEOUT, "deadline exceeded before the fetch began");
+    else if (offloaded)
+        rc = tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
+    else
+        rc = fetch_deferred(f, call, req, n, join, left, resp, err);
     if (!offloaded) __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
     return rc;
 }
@@ -802,6 +1040,7 @@ int tsr_fetcher_start(const tsr_fetcher_opts_t *o, tsr_fetcher_t **out, tsr_erro
     pthread_mutex_init(&f->rt_mu, NULL);
     pthread_cond_init(&f->rt_cv, NULL);
     pthread_mutex_init(&f->cl_mu, NULL);
+    pthread_mutex_init(&f->df_mu, NULL);
     f->serving = tsr_serving_new_many(read_many, f);
     f->arena_key_made = pthread_key_create(&f->arena_key, arena_destroy) == 0;
     int rc = f->ncoords ? 0 : tsr_error_set(err, TSR_EINVAL, "no coordinator address in '%s'", o->coordinators);
@@ -865,6 +1104,12 @@ void tsr_fetcher_stop(tsr_fetcher_t *f) {
      * their arenas are freed at their exit */
     tsr_rpc_server_free(f->rpc);
     f->rpc = NULL;
+    while (f->df_free) { /* every deferred fetch is finished (the server waited for them) */
+        dfetch_t *d = f->df_free;
+        f->df_free = d->next;
+        df_destroy(d);
+    }
+    pthread_mutex_destroy(&f->df_mu);
     if (f->arena_key_made) pthread_key_delete(f->arena_key);
     if (f->watcher_on) pthread_join(f->watcher, NULL);
     tsr_http_server_free(f->http);

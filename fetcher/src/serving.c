@@ -652,9 +652,90 @@ size_t tsr_serving_request_rows(const uint8_t *req, size_t n) {
     return tsr_pb_count_field(req, n, 2); /* FetchRequest.rows */
 }
 
+/* A batched fetch between its halves (tsr_serving_fetch_begin / _finish); in the arena. */
+struct tsr_serving_req {
+    tsr_serving_t *s;
+    tsr_serving_item_t *it;         /* referenced until finish / abandon */
+    void *ctx;                      /* borrowed from the item's pool */
+    const Tessera__V1__FetchRequest *rq;
+    row_out_t *results;
+    batch_t b;
+    int64_t now, deadline;
+    tsr_arena_t *arena;
+};
+
+int tsr_serving_fetch_begin(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
+                            int64_t timeout_ms, tsr_arena_t *arena, tsr_serving_req_t **out,
+                            tsr_error_t *err) {
+    *out = NULL;
+    if (!s->many) return tsr_error_set(err, TSR_EINVAL, "internal error: not a batched serving");
+    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
+    Tessera__V1__FetchRequest *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
+    if (!rq) return TSR_EINVAL;
+    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
+    if (!it) return TSR_ENOTFOUND;
+    tsr_serving_req_t *r = tsr_arena_alloc(arena, sizeof *r);
+    memset(r, 0, sizeof *r);
+    r->s = s;
+    r->it = it;
+    r->ctx = ctx_get(it);
+    r->rq = rq;
+    r->results = tsr_arena_alloc(arena, (rq->n_rows ? rq->n_rows : 1) * sizeof(*r->results));
+    r->b = (batch_t){it, NULL, 0, 0, 0};
+    r->now = now_ms();
+    r->deadline = deadline;
+    r->arena = arena;
+    reader_t r1 = {collect_read, &r->b, 0};
+    int rc = fetch_rows_pb(s, it, r->ctx, &r1, rq, 0, rq->n_rows, r->now, deadline, r->results, arena, err);
+    if (rc) {
+        tsr_serving_fetch_abandon(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+tsr_tile_read_req_t *tsr_serving_req_reads(tsr_serving_req_t *r, size_t *n) {
+    *n = r->b.n;
+    return r->b.reqs;
+}
+
+int64_t tsr_serving_req_timeout(const tsr_serving_req_t *r) {
+    if (r->deadline == INT64_MAX) return INT64_MAX;
+    int64_t t = r->deadline - mono_ms();
+    return t > 0 ? t : 0;
+}
+
+int tsr_serving_fetch_finish(tsr_serving_req_t *r, tsr_buf_t *resp, tsr_error_t *err) {
+    reader_t r2 = {replay_read, &r->b, 1};
+    r->b.next = 0;
+    int rc = fetch_rows_pb(r->s, r->it, r->ctx, &r2, r->rq, 0, r->rq->n_rows, r->now, r->deadline, r->results,
+                           r->arena, err);
+    if (rc == 0) resp_encode(r->results, r->rq->n_rows, resp);
+    tsr_serving_fetch_abandon(r);
+    return rc;
+}
+
+void tsr_serving_fetch_abandon(tsr_serving_req_t *r) {
+    if (!r || !r->it) return;
+    ctx_put(r->it, r->ctx);
+    item_unref(r->it);
+    r->it = NULL;
+    r->ctx = NULL;
+}
+
 int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
                          int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
                          tsr_error_t *err) {
+    if (s->many) { /* begin (pass 1), one call to many, finish (pass 2) */
+        tsr_serving_req_t *r;
+        int rc = tsr_serving_fetch_begin(s, join, req, n, timeout_ms, arena, &r, err);
+        if (rc) return rc;
+        batch_run(s, &r->b, r->deadline, arena);
+        return tsr_serving_fetch_finish(r, resp, err);
+    }
     int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
     Tessera__V1__FetchRequest *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
     if (!rq) return TSR_EINVAL;
@@ -681,19 +762,8 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
         }
         pthread_mutex_unlock(&s->h_mu);
     }
-    int rc;
-    if (s->many) {
-        batch_t b = {it, NULL, 0, 0, 0};
-        reader_t r1 = {collect_read, &b, 0}, r2 = {replay_read, &b, 1};
-        rc = fetch_rows_pb(s, it, ctx, &r1, rq, 0, mid, now, deadline, results, arena, err);
-        if (rc == 0) {
-            batch_run(s, &b, deadline, arena);
-            rc = fetch_rows_pb(s, it, ctx, &r2, rq, 0, mid, now, deadline, results, arena, err);
-        }
-    } else {
-        reader_t rd = {s->read, s->read_ud, 1};
-        rc = fetch_rows_pb(s, it, ctx, &rd, rq, 0, mid, now, deadline, results, arena, err);
-    }
+    reader_t rd = {s->read, s->read_ud, 1};
+    int rc = fetch_rows_pb(s, it, ctx, &rd, rq, 0, mid, now, deadline, results, arena, err);
     if (helped) {
         pthread_mutex_lock(&s->h_mu);
         while (!job.done) pthread_cond_wait(&s->h_done_cv, &s->h_mu);

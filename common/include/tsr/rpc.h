@@ -16,8 +16,13 @@
  *     thread goes on with the small calls. Server-streaming handlers run on their own thread and send with a blocking
  *     tsr_rpc_call_send (one send in flight at a time, as gRPC requires).
  *   - Client: one channel per tsr_rpc_client_t shared by all threads. Blocking calls poll on
- *     the calling thread; async unary calls complete on the client's one completion thread
- *     (the fetcher's fan-out: a deferred handler finishes its call from the callback).
+ *     the calling thread; async unary calls complete on the client's one completion thread.
+ *   - Fan-out from a handler (tsr_rpc_call_fanout, the fetcher's ReadPartitions): client calls
+ *     started on the completion queue of the server that received the call, so their
+ *     completions are dequeued by the server's own CQ threads; the last one runs the done
+ *     callback there, which finishes the deferred call. No thread blocks while the calls are
+ *     out and no hop through another thread brings the answers back. A continuation that turns
+ *     out to need blocking work goes to an offload thread with tsr_rpc_call_offload.
  *   - Errors: handlers return TSR_OK or a TSR_E* code; the status sent is
  *     tsr_error_grpc_status(code) (the one table in error.h) with the handler's message.
  *     Clients map a received status back to the first TSR code of that table with that status.
@@ -167,6 +172,13 @@ int tsr_rpc_call_add_metadata(tsr_rpc_call_t *c, const char *key, const void *va
  * TSR_EUNAVAIL when the call is cancelled (stop producing and return). */
 int tsr_rpc_call_send(tsr_rpc_call_t *c, const void *msg, size_t n);
 
+/* Deferred unary calls only: runs fn(ud) on one of the server's offload threads (instead of
+ * the handler), for a continuation that must block — a retry after a fan-out. TSR_OK: fn runs
+ * exactly once and must see that the call is finished. TSR_EUNAVAIL: the server has no offload
+ * threads or their queue is full (or stopping); fn never runs and the caller still owns the
+ * deferred call. Thread-safe, e.g. from a fan-out's done callback. */
+int tsr_rpc_call_offload(tsr_rpc_call_t *c, void (*fn)(void *ud), void *ud);
+
 /* Deferred unary calls only: finishes the call from any thread. rc = TSR_OK sends resp[0..n)
  * (copied); otherwise status tsr_error_grpc_status(rc) with message msg (NULL = the code's
  * tsr_strerror). After this the call must not be touched. */
@@ -251,6 +263,26 @@ typedef struct tsr_rpc_multi {
  * deadline; with no deadline in opts, a call waits for its answer. */
 void tsr_rpc_client_call_all(const char *method, tsr_rpc_multi_t *calls, size_t n,
                              const tsr_rpc_call_opts_t *opts);
+
+/* Fan-out from a server call (a handler that returns TSR_RPC_DEFER, on a CQ or offload thread):
+ * starts calls[0..n) of method (each on its own client, all with opts — the same deadline;
+ * timeout_ms propagates as with tsr_rpc_client_call) with their completions delivered on the
+ * completion queue of call's server. When the last call has its status, the thread that
+ * dequeued it fills every calls[i] (rc, err, reply, as tsr_rpc_client_call_all does) and runs
+ * done(ud) — normally a server CQ thread, after the handler returned. Exceptions: with n = 0,
+ * or when the last call to complete is one that could not be started (a bad method, gRPC
+ * refused the batch), done runs on the calling thread before this returns; write the handler so
+ * that it touches nothing of the call after starting the fan-out.
+ * calls[], their replies and ud stay borrowed until done runs; req bytes and opts are only read
+ * here. done runs on the server's thread and must be quick (finish the call, or hand blocking
+ * work to tsr_rpc_call_offload). Returns TSR_OK (done runs exactly once) or TSR_EUNAVAIL (the
+ * server is shutting down) / TSR_EINVAL (no done): then done never runs and calls are untouched.
+ * tsr_rpc_server_free cancels fan-out calls in flight (they end CANCELLED → TSR_EUNAVAIL) and
+ * waits until their done callbacks returned. A client freed while its call is out is fine:
+ * the call keeps the channel alive until it completes. Records are pooled on the server: no
+ * allocation in this layer in steady state besides gRPC's own per call. */
+int tsr_rpc_call_fanout(tsr_rpc_call_t *call, const char *method, tsr_rpc_multi_t *calls, size_t n,
+                        const tsr_rpc_call_opts_t *opts, void (*done)(void *ud), void *ud);
 
 /* Called once per streamed message (msg borrowed until it returns). Return 0 to continue,
  * non-zero to cancel the call (the call then ends with CANCELLED). */

@@ -23,7 +23,9 @@
  *     row; pass 2 reads through a replaying fn that hands the answers back in order. Plans read
  *     deterministically (which reads a row makes depends only on the request's keys and q),
  *     so pass 2 makes the same reads; the replay still checks gb, key and q of each one and
- *     fails the read as an internal error on a mismatch. A failed read becomes its Join part's
+ *     fails the read as an internal error on a mismatch. The two passes are also callable
+ *     apart (tsr_serving_fetch_begin / _finish), with the request's state in its arena, so the
+ *     reads can be answered asynchronously in between. A failed read becomes its Join part's
  *     exception (GroupBy fetch: the row's Failure), as with single reads. Only pass 2 counts
  *     in the stats. The helper thread is not used in this mode.
  */
@@ -93,6 +95,30 @@ size_t tsr_serving_count(tsr_serving_t *s);
 int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
                          int64_t timeout_ms, tsr_buf_t *resp, tsr_arena_t *arena,
                          tsr_error_t *err);
+
+/* The same fetch in two halves, for a batched serving (tsr_serving_new_many) whose caller
+ * answers the reads itself, asynchronously (the cluster fetcher: pass 1 on the thread that
+ * received the call, the ReadPartitions out without blocking a thread, pass 2 on the thread
+ * that got the last answer). tsr_serving_fetch_pb of such a serving is exactly begin, one call
+ * to its many fn over the reads, finish.
+ *   begin: decodes req and runs pass 1; 0 with *out set, or an error as tsr_serving_fetch_pb
+ *     returns it (*out NULL, nothing to release). The request's state lives in arena, which the
+ *     caller keeps (and does not reset) until finish or abandon; it may move between threads.
+ *   tsr_serving_req_reads: the collected reads (n may be 0), in arena; the caller answers each
+ *     (status, error, out) as a many fn does, with allocations in the same arena.
+ *   tsr_serving_req_timeout: ms left of the request's deadline (0 when passed; INT64_MAX: none).
+ *   finish: pass 2 over the answered reads; appends the serialized FetchResponse to resp and
+ *     returns 0, or TSR_ETIMEOUT with err set; releases the request either way.
+ *   abandon: releases a begun request without finishing it (NULL or finished: no-op).
+ * TSR_EINVAL from begin on a serving made with tsr_serving_new. */
+typedef struct tsr_serving_req tsr_serving_req_t;
+int tsr_serving_fetch_begin(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
+                            int64_t timeout_ms, tsr_arena_t *arena, tsr_serving_req_t **out,
+                            tsr_error_t *err);
+tsr_tile_read_req_t *tsr_serving_req_reads(tsr_serving_req_t *r, size_t *n);
+int64_t tsr_serving_req_timeout(const tsr_serving_req_t *r);
+int tsr_serving_fetch_finish(tsr_serving_req_t *r, tsr_buf_t *resp, tsr_error_t *err);
+void tsr_serving_fetch_abandon(tsr_serving_req_t *r);
 
 /* The number of rows of a serialized FetchRequest, counted from its top-level fields without
  * decoding them (tsr_pb_count_field; a server decides from it whether a call is small enough to
