@@ -53,6 +53,7 @@
  * rpc_threads - 1 fetches run on the thread that received them, one stays free to accept
  * calls (fetch_call). */
 #define CQ_THREADS 4
+#define SMALL_ROWS 8                /* fetches always started on a CQ thread (fetch_call) */
 #define ARENA_KEEP_MAX (8u << 20)
 
 typedef struct installed {
@@ -911,17 +912,21 @@ static int fetch_deferred(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t 
 }
 
 /* A fetch starts on the CQ thread that received it — no hand-off to a pool thread (a futex wake
- * per call, tens of microseconds on a busy VM) — while at most rpc_threads - 1 are inside a
- * handler, so one CQ thread always stays free to accept calls and answer health checks; past
- * that it is offloaded to the server's offload threads (fetch_threads of them; a full queue
- * answers UNAVAILABLE "server overloaded"). Inline, the fetch runs pass 1, sends its
+ * per call, tens of microseconds on a busy VM). Inline, the fetch runs pass 1, sends its
  * ReadPartitions as a fan-out on the server's own completion queue and returns: no thread
  * waits for the workers, and the CQ thread that dequeues the last reply runs pass 2 and
- * answers (fetch_deferred). Offloaded fetches, and retries, block as before (read_many). */
+ * answers (fetch_deferred). A fetch of up to SMALL_ROWS rows always does so: it holds a CQ
+ * thread for tens of microseconds at a time, like an inline fetch of `tessera serve`, so one
+ * CQ thread serves them all. A larger one does so while at most rpc_threads - 1 are inside a
+ * handler, so one CQ thread always stays free to accept calls and answer health checks; past
+ * that it is offloaded to the server's offload threads (fetch_threads of them; a full queue
+ * answers UNAVAILABLE "server overloaded"). Offloaded fetches, and retries, block as before
+ * (read_many). */
 static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req, size_t n, int join,
                       tsr_buf_t *resp, tsr_error_t *err) {
     int offloaded = tsr_rpc_call_offloaded(call);
-    if (!offloaded && __atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) >= f->o.rpc_threads) {
+    int counted = !offloaded && tsr_serving_request_rows(req, n) > SMALL_ROWS;
+    if (counted && __atomic_add_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL) >= f->o.rpc_threads) {
         __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
         return TSR_RPC_OFFLOAD;
     }
@@ -933,7 +938,7 @@ static int fetch_call(tsr_fetcher_t *f, tsr_rpc_call_t *call, const uint8_t *req
         rc = tsr_serving_fetch_pb(f->serving, join, req, n, left, resp, thread_arena(f), err);
     else
         rc = fetch_deferred(f, call, req, n, join, left, resp, err);
-    if (!offloaded) __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
+    if (counted) __atomic_sub_fetch(&f->inline_busy, 1, __ATOMIC_ACQ_REL);
     return rc;
 }
 

@@ -447,6 +447,7 @@ static unsigned owned_bits(const int *owners, int w) {
 }
 
 static int g_rpc_threads; /* the fetcher's --rpc-threads in e2e_start (0: its default) */
+static int g_rows = 48;   /* rows of e->req (at most 48) */
 
 static void e2e_start(e2e_t *e) {
     memset(e, 0, sizeof *e);
@@ -496,7 +497,7 @@ static void e2e_start(e2e_t *e) {
     }
     tsr_buf_init(&e->req);
     tsr_buf_init(&e->want);
-    request("t.join.v1", e->rows, 48, &e->req);
+    request("t.join.v1", e->rows, (size_t)g_rows, &e->req);
     tsr_arena_t a;
     tsr_arena_init(&a, 4096);
     ck_assert_int_eq(tsr_serving_fetch_pb(e->ref, 1, e->req.data, e->req.len, INT64_MAX, &e->want, &a, &err), 0);
@@ -796,15 +797,27 @@ static void e2e_concurrent(void) {
 }
 
 START_TEST(test_e2e_concurrent) {
-    g_rpc_threads = 0; /* 4 CQ threads: up to 3 fetches inline, the rest offloaded */
+    g_rpc_threads = 0; /* 4 CQ threads: up to 3 fetches of 48 rows inline, the rest offloaded */
+    g_rows = 48;
     e2e_concurrent();
 }
 END_TEST
 
-/* The same with one CQ thread: every fetch runs on the server's offload threads. */
+/* The same with one CQ thread: every fetch of 48 rows runs on the server's offload threads. */
 START_TEST(test_e2e_concurrent_offloaded) {
     g_rpc_threads = 1;
+    g_rows = 48;
     e2e_concurrent();
+}
+END_TEST
+
+/* One CQ thread and fetches of 4 rows (at most SMALL_ROWS): every one starts on that thread
+ * and is answered by it from its fan-out's replies, none waits for an offload thread. */
+START_TEST(test_e2e_concurrent_small_one_thread) {
+    g_rpc_threads = 1;
+    g_rows = 4;
+    e2e_concurrent();
+    g_rows = 48;
 }
 END_TEST
 
@@ -818,6 +831,7 @@ static Suite *fetcher_suite(void) {
     tcase_add_test(tc, test_e2e_moves_and_failures);
     tcase_add_test(tc, test_e2e_concurrent);
     tcase_add_test(tc, test_e2e_concurrent_offloaded);
+    tcase_add_test(tc, test_e2e_concurrent_small_one_thread);
     suite_add_tcase(s, tc);
     return s;
 }
