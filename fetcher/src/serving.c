@@ -664,18 +664,30 @@ struct tsr_serving_req {
     tsr_arena_t *arena;
 };
 
+/* What every fetch begins with: its deadline, the decoded request (in arena) and the item it
+ * names (acquired: the caller releases it). 0, TSR_EINVAL or TSR_ENOTFOUND with err set. */
+static int open_request(tsr_serving_t *s, int join, const uint8_t *req, size_t n, int64_t timeout_ms,
+                        tsr_arena_t *arena, int64_t *deadline, Tessera__V1__FetchRequest **rq,
+                        tsr_serving_item_t **it, tsr_error_t *err) {
+    *deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
+    *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
+    if (!*rq) return TSR_EINVAL;
+    if (!(*rq)->name || !(*rq)->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
+    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
+    *it = acquire(s, join, (*rq)->name, err);
+    return *it ? 0 : TSR_ENOTFOUND;
+}
+
 int tsr_serving_fetch_begin(tsr_serving_t *s, int join, const uint8_t *req, size_t n,
                             int64_t timeout_ms, tsr_arena_t *arena, tsr_serving_req_t **out,
                             tsr_error_t *err) {
     *out = NULL;
     if (!s->many) return tsr_error_set(err, TSR_EINVAL, "internal error: not a batched serving");
-    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
-    Tessera__V1__FetchRequest *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
-    if (!rq) return TSR_EINVAL;
-    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
-    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
-    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
-    if (!it) return TSR_ENOTFOUND;
+    int64_t deadline;
+    Tessera__V1__FetchRequest *rq;
+    tsr_serving_item_t *it;
+    int orc = open_request(s, join, req, n, timeout_ms, arena, &deadline, &rq, &it, err);
+    if (orc) return orc;
     tsr_serving_req_t *r = tsr_arena_alloc(arena, sizeof *r);
     memset(r, 0, sizeof *r);
     r->s = s;
@@ -736,13 +748,11 @@ int tsr_serving_fetch_pb(tsr_serving_t *s, int join, const uint8_t *req, size_t 
         batch_run(s, &r->b, r->deadline, arena);
         return tsr_serving_fetch_finish(r, resp, err);
     }
-    int64_t deadline = timeout_ms >= INT64_MAX / 2 ? INT64_MAX : mono_ms() + timeout_ms;
-    Tessera__V1__FetchRequest *rq = tsr_pb_unpack(&tessera__v1__fetch_request__descriptor, req, n, arena, err);
-    if (!rq) return TSR_EINVAL;
-    if (!rq->name || !rq->name[0]) return tsr_error_set(err, TSR_EINVAL, "FetchRequest.name is empty");
-    __atomic_add_fetch(&s->st.requests, 1, __ATOMIC_RELAXED);
-    tsr_serving_item_t *it = acquire(s, join, rq->name, err);
-    if (!it) return TSR_ENOTFOUND;
+    int64_t deadline;
+    Tessera__V1__FetchRequest *rq;
+    tsr_serving_item_t *it;
+    int orc = open_request(s, join, req, n, timeout_ms, arena, &deadline, &rq, &it, err);
+    if (orc) return orc;
     void *ctx = ctx_get(it);
     row_out_t *results = tsr_arena_alloc(arena, (rq->n_rows ? rq->n_rows : 1) * sizeof(*results));
     int64_t now = now_ms();

@@ -6,12 +6,19 @@
  * is DEADLINE_EXCEEDED, replacing an item while it is held is safe, and the HTTP callback
  * answers the same rows. Batched serving (tsr_serving_new_many: two passes, one `many` call per
  * request) answers byte for byte what single reads answer; every response is byte for byte what
- * protobuf-c packs for it (it is encoded directly).
+ * protobuf-c packs for it (it is encoded directly). tsr_serving_fetch_begin / _finish: a
+ * batched fetch in two halves, the reads answered in between on another thread (as the cluster
+ * fetcher does from its fan-out's done callback), answers what a single-read serving answers
+ * (Joins with a failing part, GroupBys, 1 and 40 rows); begin errors leave nothing to release;
+ * abandon releases a begun request; a deadline passed between the halves is DEADLINE_EXCEEDED
+ * at finish; begin on a single-read serving is refused.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "tessera.pb-c.h"
 #include "tsr/pbvalue.h"
@@ -584,6 +591,128 @@ START_TEST(test_request_rows) {
 }
 END_TEST
 
+/* Answers the reads of a begun request as a many fn would (fake tiles). */
+typedef struct answer_job {
+    tsr_serving_req_t *r;
+    tsr_arena_t *arena;
+    tsr_buf_t *resp;
+    int rc;
+} answer_job_t;
+
+static void *answer_main(void *arg) {
+    answer_job_t *j = arg;
+    size_t n;
+    tsr_tile_read_req_t *reqs = tsr_serving_req_reads(j->r, &n);
+    for (size_t i = 0; i < n; i++) {
+        tsr_error_t e;
+        tsr_error_clear(&e);
+        reqs[i].status = fake_read(NULL, reqs[i].gb, reqs[i].key, reqs[i].klen, reqs[i].q, reqs[i].out, j->arena, &e);
+        if (reqs[i].status) reqs[i].error = tsr_arena_strdup(j->arena, e.msg);
+    }
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    j->rc = tsr_serving_fetch_finish(j->r, j->resp, &err);
+    return NULL;
+}
+
+static int never_called(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t timeout_ms, tsr_arena_t *arena,
+                        tsr_error_t *err) {
+    (void)ud, (void)reqs, (void)n, (void)timeout_ms, (void)arena;
+    return tsr_error_set(err, TSR_EINTERNAL, "the split path never calls many");
+}
+
+START_TEST(test_split_same_answers) {
+    setup();
+    tsr_serving_t *a = tsr_serving_new(fake_read, NULL), *b = tsr_serving_new_many(never_called, NULL);
+    const char *confs[] = {join_json, GB("t.by_user.v1", "user"), GB("t.broken.v1", "shop")};
+    for (int i = 0; i < 3; i++) {
+        install(a, confs[i]);
+        install(b, confs[i]);
+    }
+    char specs[40][64];
+    const char *rows[40];
+    for (int i = 0; i < 40; i++) {
+        switch (i % 3) {
+        case 0: snprintf(specs[i], sizeof specs[i], "user=u%d,shop=s%d@%d", i, i, 1000 + i); break;
+        case 1: snprintf(specs[i], sizeof specs[i], "user=uu%d@%d", i, 1000 + 3 * i); break;
+        default: snprintf(specs[i], sizeof specs[i], "shop=s%d@%d", i, 86400000 + i); break;
+        }
+        rows[i] = specs[i];
+    }
+    const struct {
+        int join;
+        const char *name;
+    } cases[] = {{1, "t.join.v1"}, {0, "t.by_user.v1"}, {0, "t.broken.v1"}};
+    tsr_buf_t req, ra, rb;
+    tsr_buf_init(&req);
+    tsr_buf_init(&ra);
+    tsr_buf_init(&rb);
+    tsr_arena_t x, y;
+    tsr_arena_init(&x, 4096);
+    tsr_arena_init(&y, 4096);
+    tsr_error_t err;
+    for (size_t c = 0; c < 3; c++) {
+        for (size_t nrows = 1; nrows <= 40; nrows += 39) {
+            request(cases[c].name, rows, nrows, &req);
+            tsr_buf_clear(&ra);
+            tsr_buf_clear(&rb);
+            tsr_arena_reset(&x);
+            tsr_arena_reset(&y);
+            ck_assert_int_eq(tsr_serving_fetch_pb(a, cases[c].join, req.data, req.len, NO_DEADLINE, &ra, &x, &err), 0);
+            tsr_serving_req_t *r = NULL;
+            ck_assert_msg(tsr_serving_fetch_begin(b, cases[c].join, req.data, req.len, 5000, &y, &r, &err) == 0, "%s",
+                          err.msg);
+            ck_assert_ptr_nonnull(r);
+            ck_assert_int_gt(tsr_serving_req_timeout(r), 0);
+            size_t n;
+            tsr_serving_req_reads(r, &n);
+            ck_assert_uint_gt(n, 0);
+            /* the request buffer is gone before the other thread finishes */
+            tsr_buf_clear(&req);
+            memset(req.data, 0xee, req.cap);
+            answer_job_t j = {r, &y, &rb, -1};
+            pthread_t th;
+            pthread_create(&th, NULL, answer_main, &j);
+            pthread_join(th, NULL);
+            ck_assert_int_eq(j.rc, 0);
+            ck_assert_msg(ra.len == rb.len && memcmp(ra.data, rb.data, ra.len) == 0, "%s, %zu rows: answers differ",
+                          cases[c].name, nrows);
+        }
+    }
+    /* begin errors: nothing to release */
+    tsr_serving_req_t *r = (tsr_serving_req_t *)&x;
+    ck_assert_int_eq(tsr_serving_fetch_begin(b, 1, (const uint8_t *)"\xff\xff", 2, NO_DEADLINE, &y, &r, &err), TSR_EINVAL);
+    ck_assert_ptr_null(r);
+    request("no.such", rows, 1, &req);
+    ck_assert_int_eq(tsr_serving_fetch_begin(b, 1, req.data, req.len, NO_DEADLINE, &y, &r, &err), TSR_ENOTFOUND);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(tsr_serving_fetch_begin(a, 1, req.data, req.len, NO_DEADLINE, &y, &r, &err), TSR_EINVAL);
+    /* abandon: the item is released (replace it, then free everything: no leak) */
+    request("t.join.v1", rows, 2, &req);
+    ck_assert_int_eq(tsr_serving_fetch_begin(b, 1, req.data, req.len, NO_DEADLINE, &y, &r, &err), 0);
+    ck_assert_int_eq(tsr_serving_req_timeout(r), INT64_MAX);
+    install(b, join_json);
+    tsr_serving_fetch_abandon(r);
+    tsr_serving_fetch_abandon(NULL);
+    /* a deadline that passes between the halves */
+    ck_assert_int_eq(tsr_serving_fetch_begin(b, 1, req.data, req.len, 30, &y, &r, &err), 0);
+    struct timespec ts = {0, 60 * 1000000L};
+    nanosleep(&ts, NULL);
+    ck_assert_int_eq(tsr_serving_req_timeout(r), 0);
+    tsr_buf_clear(&rb);
+    ck_assert_int_eq(tsr_serving_fetch_finish(r, &rb, &err), TSR_ETIMEOUT);
+    ck_assert_uint_eq(rb.len, 0);
+    tsr_buf_free(&req);
+    tsr_buf_free(&ra);
+    tsr_buf_free(&rb);
+    tsr_arena_free(&x);
+    tsr_arena_free(&y);
+    tsr_serving_free(a);
+    tsr_serving_free(b);
+    teardown();
+}
+END_TEST
+
 static Suite *serving_suite(void) {
     Suite *s = suite_create("serving");
     TCase *tc = tcase_create("serving");
@@ -592,6 +721,7 @@ static Suite *serving_suite(void) {
     tcase_add_test(tc, test_fuzz_requests);
     tcase_add_test(tc, test_request_rows);
     tcase_add_test(tc, test_many_same_answers);
+    tcase_add_test(tc, test_split_same_answers);
     suite_add_tcase(s, tc);
     return s;
 }
