@@ -183,6 +183,9 @@ static int cc_open(tsr_rpc_client_t *c, rpc_cc_t *cc, const char *method,
                    const tsr_rpc_call_opts_t *opts, grpc_completion_queue *shared_cq,
                    tsr_error_t *err) {
     memset(cc, 0, sizeof(*cc));
+    /* until gRPC writes the call's status: a batch that completes without it (success = 0)
+     * must not read as OK with an empty answer */
+    cc->status = GRPC_STATUS_UNKNOWN;
     if (!method || method[0] != '/')
         return tsr_error_set(err, TSR_EINVAL, "method '%s' must be a path /pkg.Service/Method",
                              method ? method : "(null)");
