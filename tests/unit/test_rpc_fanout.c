@@ -463,7 +463,7 @@ START_TEST(test_fanout_concurrent) {
 }
 END_TEST
 
-/* Server free with fan-outs in flight (no deadline, 2 s of work): the calls are cancelled, done
+/* Server free with fan-outs in flight (no deadline, 3 s of work): the calls are cancelled, done
  * runs for each (rc UNAVAILABLE) and free returns long before the work would end. */
 static void *free_caller(void *arg) {
     tsr_rpc_client_t *cli = arg;
@@ -487,7 +487,7 @@ START_TEST(test_fanout_server_free_in_flight) {
     g_plan.timeout_ms = 0; /* none */
     g_plan.method[0] = g_plan.method[1] = "/test.Back/Slow";
     g_plan.client[0] = g_plan.client[1] = ca;
-    g_plan.slow_ms = "2000";
+    g_plan.slow_ms = "3000";
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, free_caller, cli);
     for (int i = 0; i < 300 && atomic_load(&g_started) < 3; i++) sleep_ms(10);
@@ -496,7 +496,7 @@ START_TEST(test_fanout_server_free_in_flight) {
     double t0 = now_ms();
     tsr_rpc_server_free(front);
     double ms = now_ms() - t0;
-    ck_assert_msg(ms < 1500, "server free took %.0f ms with fan-outs in flight", ms);
+    ck_assert_msg(ms < 2500, "server free took %.0f ms with fan-outs in flight", ms);
     ck_assert_int_eq(atomic_load(&g_done_runs), 3);
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
     tsr_rpc_client_free(cli);
