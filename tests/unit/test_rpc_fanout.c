@@ -424,15 +424,24 @@ static void *caller_main(void *arg) {
     return NULL;
 }
 
-START_TEST(test_fanout_concurrent) {
+/* A back-end server with a client of it, a front server of 2 CQ threads with a client of it,
+ * an empty plan and zeroed counters: the start of the tests below. */
+static void pair_start(tsr_rpc_server_t **back, tsr_rpc_client_t **back_cli, tsr_rpc_server_t **front,
+                       tsr_rpc_client_t **cli) {
     char ta[64];
-    tsr_rpc_server_t *a = back_start(ta, sizeof ta);
+    *back = back_start(ta, sizeof ta);
     tsr_error_t err;
-    tsr_rpc_client_t *ca = tsr_rpc_client_new(ta, &err);
-    tsr_rpc_client_t *cli;
-    tsr_rpc_server_t *front = front_start(2, 0, &cli);
+    *back_cli = tsr_rpc_client_new(ta, &err);
+    ck_assert_msg(*back_cli, "client_new: %s", err.msg);
+    *front = front_start(2, 0, cli);
     memset(&g_plan, 0, sizeof g_plan);
     reset_counts();
+}
+
+START_TEST(test_fanout_concurrent) {
+    tsr_rpc_server_t *a, *front;
+    tsr_rpc_client_t *ca, *cli;
+    pair_start(&a, &ca, &front, &cli);
     g_plan.n = 3;
     g_plan.timeout_ms = 5000;
     for (int i = 0; i < 3; i++) {
@@ -475,14 +484,9 @@ static void *free_caller(void *arg) {
 }
 
 START_TEST(test_fanout_server_free_in_flight) {
-    char ta[64];
-    tsr_rpc_server_t *a = back_start(ta, sizeof ta);
-    tsr_error_t err;
-    tsr_rpc_client_t *ca = tsr_rpc_client_new(ta, &err);
-    tsr_rpc_client_t *cli;
-    tsr_rpc_server_t *front = front_start(2, 0, &cli);
-    memset(&g_plan, 0, sizeof g_plan);
-    reset_counts();
+    tsr_rpc_server_t *a, *front;
+    tsr_rpc_client_t *ca, *cli;
+    pair_start(&a, &ca, &front, &cli);
     g_plan.n = 2;
     g_plan.timeout_ms = 0; /* none */
     g_plan.method[0] = g_plan.method[1] = "/test.Back/Slow";
