@@ -17,6 +17,7 @@
 
 #include "tsr/log.h"
 #include "tsr/mem.h"
+#include "tsr/rpc.h"
 #include "tsr/worker.h"
 
 static const char *usage_text =
@@ -113,6 +114,14 @@ int main(int argc, char **argv) {
     o.warehouse = warehouse;
     o.log = stderr;
     tsr_log_init(stderr, logfmt, TSR_LOG_INFO);
+    tsr_error_t err0;
+    tsr_error_clear(&err0);
+
+    /* one server thread: each completion queue polls its own sockets (docs/rpc.md "Polling
+     * engine"; with gRPC's epoll1 the watch-stream thread took half the ReadPartitions' socket
+     * work and woke the server thread for each) */
+    if (o.rpc_threads <= 1 && tsr_rpc_set_poll_engine("poll", &err0) != 0)
+        fprintf(stderr, "tessera-worker: %s\n", err0.msg);
 
     /* every thread inherits the mask: only sigwait below sees the signals */
     sigset_t set;

@@ -1,15 +1,27 @@
 /*
- * rpc_status.c — gRPC status ↔ Tessera error mapping and the small byte-buffer and metadata
- * helpers the server and client share.
+ * rpc_status.c — gRPC status ↔ Tessera error mapping, the small byte-buffer and metadata
+ * helpers the server and client share, and the process's gRPC polling engine.
  *
  * There is one table: error.h's TSR_ERRNO_MAP gives each TSR code its gRPC status. The reverse
  * direction walks the same table and takes the first row with the status (so INVALID_ARGUMENT
  * → TSR_EINVAL, INTERNAL → TSR_EIO); statuses no row names map to TSR_EINTERNAL, except
  * CANCELLED, which a client sees when the call was abandoned → TSR_EUNAVAIL.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "rpc_int.h"
+
+int tsr_rpc_set_poll_engine(const char *engine, tsr_error_t *err) {
+    if (!engine || !*engine) return tsr_error_set(err, TSR_EINVAL, "empty gRPC polling engine name");
+    if (grpc_is_initialized())
+        return tsr_error_set(err, TSR_EINVAL,
+                             "gRPC polling engine '%s': gRPC has already started in this process", engine);
+    /* 0: an operator's choice stays. setenv is not thread-safe: called from main, first */
+    if (setenv("GRPC_POLL_STRATEGY", engine, 0) != 0)
+        return tsr_error_set(err, TSR_EINTERNAL, "setenv GRPC_POLL_STRATEGY: out of memory");
+    return TSR_OK;
+}
 
 /* Codes of error.h's table, in table order (the table is contiguous from 0 down). */
 int tsr_rpc_status_to_error(int grpc_status) {

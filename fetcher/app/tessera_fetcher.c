@@ -20,6 +20,7 @@
 #include "tsr/fetcher.h"
 #include "tsr/log.h"
 #include "tsr/mem.h"
+#include "tsr/rpc.h"
 
 static const char *usage =
     "usage: tessera-fetcher --coordinator HOST:PORT[,HOST:PORT...] --listen HOST:PORT\n"
@@ -32,8 +33,9 @@ static const char *usage =
     "Prints grpc=HOST:PORT and http=HOST:PORT once listening; SIGTERM drains and exits 0.\n"
     "  --warehouse DIR   table schemas for compiling configs (default $TESSERA_WAREHOUSE or\n"
     "                    ./warehouse)\n"
-    "  --rpc-threads N   gRPC completion-queue threads, 1..64 (default 4); up to N - 1\n"
-    "                    fetches run on them, the rest on the fetch pool\n";
+    "  --rpc-threads N   gRPC completion-queue threads, 1..64 (default 1); fetches of up to\n"
+    "                    8 rows start on them, larger ones while at most N - 1 are inside a\n"
+    "                    handler, the rest on the fetch pool\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
@@ -99,6 +101,14 @@ int main(int argc, char **argv) {
     char whabs[PATH_MAX];
     o.warehouse = realpath(wh, whabs) ? whabs : wh;
     tsr_log_init(stderr, logfmt, TSR_LOG_INFO);
+    tsr_error_t err;
+    tsr_error_clear(&err);
+    /* one server thread (the default): each completion queue polls its own sockets (docs/rpc.md
+     * "Polling engine"); with several threads on the server's queue, gRPC's epoll1 */
+    if (o.rpc_threads <= 1 && tsr_rpc_set_poll_engine("poll", &err) != 0) {
+        fprintf(stderr, "tessera-fetcher: %s\n", err.msg);
+        tsr_error_clear(&err);
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -107,8 +117,6 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    tsr_error_t err;
-    tsr_error_clear(&err);
     tsr_fetcher_t *f;
     int rc = tsr_fetcher_start(&o, &f, &err);
     if (rc) {

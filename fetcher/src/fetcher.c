@@ -49,10 +49,12 @@
 #define M_READ "/tessera.v1.WorkerService/ReadPartition"
 #define QUEUE_MAX 1024             /* fetches waiting for an offload thread */
 #define MAX_COORDS 16
-/* Completion-queue threads of the fetcher's server by default (opts.rpc_threads): up to
- * rpc_threads - 1 fetches run on the thread that received them, one stays free to accept
- * calls (fetch_call). */
-#define CQ_THREADS 4
+/* Completion-queue threads of the fetcher's server by default (opts.rpc_threads). Fetches of
+ * up to SMALL_ROWS rows run on the thread that received them; larger ones while at most
+ * rpc_threads - 1 are inside a handler, so one thread stays free to accept calls (fetch_call).
+ * One thread, with tessera-fetcher's "poll" engine, measured half the context switches of 4
+ * (docs/cluster.md "Fetchers"). */
+#define CQ_THREADS 1
 #define SMALL_ROWS 8                /* fetches always started on a CQ thread (fetch_call) */
 #define ARENA_KEEP_MAX (8u << 20)
 

@@ -86,6 +86,17 @@ int tsr_rpc_status_to_error(int grpc_status);
 /* Name of a gRPC status code ("DEADLINE_EXCEEDED"); "UNKNOWN_STATUS" outside 0..16. */
 const char *tsr_rpc_status_name(int grpc_status);
 
+/* Chooses gRPC's I/O polling engine for this process ("poll", "epoll1"; gRPC reads it from
+ * GRPC_POLL_STRATEGY when it starts, so this must come before the first server or client).
+ * With "epoll1" (gRPC's default on Linux) every thread waiting on any completion queue shares
+ * one epoll set, and whichever of them polls does the socket work of every call and then
+ * wakes the queue's own thread; "poll" gives each completion queue its own poll set, so a
+ * daemon with one server thread and a few client threads (a worker's watch stream and
+ * KeepAlives) handles each call on the thread that serves it — with more than one thread on
+ * one queue it wakes them all (docs/rpc.md "Polling engine"). An operator's
+ * GRPC_POLL_STRATEGY in the environment is kept. Returns TSR_EINVAL once gRPC has started. */
+int tsr_rpc_set_poll_engine(const char *engine, tsr_error_t *err);
+
 /* ------------------------------------------------------------------------------------------
  * Server */
 

@@ -49,8 +49,9 @@ typedef struct tsr_fetcher_opts {
     const char *warehouse;          /* table schemas for compiling configs */
     const char *fetcher_id;         /* WatchRoutingRequest.fetcher_id; NULL: "fetcher-<pid>" */
     int fetch_threads;              /* offload threads for fetches past rpc_threads - 1; 0: 8 */
-    int rpc_threads;                /* gRPC completion-queue threads; up to rpc_threads - 1
-                                       fetches run inline on them, the rest in the pool; 0: 4 */
+    int rpc_threads;                /* gRPC completion-queue threads; fetches of up to 8 rows
+                                       start on them, larger ones while at most rpc_threads - 1
+                                       are inline, the rest in the pool; 0: 1 */
     int64_t retry_wait_ms;          /* 0: 200 */
     int64_t watch_renew_ms;         /* 0: 3000 */
     int64_t default_timeout_ms;     /* reads of requests without a deadline (HTTP); 0: 10000 */
