@@ -810,16 +810,54 @@ START_TEST(test_flush_failure_stores_nothing) {
 }
 END_TEST
 
-/* Merge operands in the stream family's table files (its aggregated table properties). */
-static long raw_merge_operands(raw_db_t *r) {
-    char *p = rocksdb_property_value_cf(r->db, r->cf[3], "rocksdb.aggregated-table-properties");
+/* A count of family f's table files from its aggregated table properties ("# merge operands=",
+ * "# range deletions="). */
+static long raw_table_count(raw_db_t *r, int f, const char *label) {
+    char *p = rocksdb_property_value_cf(r->db, r->cf[f], "rocksdb.aggregated-table-properties");
     ck_assert_ptr_nonnull(p);
-    const char *m = strstr(p, "# merge operands=");
-    ck_assert_msg(m != NULL, "%s", p);
-    long n = strtol(m + strlen("# merge operands="), NULL, 10);
+    const char *m = strstr(p, label);
+    ck_assert_msg(m != NULL, "%s: %s", label, p);
+    long n = strtol(m + strlen(label), NULL, 10);
     rocksdb_free(p);
     return n;
 }
+
+/* Merge operands in the stream family's table files. */
+static long raw_merge_operands(raw_db_t *r) { return raw_table_count(r, 3, "# merge operands="); }
+
+/* Range deletions in the batch family's table files (each upload commit flushes the family). */
+static long batch_range_deletions(void) {
+    raw_db_t r;
+    raw_open(&r);
+    long n = raw_table_count(&r, 2, "# range deletions=");
+    raw_close(&r);
+    return n;
+}
+
+/* An upload deletes a version's records by range only where there are some: the first upload
+ * of a version writes no range deletion (every read in its table file would seek it first),
+ * a version replacing another and a version uploaded again do; aborting a version that wrote
+ * nothing deletes nothing. The served values are right throughout. */
+START_TEST(test_upload_range_deletions) {
+    tsr_rng_t r = {.s = 5150};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = streamed_store(B, nev);
+    check_reads(s, &r, B, 4, 30);
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_begin(s, "team.gb.v1", B + D1, &u, &err), 0);
+    tsr_tile_upload_abort(u); /* B + 1d wrote nothing: nothing to delete */
+    tsr_tile_store_close(s);
+    ck_assert_int_eq(batch_range_deletions(), 0);
+    s = open_store();
+    check_reads(s, &r, B, 4, 30);
+    upload(s, B, 4); /* B again: its records exist, so they are deleted first */
+    check_reads(s, &r, B, 4, 30);
+    tsr_tile_store_close(s);
+    ck_assert_int_eq(batch_range_deletions(), 1);
+    cleanup();
+}
+END_TEST
 
 /* Moves state key tag name of the stream family from this layout's key to the one before
  * session 6 ('m' gb \0 tag name), value bytes unchanged: the store as session 5 left it. */
@@ -932,6 +970,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 3);
     tcase_add_test(tc, test_upload_add_keeps_served_version);
+    tcase_add_test(tc, test_upload_range_deletions);
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);
     tcase_add_test(tc, test_old_layout_refused);

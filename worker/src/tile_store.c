@@ -525,6 +525,24 @@ static int get_i64_value(tsr_tile_store_t *s, int cf, const tsr_buf_t *k, int64_
 /* g->written_hi from the state key 'W' (tile_store_int.h). A store without it: nothing in the
  * GroupBy's 't' range means nothing was ever written (INT64_MIN: the first flush writes puts);
  * anything there (a store of older code) means unknown (INT64_MAX: merge operands, as before). */
+
+/* 1 when family cf surely holds no key in [lo, hi) (one iterator seek; an error counts as
+ * "maybe not empty") */
+static int range_empty(tsr_tile_store_t *s, int cf, const tsr_buf_t *lo, const tsr_buf_t *hi) {
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi->data, hi->len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
+    rocksdb_iter_seek(it, (const char *)lo->data, lo->len);
+    char *e = NULL;
+    int any = rocksdb_iter_valid(it);
+    rocksdb_iter_get_error(it, &e);
+    int empty = !any && !e;
+    free(e);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return empty;
+}
+
 static void written_hi_load(tsr_tile_store_t *s, tsr__ts_gb_t *g) {
     tsr_buf_t k;
     tsr_buf_init(&k);
@@ -543,17 +561,7 @@ static void written_hi_load(tsr_tile_store_t *s, tsr__ts_gb_t *g) {
         tsr_buf_append(&hi, g->name, g->nlen);
         tsr_buf_putc(&hi, 1);
         tsr__key_prefix(&k, 't', g->name, g->nlen);
-        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[TSR__CF_STREAM]);
-        rocksdb_iter_seek(it, (const char *)k.data, k.len);
-        char *ie = NULL;
-        int any = rocksdb_iter_valid(it);
-        rocksdb_iter_get_error(it, &ie);
-        if (!any && !ie) g->written_hi[0] = g->written_hi[1] = INT64_MIN;
-        free(ie);
-        rocksdb_iter_destroy(it);
-        rocksdb_readoptions_destroy(ro);
+        if (range_empty(s, TSR__CF_STREAM, &k, &hi)) g->written_hi[0] = g->written_hi[1] = INT64_MIN;
         tsr_buf_free(&hi);
     }
     free(e);
@@ -671,6 +679,25 @@ static void version_range(tsr_buf_t *lo, tsr_buf_t *hi, const tsr__ts_gb_t *g, i
     tsr__put_i64(hi, b + 1);
 }
 
+/* Adds to the upload's write batch the deletion of version b's records — only when there are
+ * some (the first upload of a version finds none): a range deletion lands in the table file of
+ * the records written after it, and every later read in that file seeks the file's range
+ * tombstones first (~6 % of a worker's read CPU when every upload wrote one). Returns 1 when
+ * it added one. */
+static int delete_version(tsr_tile_upload_t *u, int64_t b) {
+    tsr_buf_t lo, hi;
+    tsr_buf_init(&lo);
+    tsr_buf_init(&hi);
+    version_range(&lo, &hi, u->g, b);
+    int any = !range_empty(u->s, TSR__CF_BATCH, &lo, &hi);
+    if (any)
+        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
+                                           lo.len, (const char *)hi.data, hi.len);
+    tsr_buf_free(&lo);
+    tsr_buf_free(&hi);
+    return any;
+}
+
 static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, int add,
                         tsr_tile_upload_t **out, tsr_error_t *err);
 
@@ -708,14 +735,7 @@ static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, 
         *out = u;
         return 0;
     }
-    tsr_buf_t lo, hi;
-    tsr_buf_init(&lo);
-    tsr_buf_init(&hi);
-    version_range(&lo, &hi, g, batch_end);
-    rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
-                                       lo.len, (const char *)hi.data, hi.len);
-    tsr_buf_free(&lo);
-    tsr_buf_free(&hi);
+    delete_version(u, batch_end);
     *out = u;
     return 0;
 }
@@ -868,16 +888,7 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     tsr__put_i64(&u->val, u->b);
     rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_META], (const char *)u->key.data, u->key.len,
                               (const char *)u->val.data, u->val.len);
-    if (old != INT64_MIN && old != u->b) {
-        tsr_buf_t lo, hi;
-        tsr_buf_init(&lo);
-        tsr_buf_init(&hi);
-        version_range(&lo, &hi, u->g, old);
-        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
-                                           lo.len, (const char *)hi.data, hi.len);
-        tsr_buf_free(&lo);
-        tsr_buf_free(&hi);
-    }
+    if (old != INT64_MIN && old != u->b) delete_version(u, old);
     rc = upload_flush(u, err);
     if (rc == 0) __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
     if (rc == 0) {
@@ -898,18 +909,10 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
 void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
     if (!u) return;
     rocksdb_writebatch_clear(u->wb);
-    if (u->b != __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE)) {
-        tsr_buf_t lo, hi;
-        tsr_buf_init(&lo);
-        tsr_buf_init(&hi);
-        version_range(&lo, &hi, u->g, u->b);
-        rocksdb_writebatch_delete_range_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)lo.data,
-                                           lo.len, (const char *)hi.data, hi.len);
+    if (u->b != __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE) && delete_version(u, u->b)) {
         char *e = NULL;
         rocksdb_write(u->s->db, u->s->wo, u->wb, &e);
         free(e);
-        tsr_buf_free(&lo);
-        tsr_buf_free(&hi);
     }
     upload_free(u);
 }
