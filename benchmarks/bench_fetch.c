@@ -79,7 +79,7 @@
  * options */
 
 typedef struct opts {
-    const char *tessera, *datagen, *perf_dir, *tmp_parent;
+    const char *tessera, *datagen, *perf_dir, *tmp_parent, *latency_log;
     /* attach mode (benchmarks/bench_cluster.sh): fetch from --attach ADDR (a fetcher), admin
      * calls to --admin ADDR (a coordinator), an existing broker and warehouse, CPU summed over
      * --cpu-pids; nothing is started or stopped here */
@@ -135,6 +135,9 @@ static void usage(FILE *f, const char *argv0) {
             "  --fresh-poll-ms MS     poll interval of the freshness fetcher (default 1)\n"
             "other:\n"
             "  --perf-dir DIR         perf record -g the server during each phase into DIR\n"
+            "  --latency-log FILE     append every open-loop call to FILE: method, wall-clock\n"
+            "                         send time (s), latency (us; -1: failed) — to line stalls\n"
+            "                         up with the servers' logs\n"
             "  --rpc-threads N        start serve with --rpc-threads N (default: serve's)\n"
             "  --tmp DIR              parent of the temp dir (default $TMPDIR or /tmp)\n"
             "attach mode (benchmarks/bench_cluster.sh; starts nothing):\n"
@@ -696,6 +699,49 @@ static void summarize(double *lat, long n, long errors, double elapsed, double s
     out->send_lag = send_lag * 1e6;
 }
 
+/* The sampling interval (ms) of a running DAMON monitor (kdamond), 0 if none. A VM of this
+ * project's kind runs one over physical memory every 500 ms: each pass takes ~3-6 ms of a CPU,
+ * and on 2 vCPUs most latencies above 2.5 ms line up with it (docs/benchmarks-online.md,
+ * session 8). */
+static long damon_sample_ms(void) {
+    for (int k = 0; k < 8; k++) {
+        char path[160], buf[64] = "";
+        snprintf(path, sizeof path, "/sys/kernel/mm/damon/admin/kdamonds/%d/state", k);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        int on = fgets(buf, sizeof buf, f) && strncmp(buf, "on", 2) == 0;
+        fclose(f);
+        if (!on) continue;
+        snprintf(path, sizeof path,
+                 "/sys/kernel/mm/damon/admin/kdamonds/%d/contexts/0/monitoring_attrs/intervals/sample_us", k);
+        long us = 0;
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%ld", &us) != 1) us = 0;
+            fclose(f);
+        }
+        return us > 0 ? us / 1000 : 1;
+    }
+    return 0;
+}
+
+/* --latency-log: one line per call, "method send_time_s latency_us" (wall clock, so stalls
+ * can be found in the servers' logs; -1 for a failed call) */
+static void log_latencies(const ol_run_t *run, const char *path) {
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        fprintf(stderr, "bench_fetch: --latency-log %s: %s\n", path, strerror(errno));
+        return;
+    }
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    double wall = (double)rt.tv_sec + (double)rt.tv_nsec * 1e-9 - now_s(); /* monotonic → wall */
+    for (long i = 0; i < run->started; i++) {
+        const ol_slot_t *s = &run->slots[i];
+        fprintf(f, "%s %.6f %.1f\n", run->method, s->sched + wall, s->rc ? -1.0 : s->lat * 1e6);
+    }
+    fclose(f);
+}
+
 static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, double rate,
                       double seconds, lat_result_t *res) {
     ol_run_t run;
@@ -750,6 +796,7 @@ static void open_loop(const char *method, const tsr_buf_t *reqs, size_t nreqs, d
     res->csw = (srv_switches() - sw0) / (double)(run.started ? run.started : 1);
     if (res->errors) fprintf(stderr, "bench_fetch: %s: %ld errors, first: %s\n", method, res->errors,
                              run.first_error);
+    if (O.latency_log) log_latencies(&run, O.latency_log);
     free(lat);
     free(run.slots);
     pthread_mutex_destroy(&run.mu);
@@ -1102,6 +1149,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--cpu-pids")) O.cpu_pids = v;
         else if (!strcmp(a, "--datagen")) O.datagen = v;
         else if (!strcmp(a, "--perf-dir")) O.perf_dir = v;
+        else if (!strcmp(a, "--latency-log")) O.latency_log = v;
         else if (!strcmp(a, "--rpc-threads")) O.rpc_threads = v;
         else if (!strcmp(a, "--tmp")) O.tmp_parent = v;
         else if (!strcmp(a, "--phases")) snprintf(O.phases, sizeof O.phases, "%s", v);
@@ -1397,6 +1445,11 @@ int main(int argc, char **argv) {
             printf("  note: the sender fell behind its schedule by up to %.0f us (echo) / %.0f us "
                    "(fetch); those delays are counted in the latencies\n",
                    echo.send_lag, f1.send_lag);
+        long damon = damon_sample_ms();
+        if (damon)
+            printf("  note: the kernel's DAMON monitor (kdamond) samples memory every %ld ms here, "
+                   "taking a few ms of a CPU each time: expect the p99s to be its stalls "
+                   "(docs/benchmarks-online.md, session 8)\n", damon);
     }
     if (phase_on("batch")) {
         settle();
