@@ -1614,6 +1614,8 @@ void tsr__pend_scan(const tsr__ts_gb_t *g, const tsr__pend_t *p, const uint8_t *
 /* ---- stream ingest: log, fold, flush */
 
 #define PEND_IDLE_MS 10000
+#define FLUSHER_IDLE_MS 1000    /* the flusher's longest sleep (flusher_main) */
+#define FLUSHER_RETRY_MS 100    /* a failed flush is tried again after this */
 /* Events folded but not yet written are replayed from Kafka after a crash: bound how far back
  * that replay goes (and so how long a topic must keep its messages) by writing the table at
  * least this often. */
@@ -1951,9 +1953,23 @@ static void *flusher_main(void *arg) {
             if (g) continue; /* found again as an imm at the top */
         }
         if (!g) {
+            /* sleep until the first GroupBy could have gone quiet, at most FLUSHER_IDLE_MS (a
+             * first apply after a long quiet spell is seen within that, and its deadline is
+             * kept from then on); a failed flush is retried after FLUSHER_RETRY_MS. Apply
+             * signals fl_cv when it hands over a table. An idle store's flusher used to wake
+             * every 100 ms. */
+            int64_t now = mono_ms(), wait = FLUSHER_IDLE_MS;
+            for (size_t i = 0; i < ngbs; i++) {
+                int64_t last = __atomic_load_n(&s->gbs[i].last_apply_ms, __ATOMIC_RELAXED);
+                if (s->gbs[i].flush_failed) wait = wait < FLUSHER_RETRY_MS ? wait : FLUSHER_RETRY_MS;
+                else if (last && !s->gbs[i].imm && last + PEND_IDLE_MS - now < wait)
+                    wait = last + PEND_IDLE_MS - now;
+            }
+            if (wait < 1) wait = 1;
             struct timespec t;
             clock_gettime(CLOCK_REALTIME, &t);
-            t.tv_nsec += 100 * 1000000L;
+            t.tv_sec += wait / 1000;
+            t.tv_nsec += (wait % 1000) * 1000000L;
             if (t.tv_nsec >= 1000000000L) {
                 t.tv_sec++;
                 t.tv_nsec -= 1000000000L;

@@ -113,7 +113,6 @@ static int64_t now_ms(void) {
 
 static int stopping(tsr_worker_t *w) { return __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE); }
 
-/* Sleeps ms in small steps; returns early (1) when the worker stops. */
 /* Sleeps ms, or less when the worker stops; returns stopping(). One timed wait, not a poll:
  * an idle worker's threads wake only when they have something to do. */
 static int nap(tsr_worker_t *w, int64_t ms) {
@@ -907,16 +906,9 @@ static void *shards_main(void *arg) {
     prctl(PR_SET_NAME, "tsr-shards", 0, 0, 0);
     while (!stopping(w)) {
         pthread_mutex_lock(&w->q_mu);
-        while (!w->q_head && !stopping(w)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&w->q_cv, &w->q_mu, &ts);
-        }
+        /* no timeout: a queued shard and tsr_worker_stop both signal q_cv under q_mu (an idle
+         * worker's job thread used to wake 10 times a second to look) */
+        while (!w->q_head && !stopping(w)) pthread_cond_wait(&w->q_cv, &w->q_mu);
         shard_t *s = w->q_head;
         if (s) {
             w->q_head = s->next;
