@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tsr/agg.h"
 #include "tsr/tile.h"
@@ -208,11 +210,51 @@ START_TEST(test_budgets_equal_offline) {
 }
 END_TEST
 
+/* A GroupBy gone quiet has its write-back table written by the flusher 10 s after its last
+ * apply (docs/tile-store.md "Writes" 2): a process that then dies has its events and offsets
+ * stored. A child applies the stream with offsets and dies without closing the store (as
+ * kill -9), once 1 s after the apply (nothing stored yet: Kafka is the log) and once 13 s
+ * after (everything stored). The flusher sleeps until that deadline rather than polling. */
+START_TEST(test_quiet_groupby_flushed) {
+    tsr_rng_t r = {.s = 4040};
+    make_gbs();
+    int64_t B = gen_events(&r);
+    char dir[] = "/tmp/tsr_test_wb_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    tsr_tile_store_t *s = open_store(dir, 0, B, 1);
+    tsr_tile_store_close(s);
+    const unsigned waits[] = {1, 13};
+    for (int w = 0; w < 2; w++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            tsr_tile_store_t *c = open_store(dir, 0, B, 0);
+            stream(c);
+            sleep(waits[w]);
+            _exit(0); /* no close: like kill -9 */
+        }
+        int st = 0;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        s = open_store(dir, 0, B, 0);
+        const int64_t want = w == 0 ? -1 : NEV;
+        for (int g = 0; g < 2; g++) ck_assert_int_eq(tsr_tile_store_offset(s, gbs[g].name, "topic/0"), want);
+        if (w == 1) check_reads(s, &r, B, 100);
+        tsr_tile_store_close(s);
+    }
+    tsr_test_rm_rf(dir);
+    free(evs);
+    free(by_key);
+    free_gbs();
+}
+END_TEST
+
 static Suite *writeback_suite(void) {
     Suite *s = suite_create("tile_writeback");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_budgets_equal_offline, 0, 3);
+    tcase_add_test(tc, test_quiet_groupby_flushed);
     suite_add_tcase(s, tc);
     return s;
 }
