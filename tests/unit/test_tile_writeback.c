@@ -182,6 +182,19 @@ static void check_reads(tsr_tile_store_t *s, tsr_rng_t *r, int64_t B, int nq) {
     tsr_arena_free(&arena);
 }
 
+/* Every GroupBy's offset of "topic/0" (held or stored) is want. */
+static void expect_offsets(tsr_tile_store_t *s, int64_t want) {
+    for (int g = 0; g < 2; g++) ck_assert_int_eq(tsr_tile_store_offset(s, gbs[g].name, "topic/0"), want);
+}
+
+/* Removes the store's directory, frees the generated events and GroupBys. */
+static void fixture_free(const char *dir) {
+    tsr_test_rm_rf(dir);
+    free(evs);
+    free(by_key);
+    free_gbs();
+}
+
 START_TEST(test_budgets_equal_offline) {
     /* iteration 0: the default budget; 1: 2 MiB (tables written every few batches, their
      * chunks recycled through the pool); 2: 1 byte (every batch written by the flusher) */
@@ -193,20 +206,15 @@ START_TEST(test_budgets_equal_offline) {
     ck_assert_ptr_nonnull(mkdtemp(dir));
     tsr_tile_store_t *s = open_store(dir, budget, B, 1);
     stream(s);
-    for (int g = 0; g < 2; g++)
-        ck_assert_int_eq(tsr_tile_store_offset(s, gbs[g].name, "topic/0"), NEV);
+    expect_offsets(s, NEV);
     check_reads(s, &r, B, 200);
     tsr_tile_store_close(s);
     /* reopened: everything written with its offsets, the same values */
     s = open_store(dir, budget, B, 0);
-    for (int g = 0; g < 2; g++)
-        ck_assert_int_eq(tsr_tile_store_offset(s, gbs[g].name, "topic/0"), NEV);
+    expect_offsets(s, NEV);
     check_reads(s, &r, B, 100);
     tsr_tile_store_close(s);
-    tsr_test_rm_rf(dir);
-    free(evs);
-    free(by_key);
-    free_gbs();
+    fixture_free(dir);
 }
 END_TEST
 
@@ -237,15 +245,11 @@ START_TEST(test_quiet_groupby_flushed) {
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
         s = open_store(dir, 0, B, 0);
-        const int64_t want = w == 0 ? -1 : NEV;
-        for (int g = 0; g < 2; g++) ck_assert_int_eq(tsr_tile_store_offset(s, gbs[g].name, "topic/0"), want);
+        expect_offsets(s, w == 0 ? -1 : NEV);
         if (w == 1) check_reads(s, &r, B, 100);
         tsr_tile_store_close(s);
     }
-    tsr_test_rm_rf(dir);
-    free(evs);
-    free(by_key);
-    free_gbs();
+    fixture_free(dir);
 }
 END_TEST
 
