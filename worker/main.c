@@ -114,14 +114,16 @@ int main(int argc, char **argv) {
     o.warehouse = warehouse;
     o.log = stderr;
     tsr_log_init(stderr, logfmt, TSR_LOG_INFO);
-    tsr_error_t err0;
-    tsr_error_clear(&err0);
+    tsr_error_t err;
+    tsr_error_clear(&err);
 
     /* one server thread: each completion queue polls its own sockets (docs/rpc.md "Polling
-     * engine"; with gRPC's epoll1 the watch-stream thread took half the ReadPartitions' socket
-     * work and woke the server thread for each) */
-    if (o.rpc_threads <= 1 && tsr_rpc_set_poll_engine("poll", &err0) != 0)
-        fprintf(stderr, "tessera-worker: %s\n", err0.msg);
+     * engine"; with gRPC's epoll1 the watch-stream thread read ReadPartitions off the socket
+     * and woke the server thread for each) */
+    if (o.rpc_threads <= 1 && tsr_rpc_set_poll_engine("poll", &err) != 0) {
+        fprintf(stderr, "tessera-worker: %s\n", err.msg);
+        tsr_error_clear(&err);
+    }
 
     /* every thread inherits the mask: only sigwait below sees the signals */
     sigset_t set;
@@ -132,8 +134,6 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     tsr_worker_t *w;
-    tsr_error_t err;
-    tsr_error_clear(&err);
     int rc = tsr_worker_start(&o, &w, &err);
     if (rc) {
         fprintf(stderr, "tessera-worker: %s\n", err.msg);
