@@ -96,16 +96,45 @@ static tsr_arena_t *thread_arena(tsr_server_t *s) {
     return a;
 }
 
-typedef struct read_job {
+/* A large batched read is shared with the read helper in pieces of READ_PIECE reads, claimed
+ * one at a time by whichever thread is free: a helper that wakes late, or a thread that loses
+ * its CPU for a while (another process, the kernel), takes fewer pieces instead of holding the
+ * request up with a fixed half. The reads are first grouped by GroupBy (request order within
+ * one), so that a piece, like one chunk of tsr_tile_store_read_many, reads one GroupBy's keys. */
+#define READ_SPLIT_MIN 128          /* a 100-entity Join fetch is 1,000 reads; one entity's 10 stay whole */
+#define READ_PIECE 64
+#define READ_GROUPS_MAX 64          /* GroupBys told apart when grouping; the rest share a group */
+
+typedef struct read_share {
+    tsr_server_t *s;
     tsr_tile_store_req_t *reqs;
     size_t n;
-    tsr_arena_t *arena;
-    int rc, done;
-    tsr_error_t err;
+    size_t next;                    /* atomic: the first read no thread has claimed */
+} read_share_t;
+
+typedef struct read_job {
+    read_share_t *sh;
+    tsr_arena_t *arena;             /* the fetching thread's aux arena, lent to the helper */
+    int done;                       /* under rh_mu */
 } read_job_t;
 
-/* Reads split this way: a 100-entity Join fetch is 1,000 reads; one entity's 10 stay whole. */
-#define READ_SPLIT_MIN 128
+/* Claims pieces until none is left. A piece whose call fails fails its own reads. */
+static void read_pieces(read_share_t *sh, tsr_arena_t *arena) {
+    for (;;) {
+        size_t lo = __atomic_fetch_add(&sh->next, READ_PIECE, __ATOMIC_RELAXED);
+        if (lo >= sh->n) return;
+        size_t cnt = sh->n - lo < READ_PIECE ? sh->n - lo : READ_PIECE;
+        tsr_error_t e;
+        tsr_error_clear(&e);
+        int rc = tsr_host_read_many(sh->s->host, sh->reqs + lo, cnt, arena, &e);
+        if (!rc) continue;
+        const char *msg = tsr_arena_strdup(arena, e.msg[0] ? e.msg : tsr_strerror(rc));
+        for (size_t i = lo; i < lo + cnt; i++) {
+            sh->reqs[i].status = rc;
+            sh->reqs[i].error = msg;
+        }
+    }
+}
 
 static void *read_helper_main(void *arg) {
     tsr_server_t *s = arg;
@@ -117,11 +146,11 @@ static void *read_helper_main(void *arg) {
             pthread_cond_wait(&s->rh_cv, &s->rh_mu);
             continue;
         }
+        s->rh_job = NULL; /* taken: the fetching thread now waits for done */
         pthread_mutex_unlock(&s->rh_mu);
-        j->rc = tsr_host_read_many(s->host, j->reqs, j->n, j->arena, &j->err);
+        read_pieces(j->sh, j->arena);
         pthread_mutex_lock(&s->rh_mu);
         j->done = 1;
-        s->rh_job = NULL;
         pthread_cond_broadcast(&s->rh_done_cv);
     }
     pthread_mutex_unlock(&s->rh_mu);
@@ -141,44 +170,91 @@ static tsr_arena_t *aux_arena(tsr_server_t *s) {
     return a;
 }
 
+/* order[k] = the index in reqs of the k-th read grouped by GroupBy (a stable counting sort on
+ * the GroupBy name's pointer: a fetch plan names each GroupBy with one string). */
+static void group_reads(const tsr_tile_read_req_t *reqs, size_t n, size_t *order, tsr_arena_t *arena) {
+    const char *names[READ_GROUPS_MAX];
+    size_t count[READ_GROUPS_MAX + 1] = {0}, ng = 0, g = 0;
+    uint8_t *grp = tsr_arena_alloc(arena, n);
+    for (size_t i = 0; i < n; i++) {
+        /* a Join asks e0 g0..g9, e1 g0..g9: the next read's GroupBy is usually the next one */
+        size_t tries = 0;
+        while (tries < ng && names[g] != reqs[i].gb) {
+            g = g + 1 < ng ? g + 1 : 0;
+            tries++;
+        }
+        if (tries == ng) {
+            if (ng < READ_GROUPS_MAX) {
+                names[ng] = reqs[i].gb;
+                g = ng++;
+            } else {
+                g = READ_GROUPS_MAX;
+            }
+        }
+        grp[i] = (uint8_t)g;
+        count[g]++;
+        if (g == READ_GROUPS_MAX) g = 0;
+    }
+    size_t at = 0;
+    for (size_t k = 0; k <= READ_GROUPS_MAX; k++) {
+        size_t c = count[k];
+        count[k] = at;
+        at += c;
+    }
+    for (size_t i = 0; i < n; i++) order[count[grp[i]]++] = i;
+}
+
 /* The fetch's batched read (serving.h two-pass fetches): a request's reads in one call —
  * one RocksDB multi-get per column family across all its rows and GroupBys. A large one is
- * split with the read helper when it is free, so it uses both cores. */
+ * shared with the read helper when it is free, so it uses both cores. */
 static int server_read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64_t timeout_ms,
                             tsr_arena_t *arena, tsr_error_t *err) {
     (void)timeout_ms; /* local reads: bounded by the store, not by a network */
     tsr_server_t *s = ud;
     tsr_tile_store_req_t *t = tsr_arena_alloc(arena, (n ? n : 1) * sizeof *t);
-    for (size_t i = 0; i < n; i++)
-        t[i] = (tsr_tile_store_req_t){reqs[i].gb, reqs[i].key, reqs[i].klen, reqs[i].q, reqs[i].out, 0, NULL};
-    read_job_t job = {0};
-    size_t mine = n;
-    if (n >= READ_SPLIT_MIN && s->rh_started && pthread_mutex_trylock(&s->rh_mu) == 0) {
+    if (n < READ_SPLIT_MIN || !s->rh_started) {
+        for (size_t i = 0; i < n; i++)
+            t[i] = (tsr_tile_store_req_t){reqs[i].gb, reqs[i].key, reqs[i].klen, reqs[i].q, reqs[i].out, 0, NULL};
+        int rc = tsr_host_read_many(s->host, t, n, arena, err);
+        for (size_t i = 0; i < n; i++) {
+            reqs[i].status = rc ? rc : t[i].status;
+            reqs[i].error = rc ? err->msg : t[i].error;
+        }
+        return rc;
+    }
+    size_t *order = tsr_arena_alloc(arena, n * sizeof *order);
+    group_reads(reqs, n, order, arena);
+    for (size_t k = 0; k < n; k++) {
+        const tsr_tile_read_req_t *r = &reqs[order[k]];
+        t[k] = (tsr_tile_store_req_t){r->gb, r->key, r->klen, r->q, r->out, 0, NULL};
+    }
+    read_share_t sh = {s, t, n, 0};
+    read_job_t job = {&sh, NULL, 0};
+    int handed = 0;
+    if (pthread_mutex_trylock(&s->rh_mu) == 0) {
         if (!s->rh_busy) {
-            mine = n / 2;
-            job = (read_job_t){t + mine, n - mine, aux_arena(s), 0, 0, {0}};
+            job.arena = aux_arena(s);
             s->rh_busy = 1;
             s->rh_job = &job;
+            handed = 1;
             pthread_cond_signal(&s->rh_cv);
         }
         pthread_mutex_unlock(&s->rh_mu);
     }
-    int rc = tsr_host_read_many(s->host, t, mine, arena, err);
-    if (mine < n) {
+    read_pieces(&sh, arena);
+    if (handed) {
         pthread_mutex_lock(&s->rh_mu);
-        while (!job.done) pthread_cond_wait(&s->rh_done_cv, &s->rh_mu);
+        if (s->rh_job == &job) s->rh_job = NULL; /* not taken yet: nothing left for it */
+        else
+            while (!job.done) pthread_cond_wait(&s->rh_done_cv, &s->rh_mu);
         s->rh_busy = 0;
         pthread_mutex_unlock(&s->rh_mu);
-        if (rc == 0 && job.rc) {
-            rc = job.rc;
-            *err = job.err;
-        }
     }
-    for (size_t i = 0; i < n; i++) {
-        reqs[i].status = rc ? rc : t[i].status;
-        reqs[i].error = rc ? err->msg : t[i].error;
+    for (size_t k = 0; k < n; k++) {
+        reqs[order[k]].status = t[k].status;
+        reqs[order[k]].error = t[k].error;
     }
-    return rc;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------
