@@ -138,13 +138,15 @@ static int run(int argc, char **argv) {
     printf("grpc=%s:%d\n", o.bind, tsr_server_grpc_port(s));
     if (o.http_port >= 0) printf("http=%s:%d\n", o.bind, tsr_server_http_port(s));
     fflush(stdout);
+    char malloc_name[128];
+    tsr_malloc_name(malloc_name, sizeof malloc_name);
     tsr_log(TSR_LOG_INFO, "serve",
-                "serving gRPC on %s:%d%s%.0d, data %s, warehouse %s, %s%s; stop with "
+                "serving gRPC on %s:%d%s%.0d, data %s, warehouse %s, %s%s, malloc %s; stop with "
                 "Ctrl-C or SIGTERM",
                 o.bind, tsr_server_grpc_port(s), o.http_port >= 0 ? ", HTTP on port " : "",
                 o.http_port >= 0 ? tsr_server_http_port(s) : 0, data_dir, warehouse,
                 o.kafka_bootstrap ? "streaming from Kafka at " : "no Kafka (no streaming)",
-                o.kafka_bootstrap ? o.kafka_bootstrap : "");
+                o.kafka_bootstrap ? o.kafka_bootstrap : "", malloc_name);
     int sig = 0;
     sigwait(&set, &sig);
     tsr_log(TSR_LOG_INFO, "serve", "%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -56,7 +56,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(a, "--version") == 0) {
-        printf("tessera %s\n", TSR_VERSION);
+        char m[128];
+        tsr_malloc_name(m, sizeof m);
+        printf("tessera %s\nmalloc: %s\n", TSR_VERSION, m);
         return 0;
     }
     if (strcmp(a, "help") == 0) {

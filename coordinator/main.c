@@ -170,8 +170,10 @@ int main(int argc, char **argv) {
     }
     printf("grpc=%s\n", bound);
     fflush(stdout);
-    tsr_log(TSR_LOG_INFO, "coordinator", "replica %s listening on %s (etcd %s, lease TTL %ld s)", o.id, bound,
-            etcd, ttl_s);
+    char malloc_name[128];
+    tsr_malloc_name(malloc_name, sizeof malloc_name);
+    tsr_log(TSR_LOG_INFO, "coordinator", "replica %s listening on %s (etcd %s, lease TTL %ld s, malloc %s)", o.id,
+            bound, etcd, ttl_s, malloc_name);
     int sig = 0;
     sigwait(&set, &sig);
     tsr_log(TSR_LOG_INFO, "coordinator", "%s: resigning and draining", sig == SIGINT ? "SIGINT" : "SIGTERM");

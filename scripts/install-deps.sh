@@ -9,7 +9,7 @@ PKGS=(
     libjansson-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
     librocksdb-dev librdkafka-dev libev-dev libcurl4-openssl-dev
-    libsqlite3-dev libmicrohttpd-dev
+    libsqlite3-dev libmicrohttpd-dev libjemalloc-dev
     etcd-server
     valgrind time bc
     python3 python3-grpcio python3-protobuf

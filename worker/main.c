@@ -146,6 +146,10 @@ int main(int argc, char **argv) {
     if (colon) *colon = 0;
     printf("grpc=%s:%d\n", host, tsr_worker_port(w));
     fflush(stdout);
+    char malloc_name[128];
+    tsr_malloc_name(malloc_name, sizeof malloc_name);
+    tsr_log(TSR_LOG_INFO, "worker", "serving ReadPartition on %s:%d, malloc %s", host, tsr_worker_port(w),
+            malloc_name);
     int sig = 0;
     sigwait(&set, &sig);
     tsr_log(TSR_LOG_INFO, "worker", "signal %d: draining", sig);

@@ -4,6 +4,7 @@
 #include "tsr/mem.h"
 #include "tsr/error.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,23 @@ void *tsr_malloc_huge(size_t n) {
 }
 
 void tsr_free_huge(void *p) { free(p); }
+
+/* jemalloc's mallctl is in the global scope only when the program links jemalloc; asking
+ * the symbol table keeps tsr_common free of a link-time dependency on it. */
+void tsr_malloc_name(char *buf, size_t n) {
+    typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+    mallctl_fn ctl = NULL;
+    void *self = dlopen(NULL, RTLD_LAZY);
+    if (self) {
+        void *sym = dlsym(self, "mallctl");
+        memcpy(&ctl, &sym, sizeof ctl); /* POSIX: a data pointer holds a function's address */
+        dlclose(self);
+    }
+    const char *ver = NULL;
+    size_t len = sizeof ver;
+    if (ctl && ctl("version", &ver, &len, NULL, 0) == 0 && ver) snprintf(buf, n, "jemalloc %s", ver);
+    else snprintf(buf, n, "glibc");
+}
 
 char *tsr_strdup(const char *s) { return tsr_strndup(s, strlen(s)); }
 

@@ -129,8 +129,10 @@ int main(int argc, char **argv) {
     printf("grpc=%s:%d\n", host, tsr_fetcher_grpc_port(f));
     if (o.http_port >= 0) printf("http=%s:%d\n", host, tsr_fetcher_http_port(f));
     fflush(stdout);
-    tsr_log(TSR_LOG_INFO, "fetcher", "serving gRPC on %s:%d, HTTP port %d, coordinators %s, warehouse %s",
-            host, tsr_fetcher_grpc_port(f), tsr_fetcher_http_port(f), o.coordinators, o.warehouse);
+    char malloc_name[128];
+    tsr_malloc_name(malloc_name, sizeof malloc_name);
+    tsr_log(TSR_LOG_INFO, "fetcher", "serving gRPC on %s:%d, HTTP port %d, coordinators %s, warehouse %s, malloc %s",
+            host, tsr_fetcher_grpc_port(f), tsr_fetcher_http_port(f), o.coordinators, o.warehouse, malloc_name);
     int sig = 0;
     sigwait(&set, &sig);
     tsr_log(TSR_LOG_INFO, "fetcher", "%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -38,6 +38,7 @@ has out "validate" "--help lists validate"
 has out "columns" "--help lists columns"
 run "--version" 0 "$TESSERA" --version
 has out "tessera " "--version prints the version"
+has out "malloc: ${TSR_MALLOC:?set by ctest}" "--version names the malloc the build links ($TSR_MALLOC)"
 run "help validate" 0 "$TESSERA" help validate
 has out "usage: tessera validate" "help validate prints usage"
 run "validate --help" 0 "$TESSERA" validate --help

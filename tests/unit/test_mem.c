@@ -1,7 +1,8 @@
 /*
  * test_mem.c — arenas (common/mem.h): reset keeps the first chunk only; reset_fit re-makes the
  * arena with one chunk that holds a call like the last one (at most keep_max), keeps it while
- * calls fit, and never grows past keep_max.
+ * calls fit, and never grows past keep_max. tsr_malloc_name: the unit tests link no jemalloc
+ * (only the programs do), so it says glibc, and it truncates to the buffer it is given.
  */
 #include <string.h>
 
@@ -64,12 +65,26 @@ START_TEST(test_reset_keeps_first_chunk) {
 }
 END_TEST
 
+START_TEST(test_malloc_name) {
+    char buf[64];
+    memset(buf, 'x', sizeof buf);
+    tsr_malloc_name(buf, sizeof buf);
+    ck_assert_str_eq(buf, "glibc");
+    char tiny[3];
+    tsr_malloc_name(tiny, sizeof tiny);
+    ck_assert_str_eq(tiny, "gl");
+}
+END_TEST
+
 static Suite *mem_suite(void) {
     Suite *s = suite_create("mem");
     TCase *tc = tcase_create("arena");
     tcase_add_test(tc, test_reset_fit);
     tcase_add_test(tc, test_reset_keeps_first_chunk);
     suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("malloc");
+    tcase_add_test(tm, test_malloc_name);
+    suite_add_tcase(s, tm);
     return s;
 }
 

@@ -30,6 +30,11 @@ void *tsr_realloc(void *p, size_t n);
 char *tsr_strdup(const char *s);
 char *tsr_strndup(const char *s, size_t n);
 
+/* The malloc this process runs on, for startup logs and --version: "jemalloc <version>" when
+ * the program is linked with jemalloc (CMake option TESSERA_JEMALLOC, docs/architecture.md
+ * "Memory allocator"), else "glibc". Writes at most n bytes (NUL included) into buf. */
+void tsr_malloc_name(char *buf, size_t n);
+
 typedef struct tsr_arena_chunk tsr_arena_chunk_t;
 
 typedef struct tsr_arena {
