@@ -549,7 +549,7 @@ static void feed_free(feed_t *f) {
  * ingests then faults the same memory in, zeroed, again and again (the broker thread's
  * sysmalloc and page faults; its CPU per message was ~20 % lower without, bench of 1M
  * messages). Fixed thresholds keep that memory in the process; set once, before the first
- * consumer. In a program linked with jemalloc (the default build) this tunes glibc's unused
+ * consumer. In a program linked with jemalloc (-DTESSERA_JEMALLOC=ON) this tunes glibc's unused
  * allocator and changes nothing. */
 static void malloc_tune(void) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
