@@ -244,9 +244,11 @@ static int server_read_many(void *ud, tsr_tile_read_req_t *reqs, size_t n, int64
     read_pieces(&sh, arena);
     if (handed) {
         pthread_mutex_lock(&s->rh_mu);
-        if (s->rh_job == &job) s->rh_job = NULL; /* not taken yet: nothing left for it */
-        else
+        if (s->rh_job == &job) {
+            s->rh_job = NULL; /* not taken yet: nothing left for it */
+        } else {
             while (!job.done) pthread_cond_wait(&s->rh_done_cv, &s->rh_mu);
+        }
         s->rh_busy = 0;
         pthread_mutex_unlock(&s->rh_mu);
     }
