@@ -78,11 +78,12 @@ static void make_gbs(void) {
 }
 
 static size_t row_cache = TSR_TILE_ROW_CACHE_AUTO; /* the store's row cache */
+static size_t batch_cache = 0;                     /* its batch record cache: the default */
 
 static tsr_tile_store_t *open_store(void) {
     tsr_tile_store_t *s;
     tsr_error_t err;
-    tsr_tile_store_opts_t o = {0, row_cache};
+    tsr_tile_store_opts_t o = {0, row_cache, batch_cache};
     ck_assert_msg(tsr_tile_store_open_opts(dir, &o, &s, &err) == 0, "%s", err.msg);
     if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
     for (int g = 0; g < NGB; g++) {
@@ -376,6 +377,119 @@ START_TEST(test_row_cache_same_values) {
 }
 END_TEST
 
+/* The batch record cache changes no value, also across writes to the batch family: reads of
+ * a store whose cache is warm (the same reads twice, the second time from the cache), then a
+ * write, then the reads again, must equal the same reads of the store reopened without the
+ * cache. The writes: the served version uploaded again with other contents, records added to
+ * the served version (tsr_tile_upload_begin_add), a new version. Each must change some value,
+ * or the comparison would prove nothing. */
+static void read_set(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, tsr_arena_t *arena) {
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs, NREQ, arena, &err), 0);
+}
+
+static int same_reads(const tsr_tile_store_req_t *a, const tsr_tile_store_req_t *b, const int *gbi, int strict) {
+    for (int i = 0; i < NREQ; i++) {
+        if (a[i].status != b[i].status) {
+            if (strict) ck_abort_msg("read %d: status %d vs %d", i, a[i].status, b[i].status);
+            return 0;
+        }
+        if (a[i].status) continue;
+        for (size_t o = 0; o < nout[gbi[i]]; o++)
+            if (!tsr_value_equal(&a[i].out[o], &b[i].out[o])) {
+                if (strict) ck_abort_msg("read %d (%s key %.*s) output %zu differs with and without the batch cache",
+                                         i, a[i].gb, (int)a[i].klen, (const char *)a[i].key, o);
+                return 0;
+            }
+    }
+    return 1;
+}
+
+START_TEST(test_batch_cache_same_values) {
+    static tsr_tile_store_req_t reqs[4][NREQ];
+    static tsr_value_t outs[4][NREQ][MAXOUT];
+    static char keys[NREQ][16];
+    static int gbi[NREQ];
+    tsr_rng_t r = {.s = 777};
+    int64_t B = gen_events(&r);
+    tsr_tile_store_t *s = open_store();
+    upload(s, 0, B);
+    upload(s, 1, B);
+    stream(s, B);
+    tsr_error_t err;
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    tsr_tile_store_close(s);
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    for (int step = 0; step < 3; step++) {
+        int64_t B2 = step == 2 ? B + D1 : B; /* step 2: a new version, a day later */
+        for (int i = 0; i < NREQ; i++) {
+            gbi[i] = (int)tsr_rng_below(&r, 2);
+            size_t kl = key_of((int)tsr_rng_below(&r, NKEYS), keys[i]);
+            int64_t q = pick_q(&r, B2);
+            for (int v = 0; v < 4; v++)
+                reqs[v][i] = (tsr_tile_store_req_t){gbname[gbi[i]], keys[i], kl, q, outs[v][i], 0, NULL};
+        }
+        batch_cache = (size_t)8 << 20;
+        s = open_store();
+        tsr_tile_batch_cache_stats_t st;
+        read_set(s, reqs[0], &arena); /* fills the cache */
+        read_set(s, reqs[1], &arena); /* from it */
+        tsr_tile_store_batch_cache_stats(s, &st);
+        ck_assert_msg(st.entries > 0 && st.hits >= (uint64_t)NREQ / 2, "cache: %zu entries, %llu hits", st.entries,
+                      (unsigned long long)st.hits);
+        same_reads(reqs[0], reqs[1], gbi, 1);
+        if (step == 0) { /* the served version again, from half the events */
+            int n = nev;
+            nev /= 2;
+            upload(s, 0, B);
+            upload(s, 1, B);
+            nev = n;
+        } else if (step == 1) { /* records added to the served version: a new lifetime IR */
+            tsr_tile_upload_t *u;
+            for (int g = 0; g < 2; g++) {
+                ck_assert_int_eq(tsr_tile_upload_begin_add(s, gbname[g], B, &u, &err), 0);
+                void *irs[MAXCOLS];
+                for (size_t c = 0; c < ncols[g]; c++) {
+                    irs[c] = tsr_malloc(tsr_agg_ir_size(aggs[g][c]));
+                    tsr_agg_init(aggs[g][c], irs[c]);
+                    for (int e = 0; e < 3; e++)
+                        tsr_agg_update(aggs[g][c], irs[c], &evs[e].in[c], NULL, B - 1000 * (e + 1), 900 + (uint64_t)e);
+                }
+                for (int i = 0; i < NREQ; i++)
+                    if (gbi[i] == g && tsr_tile_upload_put(u, keys[i], reqs[0][i].klen, TSR_TILE_LIFETIME, INT64_MIN,
+                                                           (const void *const *)irs, &err))
+                        ck_abort_msg("upload put: %s", err.msg);
+                for (size_t c = 0; c < ncols[g]; c++) {
+                    tsr_agg_clear(aggs[g][c], irs[c]);
+                    free(irs[c]);
+                }
+                ck_assert_msg(tsr_tile_upload_commit(u, &err) == 0, "%s", err.msg);
+            }
+        } else { /* a new version */
+            upload(s, 0, B2);
+            upload(s, 1, B2);
+        }
+        read_set(s, reqs[2], &arena); /* after the write, with the cache */
+        tsr_tile_store_batch_cache_stats(s, &st);
+        ck_assert_msg(st.clears > 0, "no clear after step %d's write", step);
+        tsr_tile_store_close(s);
+        ck_assert_msg(!same_reads(reqs[1], reqs[2], gbi, 0), "step %d's write changed no value read", step);
+        batch_cache = TSR_TILE_BATCH_CACHE_NONE;
+        s = open_store();
+        read_set(s, reqs[3], &arena); /* without */
+        tsr_tile_store_batch_cache_stats(s, &st);
+        ck_assert_uint_eq(st.budget, 0);
+        tsr_tile_store_close(s);
+        same_reads(reqs[2], reqs[3], gbi, 1);
+        batch_cache = 0;
+        tsr_arena_reset(&arena);
+    }
+    tsr_arena_free(&arena);
+    cleanup();
+}
+END_TEST
+
 /* Concurrency: readers of several GroupBys at once while a writer applies to them. */
 typedef struct conc {
     tsr_tile_store_t *s;
@@ -441,6 +555,7 @@ static Suite *read_many_suite(void) {
     tcase_add_loop_test(tc, test_many_equals_single, 0, 2);
     tcase_add_test(tc, test_many_concurrent);
     tcase_add_test(tc, test_row_cache_same_values);
+    tcase_add_test(tc, test_batch_cache_same_values);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -346,6 +346,12 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
         const char *ev = getenv("TSR_TILE_ROW_CACHE_MB"); /* measurements, operators */
         row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : 0;
     }
+    size_t bc_bytes = o ? o->batch_cache_bytes : 0;
+    if (bc_bytes == 0) {
+        const char *ev = getenv("TSR_TILE_BATCH_CACHE_MB"); /* operators, measurements */
+        bc_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : TSR_TILE_BATCH_CACHE_DEFAULT;
+        if (bc_bytes == 0) bc_bytes = TSR_TILE_BATCH_CACHE_NONE;
+    }
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
     /* the DB (and default family) options: a base every family starts from */
@@ -445,6 +451,7 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     }
     s->dir = tsr_strdup(dir);
     ingest_dir_reset(s);
+    if (bc_bytes != TSR_TILE_BATCH_CACHE_NONE) s->bcache = tsr__bcache_create(bc_bytes);
     s->wo = rocksdb_writeoptions_create();
     s->ro = rocksdb_readoptions_create();
     s->pend_budget = PEND_BUDGET_BYTES;
@@ -460,6 +467,14 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
 void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row) {
     if (block) *block = rocksdb_cache_get_usage(s->cache);
     if (row) *row = s->row_cache ? rocksdb_cache_get_usage(s->row_cache) : 0;
+}
+
+void tsr_tile_store_batch_cache_stats(tsr_tile_store_t *s, tsr_tile_batch_cache_stats_t *st) {
+    memset(st, 0, sizeof(*st));
+    if (!s->bcache) return;
+    tsr__bcache_stats_t b;
+    tsr__bcache_stats(s->bcache, &b);
+    *st = (tsr_tile_batch_cache_stats_t){b.hits, b.misses, b.puts, b.full, b.clears, b.bytes, b.entries, b.budget};
 }
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
@@ -489,6 +504,7 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     rocksdb_block_based_options_destroy(s->table_log);
     rocksdb_cache_destroy(s->cache);
     if (s->row_cache) rocksdb_cache_destroy(s->row_cache);
+    tsr__bcache_destroy(s->bcache);
     rocksdb_writeoptions_destroy(s->wo);
     rocksdb_readoptions_destroy(s->ro);
     for (size_t i = 0; i < s->ngbs; i++) {
@@ -745,6 +761,10 @@ static int upload_flush(tsr_tile_upload_t *u, tsr_error_t *err) {
     rocksdb_write(u->s->db, u->s->wo, u->wb, &e);
     rocksdb_writebatch_clear(u->wb);
     u->pending = 0;
+    /* records written into the version being served (tsr_tile_upload_begin_add, or the
+     * served version uploaded again): the cache must not keep what they replaced. Cleared
+     * after the write (batch_cache.h) */
+    if (u->s->bcache && u->b == __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE)) tsr__bcache_clear(u->s->bcache);
     if (e) {
         int rc = tsr_error_set(err, TSR_EIO, "upload write: %s", e);
         free(e);
@@ -763,7 +783,7 @@ static int pt_cmp(const void *a, const void *b) {
 static int flush_key(tsr_tile_upload_t *u, tsr_error_t *err) {
     if (u->npt == 0 && !u->has_life) return 0;
     tsr__ts_gb_t *g = u->g;
-    qsort(u->pt, u->npt, sizeof(pending_tile_t), pt_cmp);
+    if (u->npt > 1) qsort(u->pt, u->npt, sizeof(pending_tile_t), pt_cmp); /* pt is NULL with none */
     uint8_t *blk = tsr_malloc(2 * g->ir_size);
     uint8_t *acc = blk, *tmp = blk + g->ir_size;
     tsr__tile_init(g, acc);
@@ -891,6 +911,10 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     if (old != INT64_MIN && old != u->b) delete_version(u, old);
     rc = upload_flush(u, err);
     if (rc == 0) __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
+    /* the version switched: drop the cached records of the one before (readers now ask for
+     * the new version's keys; the cache holds no record of it, since every earlier switch
+     * cleared it too) */
+    if (rc == 0 && u->s->bcache) tsr__bcache_clear(u->s->bcache);
     if (rc == 0) {
         /* move the upload out of the memtable into a table file (bloom filters, hash indexes):
          * fetches then find its records without walking a large skiplist (the batch family:

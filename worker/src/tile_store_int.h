@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "batch_cache.h"
 #include "tsr/tile_store.h"
 
 #define TSR__TS_MAX_GB 256
@@ -100,6 +101,7 @@ struct tsr_tile_store {
     rocksdb_compactionfilter_t *cfilter;
     rocksdb_cache_t *cache;
     rocksdb_cache_t *row_cache; /* NULL: none */
+    tsr__bcache_t *bcache;      /* batch records by key (batch_cache.h); NULL: none */
     rocksdb_block_based_table_options_t *table;     /* bloom filters, hash indexes */
     rocksdb_block_based_table_options_t *table_log; /* the log's: no filter */
     rocksdb_column_family_handle_t *cf[TSR__NCF];

@@ -133,6 +133,8 @@ typedef struct read_scratch {
     size_t *kl;
     rocksdb_pinnableslice_t **vals;
     char **errs;
+    const uint8_t **cv;         /* batch records found in the batch record cache ... */
+    size_t *cl;                 /* ... and their lengths (cv NULL: not from the cache) */
     size_t capget;
 } read_scratch_t;
 
@@ -158,6 +160,8 @@ static void scratch_free(void *p) {
     free(x->kl);
     free(x->vals);
     free(x->errs);
+    free(x->cv);
+    free(x->cl);
     free(x);
 }
 static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
@@ -817,6 +821,52 @@ static int gl_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Phase 2 with the batch record cache: the batch records of reads [k0, kend) (slots k0..)
+ * from the cache (x->cv, x->cl), the misses in one batched multi-get (x->vals, x->errs),
+ * which are then stored in the cache. Takes the cache's read lock; the caller releases it
+ * after the chunk's last merge (the cached bytes are used until then). */
+static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, size_t kend) {
+    tsr__bcache_t *bc = s->bcache;
+    const char *mkp[TSR__READ_CHUNK];
+    size_t mkl[TSR__READ_CHUNK], mk[TSR__READ_CHUNK];
+    uint64_t mh[TSR__READ_CHUNK];
+    rocksdb_pinnableslice_t *mv[TSR__READ_CHUNK];
+    char *me[TSR__READ_CHUNK];
+    size_t nm = 0;
+    tsr__bcache_rdlock(bc);
+    for (size_t k = k0; k < kend; k++) {
+        uint64_t h = tsr__bcache_hash(bc, x->kp[k], x->kl[k]);
+        size_t vl;
+        const uint8_t *v = tsr__bcache_get(bc, x->kp[k], x->kl[k], h, &vl);
+        x->vals[k] = NULL;
+        if (v) {
+            x->cv[k] = v;
+            x->cl[k] = vl;
+            continue;
+        }
+        mkp[nm] = x->kp[k];
+        mkl[nm] = x->kl[k];
+        mh[nm] = h;
+        me[nm] = NULL;
+        mk[nm++] = k;
+    }
+    tsr__bcache_count(bc, kend - k0 - nm, nm);
+    if (nm == 0) return;
+    /* the misses keep the chunk's order, so they are as sorted as the chunk's keys */
+    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], nm, mkp, mkl, mv, me,
+                                 keys_sorted(mkp, mkl, nm));
+    for (size_t i = 0; i < nm; i++) {
+        size_t k = mk[i];
+        x->vals[k] = mv[i];
+        x->errs[k] = me[i];
+        if (mv[i] && !me[i]) { /* found: cached (a record that does not exist is not) */
+            size_t vl;
+            const char *v = rocksdb_pinnableslice_value(mv[i], &vl);
+            tsr__bcache_put(bc, mkp[i], mkl[i], mh[i], v, vl);
+        }
+    }
+}
+
 /* Phase 4 for one read: merge its records in order and finalize. Destroys its values. */
 static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, tsr_tile_store_req_t *rq,
                        tsr_arena_t *arena) {
@@ -844,7 +894,10 @@ static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, 
             x->errs[rec->vi] = NULL;
         }
         rocksdb_pinnableslice_t *ps = x->vals[rec->vi];
-        if (!ps) continue;
+        if (!ps) {
+            if (r == 0 && x->cv[rec->vi] && rc == 0) rc = apply_batch(&c, x->cv[rec->vi], x->cl[rec->vi]);
+            continue;
+        }
         size_t vl;
         const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(ps, &vl);
         if (rc == 0) rc = r == 0 ? apply_batch(&c, v, vl) : apply_slots(&c, r, v, vl, raw_slot);
@@ -899,6 +952,8 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         x->kl = tsr_realloc(x->kl, x->capget * sizeof(size_t));
         x->vals = tsr_realloc(x->vals, x->capget * sizeof(*x->vals));
         x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
+        x->cv = tsr_realloc(x->cv, x->capget * sizeof(*x->cv));
+        x->cl = tsr_realloc(x->cl, x->capget * sizeof(size_t));
     }
     /* the order the planned reads are fetched and merged in: by batch record key ('b' gb \0 B
      * K), i.e. grouped by GroupBy (in name order) and by key within a GroupBy. A fetch layer
@@ -948,6 +1003,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         x->kp[k] = (const char *)x->keys.data + rec->koff;
         x->kl[k] = rec->klen;
         x->errs[k] = NULL;
+        x->cv[k] = NULL;
     }
     /* phases 2, 3 and 4 by chunks of TSR__READ_CHUNK reads: the write-back locks are held
      * from a chunk's stream multi-get until its last merge, so a large call blocks ingest (the
@@ -959,9 +1015,12 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
     const size_t *ord = x->ord;
     for (size_t k0 = 0; k0 < nplanned;) {
         size_t kend = k0 + TSR__READ_CHUNK < nplanned ? k0 + TSR__READ_CHUNK : nplanned, ngls = 0;
-        /* phase 2: the chunk's batch records, no lock needed */
-        rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], kend - k0, x->kp + k0, x->kl + k0,
-                                     x->vals + k0, x->errs + k0, keys_sorted(x->kp + k0, x->kl + k0, kend - k0));
+        /* phase 2: the chunk's batch records, no write-back lock needed: from the batch
+         * record cache (held from here to the chunk's last merge), the rest from RocksDB */
+        if (s->bcache) batch_get_cached(s, x, k0, kend);
+        else
+            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], kend - k0, x->kp + k0, x->kl + k0,
+                                         x->vals + k0, x->errs + k0, keys_sorted(x->kp + k0, x->kl + k0, kend - k0));
         /* the chunk's GroupBys, each released after its last read */
         for (size_t k = k0; k < kend; k++) {
             plan_t *p = &x->plans[ord[k]];
@@ -1065,6 +1124,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
             merge_read(x, p, gl, &reqs[j], arena);
             if (gl->last == k) pthread_rwlock_unlock(&gl->g->pend_lock);
         }
+        if (s->bcache) tsr__bcache_unlock(s->bcache);
         k0 = kend;
     }
     return 0;
