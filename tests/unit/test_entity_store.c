@@ -75,10 +75,77 @@ START_TEST(test_entity_versions) {
 }
 END_TEST
 
+/* The served B uploaded again (more than one write batch: 4 MiB): the served values stay
+ * readable while it runs and after it fails; the commit switches them, also across a restart
+ * and back by the next upload of B; records added to the served version land in place. */
+static tsr_entity_upload_t *big_upload(tsr_entity_store_t *s, int64_t B, const char *suffix, int add) {
+    tsr_entity_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq((add ? tsr_entity_upload_begin_add : tsr_entity_upload_begin)(s, "g.v1", B, &u, &err), 0);
+    static char val[2048];
+    for (int i = 0; i < (add ? 2 : 3000); i++) { /* 3000 x 2 KB: the first writes happen now */
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        int n = snprintf(val, sizeof val, "v%d%s", i, suffix);
+        memset(val + n + 1, 'p', sizeof val - (size_t)n - 1); /* padding after the NUL */
+        ck_assert_int_eq(tsr_entity_upload_put(u, key, strlen(key), val, sizeof val, &err), 0);
+    }
+    return u;
+}
+
+static void want(tsr_entity_store_t *s, int i, const char *suffix, const char *when) {
+    char key[16], out[4096], exp[32];
+    snprintf(key, sizeof key, "k%d", i);
+    snprintf(exp, sizeof exp, "v%d%s", i, suffix);
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    tsr_error_t err;
+    int rc = tsr_entity_store_get(s, "g.v1", key, strlen(key), &b, &err);
+    if (rc != 1) ck_abort_msg("%s: %s missing", when, key);
+    snprintf(out, sizeof out, "%s", (const char *)b.data);
+    tsr_buf_free(&b);
+    if (strcmp(out, exp) != 0) ck_abort_msg("%s: %s is %s, want %s", when, key, out, exp);
+}
+
+START_TEST(test_entity_reupload_served) {
+    snprintf(dir, sizeof dir, "/tmp/tsr_entity_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    tsr_entity_store_t *s;
+    tsr_error_t err;
+    const int64_t B = 86400000;
+    ck_assert_int_eq(tsr_entity_store_open(dir, &s, &err), 0);
+    ck_assert_int_eq(tsr_entity_upload_commit(big_upload(s, B, "", 0), &err), 0);
+    tsr_entity_upload_t *u = big_upload(s, B, "x", 0);
+    want(s, 1, "", "during an upload of the same B");
+    want(s, 2999, "", "during an upload of the same B");
+    tsr_entity_upload_abort(u);
+    want(s, 1, "", "after a failed upload of the same B");
+    ck_assert_int_eq(tsr_entity_upload_commit(big_upload(s, B, "y", 0), &err), 0);
+    ck_assert_int_eq(tsr_entity_store_batch_end(s, "g.v1"), B);
+    want(s, 1, "y", "after its commit");
+    tsr_entity_store_close(s);
+    ck_assert_int_eq(tsr_entity_store_open(dir, &s, &err), 0);
+    ck_assert_int_eq(tsr_entity_store_batch_end(s, "g.v1"), B);
+    want(s, 2999, "y", "after a restart");
+    u = big_upload(s, B, "z", 0);
+    want(s, 5, "y", "during a third upload of B");
+    ck_assert_int_eq(tsr_entity_upload_commit(u, &err), 0);
+    want(s, 5, "z", "after the third commit");
+    ck_assert_int_eq(tsr_entity_upload_commit(big_upload(s, B, "a", 1), &err), 0);
+    want(s, 1, "a", "after records added in place");
+    want(s, 2, "z", "after records added in place");
+    tsr_entity_store_close(s);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *entity_suite(void) {
     Suite *s = suite_create("entity_store");
     TCase *tc = tcase_create("entity_store");
     tcase_add_test(tc, test_entity_versions);
+    tcase_add_test(tc, test_entity_reupload_served);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -309,6 +309,88 @@ START_TEST(test_upload_add_keeps_served_version) {
 }
 END_TEST
 
+/* Lifetime-only records for keys "k<i>", i < n: SUM and LAST of one value i * mult (COUNT
+ * 1). Returns the upload, not committed (add: into the served version). */
+static tsr_tile_upload_t *life_upload(tsr_tile_store_t *s, int64_t B, int n, int mult, int add) {
+    tsr_tile_upload_t *u;
+    tsr_error_t err;
+    ck_assert_int_eq((add ? tsr_tile_upload_begin_add : tsr_tile_upload_begin)(s, "team.gb.v1", B, &u, &err), 0);
+    void *irs[NCOLS];
+    for (int c = 0; c < NCOLS; c++) irs[c] = tsr_malloc(tsr_agg_ir_size(aggs[c]));
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        size_t kl = (size_t)snprintf(k, sizeof k, "k%05d", i);
+        tsr_value_t in[NCOLS] = {tsr_value_double((double)i * mult), tsr_value_long((int64_t)i * mult),
+                                 tsr_value_long(1)};
+        for (int c = 0; c < NCOLS; c++) {
+            tsr_agg_init(aggs[c], irs[c]);
+            tsr_agg_update(aggs[c], irs[c], &in[c], NULL, B - 1000, (uint64_t)i);
+        }
+        if (tsr_tile_upload_put(u, k, kl, TSR_TILE_LIFETIME, INT64_MIN, (const void *const *)irs, &err))
+            ck_abort_msg("upload put: %s", err.msg);
+        for (int c = 0; c < NCOLS; c++) tsr_agg_clear(aggs[c], irs[c]);
+    }
+    for (int c = 0; c < NCOLS; c++) free(irs[c]);
+    return u;
+}
+
+/* Every key (or every 7th) read at B: the lifetime SUM (output 0) is i * mult. */
+static void check_life(tsr_tile_store_t *s, int64_t B, int n, int mult, const char *when) {
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    tsr_value_t out[16];
+    tsr_error_t err;
+    for (int i = 0; i < n; i += i < 10 || i > n - 10 ? 1 : 7) {
+        char k[16];
+        size_t kl = (size_t)snprintf(k, sizeof k, "k%05d", i);
+        tsr_arena_reset(&a);
+        ck_assert_msg(tsr_tile_store_read(s, "team.gb.v1", k, kl, B, out, &a, &err) == 0, "%s", err.msg);
+        if (out[0].kind != TSR_DOUBLE || out[0].u.d != (double)i * mult)
+            ck_abort_msg("%s: key %d lifetime sum %s, want %d", when, i,
+                         out[0].kind == TSR_DOUBLE ? "wrong" : "missing", i * mult);
+    }
+    tsr_arena_free(&a);
+}
+
+/* The served B uploaded again, with more records than one write of an upload (4096): its
+ * records go under B's other version id, so the served values stay readable while it runs and
+ * after it fails, and its commit switches them at once (also after a restart, and back again
+ * by the next upload of B). Records added to the served version land in it. */
+START_TEST(test_reupload_served_version) {
+    tsr_rng_t r = {.s = 6060};
+    int64_t B = gen_events(&r);
+    const int n = 6000;
+    tsr_tile_store_t *s = open_store();
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_commit(life_upload(s, B, n, 1, 0), &err), 0);
+    check_life(s, B, n, 1, "first upload");
+    tsr_tile_upload_t *u = life_upload(s, B, n, 2, 0); /* wrote 4096 records already */
+    check_life(s, B, n, 1, "during an upload of the same B");
+    tsr_tile_upload_abort(u);
+    check_life(s, B, n, 1, "after a failed upload of the same B");
+    u = life_upload(s, B, n, 3, 0);
+    check_life(s, B, n, 1, "during the next upload of the same B");
+    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    check_life(s, B, n, 3, "after its commit");
+    tsr_tile_store_close(s);
+    s = open_store();
+    ck_assert(tsr_tile_store_batch_end(s, "team.gb.v1") == B);
+    check_life(s, B, n, 3, "after a restart");
+    u = life_upload(s, B, n, 4, 0); /* back to B's first id */
+    check_life(s, B, n, 3, "during a third upload of B");
+    ck_assert_int_eq(tsr_tile_upload_commit(u, &err), 0);
+    check_life(s, B, n, 4, "after the third commit");
+    ck_assert_int_eq(tsr_tile_upload_commit(life_upload(s, B, 3, 5, 1), &err), 0); /* added in place */
+    check_life(s, B, 3, 5, "after records added to the served version");
+    tsr_tile_store_close(s);
+    s = open_store();
+    check_life(s, B, 3, 5, "after records added, and a restart");
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
 /* kill -9 after streaming: the child never closes (nor flushes) the store.
  *   Iterations 0 and 1 (batches with Kafka offsets): the source is the log. The reopened store
  *   holds some prefix of the stream with the offset it reaches (iteration 1 flushes every
@@ -970,6 +1052,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_store_equals_offline, 0, 2);
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 3);
     tcase_add_test(tc, test_upload_add_keeps_served_version);
+    tcase_add_test(tc, test_reupload_served_version);
     tcase_add_test(tc, test_upload_range_deletions);
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);

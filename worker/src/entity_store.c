@@ -2,6 +2,7 @@
  * entity_store.c — entity GroupBy values on RocksDB (entity_store.h).
  */
 #include "tsr/entity_store.h"
+#include "tsr/time.h"
 
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -12,7 +13,7 @@
 
 typedef struct version {
     char *gb;
-    int64_t b;
+    int64_t b;                      /* its version id: B, or B + 1 ms (see ver_day) */
 } version_t;
 
 struct tsr_entity_store {
@@ -28,7 +29,7 @@ struct tsr_entity_store {
 struct tsr_entity_upload {
     tsr_entity_store_t *s;
     char *gb;
-    int64_t b;
+    int64_t b;                      /* the version id its records are written under */
     rocksdb_writebatch_t *wb;
     tsr_buf_t k;
 };
@@ -107,7 +108,17 @@ void tsr_entity_store_close(tsr_entity_store_t *s) {
     free(s);
 }
 
-int64_t tsr_entity_store_batch_end(tsr_entity_store_t *s, const char *gb) {
+/* B of a version id: ids are B, or B + 1 ms for the served B uploaded again (as the tile
+ * store's, docs/tile-store.md "Writes"). */
+static int64_t ver_day(int64_t ver) {
+    if (ver == INT64_MIN) return INT64_MIN;
+    int64_t d = ver / TSR_MS_PER_DAY;
+    if (ver % TSR_MS_PER_DAY < 0) d--;
+    return d * TSR_MS_PER_DAY;
+}
+
+/* The served version id of gb, or INT64_MIN. */
+static int64_t served_ver(tsr_entity_store_t *s, const char *gb) {
     int64_t b = INT64_MIN;
     pthread_rwlock_rdlock(&s->lock);
     for (size_t i = 0; i < s->n; i++)
@@ -116,17 +127,63 @@ int64_t tsr_entity_store_batch_end(tsr_entity_store_t *s, const char *gb) {
     return b;
 }
 
-int tsr_entity_upload_begin(tsr_entity_store_t *s, const char *gb, int64_t batch_end,
-                            tsr_entity_upload_t **out, tsr_error_t *err) {
-    (void)err;
+int64_t tsr_entity_store_batch_end(tsr_entity_store_t *s, const char *gb) {
+    return ver_day(served_ver(s, gb));
+}
+
+static void range_of(tsr_buf_t *lo, tsr_buf_t *hi, const char *gb, int64_t b);
+
+static int upload_begin(tsr_entity_store_t *s, const char *gb, int64_t batch_end, int add,
+                        tsr_entity_upload_t **out, tsr_error_t *err) {
+    *out = NULL;
+    if (ver_day(batch_end) != batch_end)
+        return tsr_error_set(err, TSR_EINVAL, "upload version %lld is not a midnight", (long long)batch_end);
     tsr_entity_upload_t *u = tsr_calloc(1, sizeof(*u));
     u->s = s;
     u->gb = tsr_strdup(gb);
-    u->b = batch_end;
     u->wb = rocksdb_writebatch_create();
     tsr_buf_init(&u->k);
+    int64_t cur = served_ver(s, gb);
+    if (add && batch_end == ver_day(cur)) {
+        u->b = cur; /* in place */
+        *out = u;
+        return 0;
+    }
+    /* an id nobody reads until the commit: B, or B's other id when B is served */
+    u->b = batch_end == ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
+    /* a leftover of a crashed upload under that id is dropped first (only when there is
+     * one: a range deletion costs every later read of its table file a seek) */
+    tsr_buf_t lo, hi;
+    tsr_buf_init(&lo);
+    tsr_buf_init(&hi);
+    range_of(&lo, &hi, gb, u->b);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    rocksdb_iter_seek(it, (const char *)lo.data, lo.len);
+    int any = 0;
+    if (rocksdb_iter_valid(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        size_t m = kl < hi.len ? kl : hi.len;
+        int c = memcmp(k, hi.data, m);
+        any = c < 0 || (c == 0 && kl < hi.len);
+    }
+    rocksdb_iter_destroy(it);
+    if (any)
+        rocksdb_writebatch_delete_range(u->wb, (const char *)lo.data, lo.len, (const char *)hi.data, hi.len);
+    tsr_buf_free(&lo);
+    tsr_buf_free(&hi);
     *out = u;
     return 0;
+}
+
+int tsr_entity_upload_begin(tsr_entity_store_t *s, const char *gb, int64_t batch_end,
+                            tsr_entity_upload_t **out, tsr_error_t *err) {
+    return upload_begin(s, gb, batch_end, 0, out, err);
+}
+
+int tsr_entity_upload_begin_add(tsr_entity_store_t *s, const char *gb, int64_t batch_end,
+                                tsr_entity_upload_t **out, tsr_error_t *err) {
+    return upload_begin(s, gb, batch_end, 1, out, err);
 }
 
 static int flush(tsr_entity_upload_t *u, tsr_error_t *err) {
@@ -164,7 +221,7 @@ static void upload_free(tsr_entity_upload_t *u) {
 int tsr_entity_upload_commit(tsr_entity_upload_t *u, tsr_error_t *err) {
     tsr_entity_store_t *s = u->s;
     int rc = flush(u, err);
-    int64_t old = tsr_entity_store_batch_end(s, u->gb);
+    int64_t old = served_ver(s, u->gb);
     if (rc == 0) {
         prefix(&u->k, 'm', u->gb);
         tsr_buf_t v;
@@ -209,7 +266,7 @@ int tsr_entity_upload_commit(tsr_entity_upload_t *u, tsr_error_t *err) {
 void tsr_entity_upload_abort(tsr_entity_upload_t *u) {
     if (!u) return;
     rocksdb_writebatch_clear(u->wb);
-    if (u->b != tsr_entity_store_batch_end(u->s, u->gb)) {
+    if (u->b != served_ver(u->s, u->gb)) {
         tsr_buf_t lo, hi;
         tsr_buf_init(&lo);
         tsr_buf_init(&hi);
@@ -225,7 +282,7 @@ void tsr_entity_upload_abort(tsr_entity_upload_t *u) {
 int tsr_entity_store_get(tsr_entity_store_t *s, const char *gb, const void *key, size_t klen,
                          tsr_buf_t *out, tsr_error_t *err) {
     tsr_buf_clear(out);
-    int64_t b = tsr_entity_store_batch_end(s, gb);
+    int64_t b = served_ver(s, gb);
     if (b == INT64_MIN) return 0;
     uint8_t kb[512];
     tsr_buf_t k;

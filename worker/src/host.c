@@ -618,7 +618,8 @@ int tsr_host_load_parts(tsr_host_t *h, tsr_host_gb_t *st, const char *dir, int64
     void **irs = NULL;
     int rc;
     if (st->entity) {
-        rc = tsr_entity_upload_begin(h->entities, st->name, batch_end, &eu, err);
+        /* added in place when batch_end is already served, as the tiles below */
+        rc = tsr_entity_upload_begin_add(h->entities, st->name, batch_end, &eu, err);
     } else {
         /* added in place when batch_end is already served: the partitions held stay readable */
         rc = tsr_tile_upload_begin_add(h->store, st->name, batch_end, &u, err);

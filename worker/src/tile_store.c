@@ -617,9 +617,10 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         tsr_buf_init(&k);
         tsr__key_prefix(&k, 'm', gb->name, n);
         tsr_buf_putc(&k, 'B');
-        int64_t b;
-        if (get_i64_value(s, TSR__CF_META, &k, &b) != 0) b = INT64_MIN;
-        __atomic_store_n(&g->batch_end, b, __ATOMIC_RELEASE);
+        int64_t ver;
+        if (get_i64_value(s, TSR__CF_META, &k, &ver) != 0) ver = INT64_MIN;
+        __atomic_store_n(&g->batch_ver, ver, __ATOMIC_RELEASE);
+        __atomic_store_n(&g->batch_end, tsr__ver_day(ver), __ATOMIC_RELEASE);
         pthread_mutex_init(&g->apply_mu, NULL);
         pthread_mutex_init(&g->flush_mu, NULL);
         pthread_rwlock_init(&g->pend_lock, NULL);
@@ -674,7 +675,8 @@ typedef struct pending_tile {
 struct tsr_tile_upload {
     tsr_tile_store_t *s;
     tsr__ts_gb_t *g;
-    int64_t b;
+    int64_t b;                  /* the upload's B */
+    int64_t ver;                /* the version id its records are written under */
     rocksdb_writebatch_t *wb;
     size_t pending;
     tsr_buf_t key, val;
@@ -745,13 +747,19 @@ static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, 
     tsr_buf_init(&u->life);
     tsr_buf_init(&u->tiles);
     tsr_buf_init(&u->sfx);
-    /* a leftover of a crashed upload of the same version is dropped first — unless records
-     * are added to the version being served (its records must stay readable) */
-    if (add && batch_end == __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE)) {
+    /* records added to the version being served go into it (they must stay readable). Any
+     * other upload writes a version id nobody reads until its commit: B, or when B is the
+     * one served, B's other id (B + 1 ms while B is served, B while B + 1 ms is), so that the
+     * served records stay readable while it runs and after it fails. A leftover of a crashed
+     * upload under that id is dropped first. */
+    int64_t cur = __atomic_load_n(&g->batch_ver, __ATOMIC_ACQUIRE);
+    if (add && batch_end == tsr__ver_day(cur)) {
+        u->ver = cur;
         *out = u;
         return 0;
     }
-    delete_version(u, batch_end);
+    u->ver = batch_end == tsr__ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
+    delete_version(u, u->ver);
     *out = u;
     return 0;
 }
@@ -764,7 +772,7 @@ static int upload_flush(tsr_tile_upload_t *u, tsr_error_t *err) {
     /* records written into the version being served (tsr_tile_upload_begin_add, or the
      * served version uploaded again): the cache must not keep what they replaced. Cleared
      * after the write (batch_cache.h) */
-    if (u->s->bcache && u->b == __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE)) tsr__bcache_clear(u->s->bcache);
+    if (u->s->bcache && u->ver == __atomic_load_n(&u->g->batch_ver, __ATOMIC_ACQUIRE)) tsr__bcache_clear(u->s->bcache);
     if (e) {
         int rc = tsr_error_set(err, TSR_EIO, "upload write: %s", e);
         free(e);
@@ -824,7 +832,7 @@ static int flush_key(tsr_tile_upload_t *u, tsr_error_t *err) {
             tsr_buf_put_bytes(&u->val, u->tiles.data, u->tiles.len);
         }
         tsr__key_prefix(&u->key, 'b', g->name, g->nlen);
-        tsr__put_i64(&u->key, u->b);
+        tsr__put_i64(&u->key, u->ver);
         tsr__put_key(&u->key, u->cur.data, u->cur.len);
         rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_BATCH], (const char *)u->key.data,
                                   u->key.len, (const char *)u->val.data, u->val.len);
@@ -901,16 +909,19 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
         return rc;
     }
     /* switch the version, then drop every older one, in one write */
-    int64_t old = __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE);
+    int64_t old = __atomic_load_n(&u->g->batch_ver, __ATOMIC_ACQUIRE);
     tsr__key_prefix(&u->key, 'm', u->g->name, u->g->nlen);
     tsr_buf_putc(&u->key, 'B');
     tsr_buf_clear(&u->val);
-    tsr__put_i64(&u->val, u->b);
+    tsr__put_i64(&u->val, u->ver);
     rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_META], (const char *)u->key.data, u->key.len,
                               (const char *)u->val.data, u->val.len);
-    if (old != INT64_MIN && old != u->b) delete_version(u, old);
+    if (old != INT64_MIN && old != u->ver) delete_version(u, old);
     rc = upload_flush(u, err);
-    if (rc == 0) __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
+    if (rc == 0) { /* readers take the id (and B from it); others B */
+        __atomic_store_n(&u->g->batch_ver, u->ver, __ATOMIC_RELEASE);
+        __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
+    }
     /* the version switched: drop the cached records of the one before (readers now ask for
      * the new version's keys; the cache holds no record of it, since every earlier switch
      * cleared it too) */
@@ -933,7 +944,7 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
 void tsr_tile_upload_abort(tsr_tile_upload_t *u) {
     if (!u) return;
     rocksdb_writebatch_clear(u->wb);
-    if (u->b != __atomic_load_n(&u->g->batch_end, __ATOMIC_ACQUIRE) && delete_version(u, u->b)) {
+    if (u->ver != __atomic_load_n(&u->g->batch_ver, __ATOMIC_ACQUIRE) && delete_version(u, u->ver)) {
         char *e = NULL;
         rocksdb_write(u->s->db, u->s->wo, u->wb, &e);
         free(e);

@@ -67,7 +67,9 @@ typedef struct tsr__ts_gb {
     size_t *ir_off;             /* column c's IR at ir_off[c] in a tile block ... */
     size_t ir_size;             /* ... of ir_size bytes (one IR per column) */
     int has_bucket;             /* some column is bucketed */
-    int64_t batch_end;          /* cached 'm..B'; INT64_MIN when none (atomic) */
+    int64_t batch_end;          /* B of the served upload; INT64_MIN when none (atomic) */
+    int64_t batch_ver;          /* its version id, 'm..B' (atomic): B, or B + 1 ms for an upload
+                                   of the served B again (its records are 'b' gb \0 ver K) */
     /* write-back stream state (tile_store.c "Ingest"): */
     pthread_mutex_t apply_mu;   /* serialises apply, and the act -> imm hand-over */
     int64_t last_apply_ms;      /* monotonic ms of the last apply with events (atomic) */
@@ -134,6 +136,15 @@ static inline uint64_t tsr__get_be64(const uint8_t *p) {
     for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
     return v;
 }
+/* B of a batch version id (INT64_MIN: none): ids are B, or B + 1 ms for the served B uploaded
+ * again (docs/tile-store.md "Writes"), so B is the id's midnight. */
+static inline int64_t tsr__ver_day(int64_t ver) {
+    if (ver == INT64_MIN) return INT64_MIN;
+    int64_t d = ver / TSR_MS_PER_DAY;
+    if (ver % TSR_MS_PER_DAY < 0) d--;
+    return d * TSR_MS_PER_DAY;
+}
+
 static inline int64_t tsr__get_i64(const uint8_t *p) {
     return (int64_t)(tsr__get_be64(p) ^ (UINT64_C(1) << 63));
 }

@@ -77,6 +77,7 @@ typedef struct plan {
     tsr__ts_gb_t *g;
     size_t gi;                  /* its GroupBy in the call's lock table */
     int64_t b, head;
+    int64_t ver;                /* the batch version id its batch record is read under */
     size_t acc0, nacc, rec0, nrec, mask0;
     size_t head_rec;            /* record with the raw events of [head, q); SIZE_MAX: none */
     int head_slot;
@@ -561,7 +562,7 @@ static void req_fail(tsr_tile_store_req_t *rq, tsr_arena_t *arena, int code, con
 
 /* Checks a read and finds its GroupBy and B. 0, or its status set. */
 static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t **gp, int64_t *bp,
-                     tsr__ts_gb_t *prev, tsr_arena_t *arena) {
+                     int64_t *verp, tsr__ts_gb_t *prev, tsr_arena_t *arena) {
     tsr__ts_gb_t *g = prev;
     if (!rq->gb || (!rq->key && rq->klen)) {
         req_fail(rq, arena, TSR_EINVAL, "tile store read without a GroupBy name or key");
@@ -577,7 +578,8 @@ static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t
         req_fail(rq, arena, TSR_EINVAL, "key longer than 65535 bytes");
         return rq->status;
     }
-    int64_t b = __atomic_load_n(&g->batch_end, __ATOMIC_ACQUIRE);
+    /* one load: the version id and its B agree (tsr__ver_day) */
+    int64_t ver = __atomic_load_n(&g->batch_ver, __ATOMIC_ACQUIRE), b = tsr__ver_day(ver);
     if (b != INT64_MIN && rq->q < b) {
         req_fail(rq, arena, TSR_EINVAL, "at_millis %lld is before the uploaded batch end %lld",
                  (long long)rq->q, (long long)b);
@@ -585,6 +587,7 @@ static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t
     }
     *gp = g;
     *bp = b;
+    *verp = ver;
     return 0;
 }
 
@@ -673,13 +676,13 @@ static void plan_read(read_scratch_t *x, plan_t *p, const tsr_tile_store_req_t *
     put_prefix(&x->keys, 't', g);
     tsr__put_key(&x->keys, rq->key, rq->klen);
     c.kbase = x->keys.len - c.kbase_off;
-    /* record 0: the batch record 'b' gb \0 B K */
+    /* record 0: the batch record 'b' gb \0 ver K */
     GROW(x->recs, x->caprecs, c.rec0 + 1);
     GROW(x->masks, x->capmasks, c.mask0 + p->nacc);
     rec_t *r0 = ctx_rec(&c, 0);
     *r0 = (rec_t){'b', p->b, x->keys.len, 0, 0, 0, 0};
     put_prefix(&x->keys, 'b', g);
-    tsr__put_i64(&x->keys, p->b);
+    tsr__put_i64(&x->keys, p->ver);
     tsr__put_key(&x->keys, rq->key, rq->klen);
     r0->klen = x->keys.len - r0->koff;
     memset(ctx_masks(&c, 0), 0, p->nacc * sizeof(uint32_t));
@@ -925,7 +928,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         p->g = NULL;
         rq->status = 0;
         rq->error = NULL;
-        if (req_check(s, rq, &p->g, &p->b, prev, arena)) {
+        if (req_check(s, rq, &p->g, &p->b, &p->ver, prev, arena)) {
             p->g = NULL;
             continue;
         }
