@@ -15,6 +15,7 @@
 #include "tsr_test.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,6 +387,75 @@ START_TEST(test_reupload_served_version) {
     tsr_tile_store_close(s);
     s = open_store();
     check_life(s, B, 3, 5, "after records added, and a restart");
+    tsr_tile_store_close(s);
+    cleanup();
+}
+END_TEST
+
+/* Readers racing commits: two threads read keys of every version while this one commits new
+ * versions of them (each key's lifetime SUM is i * mult of the version read): every read sees
+ * one version whole — never a key without its batch record, which a read that took the old
+ * version just before a commit deleted it would see. */
+typedef struct switch_race {
+    tsr_tile_store_t *s;
+    int64_t B;
+    int stop, bad;
+    long reads;
+    char msg[200];
+} switch_race_t;
+
+static void *switch_reader(void *p) {
+    switch_race_t *r = p;
+    tsr_arena_t a;
+    tsr_arena_init(&a, 0);
+    tsr_tile_store_req_t rq[16];
+    tsr_value_t out[16][16];
+    char keys[16][16];
+    for (int it = 0; !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && it < 2000000; it++) {
+        for (int j = 0; j < 16; j++) {
+            int i = (it * 16 + j) % 40;
+            size_t kl = (size_t)snprintf(keys[j], sizeof keys[j], "k%05d", i);
+            rq[j] = (tsr_tile_store_req_t){"team.gb.v1", keys[j], kl, r->B + 2 * D1, out[j], 0, NULL};
+        }
+        tsr_arena_reset(&a);
+        tsr_error_t err;
+        if (tsr_tile_store_read_many(r->s, rq, 16, &a, &err)) continue;
+        for (int j = 0; j < 16; j++) {
+            int i = (it * 16 + j) % 40;
+            double v = out[j][0].kind == TSR_DOUBLE ? out[j][0].u.d : -1;
+            if (rq[j].status || v < 0 || (i > 0 && (v / i != (double)(int)(v / i) || v / i < 1))) {
+                if (!__atomic_exchange_n(&r->bad, 1, __ATOMIC_ACQ_REL))
+                    snprintf(r->msg, sizeof r->msg, "key %d: status %d, lifetime sum %g", i, rq[j].status, v);
+            }
+        }
+        r->reads += 16;
+    }
+    tsr_arena_free(&a);
+    return NULL;
+}
+
+START_TEST(test_readers_race_version_switch) {
+    tsr_rng_t rng = {.s = 7070};
+    int64_t B = gen_events(&rng);
+    tsr_tile_store_t *s = open_store();
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_tile_upload_commit(life_upload(s, B, 40, 1, 0), &err), 0);
+    switch_race_t r[2];
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) {
+        memset(&r[k], 0, sizeof r[k]);
+        r[k].s = s;
+        r[k].B = B;
+        ck_assert_int_eq(pthread_create(&t[k], NULL, switch_reader, &r[k]), 0);
+    }
+    for (int v = 2; v < 300; v++) /* new days and the same day again, alternating */
+        ck_assert_int_eq(tsr_tile_upload_commit(life_upload(s, B + (v % 3 == 0 ? D1 : 0), 40, v, 0), &err), 0);
+    for (int k = 0; k < 2; k++) {
+        __atomic_store_n(&r[k].stop, 1, __ATOMIC_RELEASE);
+        pthread_join(t[k], NULL);
+        ck_assert_msg(!r[k].bad, "reader %d: %s", k, r[k].msg);
+        ck_assert_int_gt(r[k].reads, 0);
+    }
     tsr_tile_store_close(s);
     cleanup();
 }
@@ -1053,6 +1123,7 @@ static Suite *tile_store_suite(void) {
     tcase_add_loop_test(tc, test_crash_loses_nothing, 0, 3);
     tcase_add_test(tc, test_upload_add_keeps_served_version);
     tcase_add_test(tc, test_reupload_served_version);
+    tcase_add_test(tc, test_readers_race_version_switch);
     tcase_add_test(tc, test_upload_range_deletions);
     tcase_add_loop_test(tc, test_retention, 0, 2);
     tcase_add_loop_test(tc, test_no_upload, 0, 2);

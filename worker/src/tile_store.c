@@ -916,11 +916,18 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     tsr__put_i64(&u->val, u->ver);
     rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_META], (const char *)u->key.data, u->key.len,
                               (const char *)u->val.data, u->val.len);
-    if (old != INT64_MIN && old != u->ver) delete_version(u, old);
+    int del = old != INT64_MIN && old != u->ver && delete_version(u, old);
+    /* readers take the new id (and B from it) before this write deletes the old records: a
+     * read that finds its old record gone then sees the new id and reads again
+     * (tile_store_read.c, read_stale_again). Every record of the new id is written already;
+     * this write holds only the switch and the deletion. */
+    if (del) __atomic_store_n(&u->g->batch_ver, u->ver, __ATOMIC_RELEASE);
     rc = upload_flush(u, err);
-    if (rc == 0) { /* readers take the id (and B from it); others B */
+    if (rc == 0) {
         __atomic_store_n(&u->g->batch_ver, u->ver, __ATOMIC_RELEASE);
         __atomic_store_n(&u->g->batch_end, u->b, __ATOMIC_RELEASE);
+    } else if (del) {
+        __atomic_store_n(&u->g->batch_ver, old, __ATOMIC_RELEASE); /* still served */
     }
     /* the version switched: drop the cached records of the one before (readers now ask for
      * the new version's keys; the cache holds no record of it, since every earlier switch

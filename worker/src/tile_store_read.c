@@ -78,6 +78,7 @@ typedef struct plan {
     size_t gi;                  /* its GroupBy in the call's lock table */
     int64_t b, head;
     int64_t ver;                /* the batch version id its batch record is read under */
+    int stale;                  /* its batch record was gone: ver was switched meanwhile */
     size_t acc0, nacc, rec0, nrec, mask0;
     size_t head_rec;            /* record with the raw events of [head, q); SIZE_MAX: none */
     int head_slot;
@@ -912,8 +913,44 @@ static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, 
     else if (rc) req_fail(rq, arena, rc, "tile store read of %s failed (corrupt record)", rq->gb);
 }
 
+static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                     tsr_error_t *err, int again);
+
 int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
                              tsr_error_t *err) {
+    return read_many(s, reqs, n, arena, err, 1);
+}
+
+/* The reads whose batch record was deleted under them (plans[j].stale), read again with the
+ * version now served. A read takes the version id, then gets its batch record; a commit
+ * between the two deletes the old version's records, and the read would merge the stream
+ * without its batch part. The commit publishes the new id before that deletion, so a read
+ * that found its record gone sees the new id (read_many phase 2) and is made again, once.
+ * Rare: a commit's few microseconds once per upload. */
+static int read_stale_again(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_store_req_t *reqs, size_t n,
+                            tsr_arena_t *arena, tsr_error_t *err) {
+    size_t nst = 0;
+    for (size_t j = 0; j < n; j++) nst += x->plans[j].ok && x->plans[j].stale;
+    if (nst == 0) return 0;
+    size_t *ix = tsr_malloc(nst * sizeof(*ix));
+    tsr_tile_store_req_t *rr = tsr_malloc(nst * sizeof(*rr));
+    for (size_t j = 0, i = 0; j < n; j++)
+        if (x->plans[j].ok && x->plans[j].stale) { /* before read_many reuses x */
+            ix[i] = j;
+            rr[i++] = reqs[j];
+        }
+    int rc = read_many(s, rr, nst, arena, err, 0);
+    for (size_t i = 0; i < nst && rc == 0; i++) {
+        reqs[ix[i]].status = rr[i].status;
+        reqs[ix[i]].error = rr[i].error;
+    }
+    free(ix);
+    free(rr);
+    return rc;
+}
+
+static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
+                     tsr_error_t *err, int again) {
     if (n && !reqs) return tsr_error_set(err, TSR_EINVAL, "tile store read_many: no requests");
     read_scratch_t *x = scratch_get();
     GROW(x->plans, x->capplans, n + 1);
@@ -925,6 +962,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         tsr_tile_store_req_t *rq = &reqs[j];
         plan_t *p = &x->plans[j];
         p->ok = 0;
+        p->stale = 0;
         p->g = NULL;
         rq->status = 0;
         rq->error = NULL;
@@ -1024,6 +1062,13 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         else
             rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], kend - k0, x->kp + k0, x->kl + k0,
                                          x->vals + k0, x->errs + k0, keys_sorted(x->kp + k0, x->kl + k0, kend - k0));
+        /* a batch record not found while the version id moved on: deleted by the commit that
+         * moved it (read_stale_again) */
+        for (size_t k = k0; k < kend; k++) {
+            plan_t *p = &x->plans[ord[k]];
+            if (!x->vals[k] && !x->errs[k] && !x->cv[k] && __atomic_load_n(&p->g->batch_ver, __ATOMIC_ACQUIRE) != p->ver)
+                p->stale = 1;
+        }
         /* the chunk's GroupBys, each released after its last read */
         for (size_t k = k0; k < kend; k++) {
             plan_t *p = &x->plans[ord[k]];
@@ -1130,7 +1175,7 @@ int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, si
         if (s->bcache) tsr__bcache_unlock(s->bcache);
         k0 = kend;
     }
-    return 0;
+    return again ? read_stale_again(s, x, reqs, n, arena, err) : 0;
 }
 
 int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
