@@ -3,6 +3,7 @@
  * until committed, a newer upload replaces the values atomically and drops the old version,
  * an aborted upload leaves the previous one serving, and versions survive a reopen.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,11 +142,86 @@ START_TEST(test_entity_reupload_served) {
 }
 END_TEST
 
+/* Readers racing commits: every key of every version is found — a get that took the old
+ * version just before a commit deleted it reads again with the new one. Each commit is of a
+ * new day: a version id that came back while a get was descheduled (A, B, A) would look
+ * unchanged to it, which real uploads, seconds apart, do not do. */
+typedef struct erace {
+    tsr_entity_store_t *s;
+    int stop, missing;
+    long gets;
+} erace_t;
+
+static void *erace_reader(void *p) {
+    erace_t *r = p;
+    tsr_buf_t b;
+    tsr_buf_init(&b);
+    for (long it = 0; !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && it < 5000000; it++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%ld", it % 40);
+        tsr_error_t err;
+        if (tsr_entity_store_get(r->s, "g.v1", key, strlen(key), &b, &err) != 1) r->missing++;
+        r->gets++;
+    }
+    tsr_buf_free(&b);
+    return NULL;
+}
+
+START_TEST(test_entity_readers_race_commits) {
+    snprintf(dir, sizeof dir, "/tmp/tsr_entity_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    tsr_entity_store_t *s;
+    tsr_error_t err;
+    ck_assert_int_eq(tsr_entity_store_open(dir, &s, &err), 0);
+    for (int v = 0; v < 300; v++) {
+        if (v == 1) { /* readers start once there is a version */
+            static erace_t r[2];
+            static pthread_t t[2];
+            for (int k = 0; k < 2; k++) {
+                r[k] = (erace_t){s, 0, 0, 0};
+                ck_assert_int_eq(pthread_create(&t[k], NULL, erace_reader, &r[k]), 0);
+            }
+            for (int w = v; w < 300; w++) {
+                tsr_entity_upload_t *u;
+                ck_assert_int_eq(tsr_entity_upload_begin(s, "g.v1", (int64_t)(1 + w) * 86400000, &u, &err), 0);
+                for (int i = 0; i < 40; i++) {
+                    char key[16], val[16];
+                    snprintf(key, sizeof key, "k%d", i);
+                    snprintf(val, sizeof val, "v%d", w);
+                    ck_assert_int_eq(tsr_entity_upload_put(u, key, strlen(key), val, strlen(val), &err), 0);
+                }
+                ck_assert_int_eq(tsr_entity_upload_commit(u, &err), 0);
+            }
+            for (int k = 0; k < 2; k++) {
+                __atomic_store_n(&r[k].stop, 1, __ATOMIC_RELEASE);
+                pthread_join(t[k], NULL);
+                ck_assert_int_gt(r[k].gets, 0);
+                ck_assert_msg(r[k].missing == 0, "reader %d: %d of %ld gets found nothing", k, r[k].missing, r[k].gets);
+            }
+            break;
+        }
+        tsr_entity_upload_t *u;
+        ck_assert_int_eq(tsr_entity_upload_begin(s, "g.v1", 86400000, &u, &err), 0);
+        for (int i = 0; i < 40; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            ck_assert_int_eq(tsr_entity_upload_put(u, key, strlen(key), "v", 1, &err), 0);
+        }
+        ck_assert_int_eq(tsr_entity_upload_commit(u, &err), 0);
+    }
+    tsr_entity_store_close(s);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *entity_suite(void) {
     Suite *s = suite_create("entity_store");
     TCase *tc = tcase_create("entity_store");
     tcase_add_test(tc, test_entity_versions);
     tcase_add_test(tc, test_entity_reupload_served);
+    tcase_add_test(tc, test_entity_readers_race_commits);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -918,17 +918,18 @@ static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, 
 
 int tsr_tile_store_read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
                              tsr_error_t *err) {
-    return read_many(s, reqs, n, arena, err, 1);
+    return read_many(s, reqs, n, arena, err, 4);
 }
 
 /* The reads whose batch record was deleted under them (plans[j].stale), read again with the
  * version now served. A read takes the version id, then gets its batch record; a commit
  * between the two deletes the old version's records, and the read would merge the stream
  * without its batch part. The commit publishes the new id before that deletion, so a read
- * that found its record gone sees the new id (read_many phase 2) and is made again, once.
- * Rare: a commit's few microseconds once per upload. */
+ * that found its record gone sees the new id (read_many phase 2) and is made again (up to
+ * `again` times: commits back to back can move the id again meanwhile). Rare: a commit's few
+ * microseconds once per upload. */
 static int read_stale_again(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_store_req_t *reqs, size_t n,
-                            tsr_arena_t *arena, tsr_error_t *err) {
+                            tsr_arena_t *arena, tsr_error_t *err, int again) {
     size_t nst = 0;
     for (size_t j = 0; j < n; j++) nst += x->plans[j].ok && x->plans[j].stale;
     if (nst == 0) return 0;
@@ -939,7 +940,7 @@ static int read_stale_again(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
             ix[i] = j;
             rr[i++] = reqs[j];
         }
-    int rc = read_many(s, rr, nst, arena, err, 0);
+    int rc = read_many(s, rr, nst, arena, err, again - 1);
     for (size_t i = 0; i < nst && rc == 0; i++) {
         reqs[ix[i]].status = rr[i].status;
         reqs[ix[i]].error = rr[i].error;
@@ -1175,7 +1176,7 @@ static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, 
         if (s->bcache) tsr__bcache_unlock(s->bcache);
         k0 = kend;
     }
-    return again ? read_stale_again(s, x, reqs, n, arena, err) : 0;
+    return again ? read_stale_again(s, x, reqs, n, arena, err, again) : 0;
 }
 
 int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
