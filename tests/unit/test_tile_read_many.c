@@ -354,15 +354,23 @@ static void row_cache_round(tsr_rng_t *r, int64_t B) {
     tsr_arena_free(&arena);
 }
 
-START_TEST(test_row_cache_same_values) {
-    tsr_rng_t r = {.s = 4242};
-    int64_t B = gen_events(&r);
+/* A store with GroupBys 0 and 1 uploaded at B (returned), every event streamed, flushed. */
+static tsr_tile_store_t *flushed_store(tsr_rng_t *r, int64_t *B) {
+    *B = gen_events(r);
     tsr_tile_store_t *s = open_store();
-    upload(s, 0, B);
-    upload(s, 1, B);
-    stream(s, B);
+    upload(s, 0, *B);
+    upload(s, 1, *B);
+    stream(s, *B);
     tsr_error_t err;
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    return s;
+}
+
+START_TEST(test_row_cache_same_values) {
+    tsr_rng_t r = {.s = 4242};
+    int64_t B;
+    tsr_tile_store_t *s = flushed_store(&r, &B);
+    tsr_error_t err;
     tsr_tile_store_compact(s);
     tsr_tile_store_close(s);
     row_cache_round(&r, B);
@@ -411,13 +419,9 @@ START_TEST(test_batch_cache_same_values) {
     static char keys[NREQ][16];
     static int gbi[NREQ];
     tsr_rng_t r = {.s = 777};
-    int64_t B = gen_events(&r);
-    tsr_tile_store_t *s = open_store();
-    upload(s, 0, B);
-    upload(s, 1, B);
-    stream(s, B);
+    int64_t B;
+    tsr_tile_store_t *s = flushed_store(&r, &B);
     tsr_error_t err;
-    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
     tsr_tile_store_close(s);
     tsr_arena_t arena;
     tsr_arena_init(&arena, 0);
