@@ -20,9 +20,9 @@
  * tag byte; big-endian integers, signed ones with the sign bit flipped so byte order is
  * numeric order; K = 2-byte key length + key bytes):
  *
- *   meta    'm' gb \0 'B'                  -> B (int64)             current upload version
+ *   meta    'm' gb \0 'B'                  -> ver (int64)           current upload version id
  *   (tiny)  ('m' gb \0 'o' name: offsets of a store written before session 5; read only)
- *   batch   'b' gb \0 B K                  -> batch record          lifetime + suffixes
+ *   batch   'b' gb \0 ver K                -> batch record          lifetime + suffixes
  *   (bulk-written per upload, point reads, old versions range-deleted at commit)
  *   stream  't' gb \0 \0\0\0 'F'           -> flush generation      write-back marker
  *   (merge  't' gb \0 \0\0\0 'L'           -> log high mark (int64) log below it is flushed
@@ -44,8 +44,10 @@
  * The default family stays empty; a store of the earlier one-family layout is refused at open.
  *
  * Codecs in worker/src/tile_store_int.h, design in docs/tile-store.md. Uploads write under
- * their own B and then switch 'm..B' in one write: readers see the old upload or the new one,
- * never a half-loaded one; the old version is deleted in that write. Stream batches are folded
+ * their own version id (ver: B, or B + 1 ms for an upload of the B being served, so that the
+ * served records stay untouched) and then switch 'm..B' in one write: readers see the old
+ * upload or the new one, never a half-loaded one; the old version is deleted in that write
+ * (a read that raced it reads again with the new id). Stream batches are folded
  * into an in-memory write-back table that a flusher thread writes as tile records when it is
  * large or 10 s old; reads merge the unflushed state. Kafka is the log: a batch applied with
  * consumer offsets is written with those offsets at the flush (one ingested table file), so after
@@ -120,7 +122,9 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
 
 typedef struct tsr_tile_upload tsr_tile_upload_t;
 
-/* Starts an upload of version B (a midnight) for GroupBy gb. */
+/* Starts an upload of version B (a midnight) for GroupBy gb. Nothing it writes is read before
+ * its commit, also when B is the version being served (then its records go under B's other
+ * version id; the served ones stay readable while it runs and after it fails). */
 int tsr_tile_upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end,
                           tsr_tile_upload_t **out, tsr_error_t *err);
 /* tsr_tile_upload_begin that, when batch_end is the version being served, adds to it in place
@@ -140,7 +144,7 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err);
 /* Drops everything the upload wrote; frees u. The previous version keeps serving. */
 void tsr_tile_upload_abort(tsr_tile_upload_t *u);
 
-/* The current upload version, or INT64_MIN when none. */
+/* B of the current upload version, or INT64_MIN when none. */
 int64_t tsr_tile_store_batch_end(tsr_tile_store_t *s, const char *gb);
 
 /* ---- streaming */
