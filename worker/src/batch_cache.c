@@ -191,7 +191,15 @@ void tsr__bcache_count(tsr__bcache_t *c, uint64_t hits, uint64_t misses) {
 }
 
 void tsr__bcache_clear(tsr__bcache_t *c) {
-    pthread_rwlock_wrlock(&c->lock);
+    tsr__bcache_wrlock(c);
+    tsr__bcache_clear_locked(c);
+    tsr__bcache_wrunlock(c);
+}
+
+void tsr__bcache_wrlock(tsr__bcache_t *c) { pthread_rwlock_wrlock(&c->lock); }
+void tsr__bcache_wrunlock(tsr__bcache_t *c) { pthread_rwlock_unlock(&c->lock); }
+
+void tsr__bcache_clear_locked(tsr__bcache_t *c) {
     pthread_mutex_lock(&c->ins_mu);
     arena_free(c);
     memset((void *)c->buckets, 0, (c->mask + 1) * sizeof(*c->buckets));
@@ -199,7 +207,6 @@ void tsr__bcache_clear(tsr__bcache_t *c) {
     atomic_store_explicit(&c->entries, 0, memory_order_relaxed);
     atomic_store_explicit(&c->is_full, 0, memory_order_relaxed);
     pthread_mutex_unlock(&c->ins_mu);
-    pthread_rwlock_unlock(&c->lock);
     atomic_fetch_add_explicit(&c->clears, 1, memory_order_relaxed);
 }
 

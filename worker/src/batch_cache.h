@@ -50,6 +50,12 @@ void tsr__bcache_count(tsr__bcache_t *c, uint64_t hits, uint64_t misses);
 /* Drops every record; waits for the readers inside. Call after the write it is for. */
 void tsr__bcache_clear(tsr__bcache_t *c);
 
+/* The same in steps, for a writer that must keep readers out across its write too (an upload
+ * commit switching versions): wrlock, the write, clear_locked, wrunlock. */
+void tsr__bcache_wrlock(tsr__bcache_t *c);
+void tsr__bcache_clear_locked(tsr__bcache_t *c);
+void tsr__bcache_wrunlock(tsr__bcache_t *c);
+
 void tsr__bcache_stats(tsr__bcache_t *c, tsr__bcache_stats_t *st);
 
 #endif

@@ -677,6 +677,7 @@ struct tsr_tile_upload {
     tsr__ts_gb_t *g;
     int64_t b;                  /* the upload's B */
     int64_t ver;                /* the version id its records are written under */
+    int switching;              /* in the commit's switch: the cache's write lock is held */
     rocksdb_writebatch_t *wb;
     size_t pending;
     tsr_buf_t key, val;
@@ -772,7 +773,8 @@ static int upload_flush(tsr_tile_upload_t *u, tsr_error_t *err) {
     /* records written into the version being served (tsr_tile_upload_begin_add, or the
      * served version uploaded again): the cache must not keep what they replaced. Cleared
      * after the write (batch_cache.h) */
-    if (u->s->bcache && u->ver == __atomic_load_n(&u->g->batch_ver, __ATOMIC_ACQUIRE)) tsr__bcache_clear(u->s->bcache);
+    if (u->s->bcache && !u->switching && u->ver == __atomic_load_n(&u->g->batch_ver, __ATOMIC_ACQUIRE))
+        tsr__bcache_clear(u->s->bcache);
     if (e) {
         int rc = tsr_error_set(err, TSR_EIO, "upload write: %s", e);
         free(e);
@@ -917,10 +919,17 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     rocksdb_writebatch_put_cf(u->wb, u->s->cf[TSR__CF_META], (const char *)u->key.data, u->key.len,
                               (const char *)u->val.data, u->val.len);
     int del = old != INT64_MIN && old != u->ver && delete_version(u, old);
-    /* readers take the new id (and B from it) before this write deletes the old records: a
-     * read that finds its old record gone then sees the new id and reads again
-     * (tile_store_read.c, read_stale_again). Every record of the new id is written already;
-     * this write holds only the switch and the deletion. */
+    /* With the batch record cache, the switch happens under its write lock: a read holds the
+     * read lock from before it takes the version id to its last merge, so no read has its
+     * old records deleted under it. Without the cache, readers take the new id (and B from
+     * it) before this write deletes the old records, and a read that finds its old record
+     * gone sees the new id and reads again (tile_store_read.c, read_stale_again). Every
+     * record of the new id is written already; this write holds only the switch and the
+     * deletion. */
+    if (u->s->bcache) {
+        tsr__bcache_wrlock(u->s->bcache);
+        u->switching = 1;
+    }
     if (del) __atomic_store_n(&u->g->batch_ver, u->ver, __ATOMIC_RELEASE);
     rc = upload_flush(u, err);
     if (rc == 0) {
@@ -929,10 +938,14 @@ int tsr_tile_upload_commit(tsr_tile_upload_t *u, tsr_error_t *err) {
     } else if (del) {
         __atomic_store_n(&u->g->batch_ver, old, __ATOMIC_RELEASE); /* still served */
     }
-    /* the version switched: drop the cached records of the one before (readers now ask for
-     * the new version's keys; the cache holds no record of it, since every earlier switch
-     * cleared it too) */
-    if (rc == 0 && u->s->bcache) tsr__bcache_clear(u->s->bcache);
+    if (u->s->bcache) {
+        /* the version switched: drop the cached records of the one before (readers now ask
+         * for the new version's keys; the cache holds no record of it, since every earlier
+         * switch cleared it too) */
+        if (rc == 0) tsr__bcache_clear_locked(u->s->bcache);
+        u->switching = 0;
+        tsr__bcache_wrunlock(u->s->bcache);
+    }
     if (rc == 0) {
         /* move the upload out of the memtable into a table file (bloom filters, hash indexes):
          * fetches then find its records without walking a large skiplist (the batch family:

@@ -827,8 +827,8 @@ static int gl_cmp(const void *a, const void *b) {
 
 /* Phase 2 with the batch record cache: the batch records of reads [k0, kend) (slots k0..)
  * from the cache (x->cv, x->cl), the misses in one batched multi-get (x->vals, x->errs),
- * which are then stored in the cache. Takes the cache's read lock; the caller releases it
- * after the chunk's last merge (the cached bytes are used until then). */
+ * which are then stored in the cache. The caller holds the cache's read lock (the whole
+ * call: the cached bytes are used until the last merge). */
 static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, size_t kend) {
     tsr__bcache_t *bc = s->bcache;
     const char *mkp[TSR__READ_CHUNK];
@@ -837,7 +837,6 @@ static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, 
     rocksdb_pinnableslice_t *mv[TSR__READ_CHUNK];
     char *me[TSR__READ_CHUNK];
     size_t nm = 0;
-    tsr__bcache_rdlock(bc);
     for (size_t k = k0; k < kend; k++) {
         uint64_t h = tsr__bcache_hash(bc, x->kp[k], x->kl[k]);
         size_t vl;
@@ -950,10 +949,26 @@ static int read_stale_again(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
     return rc;
 }
 
+static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_store_req_t *reqs, size_t n,
+                            tsr_arena_t *arena);
+
+/* With the batch record cache, a call holds its read lock from before it takes the version
+ * ids to its last merge: an upload commit switches versions under the write lock, so a
+ * call's batch records are never deleted under it (read_stale_again is for a store
+ * without the cache). */
 static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, tsr_arena_t *arena,
                      tsr_error_t *err, int again) {
     if (n && !reqs) return tsr_error_set(err, TSR_EINVAL, "tile store read_many: no requests");
     read_scratch_t *x = scratch_get();
+    if (s->bcache) tsr__bcache_rdlock(s->bcache);
+    int rc = read_many_locked(s, x, reqs, n, arena);
+    if (s->bcache) tsr__bcache_unlock(s->bcache);
+    if (rc) return rc;
+    return again ? read_stale_again(s, x, reqs, n, arena, err, again) : 0;
+}
+
+static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_store_req_t *reqs, size_t n,
+                            tsr_arena_t *arena) {
     GROW(x->plans, x->capplans, n + 1);
     tsr_buf_clear(&x->keys);
     size_t nacc_used = 0, nrec_used = 0, nmask_used = 0, nplanned = 0;
@@ -1173,10 +1188,9 @@ static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, 
             merge_read(x, p, gl, &reqs[j], arena);
             if (gl->last == k) pthread_rwlock_unlock(&gl->g->pend_lock);
         }
-        if (s->bcache) tsr__bcache_unlock(s->bcache);
         k0 = kend;
     }
-    return again ? read_stale_again(s, x, reqs, n, arena, err, again) : 0;
+    return 0;
 }
 
 int tsr_tile_store_read(tsr_tile_store_t *s, const char *gb, const void *key, size_t klen,
