@@ -13,7 +13,7 @@
 
 typedef struct version {
     char *gb;
-    int64_t b;                      /* its version id: B, or B + 1 ms (see ver_day) */
+    int64_t b;                      /* its version id: B, or B + 1 ms (see tsr_ver_day) */
 } version_t;
 
 struct tsr_entity_store {
@@ -108,15 +108,6 @@ void tsr_entity_store_close(tsr_entity_store_t *s) {
     free(s);
 }
 
-/* B of a version id: ids are B, or B + 1 ms for the served B uploaded again (as the tile
- * store's, docs/tile-store.md "Writes"). */
-static int64_t ver_day(int64_t ver) {
-    if (ver == INT64_MIN) return INT64_MIN;
-    int64_t d = ver / TSR_MS_PER_DAY;
-    if (ver % TSR_MS_PER_DAY < 0) d--;
-    return d * TSR_MS_PER_DAY;
-}
-
 /* The served version id of gb, or INT64_MIN. */
 static int64_t served_ver(tsr_entity_store_t *s, const char *gb) {
     int64_t b = INT64_MIN;
@@ -128,7 +119,7 @@ static int64_t served_ver(tsr_entity_store_t *s, const char *gb) {
 }
 
 int64_t tsr_entity_store_batch_end(tsr_entity_store_t *s, const char *gb) {
-    return ver_day(served_ver(s, gb));
+    return tsr_ver_day(served_ver(s, gb));
 }
 
 static void range_of(tsr_buf_t *lo, tsr_buf_t *hi, const char *gb, int64_t b);
@@ -136,7 +127,7 @@ static void range_of(tsr_buf_t *lo, tsr_buf_t *hi, const char *gb, int64_t b);
 static int upload_begin(tsr_entity_store_t *s, const char *gb, int64_t batch_end, int add,
                         tsr_entity_upload_t **out, tsr_error_t *err) {
     *out = NULL;
-    if (ver_day(batch_end) != batch_end)
+    if (tsr_ver_day(batch_end) != batch_end)
         return tsr_error_set(err, TSR_EINVAL, "upload version %lld is not a midnight", (long long)batch_end);
     tsr_entity_upload_t *u = tsr_calloc(1, sizeof(*u));
     u->s = s;
@@ -144,13 +135,13 @@ static int upload_begin(tsr_entity_store_t *s, const char *gb, int64_t batch_end
     u->wb = rocksdb_writebatch_create();
     tsr_buf_init(&u->k);
     int64_t cur = served_ver(s, gb);
-    if (add && batch_end == ver_day(cur)) {
+    if (add && batch_end == tsr_ver_day(cur)) {
         u->b = cur; /* in place */
         *out = u;
         return 0;
     }
     /* an id nobody reads until the commit: B, or B's other id when B is served */
-    u->b = batch_end == ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
+    u->b = batch_end == tsr_ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
     /* a leftover of a crashed upload under that id is dropped first (only when there is
      * one: a range deletion costs every later read of its table file a seek) */
     tsr_buf_t lo, hi;

@@ -620,7 +620,7 @@ int tsr_tile_store_register(tsr_tile_store_t *s, const tsr_tile_gb_t *gb, tsr_er
         int64_t ver;
         if (get_i64_value(s, TSR__CF_META, &k, &ver) != 0) ver = INT64_MIN;
         __atomic_store_n(&g->batch_ver, ver, __ATOMIC_RELEASE);
-        __atomic_store_n(&g->batch_end, tsr__ver_day(ver), __ATOMIC_RELEASE);
+        __atomic_store_n(&g->batch_end, tsr_ver_day(ver), __ATOMIC_RELEASE);
         pthread_mutex_init(&g->apply_mu, NULL);
         pthread_mutex_init(&g->flush_mu, NULL);
         pthread_rwlock_init(&g->pend_lock, NULL);
@@ -754,12 +754,12 @@ static int upload_begin(tsr_tile_store_t *s, const char *gb, int64_t batch_end, 
      * served records stay readable while it runs and after it fails. A leftover of a crashed
      * upload under that id is dropped first. */
     int64_t cur = __atomic_load_n(&g->batch_ver, __ATOMIC_ACQUIRE);
-    if (add && batch_end == tsr__ver_day(cur)) {
+    if (add && batch_end == tsr_ver_day(cur)) {
         u->ver = cur;
         *out = u;
         return 0;
     }
-    u->ver = batch_end == tsr__ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
+    u->ver = batch_end == tsr_ver_day(cur) && cur == batch_end ? batch_end + 1 : batch_end;
     delete_version(u, u->ver);
     *out = u;
     return 0;

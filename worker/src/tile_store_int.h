@@ -136,15 +136,6 @@ static inline uint64_t tsr__get_be64(const uint8_t *p) {
     for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
     return v;
 }
-/* B of a batch version id (INT64_MIN: none): ids are B, or B + 1 ms for the served B uploaded
- * again (docs/tile-store.md "Writes"), so B is the id's midnight. */
-static inline int64_t tsr__ver_day(int64_t ver) {
-    if (ver == INT64_MIN) return INT64_MIN;
-    int64_t d = ver / TSR_MS_PER_DAY;
-    if (ver % TSR_MS_PER_DAY < 0) d--;
-    return d * TSR_MS_PER_DAY;
-}
-
 static inline int64_t tsr__get_i64(const uint8_t *p) {
     return (int64_t)(tsr__get_be64(p) ^ (UINT64_C(1) << 63));
 }

@@ -579,8 +579,8 @@ static int req_check(tsr_tile_store_t *s, tsr_tile_store_req_t *rq, tsr__ts_gb_t
         req_fail(rq, arena, TSR_EINVAL, "key longer than 65535 bytes");
         return rq->status;
     }
-    /* one load: the version id and its B agree (tsr__ver_day) */
-    int64_t ver = __atomic_load_n(&g->batch_ver, __ATOMIC_ACQUIRE), b = tsr__ver_day(ver);
+    /* one load: the version id and its B agree (tsr_ver_day) */
+    int64_t ver = __atomic_load_n(&g->batch_ver, __ATOMIC_ACQUIRE), b = tsr_ver_day(ver);
     if (b != INT64_MIN && rq->q < b) {
         req_fail(rq, arena, TSR_EINVAL, "at_millis %lld is before the uploaded batch end %lld",
                  (long long)rq->q, (long long)b);

@@ -36,5 +36,11 @@ int tsr_ds_parse_n(const char *s, size_t n, int64_t *day);
 void tsr_ds_format(int64_t day, char out[static 11]);
 /* Day number of the date that contains ts. */
 static inline int64_t tsr_day_of_ms(int64_t ts) { return tsr_floor_div(ts, TSR_MS_PER_DAY); }
+/* B of a batch version id (INT64_MIN: none): ids are B, or B + 1 ms for the served B uploaded
+ * again (docs/tile-store.md "Writes"), so B is the id's midnight. Shared by the tile and
+ * entity stores. */
+static inline int64_t tsr_ver_day(int64_t ver) {
+    return ver == INT64_MIN ? INT64_MIN : tsr_day_of_ms(ver) * TSR_MS_PER_DAY;
+}
 
 #endif
