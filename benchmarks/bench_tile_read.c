@@ -210,7 +210,7 @@ static int bench_batched(tsr_tile_store_t *s, char (*names)[32], int nkeys, int 
 int main(int argc, char **argv) {
     int nkeys = 500, per_key = 100, iters = 3000, threads = 1, batch = 100, batch_iters = 100, only_batched = 0;
     int sparse = 0;
-    tsr_tile_store_opts_t so = {0, TSR_TILE_ROW_CACHE_AUTO, 0};
+    tsr_tile_store_opts_t so = {0, TSR_TILE_ROW_CACHE_AUTO, 0, 0};
     for (int i = 1; i < argc; i++) only_batched |= strcmp(argv[i], "--only-batched") == 0;
     for (int i = 1; i < argc; i++) sparse |= strcmp(argv[i], "--sparse") == 0;
     for (int i = 1; i + 1 < argc; i++) {
@@ -224,6 +224,8 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--row-cache-mb") == 0) so.row_cache_bytes = (size_t)atoi(argv[i + 1]) << 20;
         else if (strcmp(argv[i], "--batch-cache-mb") == 0)
             so.batch_cache_bytes = atoi(argv[i + 1]) ? (size_t)atoi(argv[i + 1]) << 20 : TSR_TILE_BATCH_CACHE_NONE;
+        else if (strcmp(argv[i], "--stream-cache-mb") == 0)
+            so.stream_cache_bytes = atoi(argv[i + 1]) ? (size_t)atoi(argv[i + 1]) << 20 : TSR_TILE_STREAM_CACHE_NONE;
     }
     char dir[] = "/tmp/tsr_bench_tiles_XXXXXX";
     if (!mkdtemp(dir)) return 1;
@@ -355,11 +357,14 @@ int main(int argc, char **argv) {
         return 1;
     size_t ub, ur;
     tsr_tile_store_cache_usage(s, &ub, &ur);
-    tsr_tile_batch_cache_stats_t bst;
+    tsr_tile_cache_stats_t bst, sst;
     tsr_tile_store_batch_cache_stats(s, &bst);
-    printf("caches: block %.1f MiB, row %.1f MiB, batch records %.1f MiB (%zu records, hits %llu, misses %llu) in use\n",
+    tsr_tile_store_stream_cache_stats(s, &sst);
+    printf("caches: block %.1f MiB, row %.1f MiB, batch records %.1f MiB (%zu records, hits %llu, misses %llu), "
+           "stream records %.1f MiB (%zu, hits %llu, misses %llu) in use\n",
            (double)ub / (1 << 20), (double)ur / (1 << 20), (double)bst.bytes / (1 << 20), bst.entries,
-           (unsigned long long)bst.hits, (unsigned long long)bst.misses);
+           (unsigned long long)bst.hits, (unsigned long long)bst.misses, (double)sst.bytes / (1 << 20), sst.entries,
+           (unsigned long long)sst.hits, (unsigned long long)sst.misses);
     if (h) {
         h->stop = 1;
         sem_post(&h->go);

@@ -123,6 +123,14 @@ again=$(metric tessera_ingest_messages_total)
 expect "fetch after restart" 0 "$TESSERA" fetch --join payments.checkout_features.v1 --keys-file "$TMP/join_keys.jsonl"
 cp "$TMP/out" "$TMP/join_grpc2.jsonl"
 expect "after restart online == offline" 0 $PY "$CHECK" compare "$BF_J" "$TMP/join_grpc2.jsonl" "$CJ" "$WH"
+# the same fetch again: now from the batch and stream record caches, still equal to offline
+expect "fetch again (from the record caches)" 0 "$TESSERA" fetch --join payments.checkout_features.v1 --keys-file "$TMP/join_keys.jsonl"
+cp "$TMP/out" "$TMP/join_grpc3.jsonl"
+expect "from the caches online == offline" 0 $PY "$CHECK" compare "$BF_J" "$TMP/join_grpc3.jsonl" "$CJ" "$WH"
+for c in batch stream; do
+    hits=$(metric tessera_tile_${c}_cache_hits_total)
+    [ "$hits" -gt 0 ] && pass "$c record cache hits: $hits" || fail "tessera_tile_${c}_cache_hits_total = $hits"
+done
 expect "get joins lists both" 0 "$TESSERA" get joins
 has out "test.probe_join.v1" "the registry survived the restart"
 stop_serve "final"

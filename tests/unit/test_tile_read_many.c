@@ -79,11 +79,12 @@ static void make_gbs(void) {
 
 static size_t row_cache = TSR_TILE_ROW_CACHE_AUTO; /* the store's row cache */
 static size_t batch_cache = 0;                     /* its batch record cache: the default */
+static size_t stream_cache = 0;                    /* its stream record cache: the default */
 
 static tsr_tile_store_t *open_store(void) {
     tsr_tile_store_t *s;
     tsr_error_t err;
-    tsr_tile_store_opts_t o = {0, row_cache, batch_cache};
+    tsr_tile_store_opts_t o = {0, row_cache, batch_cache, stream_cache};
     ck_assert_msg(tsr_tile_store_open_opts(dir, &o, &s, &err) == 0, "%s", err.msg);
     if (wb_budget) tsr_tile_store_set_write_back(s, wb_budget);
     for (int g = 0; g < NGB; g++) {
@@ -405,7 +406,7 @@ static int same_reads(const tsr_tile_store_req_t *a, const tsr_tile_store_req_t 
         if (a[i].status) continue;
         for (size_t o = 0; o < nout[gbi[i]]; o++)
             if (!tsr_value_equal(&a[i].out[o], &b[i].out[o])) {
-                if (strict) ck_abort_msg("read %d (%s key %.*s) output %zu differs with and without the batch cache",
+                if (strict) ck_abort_msg("read %d (%s key %.*s) output %zu differs with and without the cache",
                                          i, a[i].gb, (int)a[i].klen, (const char *)a[i].key, o);
                 return 0;
             }
@@ -436,7 +437,7 @@ START_TEST(test_batch_cache_same_values) {
         }
         batch_cache = (size_t)8 << 20;
         s = open_store();
-        tsr_tile_batch_cache_stats_t st;
+        tsr_tile_cache_stats_t st;
         read_set(s, reqs[0], &arena); /* fills the cache */
         read_set(s, reqs[1], &arena); /* from it */
         tsr_tile_store_batch_cache_stats(s, &st);
@@ -490,6 +491,182 @@ START_TEST(test_batch_cache_same_values) {
         tsr_arena_reset(&arena);
     }
     tsr_arena_free(&arena);
+    cleanup();
+}
+END_TEST
+
+/* The stream record cache changes no value, across new events and flushes: reads of a store
+ * whose cache is warm (the same reads twice, the second from the cache), then new events on
+ * the same records (unflushed: merged from the write-back tables over the cached records),
+ * then their flush (new records: a new generation), must equal the same reads of the store
+ * reopened without the cache; and the new events must have changed some value. */
+START_TEST(test_stream_cache_same_values) {
+    static tsr_tile_store_req_t reqs[5][NREQ];
+    static tsr_value_t outs[5][NREQ][MAXOUT];
+    static char keys[NREQ][16];
+    static int gbi[NREQ];
+    tsr_rng_t r = {.s = 4321};
+    int64_t B;
+    tsr_tile_store_t *s = flushed_store(&r, &B);
+    tsr_error_t err;
+    tsr_tile_store_close(s);
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    for (int i = 0; i < NREQ; i++) {
+        gbi[i] = (int)tsr_rng_below(&r, NGB);
+        size_t kl = key_of((int)tsr_rng_below(&r, NKEYS + 1), keys[i]); /* NKEYS: no records */
+        int64_t q = pick_q(&r, B);
+        for (int v = 0; v < 5; v++)
+            reqs[v][i] = (tsr_tile_store_req_t){gbname[gbi[i]], keys[i], kl, q, outs[v][i], 0, NULL};
+    }
+    stream_cache = (size_t)8 << 20;
+    s = open_store();
+    tsr_tile_cache_stats_t st;
+    read_set(s, reqs[0], &arena); /* fills the cache */
+    read_set(s, reqs[1], &arena); /* from it */
+    tsr_tile_store_stream_cache_stats(s, &st);
+    ck_assert_msg(st.entries > 0 && st.hits >= (uint64_t)NREQ / 2, "cache: %zu entries, %llu hits", st.entries,
+                  (unsigned long long)st.hits);
+    same_reads(reqs[0], reqs[1], gbi, 1);
+    stream(s, B + D1 / 2); /* the second half of the events again: on records cached */
+    read_set(s, reqs[2], &arena);
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    uint64_t hits = st.hits;
+    read_set(s, reqs[3], &arena);
+    tsr_tile_store_stream_cache_stats(s, &st);
+    ck_assert_msg(st.misses > 0 && st.hits > hits, "after the flush: %llu misses, %llu hits",
+                  (unsigned long long)st.misses, (unsigned long long)st.hits);
+    tsr_tile_store_close(s);
+    ck_assert_msg(!same_reads(reqs[1], reqs[3], gbi, 0), "the new events changed no value read");
+    stream_cache = TSR_TILE_STREAM_CACHE_NONE;
+    s = open_store();
+    read_set(s, reqs[4], &arena); /* without */
+    tsr_tile_store_stream_cache_stats(s, &st);
+    ck_assert_uint_eq(st.budget, 0);
+    tsr_tile_store_close(s);
+    same_reads(reqs[2], reqs[4], gbi, 1);
+    same_reads(reqs[3], reqs[4], gbi, 1);
+    stream_cache = 0;
+    tsr_arena_free(&arena);
+    cleanup();
+}
+END_TEST
+
+/* Readers racing flushes with the stream record cache: while every event is streamed into
+ * GroupBy A with a flush after each batch (so generations change under the readers), readers
+ * read the 30-day COUNT of every key at one q past all events, again and again. A count may
+ * only grow (a stale cached record under a landed flush loses events) and never exceed the
+ * final count (a record merged twice) — the final counts read by a store without the cache. */
+#define RACE_Q_OUT 8 /* t.a.v1's outputs: SUM x4, LAST x3, COUNT 5h, COUNT 30d */
+
+typedef struct race {
+    tsr_tile_store_t *s;
+    int64_t q;
+    int stop;
+    char msg[200];
+    int64_t last[NKEYS];
+    int64_t reads;
+} race_t;
+
+static int64_t count_of(const tsr_value_t *v) { return v->kind == TSR_NULL ? 0 : v->u.l; }
+
+static void *race_reader(void *p) {
+    race_t *c = p;
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_tile_store_req_t reqs[NKEYS];
+    tsr_value_t outs[NKEYS][MAXOUT];
+    char keys[NKEYS][16];
+    for (int k = 0; k < NKEYS; k++) c->last[k] = 0;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) && !c->msg[0]) {
+        for (int k = 0; k < NKEYS; k++)
+            reqs[k] = (tsr_tile_store_req_t){gbname[0], keys[k], key_of(k, keys[k]), c->q, outs[k], 0, NULL};
+        tsr_arena_reset(&arena);
+        tsr_error_t err;
+        if (tsr_tile_store_read_many(c->s, reqs, NKEYS, &arena, &err)) {
+            snprintf(c->msg, sizeof c->msg, "read_many: %.150s", err.msg);
+            break;
+        }
+        for (int k = 0; k < NKEYS; k++) {
+            if (reqs[k].status) {
+                snprintf(c->msg, sizeof c->msg, "key %d: %.150s", k, reqs[k].error);
+                break;
+            }
+            int64_t n = count_of(&outs[k][RACE_Q_OUT]);
+            if (n < c->last[k]) {
+                snprintf(c->msg, sizeof c->msg, "key %d: count %lld after %lld", k, (long long)n,
+                         (long long)c->last[k]);
+                break;
+            }
+            c->last[k] = n;
+        }
+        c->reads++;
+    }
+    tsr_arena_free(&arena);
+    return NULL;
+}
+
+START_TEST(test_stream_cache_readers_race_flushes) {
+    tsr_rng_t r = {.s = 5150};
+    int64_t B = gen_events(&r);
+    int64_t q = B + 2 * D1 + 1;
+    wb_budget = 1; /* a flush after every batch */
+    tsr_tile_store_t *s = open_store();
+    upload(s, 0, B);
+    race_t c[2] = {{s, q, 0, "", {0}, 0}, {s, q, 0, "", {0}, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, race_reader, &c[i]), 0);
+    tsr_tile_event_t batch[8];
+    char keys[8][16];
+    int nb = 0;
+    for (int i = 0; i < nev; i++) { /* GroupBy A only, batches of 8 */
+        if (evs[i].ts < B) continue;
+        size_t kl = key_of(evs[i].key, keys[nb]);
+        batch[nb++] = (tsr_tile_event_t){keys[nb - 1], kl, evs[i].ts, evs[i].seq, evs[i].in, NULL};
+        if (nb == 8 || i == nev - 1) {
+            tsr_error_t err;
+            if (tsr_tile_store_apply(s, gbname[0], batch, (size_t)nb, "topic/0", i + 1, NULL, &err))
+                ck_abort_msg("apply: %s", err.msg);
+            nb = 0;
+        }
+    }
+    tsr_error_t err;
+    if (nb && tsr_tile_store_apply(s, gbname[0], batch, (size_t)nb, "topic/0", nev, NULL, &err))
+        ck_abort_msg("apply: %s", err.msg);
+    ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) __atomic_store_n(&c[i].stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) ck_assert_msg(!c[i].msg[0], "reader %d: %s", i, c[i].msg);
+    tsr_tile_cache_stats_t st;
+    tsr_tile_store_stream_cache_stats(s, &st);
+    ck_assert_msg(st.hits > 0 && c[0].reads > 10, "%llu hits in %lld reads", (unsigned long long)st.hits,
+                  (long long)c[0].reads);
+    tsr_tile_store_close(s);
+    /* the final counts, without the cache: no reader saw more */
+    wb_budget = 0;
+    stream_cache = TSR_TILE_STREAM_CACHE_NONE;
+    s = open_store();
+    tsr_arena_t arena;
+    tsr_arena_init(&arena, 0);
+    tsr_tile_store_req_t reqs[NKEYS];
+    tsr_value_t outs[NKEYS][MAXOUT];
+    char fkeys[NKEYS][16];
+    for (int k = 0; k < NKEYS; k++)
+        reqs[k] = (tsr_tile_store_req_t){gbname[0], fkeys[k], key_of(k, fkeys[k]), q, outs[k], 0, NULL};
+    ck_assert_int_eq(tsr_tile_store_read_many(s, reqs, NKEYS, &arena, &err), 0);
+    int64_t total = 0;
+    for (int k = 0; k < NKEYS; k++) {
+        ck_assert_int_eq(reqs[k].status, 0);
+        int64_t n = count_of(&outs[k][RACE_Q_OUT]);
+        total += n;
+        for (int i = 0; i < 2; i++)
+            ck_assert_msg(c[i].last[k] <= n, "reader %d: key %d count %lld, final %lld", i, k, (long long)c[i].last[k],
+                          (long long)n);
+    }
+    ck_assert_msg(total > 0, "no event counted");
+    tsr_arena_free(&arena);
+    tsr_tile_store_close(s);
+    stream_cache = 0;
     cleanup();
 }
 END_TEST
@@ -560,6 +737,8 @@ static Suite *read_many_suite(void) {
     tcase_add_test(tc, test_many_concurrent);
     tcase_add_test(tc, test_row_cache_same_values);
     tcase_add_test(tc, test_batch_cache_same_values);
+    tcase_add_test(tc, test_stream_cache_same_values);
+    tcase_add_test(tc, test_stream_cache_readers_race_flushes);
     suite_add_tcase(s, tc);
     return s;
 }

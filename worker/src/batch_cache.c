@@ -35,9 +35,14 @@
 #define BC_CHUNK ((size_t)1 << 20)
 #define BC_ALIGN 8
 
+#define BC_ABSENT UINT32_MAX     /* vlen of an entry saying its key does not exist */
+
+const uint8_t tsr__bcache_absent[1];
+
 typedef struct bc_ent {
     struct bc_ent *_Atomic next;
     uint64_t h;
+    uint64_t tag;
     uint32_t klen, vlen;
     uint8_t data[];             /* key, then value */
 } bc_ent_t;
@@ -104,8 +109,12 @@ void tsr__bcache_destroy(tsr__bcache_t *c) {
 }
 
 uint64_t tsr__bcache_hash(const tsr__bcache_t *c, const void *k, size_t kl) {
+    return tsr__bcache_hash_tag(c, k, kl, 0);
+}
+
+uint64_t tsr__bcache_hash_tag(const tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag) {
     const uint8_t *p = k;
-    uint64_t h = c->seed ^ (kl * 0x9e3779b97f4a7c15ULL);
+    uint64_t h = (c->seed ^ (kl * 0x9e3779b97f4a7c15ULL)) + tag * 0xd6e8feb86659fd93ULL;
     for (; kl >= 8; p += 8, kl -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -122,9 +131,18 @@ void tsr__bcache_rdlock(tsr__bcache_t *c) { pthread_rwlock_rdlock(&c->lock); }
 void tsr__bcache_unlock(tsr__bcache_t *c) { pthread_rwlock_unlock(&c->lock); }
 
 const uint8_t *tsr__bcache_get(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, size_t *vl) {
+    return tsr__bcache_get_tag(c, k, kl, 0, h, vl);
+}
+
+const uint8_t *tsr__bcache_get_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h,
+                                   size_t *vl) {
     bc_ent_t *e = atomic_load_explicit(&c->buckets[h & c->mask], memory_order_acquire);
     for (; e; e = atomic_load_explicit(&e->next, memory_order_acquire))
-        if (e->h == h && e->klen == kl && memcmp(e->data, k, kl) == 0) {
+        if (e->h == h && e->tag == tag && e->klen == kl && memcmp(e->data, k, kl) == 0) {
+            if (e->vlen == BC_ABSENT) {
+                *vl = 0;
+                return TSR__BCACHE_ABSENT;
+            }
             *vl = e->vlen;
             return e->data + kl;
         }
@@ -153,7 +171,14 @@ static void *arena_alloc(tsr__bcache_t *c, size_t n) {
 }
 
 void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, const void *v, size_t vl) {
-    if (kl > UINT32_MAX || vl > UINT32_MAX) return;
+    if (!v) return; /* tag 0 entries are records */
+    tsr__bcache_put_tag(c, k, kl, 0, h, v, vl);
+}
+
+void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h, const void *v,
+                         size_t vl) {
+    if (!v) vl = 0;
+    if (kl > UINT32_MAX || vl >= BC_ABSENT) return;
     if (atomic_load_explicit(&c->is_full, memory_order_relaxed)) { /* no lock per miss once full */
         atomic_fetch_add_explicit(&c->full, 1, memory_order_relaxed);
         return;
@@ -162,7 +187,7 @@ void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, con
     bc_ent_t *_Atomic *b = &c->buckets[h & c->mask];
     for (bc_ent_t *e = atomic_load_explicit(b, memory_order_relaxed); e;
          e = atomic_load_explicit(&e->next, memory_order_relaxed))
-        if (e->h == h && e->klen == kl && memcmp(e->data, k, kl) == 0) { /* another reader's */
+        if (e->h == h && e->tag == tag && e->klen == kl && memcmp(e->data, k, kl) == 0) { /* another reader's */
             pthread_mutex_unlock(&c->ins_mu);
             return;
         }
@@ -174,16 +199,19 @@ void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, con
         return;
     }
     e->h = h;
+    e->tag = tag;
     e->klen = (uint32_t)kl;
-    e->vlen = (uint32_t)vl;
+    e->vlen = v ? (uint32_t)vl : BC_ABSENT;
     memcpy(e->data, k, kl);
-    memcpy(e->data + kl, v, vl);
+    if (vl) memcpy(e->data + kl, v, vl);
     atomic_store_explicit(&e->next, atomic_load_explicit(b, memory_order_relaxed), memory_order_relaxed);
     atomic_store_explicit(b, e, memory_order_release); /* readers see it whole */
     pthread_mutex_unlock(&c->ins_mu);
     atomic_fetch_add_explicit(&c->puts, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->entries, 1, memory_order_relaxed);
 }
+
+int tsr__bcache_is_full(tsr__bcache_t *c) { return atomic_load_explicit(&c->is_full, memory_order_relaxed); }
 
 void tsr__bcache_count(tsr__bcache_t *c, uint64_t hits, uint64_t misses) {
     if (hits) atomic_fetch_add_explicit(&c->hits, hits, memory_order_relaxed);

@@ -7,6 +7,10 @@
  * write to the batch family that a reader could see clears the cache, exclusively, after the
  * write: a record read before the write and put after it is removed by that clear, because
  * its reader held the read lock across the read and the put.
+ *
+ * The same structure serves the stream record cache, whose entries carry a tag (the flush
+ * generation they were read at) and may record that a key does not exist (docs/tile-store.md
+ * "Stream record cache").
  */
 #ifndef TSR_BATCH_CACHE_H
 #define TSR_BATCH_CACHE_H
@@ -31,8 +35,9 @@ typedef struct tsr__bcache_stats {
 tsr__bcache_t *tsr__bcache_create(size_t budget);
 void tsr__bcache_destroy(tsr__bcache_t *c);
 
-/* The hash every call below takes for key k (seeded per cache). */
+/* The hash every call below takes for key k (seeded per cache); _tag: for (k, tag). */
 uint64_t tsr__bcache_hash(const tsr__bcache_t *c, const void *k, size_t kl);
+uint64_t tsr__bcache_hash_tag(const tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag);
 
 /* Read side: lookups and puts are made between rdlock and unlock (one chunk of reads). */
 void tsr__bcache_rdlock(tsr__bcache_t *c);
@@ -43,6 +48,19 @@ const uint8_t *tsr__bcache_get(tsr__bcache_t *c, const void *k, size_t kl, uint6
 
 /* Stores a copy of record (k, v) unless it is there already or the budget is used up. */
 void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, const void *v, size_t vl);
+
+/* The same for entries tagged: a lookup matches key and tag (get and put above use tag 0).
+ * put_tag with v NULL records that k does not exist; get_tag then returns TSR__BCACHE_ABSENT
+ * (length 0). */
+extern const uint8_t tsr__bcache_absent[1];
+#define TSR__BCACHE_ABSENT (&tsr__bcache_absent[0])
+const uint8_t *tsr__bcache_get_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h,
+                                   size_t *vl);
+void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h, const void *v,
+                         size_t vl);
+
+/* The budget was used up: puts store nothing until the next clear. */
+int tsr__bcache_is_full(tsr__bcache_t *c);
 
 /* Adds a chunk's lookup counts (kept per call by the reader, added once). */
 void tsr__bcache_count(tsr__bcache_t *c, uint64_t hits, uint64_t misses);

@@ -28,9 +28,11 @@ struct tsr_host {
     size_t ngbs, capgbs;
     tsr_metric_family_t *f_msgs, *f_events, *f_bad, *f_late, *f_skipped, *f_misrouted, *f_lag,
         *f_batch_end;
-    tsr_counter_t *c_bc_hits, *c_bc_misses; /* the tile store's batch record cache */
-    tsr_gauge_t *g_bc_bytes;
-    tsr_tile_batch_cache_stats_t bc_last;
+    struct cache_metrics {      /* the tile store's batch [0] and stream [1] record caches */
+        tsr_counter_t *hits, *misses;
+        tsr_gauge_t *bytes;
+        tsr_tile_cache_stats_t last;
+    } cm[2];
 };
 
 #define logf_(h, ...)                                                                              \
@@ -67,12 +69,18 @@ static void metrics_init(tsr_host_t *h) {
                                         "messages behind the high watermarks", lb, 2, NULL);
     h->f_batch_end = tsr_metrics_gauge_family(m, "tessera_upload_batch_end_millis",
                                               "batch end B of the serving upload (0: none)", lg, 1, NULL);
-    h->c_bc_hits = tsr_metrics_counter(m, "tessera_tile_batch_cache_hits_total",
-                                       "batch records read from the batch record cache", NULL);
-    h->c_bc_misses = tsr_metrics_counter(m, "tessera_tile_batch_cache_misses_total",
-                                         "batch records not in the batch record cache (read from RocksDB)", NULL);
-    h->g_bc_bytes = tsr_metrics_gauge(m, "tessera_tile_batch_cache_bytes",
-                                      "memory held by the batch record cache", NULL);
+    h->cm[0].hits = tsr_metrics_counter(m, "tessera_tile_batch_cache_hits_total",
+                                        "batch records read from the batch record cache", NULL);
+    h->cm[0].misses = tsr_metrics_counter(m, "tessera_tile_batch_cache_misses_total",
+                                          "batch records not in the batch record cache (read from RocksDB)", NULL);
+    h->cm[0].bytes = tsr_metrics_gauge(m, "tessera_tile_batch_cache_bytes",
+                                       "memory held by the batch record cache", NULL);
+    h->cm[1].hits = tsr_metrics_counter(m, "tessera_tile_stream_cache_hits_total",
+                                        "stream records read from the stream record cache", NULL);
+    h->cm[1].misses = tsr_metrics_counter(m, "tessera_tile_stream_cache_misses_total",
+                                          "stream records not in the stream record cache (read from RocksDB)", NULL);
+    h->cm[1].bytes = tsr_metrics_gauge(m, "tessera_tile_stream_cache_bytes",
+                                       "memory held by the stream record cache", NULL);
 }
 
 int tsr_host_open(const tsr_host_opts_t *o, tsr_host_t **out, tsr_error_t *err) {
@@ -302,13 +310,16 @@ void tsr_host_note_batch_end(tsr_host_t *h, const char *name, int64_t batch_end)
 }
 
 void tsr_host_collect(tsr_host_t *h) {
-    if (h->store && h->c_bc_hits && h->c_bc_misses && h->g_bc_bytes) {
-        tsr_tile_batch_cache_stats_t bc;
-        tsr_tile_store_batch_cache_stats(h->store, &bc);
-        tsr_counter_add(h->c_bc_hits, bc.hits - h->bc_last.hits);
-        tsr_counter_add(h->c_bc_misses, bc.misses - h->bc_last.misses);
-        tsr_gauge_set(h->g_bc_bytes, (double)bc.bytes);
-        h->bc_last = bc;
+    for (int i = 0; i < 2; i++) {
+        struct cache_metrics *cm = &h->cm[i];
+        if (!h->store || !cm->hits || !cm->misses || !cm->bytes) continue;
+        tsr_tile_cache_stats_t st;
+        if (i == 0) tsr_tile_store_batch_cache_stats(h->store, &st);
+        else tsr_tile_store_stream_cache_stats(h->store, &st);
+        tsr_counter_add(cm->hits, st.hits - cm->last.hits);
+        tsr_counter_add(cm->misses, st.misses - cm->last.misses);
+        tsr_gauge_set(cm->bytes, (double)st.bytes);
+        cm->last = st;
     }
     for (size_t i = 0; i < h->ngbs; i++) {
         tsr_host_gb_t *st = h->gbs[i];

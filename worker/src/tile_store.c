@@ -352,6 +352,12 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
         bc_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : TSR_TILE_BATCH_CACHE_DEFAULT;
         if (bc_bytes == 0) bc_bytes = TSR_TILE_BATCH_CACHE_NONE;
     }
+    size_t sc_bytes = o ? o->stream_cache_bytes : 0;
+    if (sc_bytes == 0) {
+        const char *ev = getenv("TSR_TILE_STREAM_CACHE_MB"); /* operators, measurements */
+        sc_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : TSR_TILE_STREAM_CACHE_DEFAULT;
+        if (sc_bytes == 0) sc_bytes = TSR_TILE_STREAM_CACHE_NONE;
+    }
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
     /* the DB (and default family) options: a base every family starts from */
@@ -452,6 +458,7 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     s->dir = tsr_strdup(dir);
     ingest_dir_reset(s);
     if (bc_bytes != TSR_TILE_BATCH_CACHE_NONE) s->bcache = tsr__bcache_create(bc_bytes);
+    if (sc_bytes != TSR_TILE_STREAM_CACHE_NONE) s->scache = tsr__bcache_create(sc_bytes);
     s->wo = rocksdb_writeoptions_create();
     s->ro = rocksdb_readoptions_create();
     s->pend_budget = PEND_BUDGET_BYTES;
@@ -469,12 +476,20 @@ void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row)
     if (row) *row = s->row_cache ? rocksdb_cache_get_usage(s->row_cache) : 0;
 }
 
-void tsr_tile_store_batch_cache_stats(tsr_tile_store_t *s, tsr_tile_batch_cache_stats_t *st) {
+static void cache_stats(tsr__bcache_t *c, tsr_tile_cache_stats_t *st) {
     memset(st, 0, sizeof(*st));
-    if (!s->bcache) return;
+    if (!c) return;
     tsr__bcache_stats_t b;
-    tsr__bcache_stats(s->bcache, &b);
-    *st = (tsr_tile_batch_cache_stats_t){b.hits, b.misses, b.puts, b.full, b.clears, b.bytes, b.entries, b.budget};
+    tsr__bcache_stats(c, &b);
+    *st = (tsr_tile_cache_stats_t){b.hits, b.misses, b.puts, b.full, b.clears, b.bytes, b.entries, b.budget};
+}
+
+void tsr_tile_store_batch_cache_stats(tsr_tile_store_t *s, tsr_tile_cache_stats_t *st) {
+    cache_stats(s->bcache, st);
+}
+
+void tsr_tile_store_stream_cache_stats(tsr_tile_store_t *s, tsr_tile_cache_stats_t *st) {
+    cache_stats(s->scache, st);
 }
 
 void tsr_tile_store_close(tsr_tile_store_t *s) {
@@ -505,6 +520,7 @@ void tsr_tile_store_close(tsr_tile_store_t *s) {
     rocksdb_cache_destroy(s->cache);
     if (s->row_cache) rocksdb_cache_destroy(s->row_cache);
     tsr__bcache_destroy(s->bcache);
+    tsr__bcache_destroy(s->scache);
     rocksdb_writeoptions_destroy(s->wo);
     rocksdb_readoptions_destroy(s->ro);
     for (size_t i = 0; i < s->ngbs; i++) {
@@ -1936,12 +1952,16 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     g->written_hi[1] = nhi[1];
     pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
-    g->imm = NULL;
+    g->imm = NULL; /* the stream records are now those of flush gen (the cache's tag) */
     g->log_lo = log_hi;
     pthread_rwlock_unlock(&g->pend_lock);
     pthread_cond_broadcast(&s->fl_done_cv);
     pthread_mutex_unlock(&s->fl_mu);
     pend_free(g, c);
+    /* the stream record cache holds entries of older generations, which no read matches any
+     * more: once it is full, empty it (no lock held here that a reader waits for with the
+     * cache's read lock held) */
+    if (s->scache && tsr__bcache_is_full(s->scache)) tsr__bcache_clear(s->scache);
     return 0;
 }
 

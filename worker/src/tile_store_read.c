@@ -135,10 +135,20 @@ typedef struct read_scratch {
     size_t *kl;
     rocksdb_pinnableslice_t **vals;
     char **errs;
-    const uint8_t **cv;         /* batch records found in the batch record cache ... */
-    size_t *cl;                 /* ... and their lengths (cv NULL: not from the cache) */
+    const uint8_t **cv;         /* records found in the batch or stream record cache ... */
+    size_t *cl;                 /* ... and their lengths (cv NULL: not from a cache) */
+    uint64_t *stag;             /* a stream slot's cache tag (its flush generation), or
+                                   STAG_NONE: not cacheable (a flush in flight, a marker) */
+    uint64_t *sh;               /* a stream slot's cache hash (misses) */
+    size_t *mi;                 /* stream cache misses: their slots ... */
+    const char **mkp;           /* ... and their multi-get arrays */
+    size_t *mkl;
+    rocksdb_pinnableslice_t **mv;
+    char **me;
     size_t capget;
 } read_scratch_t;
+
+#define STAG_NONE UINT64_MAX
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -164,6 +174,13 @@ static void scratch_free(void *p) {
     free(x->errs);
     free(x->cv);
     free(x->cl);
+    free(x->stag);
+    free(x->sh);
+    free(x->mi);
+    free(x->mkp);
+    free(x->mkl);
+    free(x->mv);
+    free(x->me);
     free(x);
 }
 static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
@@ -870,6 +887,68 @@ static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, 
     }
 }
 
+/* Phase 3's stream records, slots [v0, v1) (keys in x->kp, x->kl): with the stream record
+ * cache, those with a tag (GroupBys without a flush in flight) from the cache (x->cv, x->cl;
+ * a record known not to exist: neither cv nor vals), the rest in one batched multi-get
+ * (x->vals, x->errs), whose answers — a record, or that there is none — are then cached under
+ * their tag. The caller holds the cache's read lock (the whole call) and the chunk's
+ * write-back read locks: a flush cannot land, so what RocksDB answers for a tag is what the
+ * records of that flush generation are. */
+static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t v1) {
+    tsr__bcache_t *sc = s->scache;
+    size_t nm = 0, ncache = 0, ncmiss = 0; /* misses; cacheable slots and their misses */
+    for (size_t v = v0; v < v1; v++) {
+        x->cv[v] = NULL;
+        x->vals[v] = NULL;
+        if (sc && x->stag[v] != STAG_NONE) {
+            ncache++;
+            uint64_t h = tsr__bcache_hash_tag(sc, x->kp[v], x->kl[v], x->stag[v]);
+            size_t vl;
+            const uint8_t *cv = tsr__bcache_get_tag(sc, x->kp[v], x->kl[v], x->stag[v], h, &vl);
+            if (cv) {
+                if (cv != TSR__BCACHE_ABSENT) {
+                    x->cv[v] = cv;
+                    x->cl[v] = vl;
+                }
+                continue;
+            }
+            x->sh[v] = h;
+            ncmiss++;
+        }
+        x->mi[nm++] = v;
+    }
+    if (sc) tsr__bcache_count(sc, ncache - ncmiss, ncmiss);
+    if (nm == 0) return;
+    int all = nm == v1 - v0; /* no hit: the slots are the multi-get's arrays */
+    const char **kp = all ? x->kp + v0 : x->mkp;
+    size_t *kl = all ? x->kl + v0 : x->mkl;
+    rocksdb_pinnableslice_t **vals = all ? x->vals + v0 : x->mv;
+    char **errs = all ? x->errs + v0 : x->me;
+    if (!all)
+        for (size_t i = 0; i < nm; i++) { /* the misses keep the slots' order: as sorted */
+            kp[i] = x->kp[x->mi[i]];
+            kl[i] = x->kl[x->mi[i]];
+            errs[i] = NULL;
+        }
+    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], nm, kp, kl, vals, errs,
+                                 keys_sorted(kp, kl, nm));
+    for (size_t i = 0; i < nm; i++) {
+        size_t v = x->mi[i];
+        if (!all) {
+            x->vals[v] = vals[i];
+            x->errs[v] = errs[i];
+        }
+        if (!sc || x->stag[v] == STAG_NONE || x->errs[v]) continue;
+        if (x->vals[v]) {
+            size_t vl;
+            const char *rv = rocksdb_pinnableslice_value(x->vals[v], &vl);
+            tsr__bcache_put_tag(sc, x->kp[v], x->kl[v], x->stag[v], x->sh[v], rv, vl);
+        } else {
+            tsr__bcache_put_tag(sc, x->kp[v], x->kl[v], x->stag[v], x->sh[v], NULL, 0);
+        }
+    }
+}
+
 /* Phase 4 for one read: merge its records in order and finalize. Destroys its values. */
 static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, tsr_tile_store_req_t *rq,
                        tsr_arena_t *arena) {
@@ -897,8 +976,10 @@ static void merge_read(read_scratch_t *x, const plan_t *p, const gb_lock_t *gl, 
             x->errs[rec->vi] = NULL;
         }
         rocksdb_pinnableslice_t *ps = x->vals[rec->vi];
-        if (!ps) {
-            if (r == 0 && x->cv[rec->vi] && rc == 0) rc = apply_batch(&c, x->cv[rec->vi], x->cl[rec->vi]);
+        if (!ps) { /* from a cache, or none */
+            const uint8_t *cv = x->cv[rec->vi];
+            size_t cl = x->cl[rec->vi];
+            if (cv && rc == 0) rc = r == 0 ? apply_batch(&c, cv, cl) : apply_slots(&c, r, cv, cl, raw_slot);
             continue;
         }
         size_t vl;
@@ -961,7 +1042,9 @@ static int read_many(tsr_tile_store_t *s, tsr_tile_store_req_t *reqs, size_t n, 
     if (n && !reqs) return tsr_error_set(err, TSR_EINVAL, "tile store read_many: no requests");
     read_scratch_t *x = scratch_get();
     if (s->bcache) tsr__bcache_rdlock(s->bcache);
+    if (s->scache) tsr__bcache_rdlock(s->scache);
     int rc = read_many_locked(s, x, reqs, n, arena);
+    if (s->scache) tsr__bcache_unlock(s->scache);
     if (s->bcache) tsr__bcache_unlock(s->bcache);
     if (rc) return rc;
     return again ? read_stale_again(s, x, reqs, n, arena, err, again) : 0;
@@ -1011,6 +1094,13 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
         x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
         x->cv = tsr_realloc(x->cv, x->capget * sizeof(*x->cv));
         x->cl = tsr_realloc(x->cl, x->capget * sizeof(size_t));
+        x->stag = tsr_realloc(x->stag, x->capget * sizeof(*x->stag));
+        x->sh = tsr_realloc(x->sh, x->capget * sizeof(*x->sh));
+        x->mi = tsr_realloc(x->mi, x->capget * sizeof(*x->mi));
+        x->mkp = tsr_realloc(x->mkp, x->capget * sizeof(*x->mkp));
+        x->mkl = tsr_realloc(x->mkl, x->capget * sizeof(*x->mkl));
+        x->mv = tsr_realloc(x->mv, x->capget * sizeof(*x->mv));
+        x->me = tsr_realloc(x->me, x->capget * sizeof(*x->me));
     }
     /* the order the planned reads are fetched and merged in: by batch record key ('b' gb \0 B
      * K), i.e. grouped by GroupBy (in name order) and by key within a GroupBy. A fetch layer
@@ -1125,7 +1215,9 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
                 x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
                 x->kl[gl->marker_vi] = put_prefix_len(gl->g) + TSR__STATE_PAD + 1;
                 x->errs[gl->marker_vi] = NULL;
+                x->stag[gl->marker_vi] = STAG_NONE;
             }
+            size_t run0 = ns;
             /* a run of reads of the same GroupBy and key (an entity asked twice): their
              * records share keys, so they are ordered together */
             const rec_t *bk = &x->recs[x->plans[ord[k]].rec0];
@@ -1155,11 +1247,11 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
                 }
             }
             for (size_t r = 0; sort && r < nr; r++) rec_slot(x, rr[r], ns++);
+            /* no flush in flight: the GroupBy's records are those of flush gen until this
+             * chunk's unlock (a flush lands under the write lock) */
+            for (size_t v = run0; v < ns; v++) x->stag[v] = gl->imm ? STAG_NONE : gl->gen;
         }
-        if (ns > nplanned)
-            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], ns - nplanned, x->kp + nplanned,
-                                         x->kl + nplanned, x->vals + nplanned, x->errs + nplanned,
-                                         keys_sorted(x->kp + nplanned, x->kl + nplanned, ns - nplanned));
+        if (ns > nplanned) stream_get(s, x, nplanned, ns);
         for (size_t i = 0; i < ngls; i++) {
             gb_lock_t *gl = &x->gls[i];
             if (gl->marker_vi == SIZE_MAX) continue;

@@ -89,10 +89,17 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
  * TSR_TILE_BATCH_CACHE_DEFAULT; TSR_TILE_BATCH_CACHE_NONE: none. */
 #define TSR_TILE_BATCH_CACHE_DEFAULT ((size_t)128 << 20)
 #define TSR_TILE_BATCH_CACHE_NONE ((size_t)-1)
+/* stream_cache_bytes: the stream record cache (docs/tile-store.md "Stream record cache"), the
+ * stream family's records by key and flush generation, emptied when full at the next flush.
+ * 0: the default, TSR_TILE_STREAM_CACHE_MB from the environment when set (0 there: none),
+ * else TSR_TILE_STREAM_CACHE_DEFAULT; TSR_TILE_STREAM_CACHE_NONE: none. */
+#define TSR_TILE_STREAM_CACHE_DEFAULT ((size_t)128 << 20)
+#define TSR_TILE_STREAM_CACHE_NONE ((size_t)-1)
 typedef struct tsr_tile_store_opts {
     size_t cache_bytes;
     size_t row_cache_bytes;
     size_t batch_cache_bytes;
+    size_t stream_cache_bytes;
 } tsr_tile_store_opts_t;
 
 /* tsr_tile_store_open with memory options (o NULL: the defaults). */
@@ -102,16 +109,17 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
 /* Bytes held by the block cache and the row cache now (either NULL: not asked). */
 void tsr_tile_store_cache_usage(tsr_tile_store_t *s, size_t *block, size_t *row);
 
-/* The batch record cache's counters (all zero when the store has none). */
-typedef struct tsr_tile_batch_cache_stats {
-    uint64_t hits, misses;      /* batch records looked up */
+/* A record cache's counters (all zero when the store has none). */
+typedef struct tsr_tile_cache_stats {
+    uint64_t hits, misses;      /* records looked up */
     uint64_t puts;              /* records stored */
     uint64_t full;              /* misses not stored: the budget was used up */
-    uint64_t clears;            /* by upload commits */
+    uint64_t clears;            /* batch: by upload commits; stream: by flushes, when full */
     size_t bytes, entries;      /* held now */
     size_t budget;
-} tsr_tile_batch_cache_stats_t;
-void tsr_tile_store_batch_cache_stats(tsr_tile_store_t *s, tsr_tile_batch_cache_stats_t *st);
+} tsr_tile_cache_stats_t;
+void tsr_tile_store_batch_cache_stats(tsr_tile_store_t *s, tsr_tile_cache_stats_t *st);
+void tsr_tile_store_stream_cache_stats(tsr_tile_store_t *s, tsr_tile_cache_stats_t *st);
 void tsr_tile_store_close(tsr_tile_store_t *s);
 
 /* Registers a GroupBy's columns (needed before any write or read of it, also after a
