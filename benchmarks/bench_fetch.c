@@ -27,6 +27,9 @@
  *   5. freshness: one event for a new key every 1/--fresh-rate s into payments.card_txn; a
  *      poller fetches all not-yet-visible keys every --fresh-poll-ms and records produce →
  *      first fetch that sees the event (p50/p99; target p99 ≤ 100 ms).
+ *   6. live: phase 1's FetchJoin of one entity for --live-seconds while --live-rate events/s
+ *      stream into payments.card_txn for the same keys (timestamps in the hour before q, so
+ *      every window moves and every GroupBy's write-back table is flushed meanwhile).
  * Output: a table per phase and one final `SUMMARY` line (key=value) for scripts.
  * With --perf-dir DIR, `perf record -g -p <server>` runs during each measured phase and
  * leaves DIR/<phase>.data (read with `perf report -i DIR/fetch1.data --no-children`).
@@ -88,6 +91,7 @@ typedef struct opts {
     int days, keys, ingest_partitions, clients, batch_size, keep, quiet;
     long events, ingest_events, ingest_keys;
     double rate, seconds, batch_rate, batch_seconds, qps_seconds, fresh_rate, fresh_seconds;
+    double live_rate, live_seconds;
     double spin_us;                 /* open-loop sender: spin this long before each send */
     double fresh_poll_ms;
     char phases[128];
@@ -114,7 +118,8 @@ static void usage(FILE *f, const char *argv0) {
             "  --events N             warehouse events over all days (default 200000)\n"
             "  --keys N               distinct user_ids (default 10000); topic\n"
             "                         payments.card_txn has 4 partitions\n"
-            "phases (--phases LIST, comma-separated; default all: fetch,batch,qps,ingest,fresh):\n"
+            "phases (--phases LIST, comma-separated; default all:\n"
+            "fetch,batch,qps,ingest,fresh,live):\n"
             "  --rate R               open-loop req/s for 1-entity phases (default 2000)\n"
             "  --seconds S            duration of each 1-entity open-loop run (default 10)\n"
             "  --spin-us US           open-loop sender: sleep until US before each send time,\n"
@@ -133,6 +138,11 @@ static void usage(FILE *f, const char *argv0) {
             "  --fresh-rate R         events/s for 'fresh' (default 100)\n"
             "  --fresh-seconds S      duration of 'fresh' (default 10)\n"
             "  --fresh-poll-ms MS     poll interval of the freshness fetcher (default 1)\n"
+            "  --live-rate R          'live': events/s streamed into the Join's topic for\n"
+            "                         existing keys during a 1-entity open-loop run at --rate\n"
+            "                         (default 1000)\n"
+            "  --live-seconds S       duration of 'live' (default 25: two write-back flushes\n"
+            "                         of each GroupBy, which move its stream records on)\n"
             "other:\n"
             "  --perf-dir DIR         perf record -g the server during each phase into DIR\n"
             "  --latency-log FILE     append every open-loop call to FILE: method, wall-clock\n"
@@ -1042,8 +1052,9 @@ typedef struct fresh {
     tsr_kafka_producer_t *prod;
     long n;
     double rate;
-    int64_t ts_base;
-    long key_base;
+    int64_t ts_base, ts_span;       /* event i at ts_base + i % ts_span */
+    long key_base;                  /* event i for user key_base + i ... */
+    long key_mod;                   /* ... or, when > 0, a user spread over [0, key_mod) */
     double *sent;                   /* monotonic time each event was handed to the producer */
     atomic_long nsent;
     char error[256];
@@ -1060,7 +1071,10 @@ static void *fresh_producer(void *arg) {
                            "{\"txn_id\":\"f%ld\",\"user_id\":\"u%ld\",\"merchant_id\":\"m1\","
                            "\"amount\":1.5,\"currency\":\"USD\",\"mcc\":5000,"
                            "\"is_online\":true,\"ts\":%lld}",
-                           i, f->key_base + i, (long long)(f->ts_base + i % 1000));
+                           i,
+                           f->key_mod ? (long)((uint64_t)(i + 1) * 2654435761u % (uint64_t)f->key_mod)
+                                      : f->key_base + i,
+                           (long long)(f->ts_base + i % f->ts_span));
         f->sent[i] = now_s();
         if (tsr_kafka_producer_send(f->prod, MAIN_TOPIC, NULL, 0, msg, (size_t)len, -1, &err)) {
             snprintf(f->error, sizeof f->error, "%.200s", err.msg);
@@ -1109,6 +1123,8 @@ static void parse_args(int argc, char **argv) {
     O.ingest_keys = 10000;
     O.fresh_rate = 100;
     O.fresh_seconds = 10;
+    O.live_rate = 1000;
+    O.live_seconds = 25;
     O.fresh_poll_ms = 1;
     snprintf(O.phases, sizeof O.phases, "all");
     for (int i = 1; i < argc; i++) {
@@ -1169,6 +1185,8 @@ static void parse_args(int argc, char **argv) {
         NUM("--ingest-keys", ingest_keys, long)
         NUM("--fresh-rate", fresh_rate, double)
         NUM("--fresh-seconds", fresh_seconds, double)
+        NUM("--live-rate", live_rate, double)
+        NUM("--live-seconds", live_seconds, double)
         NUM("--fresh-poll-ms", fresh_poll_ms, double)
         else {
             fprintf(stderr, "bench_fetch: unknown option %s; see --help\n", a);
@@ -1588,6 +1606,7 @@ int main(int argc, char **argv) {
         f.n = (long)(O.fresh_rate * O.fresh_seconds);
         if (f.n < 1) f.n = 1;
         f.ts_base = q - 1000;
+        f.ts_span = 1000;
         f.key_base = (long)O.keys + 1000000;
         f.sent = tsr_calloc((size_t)f.n, sizeof(double));
         atomic_init(&f.nsent, 0);
@@ -1659,6 +1678,41 @@ int main(int argc, char **argv) {
         free(f.sent);
     }
 
+    /* ---- live: the 1-entity phase while events stream in for the keys it reads */
+    lat_result_t lv = {0};
+    int have_live = 0;
+    if (phase_on("live")) {
+        settle();
+        fresh_t f;
+        memset(&f, 0, sizeof f);
+        f.prod = prod;
+        f.rate = O.live_rate;
+        f.n = (long)(O.live_rate * O.live_seconds);
+        if (f.n < 1) f.n = 1;
+        f.ts_base = q - 3600000; /* the last hour before q: every window of every GroupBy */
+        f.ts_span = 3600000;
+        f.key_mod = O.keys;
+        f.sent = tsr_calloc((size_t)f.n, sizeof(double));
+        atomic_init(&f.nsent, 0);
+        info("live: FetchJoin 1 entity open loop %.0f req/s for %.0f s while %.0f events/s stream "
+             "into %s for the same keys", O.rate, O.live_seconds, O.live_rate, MAIN_TOPIC);
+        pthread_t th;
+        if (pthread_create(&th, NULL, fresh_producer, &f)) fail("pthread_create");
+        perf_begin("live");
+        open_loop(M_FETCH_JOIN, req1, NREQ1, O.rate, O.live_seconds, &lv);
+        perf_end();
+        pthread_join(th, NULL);
+        check_stop();
+        if (f.error[0]) fail("live produce: %s", f.error);
+        free(f.sent);
+        char name[64];
+        snprintf(name, sizeof name, "FetchJoin 1 entity %.0f/s, %.0f ev/s in", O.rate, O.live_rate);
+        print_header();
+        print_row(name, &lv);
+        printf("  (live: srvCPU includes the ingest of the events streamed meanwhile)\n");
+        have_live = 1;
+    }
+
     /* ---- summary */
     printf("SUMMARY bench_fetch");
     if (have_fetch)
@@ -1678,8 +1732,11 @@ int main(int argc, char **argv) {
                " ingest_eps_per_cpu_all=%.0f ingest_cpu_all_s=%.2f",
                ing_eps, ing_eps_cpu, ing_cpu, ing_eps_cpu_all, ing_cpu_all);
     if (have_fresh) printf(" fresh_p50_ms=%.1f fresh_p99_ms=%.1f", fr_p50, fr_p99);
+    if (have_live)
+        printf(" live_p50_us=%.1f live_p99_us=%.1f live_cpu_us=%.1f live_errors=%ld", lv.p50, lv.p99,
+               lv.cpu_us, lv.errors);
     printf("\n");
-    long errors = echo.errors + f1.errors + fb.errors + qe.errors + qf.errors;
+    long errors = echo.errors + f1.errors + fb.errors + qe.errors + qf.errors + lv.errors;
 
     tsr_kafka_producer_close(prod);
     for (int i = 0; i < NREQ1; i++) tsr_buf_free(&req1[i]);
