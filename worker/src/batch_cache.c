@@ -42,7 +42,6 @@ const uint8_t tsr__bcache_absent[1];
 typedef struct bc_ent {
     struct bc_ent *_Atomic next;
     uint64_t h;
-    uint64_t tag;
     uint32_t klen, vlen;
     uint8_t data[];             /* key, then value */
 } bc_ent_t;
@@ -59,7 +58,7 @@ struct tsr__bcache {
     uint8_t *cur;               /* free space in the newest chunk */
     size_t left;
     _Atomic int is_full;        /* a put found the budget used up (until the next clear) */
-    _Atomic uint64_t hits, misses, puts, full, clears;
+    _Atomic uint64_t hits, misses, puts, full, clears, drops;
     _Atomic size_t bytes, entries;
 };
 
@@ -109,12 +108,8 @@ void tsr__bcache_destroy(tsr__bcache_t *c) {
 }
 
 uint64_t tsr__bcache_hash(const tsr__bcache_t *c, const void *k, size_t kl) {
-    return tsr__bcache_hash_tag(c, k, kl, 0);
-}
-
-uint64_t tsr__bcache_hash_tag(const tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag) {
     const uint8_t *p = k;
-    uint64_t h = (c->seed ^ (kl * 0x9e3779b97f4a7c15ULL)) + tag * 0xd6e8feb86659fd93ULL;
+    uint64_t h = c->seed ^ (kl * 0x9e3779b97f4a7c15ULL);
     for (; kl >= 8; p += 8, kl -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -131,14 +126,9 @@ void tsr__bcache_rdlock(tsr__bcache_t *c) { pthread_rwlock_rdlock(&c->lock); }
 void tsr__bcache_unlock(tsr__bcache_t *c) { pthread_rwlock_unlock(&c->lock); }
 
 const uint8_t *tsr__bcache_get(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, size_t *vl) {
-    return tsr__bcache_get_tag(c, k, kl, 0, h, vl);
-}
-
-const uint8_t *tsr__bcache_get_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h,
-                                   size_t *vl) {
     bc_ent_t *e = atomic_load_explicit(&c->buckets[h & c->mask], memory_order_acquire);
     for (; e; e = atomic_load_explicit(&e->next, memory_order_acquire))
-        if (e->h == h && e->tag == tag && e->klen == kl && memcmp(e->data, k, kl) == 0) {
+        if (e->h == h && e->klen == kl && memcmp(e->data, k, kl) == 0) {
             if (e->vlen == BC_ABSENT) {
                 *vl = 0;
                 return TSR__BCACHE_ABSENT;
@@ -171,12 +161,6 @@ static void *arena_alloc(tsr__bcache_t *c, size_t n) {
 }
 
 void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, const void *v, size_t vl) {
-    if (!v) return; /* tag 0 entries are records */
-    tsr__bcache_put_tag(c, k, kl, 0, h, v, vl);
-}
-
-void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h, const void *v,
-                         size_t vl) {
     if (!v) vl = 0;
     if (kl > UINT32_MAX || vl >= BC_ABSENT) return;
     if (atomic_load_explicit(&c->is_full, memory_order_relaxed)) { /* no lock per miss once full */
@@ -187,7 +171,7 @@ void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t ta
     bc_ent_t *_Atomic *b = &c->buckets[h & c->mask];
     for (bc_ent_t *e = atomic_load_explicit(b, memory_order_relaxed); e;
          e = atomic_load_explicit(&e->next, memory_order_relaxed))
-        if (e->h == h && e->tag == tag && e->klen == kl && memcmp(e->data, k, kl) == 0) { /* another reader's */
+        if (e->h == h && e->klen == kl && memcmp(e->data, k, kl) == 0) { /* another reader's */
             pthread_mutex_unlock(&c->ins_mu);
             return;
         }
@@ -199,7 +183,6 @@ void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t ta
         return;
     }
     e->h = h;
-    e->tag = tag;
     e->klen = (uint32_t)kl;
     e->vlen = v ? (uint32_t)vl : BC_ABSENT;
     memcpy(e->data, k, kl);
@@ -209,6 +192,21 @@ void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t ta
     pthread_mutex_unlock(&c->ins_mu);
     atomic_fetch_add_explicit(&c->puts, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->entries, 1, memory_order_relaxed);
+}
+
+void tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h) {
+    pthread_mutex_lock(&c->ins_mu);
+    bc_ent_t *_Atomic *link = &c->buckets[h & c->mask];
+    for (bc_ent_t *e = atomic_load_explicit(link, memory_order_relaxed); e;
+         link = &e->next, e = atomic_load_explicit(link, memory_order_relaxed))
+        if (e->h == h && e->klen == kl && memcmp(e->data, k, kl) == 0) {
+            /* e keeps its next: a reader standing on it walks on */
+            atomic_store_explicit(link, atomic_load_explicit(&e->next, memory_order_relaxed), memory_order_release);
+            atomic_fetch_sub_explicit(&c->entries, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
+            break;
+        }
+    pthread_mutex_unlock(&c->ins_mu);
 }
 
 int tsr__bcache_is_full(tsr__bcache_t *c) { return atomic_load_explicit(&c->is_full, memory_order_relaxed); }
@@ -244,6 +242,7 @@ void tsr__bcache_stats(tsr__bcache_t *c, tsr__bcache_stats_t *st) {
     st->puts = atomic_load_explicit(&c->puts, memory_order_relaxed);
     st->full = atomic_load_explicit(&c->full, memory_order_relaxed);
     st->clears = atomic_load_explicit(&c->clears, memory_order_relaxed);
+    st->drops = atomic_load_explicit(&c->drops, memory_order_relaxed);
     st->bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
     st->entries = atomic_load_explicit(&c->entries, memory_order_relaxed);
     st->budget = c->budget;

@@ -8,9 +8,9 @@
  * write: a record read before the write and put after it is removed by that clear, because
  * its reader held the read lock across the read and the put.
  *
- * The same structure serves the stream record cache, whose entries carry a tag (the flush
- * generation they were read at) and may record that a key does not exist (docs/tile-store.md
- * "Stream record cache").
+ * The same structure serves the stream record cache, whose entries may also record that a key
+ * does not exist, and whose writer (a flush) drops the entries it changes instead of clearing
+ * (docs/tile-store.md "Stream record cache").
  */
 #ifndef TSR_BATCH_CACHE_H
 #define TSR_BATCH_CACHE_H
@@ -26,6 +26,7 @@ typedef struct tsr__bcache_stats {
     uint64_t puts;              /* records stored */
     uint64_t full;              /* records not stored: the budget was used up */
     uint64_t clears;
+    uint64_t drops;             /* entries unlinked (tsr__bcache_drop) */
     size_t bytes;               /* arena bytes held now (records, keys, headers) */
     size_t entries;             /* records held now */
     size_t budget;
@@ -35,29 +36,27 @@ typedef struct tsr__bcache_stats {
 tsr__bcache_t *tsr__bcache_create(size_t budget);
 void tsr__bcache_destroy(tsr__bcache_t *c);
 
-/* The hash every call below takes for key k (seeded per cache); _tag: for (k, tag). */
+/* The hash every call below takes for key k (seeded per cache). */
 uint64_t tsr__bcache_hash(const tsr__bcache_t *c, const void *k, size_t kl);
-uint64_t tsr__bcache_hash_tag(const tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag);
 
 /* Read side: lookups and puts are made between rdlock and unlock (one chunk of reads). */
 void tsr__bcache_rdlock(tsr__bcache_t *c);
 void tsr__bcache_unlock(tsr__bcache_t *c);
 
-/* The record of key k, or NULL; its bytes stay valid until tsr__bcache_unlock. */
-const uint8_t *tsr__bcache_get(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, size_t *vl);
-
-/* Stores a copy of record (k, v) unless it is there already or the budget is used up. */
-void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, const void *v, size_t vl);
-
-/* The same for entries tagged: a lookup matches key and tag (get and put above use tag 0).
- * put_tag with v NULL records that k does not exist; get_tag then returns TSR__BCACHE_ABSENT
- * (length 0). */
+/* The record of key k, or NULL; its bytes stay valid until tsr__bcache_unlock.
+ * TSR__BCACHE_ABSENT (length 0): stored as not existing (a put with v NULL). */
 extern const uint8_t tsr__bcache_absent[1];
 #define TSR__BCACHE_ABSENT (&tsr__bcache_absent[0])
-const uint8_t *tsr__bcache_get_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h,
-                                   size_t *vl);
-void tsr__bcache_put_tag(tsr__bcache_t *c, const void *k, size_t kl, uint64_t tag, uint64_t h, const void *v,
-                         size_t vl);
+const uint8_t *tsr__bcache_get(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, size_t *vl);
+
+/* Stores a copy of record (k, v) — v NULL: k does not exist — unless k is there already or
+ * the budget is used up. */
+void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, const void *v, size_t vl);
+
+/* Unlinks the entry of k, if any: lookups no longer find it (its memory is reused at the next
+ * clear only, so a reader walking its chain meanwhile walks on). For a writer that keeps
+ * readers from putting k again until its change is visible to them. */
+void tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h);
 
 /* The budget was used up: puts store nothing until the next clear. */
 int tsr__bcache_is_full(tsr__bcache_t *c);

@@ -1950,17 +1950,24 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     tsr_buf_free(&v);
     g->written_hi[0] = nhi[0]; /* landed (flush_mu) */
     g->written_hi[1] = nhi[1];
+    /* the stream record cache: drop the records this flush changed, before it lands — until
+     * then readers of this GroupBy neither use nor fill the cache (imm is set); the others
+     * stay valid (the file holds only these records and state keys, which are not cached) */
+    if (s->scache)
+        for (size_t i = 0; i < nord; i++) {
+            const rec_entry_t *x = ord[i].e;
+            tsr__bcache_drop(s->scache, x->key, x->klen, tsr__bcache_hash(s->scache, x->key, x->klen));
+        }
     pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
-    g->imm = NULL; /* the stream records are now those of flush gen (the cache's tag) */
+    g->imm = NULL;
     g->log_lo = log_hi;
     pthread_rwlock_unlock(&g->pend_lock);
     pthread_cond_broadcast(&s->fl_done_cv);
     pthread_mutex_unlock(&s->fl_mu);
     pend_free(g, c);
-    /* the stream record cache holds entries of older generations, which no read matches any
-     * more: once it is full, empty it (no lock held here that a reader waits for with the
-     * cache's read lock held) */
+    /* the stream record cache keeps the memory of dropped entries: once it is full, empty it
+     * (no lock held here that a reader waits for with the cache's read lock held) */
     if (s->scache && tsr__bcache_is_full(s->scache)) tsr__bcache_clear(s->scache);
     return 0;
 }
@@ -2068,11 +2075,22 @@ static void *flusher_main(void *arg) {
     return NULL;
 }
 
+/* The age at which g's table is handed over: PEND_MAX_AGE_MS for the first GroupBy, down to
+ * half of it, in steps, for the others. GroupBys streamed from one topic start their tables
+ * together; with one age they would be flushed together every time, and each flush makes the
+ * next reads of its records cold (new table files, the stream record cache's entries of those
+ * records dropped): ten at once held a 2,000/s fetch's queue for up to 100 ms in bench_fetch's
+ * 'live' phase. Staggered, they land one at a time and drift apart. */
+static int64_t pend_max_age_ms(const tsr_tile_store_t *s, const tsr__ts_gb_t *g) {
+    size_t i = (size_t)(g - s->gbs) % 10;
+    return PEND_MAX_AGE_MS - (int64_t)i * (PEND_MAX_AGE_MS / 20);
+}
+
 /* After a fold: hands act to the flusher when pend_should_flush says so; while the previous
  * hand-over is still being written it goes on folding, and waits (bounded) only once act
  * reached the whole budget. Caller holds apply_mu. */
 static int maybe_flush(tsr_tile_store_t *s, tsr__ts_gb_t *g, size_t bytes, tsr_error_t *err) {
-    int old = g->act && mono_ms() - g->act->born_ms >= PEND_MAX_AGE_MS;
+    int old = g->act && mono_ms() - g->act->born_ms >= pend_max_age_ms(s, g);
     if (!pend_should_flush(s, g, bytes) && !(old && !g->imm)) return 0;
     size_t budget = __atomic_load_n(&s->pend_budget, __ATOMIC_RELAXED);
     int rc = 0;

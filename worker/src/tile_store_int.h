@@ -104,8 +104,8 @@ struct tsr_tile_store {
     rocksdb_cache_t *cache;
     rocksdb_cache_t *row_cache; /* NULL: none */
     tsr__bcache_t *bcache;      /* batch records by key (batch_cache.h); NULL: none */
-    tsr__bcache_t *scache;      /* stream records by key, tagged with the flush generation
-                                   they were read at (tile_store_read.c); NULL: none */
+    tsr__bcache_t *scache;      /* stream records by key (or that there is none), dropped by
+                                   the flush that changes them (tile_store_read.c); NULL: none */
     rocksdb_block_based_table_options_t *table;     /* bloom filters, hash indexes */
     rocksdb_block_based_table_options_t *table_log; /* the log's: no filter */
     rocksdb_column_family_handle_t *cf[TSR__NCF];

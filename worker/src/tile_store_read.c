@@ -137,8 +137,8 @@ typedef struct read_scratch {
     char **errs;
     const uint8_t **cv;         /* records found in the batch or stream record cache ... */
     size_t *cl;                 /* ... and their lengths (cv NULL: not from a cache) */
-    uint64_t *stag;             /* a stream slot's cache tag (its flush generation), or
-                                   STAG_NONE: not cacheable (a flush in flight, a marker) */
+    unsigned char *sok;         /* a stream slot may use the stream record cache (no flush of
+                                   its GroupBy in flight, not a marker) */
     uint64_t *sh;               /* a stream slot's cache hash (misses) */
     size_t *mi;                 /* stream cache misses: their slots ... */
     const char **mkp;           /* ... and their multi-get arrays */
@@ -147,8 +147,6 @@ typedef struct read_scratch {
     char **me;
     size_t capget;
 } read_scratch_t;
-
-#define STAG_NONE UINT64_MAX
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -174,7 +172,7 @@ static void scratch_free(void *p) {
     free(x->errs);
     free(x->cv);
     free(x->cl);
-    free(x->stag);
+    free(x->sok);
     free(x->sh);
     free(x->mi);
     free(x->mkp);
@@ -888,23 +886,23 @@ static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, 
 }
 
 /* Phase 3's stream records, slots [v0, v1) (keys in x->kp, x->kl): with the stream record
- * cache, those with a tag (GroupBys without a flush in flight) from the cache (x->cv, x->cl;
- * a record known not to exist: neither cv nor vals), the rest in one batched multi-get
- * (x->vals, x->errs), whose answers — a record, or that there is none — are then cached under
- * their tag. The caller holds the cache's read lock (the whole call) and the chunk's
- * write-back read locks: a flush cannot land, so what RocksDB answers for a tag is what the
- * records of that flush generation are. */
+ * cache, those of GroupBys without a flush in flight (x->sok) from the cache (x->cv, x->cl; a
+ * record known not to exist: neither cv nor vals), the rest in one batched multi-get (x->vals,
+ * x->errs), whose answers — a record, or that there is none — are then cached. The caller
+ * holds the cache's read lock (the whole call) and the chunk's write-back read locks: no flush
+ * of those GroupBys can begin or land meanwhile, so what RocksDB answers is what the cache may
+ * keep until the next flush drops it (docs/tile-store.md "Stream record cache"). */
 static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t v1) {
     tsr__bcache_t *sc = s->scache;
     size_t nm = 0, ncache = 0, ncmiss = 0; /* misses; cacheable slots and their misses */
     for (size_t v = v0; v < v1; v++) {
         x->cv[v] = NULL;
         x->vals[v] = NULL;
-        if (sc && x->stag[v] != STAG_NONE) {
+        if (sc && x->sok[v]) {
             ncache++;
-            uint64_t h = tsr__bcache_hash_tag(sc, x->kp[v], x->kl[v], x->stag[v]);
+            uint64_t h = tsr__bcache_hash(sc, x->kp[v], x->kl[v]);
             size_t vl;
-            const uint8_t *cv = tsr__bcache_get_tag(sc, x->kp[v], x->kl[v], x->stag[v], h, &vl);
+            const uint8_t *cv = tsr__bcache_get(sc, x->kp[v], x->kl[v], h, &vl);
             if (cv) {
                 if (cv != TSR__BCACHE_ABSENT) {
                     x->cv[v] = cv;
@@ -938,13 +936,13 @@ static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t
             x->vals[v] = vals[i];
             x->errs[v] = errs[i];
         }
-        if (!sc || x->stag[v] == STAG_NONE || x->errs[v]) continue;
+        if (!sc || !x->sok[v] || x->errs[v]) continue;
         if (x->vals[v]) {
             size_t vl;
             const char *rv = rocksdb_pinnableslice_value(x->vals[v], &vl);
-            tsr__bcache_put_tag(sc, x->kp[v], x->kl[v], x->stag[v], x->sh[v], rv, vl);
+            tsr__bcache_put(sc, x->kp[v], x->kl[v], x->sh[v], rv, vl);
         } else {
-            tsr__bcache_put_tag(sc, x->kp[v], x->kl[v], x->stag[v], x->sh[v], NULL, 0);
+            tsr__bcache_put(sc, x->kp[v], x->kl[v], x->sh[v], NULL, 0);
         }
     }
 }
@@ -1094,7 +1092,7 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
         x->errs = tsr_realloc(x->errs, x->capget * sizeof(char *));
         x->cv = tsr_realloc(x->cv, x->capget * sizeof(*x->cv));
         x->cl = tsr_realloc(x->cl, x->capget * sizeof(size_t));
-        x->stag = tsr_realloc(x->stag, x->capget * sizeof(*x->stag));
+        x->sok = tsr_realloc(x->sok, x->capget * sizeof(*x->sok));
         x->sh = tsr_realloc(x->sh, x->capget * sizeof(*x->sh));
         x->mi = tsr_realloc(x->mi, x->capget * sizeof(*x->mi));
         x->mkp = tsr_realloc(x->mkp, x->capget * sizeof(*x->mkp));
@@ -1215,7 +1213,7 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
                 x->kp[gl->marker_vi] = (const char *)x->keys.data + gl->mkoff;
                 x->kl[gl->marker_vi] = put_prefix_len(gl->g) + TSR__STATE_PAD + 1;
                 x->errs[gl->marker_vi] = NULL;
-                x->stag[gl->marker_vi] = STAG_NONE;
+                x->sok[gl->marker_vi] = 0;
             }
             size_t run0 = ns;
             /* a run of reads of the same GroupBy and key (an entity asked twice): their
@@ -1247,9 +1245,9 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
                 }
             }
             for (size_t r = 0; sort && r < nr; r++) rec_slot(x, rr[r], ns++);
-            /* no flush in flight: the GroupBy's records are those of flush gen until this
-             * chunk's unlock (a flush lands under the write lock) */
-            for (size_t v = run0; v < ns; v++) x->stag[v] = gl->imm ? STAG_NONE : gl->gen;
+            /* no flush in flight: the GroupBy's records do not change until this chunk's
+             * unlock (a flush lands under the write lock) */
+            for (size_t v = run0; v < ns; v++) x->sok[v] = !gl->imm;
         }
         if (ns > nplanned) stream_get(s, x, nplanned, ns);
         for (size_t i = 0; i < ngls; i++) {
