@@ -85,6 +85,43 @@ START_TEST(test_put_get) {
 }
 END_TEST
 
+/* A key stored as not existing (the stream cache's), and drops: a dropped key is gone, the
+ * keys sharing its bucket before and after it stay, and it can be stored again. */
+START_TEST(test_absent_and_drop) {
+    tsr__bcache_t *c = tsr__bcache_create((size_t)1 << 20);
+    tsr__bcache_rdlock(c);
+    tsr__bcache_put(c, "none", 4, 9, NULL, 0);
+    size_t n = 99;
+    const uint8_t *v = tsr__bcache_get(c, "none", 4, 9, &n);
+    ck_assert(v == TSR__BCACHE_ABSENT && n == 0);
+    tsr__bcache_put(c, "none", 4, 9, "late", 4); /* a second put keeps the first */
+    ck_assert(tsr__bcache_get(c, "none", 4, 9, &n) == TSR__BCACHE_ABSENT);
+    tsr__bcache_put(c, "k1", 2, 5, "one", 3); /* one bucket: k3 -> k2 -> k1 */
+    tsr__bcache_put(c, "k2", 2, 5, "two", 3);
+    tsr__bcache_put(c, "k3", 2, 5, "three", 5);
+    tsr__bcache_unlock(c);
+    tsr__bcache_drop(c, "k2", 2, 5); /* the middle of the chain */
+    tsr__bcache_drop(c, "k3", 2, 5); /* its head */
+    tsr__bcache_drop(c, "none", 4, 9);
+    tsr__bcache_drop(c, "k9", 2, 5); /* not there: nothing */
+    tsr__bcache_rdlock(c);
+    ck_assert_ptr_null(tsr__bcache_get(c, "k2", 2, 5, &n));
+    ck_assert_ptr_null(tsr__bcache_get(c, "k3", 2, 5, &n));
+    ck_assert_ptr_null(tsr__bcache_get(c, "none", 4, 9, &n));
+    v = tsr__bcache_get(c, "k1", 2, 5, &n);
+    ck_assert(v && n == 3 && memcmp(v, "one", 3) == 0);
+    tsr__bcache_put(c, "k2", 2, 5, "TWO", 3); /* stored again, with what is read now */
+    v = tsr__bcache_get(c, "k2", 2, 5, &n);
+    ck_assert(v && n == 3 && memcmp(v, "TWO", 3) == 0);
+    tsr__bcache_unlock(c);
+    tsr__bcache_stats_t st;
+    tsr__bcache_stats(c, &st);
+    ck_assert_uint_eq(st.drops, 3);
+    ck_assert_uint_eq(st.entries, 2);
+    tsr__bcache_destroy(c);
+}
+END_TEST
+
 START_TEST(test_budget_and_clear) {
     const size_t budget = 64 << 10;
     tsr__bcache_t *c = tsr__bcache_create(budget);
@@ -172,6 +209,7 @@ static Suite *batch_cache_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_put_get);
+    tcase_add_test(tc, test_absent_and_drop);
     tcase_add_test(tc, test_budget_and_clear);
     tcase_add_test(tc, test_readers_race_clears);
     suite_add_tcase(s, tc);

@@ -12,7 +12,9 @@
  * Layout. A fixed array of bucket heads (a power of two, sized from the budget) and singly
  * linked entries {next, hash, key length, value length, key, value} bump-allocated from 1 MiB
  * arena chunks. Nothing is evicted: once the budget is used, misses are no longer stored
- * until the next clear (every upload commit clears). Counters are relaxed atomics, added once
+ * until the next clear (every upload commit clears). The stream record cache also stores
+ * that a key does not exist (value length BC_ABSENT), and its writer drops single entries:
+ * unlinked under ins_mu, their memory kept until the next clear. Counters are relaxed atomics, added once
  * per chunk of reads by the reader.
  *
  * Concurrency. Readers hold the read lock for a chunk of reads: lookups walk the chains
