@@ -1060,6 +1060,18 @@ typedef struct fresh {
     char error[256];
 } fresh_t;
 
+/* f set up for n = rate x seconds events into the main topic by prod (the caller sets the
+ * timestamps and keys); free f->sent after the producer thread is joined. */
+static void fresh_init(fresh_t *f, tsr_kafka_producer_t *prod, double rate, double seconds) {
+    memset(f, 0, sizeof *f);
+    f->prod = prod;
+    f->rate = rate;
+    f->n = (long)(rate * seconds);
+    if (f->n < 1) f->n = 1;
+    f->sent = tsr_calloc((size_t)f->n, sizeof(double));
+    atomic_init(&f->nsent, 0);
+}
+
 static void *fresh_producer(void *arg) {
     fresh_t *f = arg;
     double t0 = now_s() + 0.01;
@@ -1600,16 +1612,10 @@ int main(int argc, char **argv) {
     if (phase_on("fresh")) {
         settle();
         fresh_t f;
-        memset(&f, 0, sizeof f);
-        f.prod = prod;
-        f.rate = O.fresh_rate;
-        f.n = (long)(O.fresh_rate * O.fresh_seconds);
-        if (f.n < 1) f.n = 1;
+        fresh_init(&f, prod, O.fresh_rate, O.fresh_seconds);
         f.ts_base = q - 1000;
         f.ts_span = 1000;
         f.key_base = (long)O.keys + 1000000;
-        f.sent = tsr_calloc((size_t)f.n, sizeof(double));
-        atomic_init(&f.nsent, 0);
         double *vis = tsr_calloc((size_t)f.n, sizeof(double));
         info("freshness: %ld events at %.0f/s into %s, polling FetchJoin every %.1f ms", f.n,
              f.rate, MAIN_TOPIC, O.fresh_poll_ms);
@@ -1684,16 +1690,10 @@ int main(int argc, char **argv) {
     if (phase_on("live")) {
         settle();
         fresh_t f;
-        memset(&f, 0, sizeof f);
-        f.prod = prod;
-        f.rate = O.live_rate;
-        f.n = (long)(O.live_rate * O.live_seconds);
-        if (f.n < 1) f.n = 1;
+        fresh_init(&f, prod, O.live_rate, O.live_seconds);
         f.ts_base = q - 3600000; /* the last hour before q: every window of every GroupBy */
         f.ts_span = 3600000;
         f.key_mod = O.keys;
-        f.sent = tsr_calloc((size_t)f.n, sizeof(double));
-        atomic_init(&f.nsent, 0);
         info("live: FetchJoin 1 entity open loop %.0f req/s for %.0f s while %.0f events/s stream "
              "into %s for the same keys", O.rate, O.live_seconds, O.live_rate, MAIN_TOPIC);
         pthread_t th;

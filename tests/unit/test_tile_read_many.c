@@ -414,6 +414,22 @@ static int same_reads(const tsr_tile_store_req_t *a, const tsr_tile_store_req_t 
     return 1;
 }
 
+/* Reads r0 (filling the store's batch or stream record cache) and r1 (the same reads, from
+ * it): the cache holds records, answered at least half of the second reads, and changed no
+ * value. Returns its counters. */
+static tsr_tile_cache_stats_t warm_reads(tsr_tile_store_t *s, int stream_cache_of, tsr_tile_store_req_t *r0,
+                                         tsr_tile_store_req_t *r1, const int *gbi, tsr_arena_t *arena) {
+    tsr_tile_cache_stats_t st;
+    read_set(s, r0, arena);
+    read_set(s, r1, arena);
+    if (stream_cache_of) tsr_tile_store_stream_cache_stats(s, &st);
+    else tsr_tile_store_batch_cache_stats(s, &st);
+    ck_assert_msg(st.entries > 0 && st.hits >= (uint64_t)NREQ / 2, "cache: %zu entries, %llu hits", st.entries,
+                  (unsigned long long)st.hits);
+    same_reads(r0, r1, gbi, 1);
+    return st;
+}
+
 START_TEST(test_batch_cache_same_values) {
     static tsr_tile_store_req_t reqs[4][NREQ];
     static tsr_value_t outs[4][NREQ][MAXOUT];
@@ -437,13 +453,7 @@ START_TEST(test_batch_cache_same_values) {
         }
         batch_cache = (size_t)8 << 20;
         s = open_store();
-        tsr_tile_cache_stats_t st;
-        read_set(s, reqs[0], &arena); /* fills the cache */
-        read_set(s, reqs[1], &arena); /* from it */
-        tsr_tile_store_batch_cache_stats(s, &st);
-        ck_assert_msg(st.entries > 0 && st.hits >= (uint64_t)NREQ / 2, "cache: %zu entries, %llu hits", st.entries,
-                      (unsigned long long)st.hits);
-        same_reads(reqs[0], reqs[1], gbi, 1);
+        tsr_tile_cache_stats_t st = warm_reads(s, 0, reqs[0], reqs[1], gbi, &arena);
         if (step == 0) { /* the served version again, from half the events */
             int n = nev;
             nev /= 2;
@@ -521,13 +531,7 @@ START_TEST(test_stream_cache_same_values) {
     }
     stream_cache = (size_t)8 << 20;
     s = open_store();
-    tsr_tile_cache_stats_t st;
-    read_set(s, reqs[0], &arena); /* fills the cache */
-    read_set(s, reqs[1], &arena); /* from it */
-    tsr_tile_store_stream_cache_stats(s, &st);
-    ck_assert_msg(st.entries > 0 && st.hits >= (uint64_t)NREQ / 2, "cache: %zu entries, %llu hits", st.entries,
-                  (unsigned long long)st.hits);
-    same_reads(reqs[0], reqs[1], gbi, 1);
+    tsr_tile_cache_stats_t st = warm_reads(s, 1, reqs[0], reqs[1], gbi, &arena);
     stream(s, B + D1 / 2); /* the second half of the events again: on records cached */
     read_set(s, reqs[2], &arena);
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);

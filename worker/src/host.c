@@ -69,18 +69,19 @@ static void metrics_init(tsr_host_t *h) {
                                         "messages behind the high watermarks", lb, 2, NULL);
     h->f_batch_end = tsr_metrics_gauge_family(m, "tessera_upload_batch_end_millis",
                                               "batch end B of the serving upload (0: none)", lg, 1, NULL);
-    h->cm[0].hits = tsr_metrics_counter(m, "tessera_tile_batch_cache_hits_total",
-                                        "batch records read from the batch record cache", NULL);
-    h->cm[0].misses = tsr_metrics_counter(m, "tessera_tile_batch_cache_misses_total",
-                                          "batch records not in the batch record cache (read from RocksDB)", NULL);
-    h->cm[0].bytes = tsr_metrics_gauge(m, "tessera_tile_batch_cache_bytes",
-                                       "memory held by the batch record cache", NULL);
-    h->cm[1].hits = tsr_metrics_counter(m, "tessera_tile_stream_cache_hits_total",
-                                        "stream records read from the stream record cache", NULL);
-    h->cm[1].misses = tsr_metrics_counter(m, "tessera_tile_stream_cache_misses_total",
-                                          "stream records not in the stream record cache (read from RocksDB)", NULL);
-    h->cm[1].bytes = tsr_metrics_gauge(m, "tessera_tile_stream_cache_bytes",
-                                       "memory held by the stream record cache", NULL);
+    static const char *const kind[2] = {"batch", "stream"};
+    for (int i = 0; i < 2; i++) {
+        char name[64], help[128];
+        snprintf(name, sizeof name, "tessera_tile_%s_cache_hits_total", kind[i]);
+        snprintf(help, sizeof help, "%s records read from the %s record cache", kind[i], kind[i]);
+        h->cm[i].hits = tsr_metrics_counter(m, name, help, NULL);
+        snprintf(name, sizeof name, "tessera_tile_%s_cache_misses_total", kind[i]);
+        snprintf(help, sizeof help, "%s records not in the %s record cache (read from RocksDB)", kind[i], kind[i]);
+        h->cm[i].misses = tsr_metrics_counter(m, name, help, NULL);
+        snprintf(name, sizeof name, "tessera_tile_%s_cache_bytes", kind[i]);
+        snprintf(help, sizeof help, "memory held by the %s record cache", kind[i]);
+        h->cm[i].bytes = tsr_metrics_gauge(m, name, help, NULL);
+    }
 }
 
 int tsr_host_open(const tsr_host_opts_t *o, tsr_host_t **out, tsr_error_t *err) {
