@@ -430,30 +430,61 @@ static tsr_tile_cache_stats_t warm_reads(tsr_tile_store_t *s, int stream_cache_o
     return st;
 }
 
-START_TEST(test_batch_cache_same_values) {
-    static tsr_tile_store_req_t reqs[4][NREQ];
-    static tsr_value_t outs[4][NREQ][MAXOUT];
-    static char keys[NREQ][16];
-    static int gbi[NREQ];
-    tsr_rng_t r = {.s = 777};
-    int64_t B;
-    tsr_tile_store_t *s = flushed_store(&r, &B);
-    tsr_error_t err;
+/* The cache tests' reads: sets of the same NREQ reads, each set with its own outputs. */
+static struct {
+    tsr_tile_store_req_t reqs[5][NREQ];
+    tsr_value_t outs[5][NREQ][MAXOUT];
+    char keys[NREQ][16];
+    int gbi[NREQ];
+} rs;
+
+/* Picks rs's NREQ reads: GroupBys [0, ngb), keys [0, nkeys), q by pick_q after B. */
+static void pick_reads(tsr_rng_t *r, int ngb, int nkeys, int64_t B) {
+    for (int i = 0; i < NREQ; i++) {
+        rs.gbi[i] = (int)tsr_rng_below(r, (uint64_t)ngb);
+        size_t kl = key_of((int)tsr_rng_below(r, (uint64_t)nkeys), rs.keys[i]);
+        int64_t q = pick_q(r, B);
+        for (int v = 0; v < 5; v++)
+            rs.reqs[v][i] = (tsr_tile_store_req_t){gbname[rs.gbi[i]], rs.keys[i], kl, q, rs.outs[v][i], 0, NULL};
+    }
+}
+
+/* Reads set with the store reopened without its batch (stream_cache_of 0) or stream record
+ * cache, which it must then not have. */
+static void read_without(int stream_cache_of, tsr_tile_store_req_t *set, tsr_arena_t *arena) {
+    size_t *opt = stream_cache_of ? &stream_cache : &batch_cache;
+    *opt = stream_cache_of ? TSR_TILE_STREAM_CACHE_NONE : TSR_TILE_BATCH_CACHE_NONE;
+    tsr_tile_store_t *s = open_store();
+    read_set(s, set, arena);
+    tsr_tile_cache_stats_t st;
+    if (stream_cache_of) tsr_tile_store_stream_cache_stats(s, &st);
+    else tsr_tile_store_batch_cache_stats(s, &st);
+    ck_assert_uint_eq(st.budget, 0);
     tsr_tile_store_close(s);
+    *opt = 0;
+}
+
+/* A cache test's start: the flushed store, closed (each step reopens it with the cache it
+ * compares), and an arena. Returns B. */
+static int64_t cache_test_begin(tsr_rng_t *r, tsr_arena_t *arena) {
+    int64_t B;
+    tsr_tile_store_close(flushed_store(r, &B));
+    tsr_arena_init(arena, 0);
+    return B;
+}
+
+START_TEST(test_batch_cache_same_values) {
+    tsr_rng_t r = {.s = 777};
     tsr_arena_t arena;
-    tsr_arena_init(&arena, 0);
+    int64_t B = cache_test_begin(&r, &arena);
+    tsr_tile_store_t *s;
+    tsr_error_t err;
     for (int step = 0; step < 3; step++) {
         int64_t B2 = step == 2 ? B + D1 : B; /* step 2: a new version, a day later */
-        for (int i = 0; i < NREQ; i++) {
-            gbi[i] = (int)tsr_rng_below(&r, 2);
-            size_t kl = key_of((int)tsr_rng_below(&r, NKEYS), keys[i]);
-            int64_t q = pick_q(&r, B2);
-            for (int v = 0; v < 4; v++)
-                reqs[v][i] = (tsr_tile_store_req_t){gbname[gbi[i]], keys[i], kl, q, outs[v][i], 0, NULL};
-        }
+        pick_reads(&r, 2, NKEYS, B2);        /* GroupBys A and B (uploaded), keys with records */
         batch_cache = (size_t)8 << 20;
         s = open_store();
-        tsr_tile_cache_stats_t st = warm_reads(s, 0, reqs[0], reqs[1], gbi, &arena);
+        tsr_tile_cache_stats_t st = warm_reads(s, 0, rs.reqs[0], rs.reqs[1], rs.gbi, &arena);
         if (step == 0) { /* the served version again, from half the events */
             int n = nev;
             nev /= 2;
@@ -472,8 +503,8 @@ START_TEST(test_batch_cache_same_values) {
                         tsr_agg_update(aggs[g][c], irs[c], &evs[e].in[c], NULL, B - 1000 * (e + 1), 900 + (uint64_t)e);
                 }
                 for (int i = 0; i < NREQ; i++)
-                    if (gbi[i] == g && tsr_tile_upload_put(u, keys[i], reqs[0][i].klen, TSR_TILE_LIFETIME, INT64_MIN,
-                                                           (const void *const *)irs, &err))
+                    if (rs.gbi[i] == g && tsr_tile_upload_put(u, rs.keys[i], rs.reqs[0][i].klen, TSR_TILE_LIFETIME,
+                                                              INT64_MIN, (const void *const *)irs, &err))
                         ck_abort_msg("upload put: %s", err.msg);
                 for (size_t c = 0; c < ncols[g]; c++) {
                     tsr_agg_clear(aggs[g][c], irs[c]);
@@ -485,19 +516,13 @@ START_TEST(test_batch_cache_same_values) {
             upload(s, 0, B2);
             upload(s, 1, B2);
         }
-        read_set(s, reqs[2], &arena); /* after the write, with the cache */
+        read_set(s, rs.reqs[2], &arena); /* after the write, with the cache */
         tsr_tile_store_batch_cache_stats(s, &st);
         ck_assert_msg(st.clears > 0, "no clear after step %d's write", step);
         tsr_tile_store_close(s);
-        ck_assert_msg(!same_reads(reqs[1], reqs[2], gbi, 0), "step %d's write changed no value read", step);
-        batch_cache = TSR_TILE_BATCH_CACHE_NONE;
-        s = open_store();
-        read_set(s, reqs[3], &arena); /* without */
-        tsr_tile_store_batch_cache_stats(s, &st);
-        ck_assert_uint_eq(st.budget, 0);
-        tsr_tile_store_close(s);
-        same_reads(reqs[2], reqs[3], gbi, 1);
-        batch_cache = 0;
+        ck_assert_msg(!same_reads(rs.reqs[1], rs.reqs[2], rs.gbi, 0), "step %d's write changed no value read", step);
+        read_without(0, rs.reqs[3], &arena);
+        same_reads(rs.reqs[2], rs.reqs[3], rs.gbi, 1);
         tsr_arena_reset(&arena);
     }
     tsr_arena_free(&arena);
@@ -508,49 +533,31 @@ END_TEST
 /* The stream record cache changes no value, across new events and flushes: reads of a store
  * whose cache is warm (the same reads twice, the second from the cache), then new events on
  * the same records (unflushed: merged from the write-back tables over the cached records),
- * then their flush (new records: a new generation), must equal the same reads of the store
+ * then their flush (new records, their cache entries dropped), must equal the same reads of the store
  * reopened without the cache; and the new events must have changed some value. */
 START_TEST(test_stream_cache_same_values) {
-    static tsr_tile_store_req_t reqs[5][NREQ];
-    static tsr_value_t outs[5][NREQ][MAXOUT];
-    static char keys[NREQ][16];
-    static int gbi[NREQ];
     tsr_rng_t r = {.s = 4321};
-    int64_t B;
-    tsr_tile_store_t *s = flushed_store(&r, &B);
-    tsr_error_t err;
-    tsr_tile_store_close(s);
     tsr_arena_t arena;
-    tsr_arena_init(&arena, 0);
-    for (int i = 0; i < NREQ; i++) {
-        gbi[i] = (int)tsr_rng_below(&r, NGB);
-        size_t kl = key_of((int)tsr_rng_below(&r, NKEYS + 1), keys[i]); /* NKEYS: no records */
-        int64_t q = pick_q(&r, B);
-        for (int v = 0; v < 5; v++)
-            reqs[v][i] = (tsr_tile_store_req_t){gbname[gbi[i]], keys[i], kl, q, outs[v][i], 0, NULL};
-    }
+    int64_t B = cache_test_begin(&r, &arena);
+    tsr_tile_store_t *s;
+    tsr_error_t err;
+    pick_reads(&r, NGB, NKEYS + 1, B); /* key NKEYS: no records */
     stream_cache = (size_t)8 << 20;
     s = open_store();
-    tsr_tile_cache_stats_t st = warm_reads(s, 1, reqs[0], reqs[1], gbi, &arena);
+    tsr_tile_cache_stats_t st = warm_reads(s, 1, rs.reqs[0], rs.reqs[1], rs.gbi, &arena);
     stream(s, B + D1 / 2); /* the second half of the events again: on records cached */
-    read_set(s, reqs[2], &arena);
+    read_set(s, rs.reqs[2], &arena);
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
     uint64_t hits = st.hits;
-    read_set(s, reqs[3], &arena);
+    read_set(s, rs.reqs[3], &arena);
     tsr_tile_store_stream_cache_stats(s, &st);
     ck_assert_msg(st.misses > 0 && st.hits > hits, "after the flush: %llu misses, %llu hits",
                   (unsigned long long)st.misses, (unsigned long long)st.hits);
     tsr_tile_store_close(s);
-    ck_assert_msg(!same_reads(reqs[1], reqs[3], gbi, 0), "the new events changed no value read");
-    stream_cache = TSR_TILE_STREAM_CACHE_NONE;
-    s = open_store();
-    read_set(s, reqs[4], &arena); /* without */
-    tsr_tile_store_stream_cache_stats(s, &st);
-    ck_assert_uint_eq(st.budget, 0);
-    tsr_tile_store_close(s);
-    same_reads(reqs[2], reqs[4], gbi, 1);
-    same_reads(reqs[3], reqs[4], gbi, 1);
-    stream_cache = 0;
+    ck_assert_msg(!same_reads(rs.reqs[1], rs.reqs[3], rs.gbi, 0), "the new events changed no value read");
+    read_without(1, rs.reqs[4], &arena);
+    same_reads(rs.reqs[2], rs.reqs[4], rs.gbi, 1);
+    same_reads(rs.reqs[3], rs.reqs[4], rs.gbi, 1);
     tsr_arena_free(&arena);
     cleanup();
 }
