@@ -337,6 +337,15 @@ int tsr_tile_store_open(const char *dir, tsr_tile_store_t **out, tsr_error_t *er
     return tsr_tile_store_open_opts(dir, NULL, out, err);
 }
 
+/* A record cache's budget: opt when set, else env's MiB (operators, measurements; 0 there:
+ * none), else def. (size_t)-1: none (TSR_TILE_BATCH_CACHE_NONE, TSR_TILE_STREAM_CACHE_NONE). */
+static size_t cache_budget(size_t opt, const char *env, size_t def) {
+    if (opt) return opt;
+    const char *ev = getenv(env);
+    size_t bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : def;
+    return bytes ? bytes : (size_t)-1;
+}
+
 int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, tsr_tile_store_t **out,
                              tsr_error_t *err) {
     *out = NULL;
@@ -346,18 +355,10 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
         const char *ev = getenv("TSR_TILE_ROW_CACHE_MB"); /* measurements, operators */
         row_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : 0;
     }
-    size_t bc_bytes = o ? o->batch_cache_bytes : 0;
-    if (bc_bytes == 0) {
-        const char *ev = getenv("TSR_TILE_BATCH_CACHE_MB"); /* operators, measurements */
-        bc_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : TSR_TILE_BATCH_CACHE_DEFAULT;
-        if (bc_bytes == 0) bc_bytes = TSR_TILE_BATCH_CACHE_NONE;
-    }
-    size_t sc_bytes = o ? o->stream_cache_bytes : 0;
-    if (sc_bytes == 0) {
-        const char *ev = getenv("TSR_TILE_STREAM_CACHE_MB"); /* operators, measurements */
-        sc_bytes = ev && *ev ? (size_t)strtoull(ev, NULL, 10) << 20 : TSR_TILE_STREAM_CACHE_DEFAULT;
-        if (sc_bytes == 0) sc_bytes = TSR_TILE_STREAM_CACHE_NONE;
-    }
+    size_t bc_bytes = cache_budget(o ? o->batch_cache_bytes : 0, "TSR_TILE_BATCH_CACHE_MB",
+                                   TSR_TILE_BATCH_CACHE_DEFAULT);
+    size_t sc_bytes = cache_budget(o ? o->stream_cache_bytes : 0, "TSR_TILE_STREAM_CACHE_MB",
+                                   TSR_TILE_STREAM_CACHE_DEFAULT);
     tsr_tile_store_t *s = tsr_calloc(1, sizeof(*s));
     pthread_rwlock_init(&s->lock, NULL);
     /* the DB (and default family) options: a base every family starts from */

@@ -139,8 +139,8 @@ typedef struct read_scratch {
     size_t *cl;                 /* ... and their lengths (cv NULL: not from a cache) */
     unsigned char *sok;         /* a stream slot may use the stream record cache (no flush of
                                    its GroupBy in flight, not a marker) */
-    uint64_t *sh;               /* a stream slot's cache hash (misses) */
-    size_t *mi;                 /* stream cache misses: their slots ... */
+    uint64_t *sh;               /* a slot's record cache hash (misses; cached_get) */
+    size_t *mi;                 /* a multi-get's slots, when some were cache hits ... */
     const char **mkp;           /* ... and their multi-get arrays */
     size_t *mkl;
     rocksdb_pinnableslice_t **mv;
@@ -840,69 +840,30 @@ static int gl_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Phase 2 with the batch record cache: the batch records of reads [k0, kend) (slots k0..)
- * from the cache (x->cv, x->cl), the misses in one batched multi-get (x->vals, x->errs),
- * which are then stored in the cache. The caller holds the cache's read lock (the whole
- * call: the cached bytes are used until the last merge). */
-static void batch_get_cached(tsr_tile_store_t *s, read_scratch_t *x, size_t k0, size_t kend) {
-    tsr__bcache_t *bc = s->bcache;
-    const char *mkp[TSR__READ_CHUNK];
-    size_t mkl[TSR__READ_CHUNK], mk[TSR__READ_CHUNK];
-    uint64_t mh[TSR__READ_CHUNK];
-    rocksdb_pinnableslice_t *mv[TSR__READ_CHUNK];
-    char *me[TSR__READ_CHUNK];
-    size_t nm = 0;
-    for (size_t k = k0; k < kend; k++) {
-        uint64_t h = tsr__bcache_hash(bc, x->kp[k], x->kl[k]);
-        size_t vl;
-        const uint8_t *v = tsr__bcache_get(bc, x->kp[k], x->kl[k], h, &vl);
-        x->vals[k] = NULL;
-        if (v) {
-            x->cv[k] = v;
-            x->cl[k] = vl;
-            continue;
-        }
-        mkp[nm] = x->kp[k];
-        mkl[nm] = x->kl[k];
-        mh[nm] = h;
-        me[nm] = NULL;
-        mk[nm++] = k;
-    }
-    tsr__bcache_count(bc, kend - k0 - nm, nm);
-    if (nm == 0) return;
-    /* the misses keep the chunk's order, so they are as sorted as the chunk's keys */
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], nm, mkp, mkl, mv, me,
-                                 keys_sorted(mkp, mkl, nm));
-    for (size_t i = 0; i < nm; i++) {
-        size_t k = mk[i];
-        x->vals[k] = mv[i];
-        x->errs[k] = me[i];
-        if (mv[i] && !me[i]) { /* found: cached (a record that does not exist is not) */
-            size_t vl;
-            const char *v = rocksdb_pinnableslice_value(mv[i], &vl);
-            tsr__bcache_put(bc, mkp[i], mkl[i], mh[i], v, vl);
-        }
-    }
-}
-
-/* Phase 3's stream records, slots [v0, v1) (keys in x->kp, x->kl): with the stream record
- * cache, those of GroupBys without a flush in flight (x->sok) from the cache (x->cv, x->cl; a
- * record known not to exist: neither cv nor vals), the rest in one batched multi-get (x->vals,
- * x->errs), whose answers — a record, or that there is none — are then cached. The caller
- * holds the cache's read lock (the whole call) and the chunk's write-back read locks: no flush
- * of those GroupBys can begin or land meanwhile, so what RocksDB answers is what the cache may
- * keep until the next flush drops it (docs/tile-store.md "Stream record cache"). */
-static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t v1) {
-    tsr__bcache_t *sc = s->scache;
-    size_t nm = 0, ncache = 0, ncmiss = 0; /* misses; cacheable slots and their misses */
+/* Slots [v0, v1) (keys in x->kp, x->kl) of column family cf, through record cache c (NULL:
+ * none): the slots c may answer (ok[v], or every slot when ok is NULL) are looked up (x->cv,
+ * x->cl; a record known not to exist: neither cv nor vals), the rest are read in one batched
+ * multi-get (x->vals, x->errs), in the slots' order, so as sorted as their keys. What it found
+ * is then stored in c — and, with keep_absent, that a key has no record. The caller holds c's
+ * read lock (the whole call: cached bytes are used until the last merge).
+ *   Phase 2 (batch records): the batch record cache; a record that does not exist is not kept
+ * (its bloom filter answers it cheaply), and an upload commit clears the cache.
+ *   Phase 3 (stream records): the stream record cache, with absent records kept, for the
+ * GroupBys without a flush in flight (x->sok). The caller also holds the chunk's write-back
+ * read locks: no flush of those GroupBys can begin or land meanwhile, so what RocksDB answers
+ * is what the cache may keep until the next flush drops it (docs/tile-store.md "Stream record
+ * cache"). */
+static void cached_get(tsr_tile_store_t *s, read_scratch_t *x, tsr__bcache_t *c, int cf, size_t v0, size_t v1,
+                       const unsigned char *ok, int keep_absent) {
+    size_t nm = 0, ncache = 0, ncmiss = 0; /* misses; slots c may answer, and their misses */
     for (size_t v = v0; v < v1; v++) {
         x->cv[v] = NULL;
         x->vals[v] = NULL;
-        if (sc && x->sok[v]) {
+        if (c && (!ok || ok[v])) {
             ncache++;
-            uint64_t h = tsr__bcache_hash(sc, x->kp[v], x->kl[v]);
+            uint64_t h = tsr__bcache_hash(c, x->kp[v], x->kl[v]);
             size_t vl;
-            const uint8_t *cv = tsr__bcache_get(sc, x->kp[v], x->kl[v], h, &vl);
+            const uint8_t *cv = tsr__bcache_get(c, x->kp[v], x->kl[v], h, &vl);
             if (cv) {
                 if (cv != TSR__BCACHE_ABSENT) {
                     x->cv[v] = cv;
@@ -915,7 +876,7 @@ static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t
         }
         x->mi[nm++] = v;
     }
-    if (sc) tsr__bcache_count(sc, ncache - ncmiss, ncmiss);
+    if (c) tsr__bcache_count(c, ncache - ncmiss, ncmiss);
     if (nm == 0) return;
     int all = nm == v1 - v0; /* no hit: the slots are the multi-get's arrays */
     const char **kp = all ? x->kp + v0 : x->mkp;
@@ -923,26 +884,25 @@ static void stream_get(tsr_tile_store_t *s, read_scratch_t *x, size_t v0, size_t
     rocksdb_pinnableslice_t **vals = all ? x->vals + v0 : x->mv;
     char **errs = all ? x->errs + v0 : x->me;
     if (!all)
-        for (size_t i = 0; i < nm; i++) { /* the misses keep the slots' order: as sorted */
+        for (size_t i = 0; i < nm; i++) {
             kp[i] = x->kp[x->mi[i]];
             kl[i] = x->kl[x->mi[i]];
             errs[i] = NULL;
         }
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], nm, kp, kl, vals, errs,
-                                 keys_sorted(kp, kl, nm));
+    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[cf], nm, kp, kl, vals, errs, keys_sorted(kp, kl, nm));
     for (size_t i = 0; i < nm; i++) {
         size_t v = x->mi[i];
         if (!all) {
             x->vals[v] = vals[i];
             x->errs[v] = errs[i];
         }
-        if (!sc || !x->sok[v] || x->errs[v]) continue;
+        if (!c || (ok && !ok[v]) || x->errs[v]) continue;
         if (x->vals[v]) {
             size_t vl;
             const char *rv = rocksdb_pinnableslice_value(x->vals[v], &vl);
-            tsr__bcache_put(sc, x->kp[v], x->kl[v], x->sh[v], rv, vl);
-        } else {
-            tsr__bcache_put(sc, x->kp[v], x->kl[v], x->sh[v], NULL, 0);
+            tsr__bcache_put(c, x->kp[v], x->kl[v], x->sh[v], rv, vl);
+        } else if (keep_absent) {
+            tsr__bcache_put(c, x->kp[v], x->kl[v], x->sh[v], NULL, 0);
         }
     }
 }
@@ -1161,11 +1121,8 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
     for (size_t k0 = 0; k0 < nplanned;) {
         size_t kend = k0 + TSR__READ_CHUNK < nplanned ? k0 + TSR__READ_CHUNK : nplanned, ngls = 0;
         /* phase 2: the chunk's batch records, no write-back lock needed: from the batch
-         * record cache (held from here to the chunk's last merge), the rest from RocksDB */
-        if (s->bcache) batch_get_cached(s, x, k0, kend);
-        else
-            rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_BATCH], kend - k0, x->kp + k0, x->kl + k0,
-                                         x->vals + k0, x->errs + k0, keys_sorted(x->kp + k0, x->kl + k0, kend - k0));
+         * record cache, the rest from RocksDB */
+        cached_get(s, x, s->bcache, TSR__CF_BATCH, k0, kend, NULL, 0);
         /* a batch record not found while the version id moved on: deleted by the commit that
          * moved it (read_stale_again) */
         for (size_t k = k0; k < kend; k++) {
@@ -1249,7 +1206,7 @@ static int read_many_locked(tsr_tile_store_t *s, read_scratch_t *x, tsr_tile_sto
              * unlock (a flush lands under the write lock) */
             for (size_t v = run0; v < ns; v++) x->sok[v] = !gl->imm;
         }
-        if (ns > nplanned) stream_get(s, x, nplanned, ns);
+        if (ns > nplanned) cached_get(s, x, s->scache, TSR__CF_STREAM, nplanned, ns, x->sok, 1);
         for (size_t i = 0; i < ngls; i++) {
             gb_lock_t *gl = &x->gls[i];
             if (gl->marker_vi == SIZE_MAX) continue;
