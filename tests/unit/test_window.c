@@ -125,6 +125,19 @@ START_TEST(test_random_vs_brute) {
 }
 END_TEST
 
+/* A batch version id's B: its midnight, for the id B and the id B + 1 ms, before 1970 too;
+ * INT64_MIN (no version) stays. */
+START_TEST(test_ver_day) {
+    for (int64_t day = -3; day <= 3; day++) {
+        ck_assert_int_eq(tsr_ver_day(day * D), day * D);
+        ck_assert_int_eq(tsr_ver_day(day * D + 1), day * D);
+        ck_assert_int_eq(tsr_ver_day(day * D + D - 1), day * D);
+    }
+    ck_assert_int_eq(tsr_ver_day(-1), -D);
+    ck_assert(tsr_ver_day(INT64_MIN) == INT64_MIN);
+}
+END_TEST
+
 START_TEST(test_dates) {
     int64_t d;
     char buf[11];
@@ -159,6 +172,7 @@ static Suite *window_suite(void) {
     tcase_add_test(tc, test_edges);
     tcase_add_loop_test(tc, test_random_vs_brute, 0, 8);
     tcase_add_test(tc, test_dates);
+    tcase_add_test(tc, test_ver_day);
     suite_add_tcase(s, tc);
     return s;
 }
