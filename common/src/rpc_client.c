@@ -68,7 +68,7 @@ tsr_rpc_client_t *tsr_rpc_client_new(const char *target, tsr_error_t *err) {
         tsr_error_set(err, TSR_EINVAL, "empty gRPC target (expected host:port)");
         return NULL;
     }
-    grpc_init();
+    tsr__rpc_init();
     tsr_rpc_client_t *c = tsr_calloc(1, sizeof(*c));
     c->target = tsr_strdup(target);
     pthread_mutex_init(&c->mu, NULL);

@@ -121,6 +121,11 @@ void tsr__rpc_fanout_cancel_all(tsr_rpc_server_t *s);
 /* Server free, after every fan-out completed: releases the pooled records. */
 void tsr__rpc_fanout_pool_free(tsr_rpc_server_t *s);
 
+/* grpc_init, and once per process first: abseil's mutex deadlock detector off (docs/rpc.md). */
+void tsr__rpc_init(void);
+/* 1 once tsr__rpc_init found and called abseil's switch (tests). */
+int tsr__rpc_absl_tuned(void);
+
 /* Copies a received byte buffer into out (cleared first) and destroys it. */
 void tsr__rpc_bb_read(grpc_byte_buffer *bb, tsr_buf_t *out);
 /* Checks a metadata key: lowercase [0-9a-z_.-], not starting with "grpc-". */

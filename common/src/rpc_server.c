@@ -533,7 +533,7 @@ tsr_rpc_server_t *tsr_rpc_server_new(const char *addr, const tsr_rpc_server_opts
     pthread_mutex_init(&s->off_mu, NULL);
     pthread_cond_init(&s->off_cv, NULL);
     pthread_cond_init(&s->cv, NULL);
-    grpc_init();
+    tsr__rpc_init();
 
     grpc_arg args[2];
     memset(args, 0, sizeof(args));

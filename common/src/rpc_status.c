@@ -7,10 +7,47 @@
  * → TSR_EINVAL, INTERNAL → TSR_EIO); statuses no row names map to TSR_EINTERNAL, except
  * CANCELLED, which a client sees when the call was abandoned → TSR_EUNAVAIL.
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rpc_int.h"
+
+/* gRPC's mutexes are abseil's. Debian's abseil is built without NDEBUG, so every
+ * absl::Mutex::Lock also runs abseil's debug deadlock detector: a global lock and a lock-graph
+ * lookup per acquisition (GraphCycles::GetId was 3 % of a fetcher's CPU, docs/rpc.md). The
+ * switch is C++ only — absl::SetMutexDeadlockDetectionMode(OnDeadlockCycle::kIgnore = 0) —
+ * so it is looked up by its mangled names (Debian's inline namespace, then upstream's) in the
+ * symbols the process has loaded; when neither is there, nothing changes. */
+static int absl_tuned;
+
+static void absl_tune(void) {
+    static const char *const names[] = {
+        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
+    };
+    void *self = dlopen(NULL, RTLD_NOW);
+    if (!self) return;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        void *sym = dlsym(self, names[i]);
+        if (!sym) continue;
+        void (*set_mode)(int);
+        memcpy(&set_mode, &sym, sizeof set_mode); /* object → function pointer (POSIX) */
+        set_mode(0);
+        absl_tuned = 1;
+        break;
+    }
+    dlclose(self);
+}
+
+void tsr__rpc_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, absl_tune);
+    grpc_init();
+}
+
+int tsr__rpc_absl_tuned(void) { return absl_tuned; }
 
 int tsr_rpc_set_poll_engine(const char *engine, tsr_error_t *err) {
     if (!engine || !*engine) return tsr_error_set(err, TSR_EINVAL, "empty gRPC polling engine name");

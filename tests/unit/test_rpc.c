@@ -246,6 +246,20 @@ START_TEST(test_status_mapping) {
 }
 END_TEST
 
+/* rpc_status.c: the first server or client of a process turns abseil's debug deadlock detector
+ * off through its mangled C++ name (docs/rpc.md); a Debian abseil under another name would
+ * silently leave it on. */
+int tsr__rpc_absl_tuned(void);
+
+START_TEST(test_absl_deadlock_detector_off) {
+    tsr_error_t err;
+    tsr_rpc_client_t *c = tsr_rpc_client_new("127.0.0.1:1", &err);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_msg(tsr__rpc_absl_tuned(), "absl::SetMutexDeadlockDetectionMode was not found");
+    tsr_rpc_client_free(c);
+}
+END_TEST
+
 START_TEST(test_server_api_errors) {
     tsr_error_t err;
     tsr_rpc_server_t *s = tsr_rpc_server_new("127.0.0.1:0", NULL, &err);
@@ -1376,6 +1390,7 @@ static Suite *rpc_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_status_mapping);
+    tcase_add_test(tc, test_absl_deadlock_detector_off);
     tcase_add_test(tc, test_server_api_errors);
     tcase_add_test(tc, test_unary_echo_sizes);
     tcase_add_test(tc, test_concurrent_calls);
