@@ -7,7 +7,10 @@
 #      same tessera-datagen data, same rate) against `tessera serve` (bench_fetch's own setup)
 #      and against a tessera-fetcher in front of 3 workers (bench_fetch --attach: the same
 #      setup through the coordinator, events produced keyed by user_id); p50/p99 and the p99
-#      ratio cluster/single.
+#      ratio cluster/single. Then the floor of that ratio on this machine: bench_hop, an echo
+#      server called directly and through a proxy doing nothing but tsr_rpc_call_fanout (the
+#      fetcher's path), alternating every second at the same rate; its p99 ratio is what one
+#      more hop costs when the fetch itself costs nothing.
 #   b. failover (on the cluster of a): kill -9 the worker owning a probe key; times until
 #      `tessera get partitions` shows none of its partitions on it (reassigned) and until a
 #      FetchJoin of the probe key through the fetcher answers the value it had before the kill.
@@ -62,10 +65,11 @@ done
 case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 TESSERA=$BUILD/cli/tessera
 GEN=$BUILD/benchmarks/tessera-datagen
+HOP=$BUILD/benchmarks/bench_hop
 BF=${BENCH_FETCH:-$BUILD/benchmarks/bench_fetch} # e.g. an ASan build of bench_fetch
 LC=$ROOT/scripts/local-cluster.sh
 PY=/usr/bin/python3
-for b in "$TESSERA" "$GEN" "$BF" "$BUILD/worker/tessera-worker" "$BUILD/coordinator/tessera-coordinator" \
+for b in "$TESSERA" "$GEN" "$BF" "$HOP" "$BUILD/worker/tessera-worker" "$BUILD/coordinator/tessera-coordinator" \
     "$BUILD/fetcher/tessera-fetcher"; do
     [ -x "$b" ] || { echo "bench_cluster: $b not built (cmake --build $BUILD)" >&2; exit 2; }
 done
@@ -198,7 +202,7 @@ print((h & 0x7fffffff) % n)
 PY
 }
 
-declare -a A_SERR A_CERR A_SR A_CR A_SCPU A_CCPU A_S50 A_S99 A_C50 A_C99 A_RATIO A_SE99 A_CE99 B_REASSIGN B_SERVED
+declare -a H_D99 H_V99 H_RATIO A_SERR A_CERR A_SR A_CR A_SCPU A_CCPU A_S50 A_S99 A_C50 A_C99 A_RATIO A_SE99 A_CE99 B_REASSIGN B_SERVED
 # ---- a + b ---------------------------------------------------------------------------------
 if has a || has b; then
     for run in $(seq 1 "$RUNS"); do
@@ -274,6 +278,14 @@ if has a || has b; then
         fi
         cluster_down
         stop_pid "$BROKER_PID"
+        if has a; then # the bare hop, on a machine as quiet as the single-process run's
+            log "a: run $run: floor: bench_hop (echo direct / through a no-op proxy), $RATE/s for $SECONDS_F s each"
+            "$HOP" --rate "$RATE" --seconds "$SECONDS_F" >"$d/hop.txt" 2>"$d/hop.err" ||
+                { cat "$d/hop.txt" "$d/hop.err" >&2; die "bench_hop failed"; }
+            grep -E 'calls  p50|one more hop' "$d/hop.txt" | sed 's/^ */    hop: /' >&2
+            H_D99+=("$(sval "$d/hop.txt" direct_p99_us)"); H_V99+=("$(sval "$d/hop.txt" via_p99_us)")
+            H_RATIO+=("$(sval "$d/hop.txt" p99_ratio)")
+        fi
         [ $KEEP = 1 ] || rm -rf "$d"
     done
 fi
@@ -392,8 +404,10 @@ if has a; then
     printf '%-58s %11.0f /s %11.0f /s\n' "   achieved FetchJoin rate" "$(median "${A_SR[@]}")" "$(median "${A_CR[@]}")"
     printf '%-58s %14s %14s\n' "   failed FetchJoins (per run)" "${A_SERR[*]}" "${A_CERR[*]}"
     printf '%-58s %11.0f us %11.0f us\n' "   CPU per FetchJoin (serve; workers + fetcher)" "$(median "${A_SCPU[@]}")" "$(median "${A_CCPU[@]}")"
+    hr=$(median "${H_RATIO[@]}")
+    printf '%-58s %11.0f us %11.0f us %7sx  (runs: %s)\n' "   floor: an echo direct / through a no-op proxy, p99" "$(median "${H_D99[@]}")" "$(median "${H_V99[@]}")" "$hr" "${H_RATIO[*]}"
     S+=(rate=$RATE single_rate=$(median "${A_SR[@]}") cluster_rate=$(median "${A_CR[@]}")
-        single_cpu_us=$(median "${A_SCPU[@]}") cluster_cpu_us=$(median "${A_CCPU[@]}") single_p50_us=$s50 single_p99_us=$s99 cluster_p50_us=$c50 cluster_p99_us=$c99 p99_ratio=$r)
+        single_cpu_us=$(median "${A_SCPU[@]}") cluster_cpu_us=$(median "${A_CCPU[@]}") single_p50_us=$s50 single_p99_us=$s99 cluster_p50_us=$c50 cluster_p99_us=$c99 p99_ratio=$r hop_p99_ratio=$hr)
 fi
 if has b; then
     re=$(median "${B_REASSIGN[@]}"); sv=$(median "${B_SERVED[@]}")
