@@ -581,8 +581,26 @@ START_TEST(test_worker_streams_owned_partitions) {
         }
     }
 
-    /* partitions 0 and 2 move away, 1 arrives: nothing more is written for 0 and 2 */
-    pack_assignment(&b, 1, 2, p1, 1, 0, NULL, NULL, 0);
+    /* partition 1 arrives too: the consumer restarts over {0, 1, 2} from the stored offsets,
+     * and the events of 0 and 2 applied before still count (get partitions' EVENTS, "since the
+     * worker started": they read 0 after a gained partition before) */
+    int32_t p012[3] = {0, 1, 2};
+    pack_assignment(&b, 1, 2, p012, 3, 0, NULL, NULL, 0);
+    ck_assert_int_eq(tsr_worker_apply_assignment(w, b.data, b.len, &err), 0);
+    if (per[1]) wait_offset(w, 1, per[1]);
+    tsr_host_gb_t *hst = tsr_host_find(tsr_worker_host(w), "t.stream.v1");
+    ck_assert_ptr_nonnull(hst);
+    for (int32_t q = 0; q < 3; q++) {
+        int64_t ev = -1, lag;
+        int rc = tsr_host_partition_stats(hst, q, &ev, &lag);
+        if (per[q]) ck_assert_msg(rc == 0 && ev == per[q], "partition %d: %lld events, want %lld", (int)q,
+                                  (long long)ev, (long long)per[q]);
+    }
+    int64_t ev3, lag3;
+    ck_assert_int_eq(tsr_host_partition_stats(hst, 3, &ev3, &lag3), TSR_ENOTFOUND);
+
+    /* partitions 0 and 2 move away, 1 stays: nothing more is written for 0 and 2 */
+    pack_assignment(&b, 1, 3, p1, 1, 0, NULL, NULL, 0);
     ck_assert_int_eq(tsr_worker_apply_assignment(w, b.data, b.len, &err), 0);
     int64_t o0 = tsr_tile_store_offset(store, "t.stream.v1", "ev/0");
     int64_t o2 = tsr_tile_store_offset(store, "t.stream.v1", "ev/2");

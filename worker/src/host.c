@@ -181,16 +181,54 @@ int tsr_host_gb_new(tsr_host_t *h, const char *text, size_t n, const char *label
     return 0;
 }
 
+/* Adds what a consumer about to stop applied to its slot's per-partition counts. */
+static void keep_events(const tsr_host_gb_t *st, tsr_host_ingest_t *sl) {
+    for (size_t k = 0; k < st->nparts; k++) {
+        int32_t p = st->parts[k];
+        int64_t ev, lag;
+        if (p < 0 || tsr_ingest_partition_stats(sl->in, p, &ev, &lag) != 0 || ev <= 0) continue;
+        if ((size_t)p >= sl->nev_done) {
+            size_t n = (size_t)p + 1;
+            sl->ev_done = tsr_realloc(sl->ev_done, n * sizeof *sl->ev_done);
+            memset(sl->ev_done + sl->nev_done, 0, (n - sl->nev_done) * sizeof *sl->ev_done);
+            sl->nev_done = n;
+        }
+        sl->ev_done[p] += ev;
+    }
+}
+
 void tsr_host_gb_stop_ingests(tsr_host_gb_t *st) {
     for (size_t i = 0; i < st->ning; i++) {
+        if (st->ing[i].in && st->partitioned) keep_events(st, &st->ing[i]);
         tsr_ingest_stop(st->ing[i].in);
         st->ing[i].in = NULL;
     }
 }
 
+int tsr_host_partition_stats(const tsr_host_gb_t *st, int32_t p, int64_t *events, int64_t *lag) {
+    int found = 0;
+    *events = 0;
+    *lag = -1;
+    for (size_t i = 0; i < st->ning; i++) {
+        const tsr_host_ingest_t *sl = &st->ing[i];
+        if (p >= 0 && (size_t)p < sl->nev_done && sl->ev_done[p]) {
+            *events += sl->ev_done[p];
+            found = 1;
+        }
+        int64_t ev, lg;
+        if (sl->in && tsr_ingest_partition_stats(sl->in, p, &ev, &lg) == 0) {
+            *events += ev;
+            if (lg >= 0) *lag = (*lag < 0 ? 0 : *lag) + lg;
+            found = 1;
+        }
+    }
+    return found ? 0 : TSR_ENOTFOUND;
+}
+
 void tsr_host_gb_free(tsr_host_gb_t *st) {
     if (!st) return;
     tsr_host_gb_stop_ingests(st);
+    for (size_t i = 0; i < st->ning; i++) free(st->ing[i].ev_done);
     tsr_gb_online_free(st->plan);
     tsr_config_free(st->conf);
     free(st->parts);

@@ -800,18 +800,15 @@ static void build_report(tsr_worker_t *w, Tessera__V1__KeepAliveRequest *rq, tsr
             ps->batch_end_millis = b == INT64_MIN ? 0 : b;
             ps->lag = -1;
             ps->next_offset = -1;
-            for (size_t j = 0; j < st->ning; j++) {
-                if (!st->ing[j].in) continue;
-                int64_t ev, lag;
-                if (tsr_ingest_partition_stats(st->ing[j].in, o->parts[k], &ev, &lag) == 0) {
-                    ps->events += ev;
-                    if (lag >= 0) ps->lag = (ps->lag < 0 ? 0 : ps->lag) + lag;
-                }
-                if (j == 0) {
-                    char on[300];
-                    snprintf(on, sizeof on, "%s/%d", tsr_ingest_topic(st->ing[j].in), (int)o->parts[k]);
-                    ps->next_offset = tsr_tile_store_offset(tsr_host_tile_store(w->host), o->name, on);
-                }
+            int64_t ev, lag;
+            if (tsr_host_partition_stats(st, o->parts[k], &ev, &lag) == 0) {
+                ps->events = ev;
+                ps->lag = lag;
+            }
+            if (st->ning && st->ing[0].in) {
+                char on[300];
+                snprintf(on, sizeof on, "%s/%d", tsr_ingest_topic(st->ing[0].in), (int)o->parts[k]);
+                ps->next_offset = tsr_tile_store_offset(tsr_host_tile_store(w->host), o->name, on);
             }
             rq->partitions[rq->n_partitions++] = ps;
         }

@@ -61,6 +61,10 @@ typedef struct tsr_host_ingest {
     tsr_counter_t *messages, *events, *bad, *late, *skipped, *misrouted;
     tsr_gauge_t *lag;
     tsr_ingest_stats_t last;        /* counters already added to the metrics */
+    int64_t *ev_done;               /* partitioned: per Kafka partition, events applied by this
+                                     * slot's consumers stopped so far (a partition set change
+                                     * restarts the consumer) */
+    size_t nev_done;
 } tsr_host_ingest_t;
 
 typedef struct tsr_host_gb {
@@ -116,6 +120,10 @@ tsr_host_gb_t *tsr_host_at(tsr_host_t *h, size_t i);
 void tsr_host_gb_start_ingests(tsr_host_t *h, tsr_host_gb_t *st);
 /* Stops its ingests now (each finishes the batch in hand). */
 void tsr_host_gb_stop_ingests(tsr_host_gb_t *st);
+/* One Kafka partition of a partitioned state, over all its sources: events applied since the
+ * state was hosted — across consumer restarts — and the lag of the running consumers (-1:
+ * unknown). TSR_ENOTFOUND when no consumer, running or stopped, knows the partition. */
+int tsr_host_partition_stats(const tsr_host_gb_t *st, int32_t p, int64_t *events, int64_t *lag);
 /* Partitioned mode: consume only parts[0..n) (copied) from now on; partitions new to the
  * store start at start_time_ms (> 0) when Kafka can tell. Stops the ingests and, when the set
  * is not empty and the state is hosted, starts them again over the new set. */
