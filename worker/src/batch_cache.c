@@ -196,7 +196,8 @@ void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, con
     atomic_fetch_add_explicit(&c->entries, 1, memory_order_relaxed);
 }
 
-void tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h) {
+int tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h) {
+    int found = 0;
     pthread_mutex_lock(&c->ins_mu);
     bc_ent_t *_Atomic *link = &c->buckets[h & c->mask];
     for (bc_ent_t *e = atomic_load_explicit(link, memory_order_relaxed); e;
@@ -206,9 +207,11 @@ void tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h) {
             atomic_store_explicit(link, atomic_load_explicit(&e->next, memory_order_relaxed), memory_order_release);
             atomic_fetch_sub_explicit(&c->entries, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
+            found = 1;
             break;
         }
     pthread_mutex_unlock(&c->ins_mu);
+    return found;
 }
 
 int tsr__bcache_is_full(tsr__bcache_t *c) { return atomic_load_explicit(&c->is_full, memory_order_relaxed); }

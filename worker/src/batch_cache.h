@@ -55,8 +55,9 @@ void tsr__bcache_put(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h, con
 
 /* Unlinks the entry of k, if any: lookups no longer find it (its memory is reused at the next
  * clear only, so a reader walking its chain meanwhile walks on). For a writer that keeps
- * readers from putting k again until its change is visible to them. */
-void tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h);
+ * readers from putting k again until its change is visible to them. Returns 1 when k was
+ * there. */
+int tsr__bcache_drop(tsr__bcache_t *c, const void *k, size_t kl, uint64_t h);
 
 /* The budget was used up: puts store nothing until the next clear. */
 int tsr__bcache_is_full(tsr__bcache_t *c);

@@ -460,6 +460,8 @@ int tsr_tile_store_open_opts(const char *dir, const tsr_tile_store_opts_t *o, ts
     ingest_dir_reset(s);
     if (bc_bytes != TSR_TILE_BATCH_CACHE_NONE) s->bcache = tsr__bcache_create(bc_bytes);
     if (sc_bytes != TSR_TILE_STREAM_CACHE_NONE) s->scache = tsr__bcache_create(sc_bytes);
+    const char *warm = getenv("TSR_TILE_STREAM_WARM");
+    s->warm = !(warm && strcmp(warm, "0") == 0);
     s->wo = rocksdb_writeoptions_create();
     s->ro = rocksdb_readoptions_create();
     s->pend_budget = PEND_BUDGET_BYTES;
@@ -1804,6 +1806,43 @@ static int off_cmp(const void *a, const void *b) {
  * The log records the table came from (batches applied without offsets) are in another
  * family: they are range-deleted by a second write after the ingest, and a crash between the
  * two is harmless — the register's replay skips the log records below the stored 'L'. */
+/* At most this many records a flush dropped from the stream record cache are read back into
+ * it after the flush lands (warm_records). */
+#define WARM_MAX 4096
+
+/* The records a landed flush dropped from the stream record cache, read again and stored
+ * there, so that the first fetch of a hot record after a flush does not pay for the new table
+ * file (docs/tile-store.md "Stream record cache"). The readers' rule: under the cache's read
+ * lock and the GroupBy's write-back read lock, and only with no flush of it in flight — then
+ * what RocksDB answers stays true until the next flush drops it again. keys are in the
+ * store's key order (the flushed table's). */
+static void warm_records(tsr_tile_store_t *s, tsr__ts_gb_t *g, const char **keys, size_t *klens, size_t n) {
+    rocksdb_pinnableslice_t **vals = tsr_malloc(n * sizeof *vals);
+    char **errs = tsr_calloc(n, sizeof *errs);
+    tsr__bcache_rdlock(s->scache);
+    pthread_rwlock_rdlock(&g->pend_lock);
+    if (!g->imm) {
+        rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[TSR__CF_STREAM], n, keys, klens, vals, errs, 1);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t h = tsr__bcache_hash(s->scache, keys[i], klens[i]);
+            if (errs[i]) {
+                free(errs[i]);
+            } else if (vals[i]) {
+                size_t vl;
+                const char *v = rocksdb_pinnableslice_value(vals[i], &vl);
+                tsr__bcache_put(s->scache, keys[i], klens[i], h, v, vl);
+            } else {
+                tsr__bcache_put(s->scache, keys[i], klens[i], h, NULL, 0);
+            }
+            rocksdb_pinnableslice_destroy(vals[i]);
+        }
+    }
+    pthread_rwlock_unlock(&g->pend_lock);
+    tsr__bcache_unlock(s->scache);
+    free(errs);
+    free(vals);
+}
+
 static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_rwlock_rdlock(&g->pend_lock); /* imm changes under it (and fl_mu) */
     tsr__pend_t *c = g->imm;
@@ -1954,10 +1993,21 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     /* the stream record cache: drop the records this flush changed, before it lands — until
      * then readers of this GroupBy neither use nor fill the cache (imm is set); the others
      * stay valid (the file holds only these records and state keys, which are not cached) */
+    const char **wkeys = NULL; /* the dropped ones, read back after the landing (in order) */
+    size_t *wlens = NULL, nwarm = 0;
     if (s->scache)
         for (size_t i = 0; i < nord; i++) {
             const rec_entry_t *x = ord[i].e;
-            tsr__bcache_drop(s->scache, x->key, x->klen, tsr__bcache_hash(s->scache, x->key, x->klen));
+            if (!tsr__bcache_drop(s->scache, x->key, x->klen, tsr__bcache_hash(s->scache, x->key, x->klen)) ||
+                !s->warm || nwarm == WARM_MAX)
+                continue;
+            if (!wkeys) {
+                size_t cap = nord < WARM_MAX ? nord : WARM_MAX;
+                wkeys = tsr_malloc(cap * sizeof *wkeys);
+                wlens = tsr_malloc(cap * sizeof *wlens);
+            }
+            wkeys[nwarm] = (const char *)x->key;
+            wlens[nwarm++] = x->klen;
         }
     pthread_mutex_lock(&s->fl_mu);
     pthread_rwlock_wrlock(&g->pend_lock);
@@ -1966,10 +2016,14 @@ static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_rwlock_unlock(&g->pend_lock);
     pthread_cond_broadcast(&s->fl_done_cv);
     pthread_mutex_unlock(&s->fl_mu);
-    pend_free(g, c);
     /* the stream record cache keeps the memory of dropped entries: once it is full, empty it
-     * (no lock held here that a reader waits for with the cache's read lock held) */
+     * (no lock held here that a reader waits for with the cache's read lock held); else the
+     * dropped records are read back (their keys live in c until pend_free) */
     if (s->scache && tsr__bcache_is_full(s->scache)) tsr__bcache_clear(s->scache);
+    else if (nwarm) warm_records(s, g, wkeys, wlens, nwarm);
+    free(wkeys);
+    free(wlens);
+    pend_free(g, c);
     return 0;
 }
 

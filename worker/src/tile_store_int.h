@@ -106,6 +106,8 @@ struct tsr_tile_store {
     tsr__bcache_t *bcache;      /* batch records by key (batch_cache.h); NULL: none */
     tsr__bcache_t *scache;      /* stream records by key (or that there is none), dropped by
                                    the flush that changes them (tile_store_read.c); NULL: none */
+    int warm;                   /* a landed flush reads the records it dropped back into scache
+                                   (1; TSR_TILE_STREAM_WARM=0: off) */
     rocksdb_block_based_table_options_t *table;     /* bloom filters, hash indexes */
     rocksdb_block_based_table_options_t *table_log; /* the log's: no filter */
     rocksdb_column_family_handle_t *cf[TSR__NCF];
