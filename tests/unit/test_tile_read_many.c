@@ -548,12 +548,13 @@ static void stream_cache_same_values(int warm) {
     stream_cache = (size_t)8 << 20;
     s = open_store();
     tsr_tile_cache_stats_t st = warm_reads(s, 1, rs.reqs[0], rs.reqs[1], rs.gbi, &arena);
+    uint64_t hits = st.hits, misses = st.misses; /* every record these reads need is cached */
     stream(s, B + D1 / 2); /* the second half of the events again: on records cached */
     read_set(s, rs.reqs[2], &arena);
     ck_assert_msg(tsr_tile_store_flush(s, &err) == 0, "%s", err.msg);
-    tsr_tile_store_stream_cache_stats(s, &st);
-    uint64_t hits = st.hits, misses = st.misses;
-    read_set(s, rs.reqs[3], &arena); /* the keys of reqs[1]: all cached before the flush */
+    read_set(s, rs.reqs[3], &arena); /* the same keys again */
+    /* misses since the cache was warm: only from records a flush dropped — the explicit one,
+     * or the flusher's own when the events took longer than a table's age (valgrind) */
     tsr_tile_store_stream_cache_stats(s, &st);
     if (warm)
         ck_assert_msg(st.misses == misses && st.hits > hits, "after the flush: %llu misses, %llu hits",
