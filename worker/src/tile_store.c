@@ -1788,24 +1788,6 @@ static int off_cmp(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Writes imm as one table file and ingests it into the stream family; then drops imm. Caller
- * holds g->flush_mu. A failed flush keeps imm (reads keep merging it) for a retry.
- *
- * The file holds, in key order (the family's bytewise comparator; an SstFileWriter needs keys
- * strictly increasing): the flush marker 't' gb \0 \0\0\0 'F' = gen, the log high mark
- * '..L' = the first log record not covered, the consumer offsets '..o' name the table's events
- * reach (names sorted), then every record 't' gb \0 K ... as one merge operand (state keys
- * sort before every record: tsr__state_key). The file spans this GroupBy's 't' range only, so
- * the files of different GroupBys do not overlap and RocksDB places them side by side. RocksDB
- * ingests a file atomically, all its keys at one global sequence number: before the ingest
- * nothing of this flush is in the store (a crash replays it from Kafka or the log), after it
- * all of it is. No WriteBatch (its std::string regrowth was ~20 % of ingest), no WAL, no
- * memtable insert, no memtable flush (BuildTable): the file is the table the memtable flush
- * would have written.
- *
- * The log records the table came from (batches applied without offsets) are in another
- * family: they are range-deleted by a second write after the ingest, and a crash between the
- * two is harmless — the register's replay skips the log records below the stored 'L'. */
 /* At most this many records a flush dropped from the stream record cache are read back into
  * it after the flush lands (warm_records). */
 #define WARM_MAX 4096
@@ -1843,6 +1825,24 @@ static void warm_records(tsr_tile_store_t *s, tsr__ts_gb_t *g, const char **keys
     free(vals);
 }
 
+/* Writes imm as one table file and ingests it into the stream family; then drops imm. Caller
+ * holds g->flush_mu. A failed flush keeps imm (reads keep merging it) for a retry.
+ *
+ * The file holds, in key order (the family's bytewise comparator; an SstFileWriter needs keys
+ * strictly increasing): the flush marker 't' gb \0 \0\0\0 'F' = gen, the log high mark
+ * '..L' = the first log record not covered, the consumer offsets '..o' name the table's events
+ * reach (names sorted), then every record 't' gb \0 K ... as one merge operand (state keys
+ * sort before every record: tsr__state_key). The file spans this GroupBy's 't' range only, so
+ * the files of different GroupBys do not overlap and RocksDB places them side by side. RocksDB
+ * ingests a file atomically, all its keys at one global sequence number: before the ingest
+ * nothing of this flush is in the store (a crash replays it from Kafka or the log), after it
+ * all of it is. No WriteBatch (its std::string regrowth was ~20 % of ingest), no WAL, no
+ * memtable insert, no memtable flush (BuildTable): the file is the table the memtable flush
+ * would have written.
+ *
+ * The log records the table came from (batches applied without offsets) are in another
+ * family: they are range-deleted by a second write after the ingest, and a crash between the
+ * two is harmless — the register's replay skips the log records below the stored 'L'. */
 static int flush_imm(tsr_tile_store_t *s, tsr__ts_gb_t *g, tsr_error_t *err) {
     pthread_rwlock_rdlock(&g->pend_lock); /* imm changes under it (and fl_mu) */
     tsr__pend_t *c = g->imm;
